@@ -1,0 +1,2 @@
+class ModelFileError(Exception):
+    """A model file cannot be used; the message is one plain sentence for the user."""
