@@ -1,0 +1,48 @@
+"""KV cache geometry and bytes, per layer, following llama.cpp's allocation rules."""
+
+from __future__ import annotations
+
+from ..model.ggml_types import row_bytes, type_by_name
+
+PAD = 256
+
+
+def pad(n: int, to: int = PAD) -> int:
+    return (n + to - 1) // to * to
+
+
+def kv_cells(context: int, backend: str, era: str = "current") -> int:
+    """Cells llama.cpp allocates for one sequence: koboldcpp reserves 128 extra, then pad to 256."""
+    n = context + (128 if backend == "koboldcpp" else 0)
+    if era == "old":
+        return pad(n, 256)
+    return pad(max(n, 1))
+
+
+def swa_cells(cells: int, window: int, n_ubatch: int) -> int:
+    return min(cells, pad(min(cells, window + n_ubatch)))
+
+
+def layer_kv_bytes(model, il: int, cells: int, type_k: str, type_v: str, flash_attn: bool,
+                   n_ubatch: int) -> tuple[int, int]:
+    """(K bytes, V bytes) of layer il; 0 for layers without a cache."""
+    n_kv = model.n_head_kv[il]
+    if n_kv <= 0:
+        return 0, 0
+    n = cells
+    tk, tv = type_by_name(type_k), type_by_name(type_v)
+    if model.swa_layers[il]:
+        n = swa_cells(cells, model.sliding_window, n_ubatch)
+        tk = tv = type_by_name("f16")  # llama.cpp keeps the SWA cache in f16 (since Apr 2026)
+    k_width = model.key_length * n_kv
+    v_width = model.value_length * n_kv
+    if not flash_attn:
+        # V is stored transposed; every layer is padded to the widest V
+        v_width = model.value_length * max(model.n_head_kv)
+    return row_bytes(tk, k_width) * n, row_bytes(tv, v_width) * n
+
+
+def kv_bytes_per_layer(model, context: int, type_k: str, type_v: str, flash_attn: bool, n_ubatch: int,
+                       backend: str, era: str = "current") -> list[int]:
+    cells = kv_cells(context, backend, era)
+    return [sum(layer_kv_bytes(model, il, cells, type_k, type_v, flash_attn, n_ubatch)) for il in range(model.n_layer)]

@@ -1,0 +1,69 @@
+"""Which device each layer lands on, following llama.cpp's layer-split rules.
+
+Layer index n_layer stands for the output layer (output.weight + output_norm); the input
+embeddings always stay on the CPU.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+CPU = -1
+
+
+def normalise_split(weights: list[float], n_devices: int) -> list[float]:
+    """Cumulative split boundaries (cum[last] == 1), llama.cpp style; missing entries count as 0."""
+    w = [max(0.0, float(x)) for x in list(weights)[:n_devices]] + [0.0] * max(0, n_devices - len(weights))
+    total = sum(w)
+    if total <= 0:
+        w = [1.0] * n_devices
+        total = float(n_devices)
+    cum, acc = [], 0.0
+    for x in w:
+        acc += x
+        cum.append(acc / total)
+    return cum
+
+
+def offload_range(n_layer: int, ngl: int, n_devices: int, era: str = "current") -> tuple[int, int]:
+    """(first offloaded layer index, number offloaded) of the n_layer + 1 offloadable layers."""
+    ngl = max(0, ngl)
+    if era == "old":
+        start = max(n_layer - ngl, 0)
+    else:
+        start = max(n_layer + 1 - ngl, 0)
+    act = 0 if n_devices == 0 else min(ngl, n_layer + 1)
+    return start, act
+
+
+def plan_layers(n_layer: int, ngl: int, split: list[float], era: str = "current") -> list[int]:
+    """Device index (into the split's device list) for layers 0..n_layer; CPU = -1."""
+    n_dev = len(split)
+    start, act = offload_range(n_layer, ngl, n_dev, era)
+    out = [CPU] * (n_layer + 1)
+    if act == 0:
+        return out
+    cum = normalise_split(split, n_dev)
+    for il in range(start, n_layer + 1):
+        if il - start >= act:
+            break
+        x = (il - start) / act
+        # upper_bound: the first device whose cumulative share exceeds x
+        d = bisect_right(cum, x)
+        out[il] = min(d, n_dev - 1)
+    if era == "old" and ngl <= n_layer:
+        out[n_layer] = CPU  # the old rule offloads the output layer only when ngl > n_layer
+    return out
+
+
+def layer_counts(assign: list[int], n_devices: int) -> list[int]:
+    counts = [0] * n_devices
+    for d in assign:
+        if d >= 0:
+            counts[d] += 1
+    return counts
+
+
+def exact_split(counts: list[int]) -> list[float]:
+    """A tensor split of integer layer counts gives each device exactly that many layers."""
+    return [float(c) for c in counts]

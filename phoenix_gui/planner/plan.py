@@ -1,0 +1,220 @@
+"""make_plan: placement + per-device memory ledger + predicted speed for one configuration."""
+
+from __future__ import annotations
+
+from ..hardware.rig import MIB, GpuInfo, Rig
+from ..model.info import ModelInfo
+from .compute import ComputeInputs, device_compute, host_compute
+from .kv import kv_cells, kv_bytes_per_layer
+from .ledger import DevicePlan, Plan
+from .placement import CPU, plan_layers
+from .settings import PlanSettings
+from .speed import SpeedDevice, cpu_theoretical_bandwidth, prompt_tokens_per_second, tokens_per_second
+
+PIPELINE_COPIES = 4
+OP_OFFLOAD_MIN_BATCH = 32
+PROCESS_RAM_OVERHEAD = {"koboldcpp": 600 * MIB, "llama-server": 250 * MIB}
+
+
+def cuda_overhead(settings: PlanSettings, rig: Rig) -> int:
+    if settings.cuda_overhead_mib is not None:
+        return int(settings.cuda_overhead_mib * MIB)
+    return (450 if rig.os == "windows" else 300) * MIB
+
+
+def selected_gpus(rig: Rig, settings: PlanSettings) -> list[GpuInfo]:
+    if settings.devices is None:
+        return list(rig.gpus)
+    return [rig.gpus[i] for i in settings.devices if 0 <= i < len(rig.gpus)]
+
+
+def default_split(gpus: list[GpuInfo], overhead: int) -> list[float]:
+    """llama.cpp's split when none is given: free memory at load (after its own CUDA context)."""
+    return [float(max(0, g.free_bytes - overhead)) for g in gpus]
+
+
+def _layer_bytes(model: ModelInfo, moecpu: int) -> tuple[list[int], list[int]]:
+    """(bytes on the layer's device, expert bytes forced to RAM) per block."""
+    on_dev, to_cpu = [], []
+    for layer in model.layers:
+        moved = layer.expert_bytes if layer.index < moecpu else 0
+        on_dev.append(layer.nbytes - moved)
+        to_cpu.append(moved)
+    return on_dev, to_cpu
+
+
+def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
+    s = settings
+    gpus = selected_gpus(rig, s)
+    n_gpu = len(gpus)
+    n_layer = model.n_layer
+    overhead = cuda_overhead(s, rig)
+    warnings: list[str] = []
+
+    ngl = n_layer + 1 if s.gpulayers is None else max(0, min(s.gpulayers, n_layer + 1))
+    if n_gpu == 0:
+        ngl = 0
+    split = list(s.tensor_split) if s.tensor_split and any(x > 0 for x in s.tensor_split) else None
+    if split is None and n_gpu:
+        split = default_split(gpus, overhead)
+    split = (split or [])[:n_gpu] + [0.0] * max(0, n_gpu - len(split or []))
+    assign = plan_layers(n_layer, ngl, split, s.ngl_era) if n_gpu else [CPU] * (n_layer + 1)
+
+    moecpu = s.moecpu if model.is_moe else 0
+    dev_bytes, cpu_expert = _layer_bytes(model, moecpu)
+    type_k, type_v = s.kv_types()
+    if (type_v != s.cache_type_v):
+        warnings.append("A quantized V cache needs flash attention; V stays f16 "
+                        + ("(koboldcpp quantizes only K)." if s.backend == "koboldcpp" else "(llama-server would refuse it)."))
+    cells = kv_cells(s.context, s.backend, "old" if s.ngl_era == "old" else "current")
+    kv = kv_bytes_per_layer(model, s.context, type_k, type_v, s.flash_attn, s.batch, s.backend)
+    ci = ComputeInputs(n_ubatch=min(s.batch, cells), n_kv=cells, flash_attn=s.flash_attn)
+
+    w = [0] * n_gpu
+    kvb = [0] * n_gpu
+    layers = [0] * n_gpu
+    first: list[int | None] = [None] * n_gpu
+    last: list[int | None] = [None] * n_gpu
+    cpu_w = model.input_bytes
+    cpu_kv = 0
+    cpu_layers = 0
+    cpu_matrix = 0  # largest RAM-resident matmul weight (op-offload scratch)
+    for il in range(n_layer):
+        d = assign[il]
+        cpu_w += cpu_expert[il]
+        if cpu_expert[il]:
+            cpu_matrix = max(cpu_matrix, model.layers[il].largest_matrix(experts_only=True))
+        if d == CPU:
+            cpu_w += dev_bytes[il]
+            cpu_kv += kv[il]
+            cpu_layers += 1
+            cpu_matrix = max(cpu_matrix, model.layers[il].largest_matrix())
+            continue
+        w[d] += dev_bytes[il]
+        layers[d] += 1
+        if first[d] is None:
+            first[d] = il
+        last[d] = il
+        if s.lowvram:
+            cpu_kv += kv[il]
+        else:
+            kvb[d] += kv[il]
+    out_dev = assign[n_layer]
+    out_bytes = sum(t.nbytes for t in model.output_tensors)
+    if out_dev == CPU:
+        cpu_w += out_bytes
+        cpu_layers += 1
+        cpu_matrix = max(cpu_matrix, max((t.nbytes for t in model.output_tensors if len(t.shape) > 1), default=0))
+    else:
+        w[out_dev] += model.output_bytes  # tied embeddings are duplicated onto the output device
+        layers[out_dev] += 1
+        first[out_dev] = n_layer if first[out_dev] is None else first[out_dev]
+        last[out_dev] = n_layer
+
+    all_offloaded = n_gpu > 0 and all(a != CPU for a in assign)
+    pipeline = (n_gpu > 1 and all_offloaded and s.split_mode == "layer" and not s.lowvram and moecpu == 0)
+    scratch = cpu_matrix if (n_gpu and cpu_matrix and s.batch >= OP_OFFLOAD_MIN_BATCH) else 0
+
+    approximate = False
+    if s.split_mode == "row" and n_gpu > 1:
+        approximate = True
+        w = _row_split_weights(model, assign, gpus, s, dev_bytes, w)
+        warnings.append("Row split is estimated: matrices are divided by rows across all GPUs; numbers are approximate.")
+
+    devices: list[DevicePlan] = []
+    display_reserve = s.display_reserve_mib * MIB
+    for i, g in enumerate(gpus):
+        comp = device_compute(model, ci, has_layers=layers[i] - (1 if out_dev == i else 0) > 0,
+                              has_output=out_dev == i, gpu=True,
+                              host_weight_scratch=scratch if i == 0 else 0,
+                              pipeline_copies=PIPELINE_COPIES if pipeline else 1)
+        reserve = int(s.margin_mib * MIB + (display_reserve if g.display_attached else 0))
+        devices.append(DevicePlan(
+            name=g.short_name, kind="gpu", gpu_index=rig.gpus.index(g), layers=layers[i], first_layer=first[i],
+            last_layer=last[i], has_output=out_dev == i, weights_bytes=w[i], kv_bytes=kvb[i], compute_bytes=comp,
+            overhead_bytes=overhead, reserve_bytes=reserve, capacity_bytes=g.total_bytes, free_bytes=g.free_bytes,
+            bandwidth_gbs=g.bandwidth_gbs, scratch_bytes=scratch if i == 0 else 0,
+        ))
+    host = host_compute(model, ci, cpu_layers=cpu_layers > (1 if out_dev == CPU else 0), cpu_output=out_dev == CPU,
+                        any_gpu=n_gpu > 0)
+    sysinfo = rig.system
+    cpu_first = next((il for il in range(n_layer + 1) if assign[il] == CPU), None)
+    cpu_last = max((il for il in range(n_layer + 1) if assign[il] == CPU), default=None)
+    devices.append(DevicePlan(
+        name="CPU / RAM", kind="cpu", gpu_index=None, layers=cpu_layers, first_layer=cpu_first, last_layer=cpu_last,
+        has_output=out_dev == CPU, weights_bytes=cpu_w, kv_bytes=cpu_kv, compute_bytes=host,
+        overhead_bytes=PROCESS_RAM_OVERHEAD.get(s.backend, 300 * MIB), reserve_bytes=int(s.ram_margin_mib * MIB),
+        capacity_bytes=sysinfo.ram_total_bytes, free_bytes=sysinfo.ram_available_bytes,
+        bandwidth_gbs=sysinfo.ram_bandwidth_gbs, expert_bytes_on_cpu=sum(cpu_expert),
+        mmap_bytes=cpu_w if s.mmap else 0,
+        note="weights are memory-mapped (page cache)" if s.mmap and cpu_w else "",
+    ))
+    if model.architecture in ("mamba", "mamba2", "rwkv6", "rwkv7", "jamba", "nemotron_h", "qwen3next", "lfm2", "falcon-h1"):
+        warnings.append("Recurrent state of this architecture is not modelled; leave extra headroom.")
+    if n_gpu and any(g.compute_capability < (7, 5) for g in gpus):
+        old = ", ".join(sorted({g.short_name for g in gpus if g.compute_capability < (7, 5)}))
+        warnings.append(f"{old} need a CUDA 12 build (koboldcpp_cu12): CUDA 13 dropped cards older than Turing.")
+
+    speed_devs = _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert)
+    tps = tokens_per_second(speed_devs)
+    pp = prompt_tokens_per_second(speed_devs, s.batch)
+    return Plan(
+        model_name=model.name, n_layer=n_layer, gpulayers=ngl, tensor_split=[round(x, 4) for x in split],
+        context=s.context, kv_cells=cells, devices=devices, assign=assign, predicted_tokens_per_s=tps,
+        predicted_prompt_tokens_per_s=pp, pipeline_parallel=pipeline, approximate=approximate, settings=s,
+        warnings=warnings,
+    )
+
+
+def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert) -> list[SpeedDevice]:
+    fill = s.kv_fill if s.kv_fill is not None else max(1, s.context // 4)
+    cells = max(1, kv_cells(s.context, s.backend))
+    frac_active = (model.n_expert_used / model.n_expert) if model.is_moe else 1.0
+    n = len(gpus)
+    read = [0.0] * (n + 1)  # last entry: CPU
+    for il, layer in enumerate(model.layers):
+        d = assign[il]
+        idx = n if d == CPU else d
+        dense = layer.dense_bytes
+        experts = layer.expert_bytes
+        exp_read = experts * frac_active
+        if cpu_expert[il]:
+            read[n] += exp_read
+            read[idx] += dense
+        else:
+            read[idx] += dense + exp_read
+        kv_idx = n if (d == CPU or s.lowvram) else d
+        read[kv_idx] += kv[il] * min(fill, cells) / cells
+    out = assign[model.n_layer]
+    read[n if out == CPU else out] += sum(t.nbytes for t in model.output_tensors) or model.token_embd_bytes
+    read[n] += model.n_embd * 4  # one embedding row
+    sd = []
+    for i, g in enumerate(gpus):
+        sd.append(SpeedDevice("gpu", g.architecture, g.bandwidth_gbs, read[i], devices[i].layers, devices[i].weights_bytes))
+    cpu = devices[-1]
+    bw = cpu_theoretical_bandwidth(rig.system.ram_bandwidth_gbs, rig.system.ram_bandwidth_source)
+    sd.append(SpeedDevice("cpu", "cpu", bw, read[n], cpu.layers, cpu.weights_bytes - model.input_bytes))
+    return sd
+
+
+def _row_split_weights(model, assign, gpus, s, dev_bytes, w) -> list[int]:
+    """Row split: 2-D matrices of every GPU layer are divided by rows across GPUs by the split
+    (default: total VRAM); the owner device keeps the rest. Estimated."""
+    n = len(gpus)
+    ts = list(s.tensor_split) if s.tensor_split else [float(g.total_bytes) for g in gpus]
+    ts = ts[:n] + [0.0] * (n - len(ts))
+    total = sum(ts) or 1.0
+    share = [x / total for x in ts]
+    out = [0.0] * n
+    for il, layer in enumerate(model.layers):
+        d = assign[il]
+        if d == CPU:
+            continue
+        mat = sum(t.nbytes for t in layer.tensors if len(t.shape) >= 2 and not t.is_expert)
+        for j in range(n):
+            out[j] += mat * share[j]
+        out[d] += dev_bytes[il] - mat
+    o = assign[model.n_layer]
+    if o != CPU:
+        out[o] += model.output_bytes
+    return [int(x) for x in out]

@@ -1,0 +1,91 @@
+"""Tokens/s model: a token reads every active weight and the KV cache once, device after device.
+
+time per token = sum over devices of bytes read / (bandwidth x efficiency of its architecture)
+               + a fixed cost per offloaded layer + a fixed cost per hop between devices.
+The constants are fitted on public measurements (benchmarks/fit_speed_model.py) and stored in
+resources/speed-model.json. Prompt processing is a rough estimate with the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ..resources import resource
+
+# A numpy copy counts read + write; decode loops read. Measured copy bandwidth is about this
+# fraction of the theoretical figure the model's CPU efficiency is fitted against.
+COPY_TO_THEORETICAL = 0.65
+
+DEFAULT_CONSTANTS = {
+    "eff": {"Maxwell": 0.45, "Pascal": 0.55, "Volta": 0.6, "Turing": 0.62, "Ampere": 0.68,
+            "Ada Lovelace": 0.72, "Hopper": 0.6, "Blackwell": 0.7, "unknown": 0.55},
+    "eff_cpu": 0.55,
+    "gpu_layer_ms": 0.04,
+    "cpu_layer_ms": 0.1,
+    "hop_ms": 0.3,
+    "base_ms": 1.0,
+    "pp_gpu_mult": 30.0,
+    "pp_cpu_mult": 4.0,
+}
+
+
+@lru_cache(maxsize=1)
+def speed_constants() -> dict:
+    try:
+        data = json.loads(resource("speed-model.json").read_text(encoding="utf-8"))
+        c = dict(DEFAULT_CONSTANTS)
+        c.update({k: v for k, v in data.get("constants", {}).items() if k in DEFAULT_CONSTANTS})
+        c["eff"] = {**DEFAULT_CONSTANTS["eff"], **data.get("constants", {}).get("eff", {})}
+        return c
+    except (OSError, ValueError, FileNotFoundError):
+        return dict(DEFAULT_CONSTANTS)
+
+
+@dataclass(frozen=True)
+class SpeedDevice:
+    kind: str  # "gpu" or "cpu"
+    architecture: str
+    bandwidth_gbs: float  # GPU: spec memory bandwidth; CPU: theoretical RAM bandwidth
+    bytes_per_token: float  # active weights + KV read per generated token
+    layers: float  # offloadable layers it runs
+    weight_bytes: float = 0.0  # all weights it holds (prompt processing touches them per batch)
+
+
+def token_seconds(devices: list[SpeedDevice], c: dict | None = None) -> float:
+    c = c or speed_constants()
+    active = [d for d in devices if d.bytes_per_token > 0 or d.layers > 0]
+    t = c["base_ms"] / 1000
+    for d in active:
+        if d.kind == "cpu":
+            t += d.bytes_per_token / (d.bandwidth_gbs * 1e9 * c["eff_cpu"]) + d.layers * c["cpu_layer_ms"] / 1000
+        else:
+            eff = c["eff"].get(d.architecture, c["eff"]["unknown"])
+            t += d.bytes_per_token / (d.bandwidth_gbs * 1e9 * eff) + d.layers * c["gpu_layer_ms"] / 1000
+    t += max(0, len(active) - 1) * c["hop_ms"] / 1000
+    return t
+
+
+def tokens_per_second(devices: list[SpeedDevice], c: dict | None = None) -> float:
+    return 1.0 / token_seconds(devices, c)
+
+
+def prompt_tokens_per_second(devices: list[SpeedDevice], n_ubatch: int = 512, c: dict | None = None) -> float:
+    """Rough: a batch of n_ubatch tokens is compute-bound on GPUs, bandwidth-bound-ish on CPUs."""
+    c = c or speed_constants()
+    t = 0.0
+    for d in devices:
+        if d.layers <= 0 and d.bytes_per_token <= 0:
+            continue
+        if d.kind == "cpu":
+            # weights in RAM are either crunched by the CPU or copied to the first GPU per batch
+            t += d.weight_bytes / (d.bandwidth_gbs * 1e9 * c["pp_cpu_mult"]) / max(1, n_ubatch / 64)
+        else:
+            eff = c["eff"].get(d.architecture, c["eff"]["unknown"])
+            t += d.weight_bytes / (d.bandwidth_gbs * 1e9 * eff * c["pp_gpu_mult"])
+    return 1.0 / t if t > 0 else 0.0
+
+
+def cpu_theoretical_bandwidth(gbs: float, source: str) -> float:
+    return gbs / COPY_TO_THEORETICAL if source == "measured" else gbs
