@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import gguf
@@ -46,21 +47,27 @@ class LayerInfo:
     index: int
     tensors: list[TensorInfo] = field(default_factory=list)
 
-    @property
+    # Cached: the planner reads these on every slider move; a layer's tensors never change
+    # after the model is read.
+    @cached_property
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors)
 
-    @property
+    @cached_property
     def expert_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors if t.is_expert)
 
-    @property
+    @cached_property
     def dense_bytes(self) -> int:
         return self.nbytes - self.expert_bytes
 
+    @cached_property
+    def _largest(self) -> tuple[int, int]:
+        mats = [t for t in self.tensors if len(t.shape) >= 2]
+        return (max((t.nbytes for t in mats), default=0), max((t.nbytes for t in mats if t.is_expert), default=0))
+
     def largest_matrix(self, experts_only: bool = False) -> int:
-        sizes = [t.nbytes for t in self.tensors if len(t.shape) >= 2 and (t.is_expert or not experts_only)]
-        return max(sizes, default=0)
+        return self._largest[1] if experts_only else self._largest[0]
 
 
 @dataclass

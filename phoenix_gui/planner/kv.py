@@ -44,5 +44,14 @@ def layer_kv_bytes(model, il: int, cells: int, type_k: str, type_v: str, flash_a
 
 def kv_bytes_per_layer(model, context: int, type_k: str, type_v: str, flash_attn: bool, n_ubatch: int,
                        backend: str, era: str = "current") -> list[int]:
-    cells = kv_cells(context, backend, era)
-    return [sum(layer_kv_bytes(model, il, cells, type_k, type_v, flash_attn, n_ubatch)) for il in range(model.n_layer)]
+    # Memoised on the model: a slider drag replans many times with the same cache settings.
+    key = (context, type_k, type_v, flash_attn, n_ubatch, backend, era)
+    cache = model.__dict__.setdefault("_kv_cache", {})
+    hit = cache.get(key)
+    if hit is None:
+        cells = kv_cells(context, backend, era)
+        hit = [sum(layer_kv_bytes(model, il, cells, type_k, type_v, flash_attn, n_ubatch)) for il in range(model.n_layer)]
+        if len(cache) > 64:
+            cache.clear()
+        cache[key] = hit
+    return hit

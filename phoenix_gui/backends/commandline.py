@@ -1,0 +1,198 @@
+"""Command lines, .kcpps configs and launcher scripts for a plan.
+
+Every value Phoenix cares about is passed explicitly: defaults moved between koboldcpp and
+llama.cpp releases, and an omitted split means "by free memory at load", a snapshot of whatever
+else runs at that instant.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..hardware.rig import Rig
+from ..planner.ledger import Plan
+from ..planner.plan import selected_gpus
+from ..planner.settings import PlanSettings
+
+KOBOLD_KV_TYPES = ("f16", "bf16", "q8_0", "q5_1", "q4_0")
+
+
+@dataclass
+class LaunchCommand:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    backend: str = "koboldcpp"
+
+    def shell_line(self) -> str:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        return (env + " " if env else "") + " ".join(shlex.quote(a) for a in self.argv)
+
+    def cmd_line(self) -> str:
+        sets = "".join(f'set "{k}={_bat_escape(v)}" && ' for k, v in self.env.items())
+        return sets + " ".join(cmd_quote(a) for a in self.argv)
+
+
+def _num(x: float) -> str:
+    return f"{x:.4f}".rstrip("0").rstrip(".") if x != int(x) else str(int(x))
+
+
+def _default_exe(backend: str) -> list[str]:
+    return ["koboldcpp"] if backend == "koboldcpp" else ["llama-server"]
+
+
+def exe_argv(exe: str | Path | None, backend: str) -> list[str]:
+    """A koboldcpp.py runs with this Python; a binary runs as itself."""
+    if exe is None:
+        return _default_exe(backend)
+    exe = str(exe)
+    if exe.lower().endswith(".py"):
+        return [sys.executable, exe]
+    return [exe]
+
+
+def device_env(rig: Rig, settings: PlanSettings) -> dict[str, str]:
+    """Make the engine number GPUs as NVML does and see only the chosen ones, in the chosen order."""
+    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    gpus = selected_gpus(rig, settings)
+    if gpus and [g.uuid for g in gpus] != [g.uuid for g in rig.gpus]:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(g.uuid if g.uuid else str(g.index) for g in gpus)
+    return env
+
+
+def koboldcpp_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None) -> LaunchCommand:
+    s: PlanSettings = plan.settings
+    argv = exe_argv(exe, "koboldcpp") + ["--skiplauncher", "--model", str(model_path)]
+    env = {"PYTHONUNBUFFERED": "1"}
+    if plan.gpus and plan.gpulayers > 0:
+        env.update(device_env(rig, s))
+        argv += ["--usecuda"]  # bare: every visible GPU, no masking by id
+        argv += ["--gpulayers", str(plan.gpulayers)]
+        if len(plan.gpus) > 1:
+            argv += ["--tensor_split", *(_num(x) for x in plan.tensor_split)]
+        if s.split_mode == "row" and len(plan.gpus) > 1:
+            argv += ["--splitmode", "row"]
+        if s.moecpu:
+            argv += ["--moecpu", str(s.moecpu)]
+        if s.lowvram:
+            argv += ["--lowvram"]
+    else:
+        argv += ["--usecpu", "--gpulayers", "0"]
+    kv = s.cache_type_k if s.cache_type_k in KOBOLD_KV_TYPES else "f16"
+    argv += ["--contextsize", str(s.context), "--batchsize", str(s.batch), "--quantkv", kv]
+    if not s.flash_attn:
+        argv += ["--noflashattention"]
+    if s.mmap:
+        argv += ["--usemmap"]
+    if s.threads:
+        argv += ["--threads", str(s.threads)]
+    argv += ["--host", s.host, "--port", str(s.port), "--multiuser", "1"]
+    return LaunchCommand(argv, env, "koboldcpp")
+
+
+def llama_server_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None) -> LaunchCommand:
+    s: PlanSettings = plan.settings
+    argv = exe_argv(exe, "llama-server") + ["-m", str(model_path)]
+    env: dict[str, str] = {}
+    type_k, type_v = s.kv_types()
+    if plan.gpus and plan.gpulayers > 0:
+        env.update(device_env(rig, s))
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+        # --device lists the chosen GPUs in the chosen order (CUDAn = PCI order under PCI_BUS_ID)
+        pci_order = sorted(rig.gpus, key=lambda g: g.pci_bus_id.lower())
+        names = [f"CUDA{pci_order.index(rig.gpus[d.gpu_index])}" for d in plan.gpus]
+        argv += ["--device", ",".join(names), "-ngl", str(plan.gpulayers)]
+        if len(plan.gpus) > 1:
+            argv += ["-ts", ",".join(_num(x) for x in plan.tensor_split)]
+            argv += ["-sm", "row" if s.split_mode == "row" else "layer"]
+        if s.moecpu:
+            argv += ["--n-cpu-moe", str(s.moecpu)]
+        if s.lowvram:
+            argv += ["-nkvo"]
+    else:
+        argv += ["-ngl", "0"]
+    argv += ["-c", str(s.context), "-b", str(s.batch), "-ub", str(s.batch), "-ctk", type_k, "-ctv", type_v,
+             "-fa", "on" if s.flash_attn else "off", "-np", "1", "--fit", "off"]
+    if s.threads:
+        argv += ["-t", str(s.threads)]
+    argv += ["--host", s.host, "--port", str(s.port)]
+    return LaunchCommand(argv, env, "llama-server")
+
+
+def launch_command(plan: Plan, rig: Rig, model_path, exe=None) -> LaunchCommand:
+    if plan.settings.backend == "llama-server":
+        return llama_server_command(plan, rig, model_path, exe)
+    return koboldcpp_command(plan, rig, model_path, exe)
+
+
+def kcpps_config(plan: Plan, rig: Rig, model_path: str | Path) -> dict:
+    """A koboldcpp config with every placement key explicit; port and port_param agree."""
+    s: PlanSettings = plan.settings
+    gpu = bool(plan.gpus and plan.gpulayers > 0)
+    kv = s.cache_type_k if s.cache_type_k in KOBOLD_KV_TYPES else "f16"
+    return {
+        "model": [str(model_path)], "model_param": str(model_path),
+        "usecuda": ["normal"] if gpu else None, "usevulkan": None, "usecpu": not gpu,
+        "gpulayers": plan.gpulayers if gpu else 0,
+        "tensor_split": [float(x) for x in plan.tensor_split] if gpu and len(plan.gpus) > 1 else None,
+        "maingpu": -1, "splitmode": "row" if s.split_mode == "row" else "layer", "device": "",
+        "lowvram": s.lowvram, "nopipelineparallel": False, "autofit": False, "autofitpadding": 1024,
+        "moecpu": s.moecpu, "overridetensors": "", "contextsize": s.context, "quantkv": kv,
+        "noflashattention": not s.flash_attn, "batchsize": s.batch, "threads": s.threads or -1,
+        "blasthreads": 0, "usemmap": s.mmap, "host": s.host, "port": s.port, "port_param": s.port,
+        "multiuser": 1, "quiet": False, "skiplauncher": True, "istemplate": False,
+    }
+
+
+def write_kcpps(plan: Plan, rig: Rig, model_path, out: str | Path) -> Path:
+    out = Path(out)
+    out.write_text(json.dumps(kcpps_config(plan, rig, model_path), indent=2), encoding="utf-8")
+    return out
+
+
+# --- launcher scripts ---
+
+_CMD_SPECIAL = set(' \t&|<>^()%!"=;,')
+
+
+def _bat_escape(s: str) -> str:
+    return s.replace("%", "%%")
+
+
+def cmd_quote(arg: str) -> str:
+    """Quote one argument for a .bat file: double quotes protect & | < > ^ ( ) and spaces; % is doubled."""
+    if '"' in arg:
+        raise ValueError(f"An argument with a double quote cannot be passed safely through cmd.exe: {arg!r}")
+    if arg == "":
+        return '""'
+    if any(c in _CMD_SPECIAL for c in arg):
+        return '"' + _bat_escape(arg) + '"'
+    return arg
+
+
+def bat_script(cmd: LaunchCommand) -> str:
+    lines = ["@echo off", "rem Written by Phoenix. Runs the planned server; close this window to stop it.",
+             "chcp 65001 >nul", "setlocal DisableDelayedExpansion"]
+    lines += [f'set "{k}={_bat_escape(v)}"' for k, v in cmd.env.items()]
+    lines += [" ".join(cmd_quote(a) for a in cmd.argv), "pause", ""]
+    return "\r\n".join(lines)
+
+
+def sh_script(cmd: LaunchCommand) -> str:
+    lines = ["#!/bin/sh", "# Written by Phoenix. Runs the planned server; Ctrl-C stops it.", "set -e"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in cmd.env.items()]
+    lines += ["exec " + " ".join(shlex.quote(a) for a in cmd.argv), ""]
+    return "\n".join(lines)
+
+
+def write_launcher(cmd: LaunchCommand, out: str | Path) -> Path:
+    out = Path(out)
+    if out.suffix.lower() in (".bat", ".cmd"):
+        out.write_bytes(bat_script(cmd).encode("utf-8"))
+    else:
+        out.write_text(sh_script(cmd), encoding="utf-8")
+        out.chmod(0o755)
+    return out

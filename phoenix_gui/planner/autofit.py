@@ -1,0 +1,220 @@
+"""Auto-fit: choose GPU layers, an exact tensor split and MoE expert offload so every device fits.
+
+Fastest: fill the GPUs in order of effective bandwidth (spec bandwidth x architecture efficiency),
+each as full as it can get, by binary search over its layer count with the real ledger; layers
+that fit nowhere stay in RAM. The split is emitted as integer layer counts, which llama.cpp
+reproduces exactly. GPUs that end up empty are left out of the device list (a listed GPU still
+pays a CUDA context). For MoE models, keeping every layer's attention on the GPUs and moving
+the experts of the first N blocks to RAM (--moecpu N) is tried too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..hardware.rig import Rig
+from ..model.info import ModelInfo
+from .kv import pad
+from .ledger import Plan
+from .plan import make_plan, selected_gpus
+from .settings import PlanSettings
+from .speed import speed_constants
+
+
+@dataclass
+class FitResult:
+    plan: Plan
+    settings: PlanSettings
+    objective: str
+    evaluations: int
+
+
+class _Evaluator:
+    def __init__(self, model: ModelInfo, rig: Rig):
+        self.model, self.rig, self.count = model, rig, 0
+
+    def plan(self, s: PlanSettings) -> Plan:
+        self.count += 1
+        return make_plan(self.model, self.rig, s)
+
+
+def _gpu_speed(g) -> float:
+    eff = speed_constants()["eff"]
+    return g.bandwidth_gbs * eff.get(g.architecture, eff["unknown"])
+
+
+def _with_counts(base: PlanSettings, devices: tuple[int, ...], counts: list[int]) -> PlanSettings:
+    ngl = sum(counts)
+    return base.with_(devices=devices, gpulayers=ngl, tensor_split=tuple(float(c) for c in counts) if ngl else None)
+
+
+def _gpus_fit(p: Plan) -> bool:
+    return all(d.fits for d in p.gpus)
+
+
+def _fill(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...]) -> tuple[list[int], Plan]:
+    """Greedy: fastest GPU first, each given as many layers as fit next to the others."""
+    model = ev.model
+    n = len(devices)
+    total = model.n_layer + 1
+    counts = [0] * n
+    gpus = [ev.rig.gpus[i] for i in devices]
+    order = sorted(range(n), key=lambda i: -_gpu_speed(gpus[i]))
+    for i in order:
+        room = total - sum(counts)
+        lo, hi = 0, room  # lo fits (0 always "fits" for this device); find the largest fitting
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            trial = counts[:]
+            trial[i] = mid
+            if _gpus_fit(ev.plan(_with_counts(base, devices, trial))):
+                lo = mid
+            else:
+                hi = mid - 1
+        counts[i] = lo
+    return counts, ev.plan(_with_counts(base, devices, counts))
+
+
+def _drop_empty(devices: tuple[int, ...], counts: list[int]) -> tuple[tuple[int, ...], list[int]]:
+    keep = [k for k, c in enumerate(counts) if c > 0]
+    return tuple(devices[k] for k in keep), [counts[k] for k in keep]
+
+
+def _fastest(ev: _Evaluator, base: PlanSettings) -> tuple[PlanSettings, Plan]:
+    rig, model = ev.rig, ev.model
+    devices = tuple(rig.gpus.index(g) for g in selected_gpus(rig, base))
+    cpu_only = base.with_(devices=(), gpulayers=0, tensor_split=None, moecpu=0)
+    best_s, best_p = cpu_only, ev.plan(cpu_only)
+    if not devices:
+        return best_s, best_p
+
+    def consider(s: PlanSettings, p: Plan):
+        nonlocal best_s, best_p
+        if _gpus_fit(p) and (not _gpus_fit(best_p) or p.predicted_tokens_per_s > best_p.predicted_tokens_per_s * 1.0001):
+            best_s, best_p = s, p
+
+    candidates = [devices]
+    # Leaving the slowest GPUs out can pay when the rest hold the whole model.
+    by_speed = sorted(devices, key=lambda i: _gpu_speed(rig.gpus[i]))
+    for k in range(1, len(devices)):
+        drop = set(by_speed[:k])
+        candidates.append(tuple(d for d in devices if d not in drop))
+    moecpu_options = [0]
+    for cand in candidates:
+        counts, p = _fill(ev, base.with_(moecpu=0), cand)
+        full = sum(counts) == model.n_layer + 1
+        d2, c2 = _drop_empty(cand, counts)
+        s = _with_counts(base.with_(moecpu=0), d2, c2) if c2 else cpu_only
+        consider(s, ev.plan(s) if c2 != counts else p)
+        if not full:
+            if model.is_moe and cand == devices:
+                moecpu_options = _moe_candidates(ev, base, cand)
+                for s2, p2 in moecpu_options:
+                    consider(s2, p2)
+            break  # fewer GPUs can only hold less
+    return best_s, best_p
+
+
+def _moe_candidates(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...]):
+    """Every layer on GPUs with the experts of the first N blocks in RAM: smallest N that fits."""
+    model = ev.model
+    lo, hi = 0, model.n_layer
+    found = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        s = base.with_(moecpu=mid)
+        counts, p = _fill(ev, s, devices)
+        if sum(counts) == model.n_layer + 1:
+            found = (mid, counts, p)
+            hi = mid - 1
+        else:
+            lo = mid + 1
+    if not found:
+        return []
+    n_moe, counts, p = found
+    d2, c2 = _drop_empty(devices, counts)
+    s = _with_counts(base.with_(moecpu=n_moe), d2, c2)
+    return [(s, ev.plan(s))]
+
+
+def _headroom(ev: _Evaluator, s: PlanSettings, p: Plan) -> tuple[PlanSettings, Plan]:
+    """Same layers on GPUs, moved one at a time from the tightest GPU to the roomiest."""
+    if not s.devices or len(s.devices) < 2 or not s.tensor_split:
+        return s, p
+    counts = [int(x) for x in s.tensor_split]
+    for _ in range(4 * sum(counts)):
+        frac = [d.headroom_bytes / max(1, d.usable_bytes) for d in p.gpus]
+        tight = min(range(len(frac)), key=frac.__getitem__)
+        roomy = max(range(len(frac)), key=frac.__getitem__)
+        if tight == roomy or counts[tight] <= 1:
+            break
+        trial = counts[:]
+        trial[tight] -= 1
+        trial[roomy] += 1
+        s2 = _with_counts(s, s.devices, trial)
+        p2 = ev.plan(s2)
+        frac2 = min(d.headroom_bytes / max(1, d.usable_bytes) for d in p2.gpus)
+        if not _gpus_fit(p2) or frac2 <= min(frac) + 1e-9:
+            break
+        counts, s, p = trial, s2, p2
+    return s, p
+
+
+def _longest_context(ev: _Evaluator, base: PlanSettings, fast_s: PlanSettings, fast_p: Plan):
+    """The largest context at which the fastest fit keeps as many layers on the GPUs."""
+    model = ev.model
+    want = fast_p.gpulayers
+    limit = model.n_ctx_train or 131072
+    lo, hi = max(256, base.context // 256 * 256), max(256, limit // 256 * 256)
+    best = (fast_s, fast_p)
+    while lo <= hi:
+        mid = (lo + hi) // 512 * 256 or 256
+        mid = max(lo, min(mid, hi))
+        s, p = _fastest(ev, base.with_(context=mid))
+        ok = p.fits and p.gpulayers >= want and s.moecpu <= fast_s.moecpu
+        if ok:
+            best = (s, p)
+            lo = mid + 256
+        else:
+            hi = mid - 256
+    return best
+
+
+def auto_fit(model: ModelInfo, rig: Rig, base: PlanSettings, objective: str = "fastest") -> FitResult:
+    ev = _Evaluator(model, rig)
+    base = base.with_(context=pad(base.context, 256) if base.context % 256 else base.context)
+    s, p = _fastest(ev, base)
+    if objective == "headroom":
+        s, p = _headroom(ev, s, p)
+    elif objective == "context":
+        s, p = _longest_context(ev, base, s, p)
+    p.explanation = explain(p, rig, objective)
+    return FitResult(p, s, objective, ev.count)
+
+
+def explain(p: Plan, rig: Rig, objective: str) -> list[str]:
+    lines = []
+    gib = 1 << 30
+    ranked = sorted(p.gpus, key=lambda d: -_gpu_speed(rig.gpus[d.gpu_index]))
+    rank = {id(d): k for k, d in enumerate(ranked)}
+    for d in p.gpus:
+        g = rig.gpus[d.gpu_index]
+        span = f"blocks {d.first_layer}-{min(d.last_layer, p.n_layer - 1)}" if d.first_layer is not None else "no layers"
+        out = " + output layer" if d.has_output else ""
+        why = ("fastest memory, filled first" if rank[id(d)] == 0 else
+               f"#{rank[id(d)] + 1} by memory speed ({g.bandwidth_gbs:.0f} GB/s), takes what the faster cards could not")
+        if objective == "headroom":
+            why = "layers balanced for the most free memory on the tightest card"
+        lines.append(f"{d.name}: {d.layers} layers ({span}{out}), {d.total_bytes / gib:.2f} of "
+                     f"{d.usable_bytes / gib:.2f} GiB usable — {why}.")
+    left = [i for i, g in enumerate(rig.gpus) if i not in {d.gpu_index for d in p.gpus}]
+    for i in left:
+        lines.append(f"{rig.gpus[i].short_name}: left out — the model runs faster without it"
+                     + (" (it would only add a slow hop)." if p.gpulayers == p.n_layer + 1 else "."))
+    cpu = p.cpu
+    if cpu.layers or cpu.expert_bytes_on_cpu:
+        extra = f", experts of the first {p.settings.moecpu} blocks" if p.settings.moecpu else ""
+        lines.append(f"CPU / RAM: {cpu.layers} layers{extra} ({cpu.weights_bytes / gib:.2f} GiB) that fit on no GPU.")
+    else:
+        lines.append("CPU / RAM: only the input embeddings — every layer runs on a GPU.")
+    return lines
