@@ -72,7 +72,36 @@ def _fill(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...]) -> tuple
             else:
                 hi = mid - 1
         counts[i] = lo
-    return counts, ev.plan(_with_counts(base, devices, counts))
+    return _polish(ev, base, devices, counts, order)
+
+
+def _polish(ev: _Evaluator, base: PlanSettings, devices, counts: list[int], order: list[int]):
+    """Filling a card first gives it the output layer; once later cards take that over, room frees
+    up. Add layers where they now fit and move layers from slower to faster cards while that helps."""
+    total = ev.model.n_layer + 1
+    best = ev.plan(_with_counts(base, devices, counts))
+    for _ in range(4 * len(counts) + 8):
+        improved = False
+        for i in order:
+            if sum(counts) < total:
+                trial = counts[:]
+                trial[i] += 1
+                p = ev.plan(_with_counts(base, devices, trial))
+                if _gpus_fit(p):
+                    counts, best, improved = trial, p, True
+        for a, i in enumerate(order):  # faster card i takes one from a slower card j
+            for j in order[a + 1:]:
+                if counts[j] == 0:
+                    continue
+                trial = counts[:]
+                trial[i] += 1
+                trial[j] -= 1
+                p = ev.plan(_with_counts(base, devices, trial))
+                if _gpus_fit(p) and p.predicted_tokens_per_s > best.predicted_tokens_per_s * 1.0001:
+                    counts, best, improved = trial, p, True
+        if not improved:
+            break
+    return counts, best
 
 
 def _drop_empty(devices: tuple[int, ...], counts: list[int]) -> tuple[tuple[int, ...], list[int]]:

@@ -7,7 +7,7 @@ from ..model.info import ModelInfo
 from .compute import ComputeInputs, device_compute, host_compute
 from .kv import kv_cells, kv_bytes_per_layer
 from .ledger import DevicePlan, Plan
-from .placement import CPU, plan_layers
+from .placement import CPU, layer_counts, plan_layers
 from .settings import PlanSettings
 from .speed import SpeedDevice, cpu_theoretical_bandwidth, prompt_tokens_per_second, tokens_per_second
 
@@ -55,10 +55,15 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     if n_gpu == 0:
         ngl = 0
     split = list(s.tensor_split) if s.tensor_split and any(x > 0 for x in s.tensor_split) else None
-    if split is None and n_gpu:
+    by_free = split is None and n_gpu > 0
+    if by_free:
         split = default_split(gpus, overhead)
     split = (split or [])[:n_gpu] + [0.0] * max(0, n_gpu - len(split or []))
     assign = plan_layers(n_layer, ngl, split, s.ngl_era) if n_gpu else [CPU] * (n_layer + 1)
+    if by_free:
+        # Emit what the engine would do as exact layer counts: the free-memory default is a
+        # snapshot that changes with whatever else runs at load time.
+        split = [float(c) for c in layer_counts(assign, n_gpu)]
 
     moecpu = s.moecpu if model.is_moe else 0
     dev_bytes, cpu_expert = _layer_bytes(model, moecpu)

@@ -1,0 +1,303 @@
+"""The `phoenix` command line: detect, inspect, plan, skeleton (each with --json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+
+MIB = 1 << 20
+DEMO_PRESET = "qwen2.5-32b-instruct-q4_k_m"
+
+
+class UserError(Exception):
+    """One sentence for the user; exit code 2."""
+
+
+def _mib(n: int) -> str:
+    return f"{n / MIB:,.0f}"
+
+
+# --- shared loading ---
+
+def _load_rig(args, demo: bool):
+    from .hardware import RigFileError, demo_rig_path, detect_rig, load_rig
+
+    try:
+        if getattr(args, "rig", None):
+            return load_rig(args.rig)
+        if demo:
+            return load_rig(demo_rig_path())
+        return detect_rig(measure_bandwidth=not getattr(args, "no_bandwidth", False))
+    except RigFileError as e:
+        raise UserError(str(e)) from None
+
+
+def _load_model(args):
+    """(ModelInfo, path for the command line)."""
+    from .model import ModelFileError, load_preset, preset_model_info, read_model
+
+    if getattr(args, "model", None):
+        try:
+            m = read_model(args.model)
+        except ModelFileError as e:
+            raise UserError(str(e)) from None
+        return m, str(Path(args.model).resolve())
+    key = getattr(args, "preset", None) or (DEMO_PRESET if getattr(args, "demo", False) else None)
+    if not key:
+        raise UserError("Give a model file (or --demo, or --preset NAME).")
+    try:
+        p = load_preset(key)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return preset_model_info(p), f"{p.name}-{p.recipe}.gguf"
+
+
+# --- commands ---
+
+def cmd_detect(args) -> int:
+    rig = _load_rig(args, args.demo)
+    if args.json:
+        print(json.dumps(rig.to_dict(), indent=2))
+        return 0
+    print(f"{rig.name}{' (simulated)' if rig.simulated else ''}")
+    if not rig.gpus:
+        print(f"  No NVIDIA GPU: {rig.gpu_note}")
+    for g in rig.gpus:
+        disp = "  [display]" if g.display_attached else ""
+        print(f"  GPU {g.index}: {g.name}  {g.architecture} (cc {g.compute_capability[0]}.{g.compute_capability[1]})"
+              f"  {_mib(g.used_bytes)}/{_mib(g.total_bytes)} MiB used  {g.bandwidth_gbs:.0f} GB/s ({g.bandwidth_source})"
+              f"  PCIe {g.pcie_gen or '?'} x{g.pcie_width or '?'}  {g.pci_bus_id}{disp}")
+    s = rig.system
+    print(f"  RAM: {s.ram_available_bytes / (1 << 30):.1f} of {s.ram_total_bytes / (1 << 30):.1f} GiB available, "
+          f"{s.ram_bandwidth_gbs:.0f} GB/s ({s.ram_bandwidth_source}); CPU: {s.cpu_name} "
+          f"({s.physical_cores} cores / {s.logical_cores} threads)")
+    if rig.gpus:
+        print(f"  Driver {rig.gpus[0].driver_version}, CUDA {rig.gpus[0].cuda_driver_version}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    m, _ = _load_model(args)
+    d = m.summary()
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    gb = 1e9
+    print(f"{m.name}  ({m.architecture}, {m.size_label or '?'} params: {m.n_params / 1e9:.2f} B, {m.file_type})")
+    print(f"  file: {m.file_size / gb:.2f} GB in {max(1, len(m.parts))} part(s); tensors {m.tensor_bytes / gb:.2f} GB")
+    print(f"  layers {m.n_layer}, n_embd {m.n_embd}, heads {d['n_head']} (KV {d['n_head_kv']}), "
+          f"head dims K {m.key_length} / V {m.value_length}, n_ff {d['n_ff']}, vocab {m.n_vocab}")
+    print(f"  trained context {m.n_ctx_train}" + (f", sliding window {m.sliding_window} on {sum(m.swa_layers)} layers" if m.sliding_window else ""))
+    if m.is_moe:
+        print(f"  experts {m.n_expert} ({m.n_expert_used} used per token), expert bytes {sum(l.expert_bytes for l in m.layers) / gb:.2f} GB")
+    if m.kv_lora_rank:
+        print(f"  MLA: kv_lora_rank {m.kv_lora_rank}, q_lora_rank {m.q_lora_rank}")
+    print(f"  input embeddings {m.input_bytes / MIB:,.0f} MiB (CPU), output layer {m.output_bytes / MIB:,.0f} MiB"
+          + (" (tied: token_embd duplicated)" if m.tied_embeddings else ""))
+    sizes = [l.nbytes for l in m.layers]
+    print(f"  per-layer {min(sizes) / MIB:,.0f}-{max(sizes) / MIB:,.0f} MiB")
+    return 0
+
+
+def _settings_from_args(args, rig):
+    from .planner import PlanSettings
+
+    devices = None
+    if args.devices:
+        try:
+            devices = tuple(int(x) for x in args.devices.split(","))
+        except ValueError:
+            raise UserError("--devices takes GPU indices separated by commas, e.g. 0,2.") from None
+        bad = [d for d in devices if not 0 <= d < len(rig.gpus)]
+        if bad:
+            raise UserError(f"There is no GPU {bad[0]} on this rig (it has {len(rig.gpus)}).")
+    if args.ctx < 256:
+        raise UserError("The context must be at least 256 tokens.")
+    if args.split and any(x < 0 for x in args.split):
+        raise UserError("Split weights cannot be negative.")
+    return PlanSettings(
+        context=args.ctx, cache_type_k=args.kv, cache_type_v=args.kv, flash_attn=not args.no_flash_attn,
+        batch=args.batch, gpulayers=args.gpulayers, tensor_split=tuple(args.split) if args.split else None,
+        moecpu=args.moecpu, split_mode=args.split_mode, ngl_era=args.era, backend=args.backend, devices=devices,
+        host=args.host, port=args.port,
+    )
+
+
+def cmd_plan(args) -> int:
+    from .backends import launch_command, write_kcpps, write_launcher
+    from .planner import make_plan
+    from .planner.autofit import auto_fit
+
+    demo = args.demo or (not args.model and not args.rig and args.preset is not None)
+    rig = _load_rig(args, args.demo)
+    model, model_path = _load_model(args)
+    settings = _settings_from_args(args, rig)
+    if args.auto:
+        fit = auto_fit(model, rig, settings, args.auto)
+        plan = fit.plan
+    else:
+        plan = make_plan(model, rig, settings)
+    cmd = launch_command(plan, rig, model_path, args.exe)
+    if args.kcpps:
+        write_kcpps(plan, rig, model_path, args.kcpps)
+    if args.script:
+        write_launcher(cmd, args.script)
+    if args.json:
+        d = plan.to_dict()
+        d.update(rig=rig.name, backend=settings.backend, argv=cmd.argv, env=cmd.env, objective=args.auto)
+        d.pop("settings", None)
+        print(json.dumps(d, indent=2))
+        return 0 if plan.fits else 3
+    _print_plan(plan, rig, cmd, args.auto, demo)
+    return 0 if plan.fits else 3
+
+
+def _print_plan(plan, rig, cmd, objective, demo) -> None:
+    s = plan.settings
+    print(f"{plan.model_name} on {rig.name}{' (simulated)' if rig.simulated else ''}: context {plan.context} "
+          f"({plan.kv_cells} cells), KV {'/'.join(s.kv_types())}, flash attention {'on' if s.flash_attn else 'off'}, "
+          f"batch {s.batch}, gpulayers {plan.gpulayers}/{plan.n_layer + 1}"
+          + (f", moecpu {s.moecpu}" if s.moecpu else "") + (f"  [auto-fit: {objective}]" if objective else ""))
+    head = ("device", "layers", "weights", "KV", "compute", "overhead", "total", "usable", "headroom", "fits")
+    rows = []
+    for d in plan.devices:
+        rows.append((d.name, str(d.layers), _mib(d.weights_bytes), _mib(d.kv_bytes), _mib(d.compute_bytes),
+                     _mib(d.overhead_bytes), _mib(d.total_bytes), _mib(d.usable_bytes), _mib(d.headroom_bytes),
+                     {"ok": "yes", "tight": "TIGHT", "oom": "NO (OOM)"}[d.status]))
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))  # noqa: E731
+    print("(MiB)")
+    print(fmt(head))
+    for r in rows:
+        print(fmt(r))
+    if plan.cpu.mmap_bytes:
+        print(f"  CPU weights are memory-mapped: {_mib(plan.cpu.mmap_bytes)} MiB live in the page cache.")
+    for r in plan.reasons():
+        print(f"  ! {r}")
+    for w in plan.warnings:
+        print(f"  note: {w}")
+    print(f"Predicted generation: {plan.predicted_tokens_per_s:.1f} tokens/s "
+          f"(prompt processing, rough: {plan.predicted_prompt_tokens_per_s:.0f} tokens/s)")
+    print("Fits." if plan.fits else "Does NOT fit.")
+    for line in plan.explanation:
+        print(f"  {line}")
+    print("Command line:" if os.name != "nt" else "Command line (cmd.exe):")
+    print("  " + (cmd.shell_line() if os.name != "nt" else cmd.cmd_line()))
+
+
+def cmd_skeleton(args) -> int:
+    from .model import list_presets, load_preset, read_model, write_skeleton
+
+    if args.list or not args.preset:
+        for k in list_presets():
+            p = load_preset(k)
+            print(f"{k:34s} {p.name} ({p.architecture}, {p.recipe})")
+        return 0
+    if not args.out:
+        raise UserError("Give the output file: phoenix skeleton PRESET OUT.gguf")
+    try:
+        p = load_preset(args.preset)
+        out = write_skeleton(p, args.out, random_data=args.random)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    except OSError as e:
+        raise UserError(f"Cannot write {args.out} ({e.strerror or e}).") from None
+    m = read_model(out)
+    size = out.stat().st_size
+    on_disk = getattr(out.stat(), "st_blocks", 0) * 512
+    info = {"path": str(out), "preset": p.key, "apparent_bytes": size, "disk_bytes": on_disk,
+            "published_gb": p.published_gb, "tensors": sum(len(l.tensors) for l in m.layers) + len(m.input_tensors) + len(m.output_tensors)}
+    if p.published_gb:
+        info["vs_published_percent"] = round((size / 1e9 / p.published_gb - 1) * 100, 3)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        extra = f", {info['vs_published_percent']:+.2f}% vs the published {p.published_gb} GB" if p.published_gb else ""
+        print(f"Wrote {out}: {size / 1e9:.3f} GB apparent, {on_disk / 1e6:.1f} MB on disk, {info['tensors']} tensors{extra}.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="phoenix", description="Plan and run big GGUF models on mismatched NVIDIA GPUs.")
+    ap.add_argument("--version", action="version", version=f"phoenix {__version__}")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command")
+
+    d = sub.add_parser("detect", help="show the GPUs, RAM and CPU")
+    d.add_argument("--rig", help="a simulated rig TOML instead of this machine")
+    d.add_argument("--demo", action="store_true", help="the demo rig (Phoenix Cluster)")
+    d.add_argument("--no-bandwidth", action="store_true", help="skip the RAM bandwidth measurement")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_detect)
+
+    i = sub.add_parser("inspect", help="read a GGUF model's header")
+    i.add_argument("model", nargs="?")
+    i.add_argument("--preset", help="a model preset instead of a file")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_inspect, demo=False)
+
+    p = sub.add_parser("plan", help="place layers, predict memory and speed, print the command line")
+    p.add_argument("model", nargs="?", help="a .gguf file (any part of a split model)")
+    p.add_argument("--demo", action="store_true", help="the demo rig and the Qwen2.5-32B preset, no GPU or file needed")
+    p.add_argument("--preset", help="a model preset instead of a file (see phoenix skeleton --list)")
+    p.add_argument("--rig", help="a simulated rig TOML")
+    p.add_argument("--no-bandwidth", action="store_true", help="skip the RAM bandwidth measurement")
+    p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
+    p.add_argument("--kv", default="f16", choices=["f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl", "f32"])
+    p.add_argument("--no-flash-attn", action="store_true")
+    p.add_argument("--batch", type=int, default=512, help="batch size (n_ubatch), default 512")
+    p.add_argument("--gpulayers", type=int, help="layers to offload incl. the output layer (default: all)")
+    p.add_argument("--split", type=float, nargs="+", metavar="W", help="tensor split weights in device order")
+    p.add_argument("--devices", help="GPU indices to use, in order, e.g. 1,0,2 (default: all)")
+    p.add_argument("--moecpu", type=int, default=0, help="keep the experts of the first N layers in RAM")
+    p.add_argument("--split-mode", default="layer", choices=["layer", "row"])
+    p.add_argument("--era", default="current", choices=["current", "old"], help="n_gpu_layers rule (old: builds before Dec 2025)")
+    p.add_argument("--auto", choices=["fastest", "context", "headroom"], help="auto-fit with this objective")
+    p.add_argument("--backend", default="koboldcpp", choices=["koboldcpp", "llama-server"])
+    p.add_argument("--exe", help="the server executable or koboldcpp.py")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--kcpps", help="also write a koboldcpp .kcpps config here")
+    p.add_argument("--script", help="also write a launcher (.bat or .sh) here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
+
+    k = sub.add_parser("skeleton", help="write a sparse GGUF with a preset's real header and tensor shapes")
+    k.add_argument("preset", nargs="?")
+    k.add_argument("out", nargs="?")
+    k.add_argument("--list", action="store_true", help="list the presets")
+    k.add_argument("--random", action="store_true", help="fill with random weights (F16/F32 presets only)")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_skeleton)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"phoenix: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # noqa: BLE001 - one sentence, never a traceback, unless asked
+        if args.debug:
+            raise
+        print(f"phoenix: unexpected error ({type(e).__name__}: {e}); run with --debug for details.", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
