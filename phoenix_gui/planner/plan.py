@@ -161,7 +161,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         warnings.append(f"{old} need a CUDA 12 build (koboldcpp_cu12): CUDA 13 dropped cards older than Turing.")
 
     speed_devs = _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert)
-    tps = tokens_per_second(speed_devs)
+    tps = tokens_per_second(speed_devs, file_type=model.file_type)
     pp = prompt_tokens_per_second(speed_devs, s.batch)
     return Plan(
         model_name=model.name, n_layer=n_layer, gpulayers=ngl, tensor_split=[round(x, 4) for x in split],

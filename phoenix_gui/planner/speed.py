@@ -26,9 +26,19 @@ DEFAULT_CONSTANTS = {
     "cpu_layer_ms": 0.1,
     "hop_ms": 0.3,
     "base_ms": 1.0,
+    "bw_cap_gbs": 3000.0,
+    "lowbit_factor": 1.0,
     "pp_gpu_mult": 30.0,
     "pp_cpu_mult": 4.0,
 }
+
+# Low-bit k-quants and i-quants spend more time dequantising per byte read.
+LOWBIT_QUANTS = ("Q2_K", "Q3_K", "IQ1", "IQ2", "IQ3", "TQ")
+
+
+def quant_factor(file_type: str, c: dict) -> float:
+    ft = (file_type or "").upper()
+    return c["lowbit_factor"] if ft.startswith(LOWBIT_QUANTS) else 1.0
 
 
 @lru_cache(maxsize=1)
@@ -53,22 +63,29 @@ class SpeedDevice:
     weight_bytes: float = 0.0  # all weights it holds (prompt processing touches them per batch)
 
 
-def token_seconds(devices: list[SpeedDevice], c: dict | None = None) -> float:
+def gpu_effective_gbs(bandwidth_gbs: float, architecture: str, c: dict) -> float:
+    """Achieved decode bandwidth: a fraction of the spec, saturating on very fast (HBM) cards."""
+    bw = bandwidth_gbs * c["eff"].get(architecture, c["eff"]["unknown"])
+    return bw / (1.0 + bw / c["bw_cap_gbs"])
+
+
+def token_seconds(devices: list[SpeedDevice], c: dict | None = None, file_type: str = "") -> float:
     c = c or speed_constants()
+    q = quant_factor(file_type, c)
     active = [d for d in devices if d.bytes_per_token > 0 or d.layers > 0]
     t = c["base_ms"] / 1000
     for d in active:
         if d.kind == "cpu":
-            t += d.bytes_per_token / (d.bandwidth_gbs * 1e9 * c["eff_cpu"]) + d.layers * c["cpu_layer_ms"] / 1000
+            t += q * d.bytes_per_token / (d.bandwidth_gbs * 1e9 * c["eff_cpu"]) + d.layers * c["cpu_layer_ms"] / 1000
         else:
-            eff = c["eff"].get(d.architecture, c["eff"]["unknown"])
-            t += d.bytes_per_token / (d.bandwidth_gbs * 1e9 * eff) + d.layers * c["gpu_layer_ms"] / 1000
+            bw = gpu_effective_gbs(d.bandwidth_gbs, d.architecture, c)
+            t += q * d.bytes_per_token / (bw * 1e9) + d.layers * c["gpu_layer_ms"] / 1000
     t += max(0, len(active) - 1) * c["hop_ms"] / 1000
     return t
 
 
-def tokens_per_second(devices: list[SpeedDevice], c: dict | None = None) -> float:
-    return 1.0 / token_seconds(devices, c)
+def tokens_per_second(devices: list[SpeedDevice], c: dict | None = None, file_type: str = "") -> float:
+    return 1.0 / token_seconds(devices, c, file_type)
 
 
 def prompt_tokens_per_second(devices: list[SpeedDevice], n_ubatch: int = 512, c: dict | None = None) -> float:
