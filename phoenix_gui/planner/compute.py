@@ -1,24 +1,25 @@
 """Compute-buffer estimates: the scratch llama.cpp reserves for the worst-case graph per device.
 
-The engine sizes one buffer per backend to the peak of simultaneously live intermediates of a
-prompt graph with n_ubatch tokens over the full KV cache. Memory is reused between layers, so the
-widest layer (or the output stage on the output device) sets the peak, not the layer count.
-The constants were fitted on llama-server's logged `compute buffer size` lines (CPU backend,
-benchmarks/calibrate_compute.py); GPU buffers follow the same allocator.
+The engine reserves, without running it, a prompt graph of n_ubatch tokens over the full KV
+cache and sizes one buffer per backend to the peak of simultaneously live intermediates. Memory
+is reused between layers, so the widest stage of one layer sets the peak, not the layer count;
+every device holding a layer pays about the same.
+
+Peaks measured with llama-server's logged `compute buffer size` (benchmarks/calibrate_compute.py,
+f32 values per ubatch token):
+  dense, flash attention on  : 3 n_ff + 5 n_embd            (the FFN stage), + f16 mask n_kv
+  attention without flash    : n_head n_kv + n_kv + 3.3 n_embd + 3.1 q_width   (scores, mask ...)
+  MoE FFN stage              : 7.1 n_embd + n_used (1.15 n_embd + 1.43 expert_ff)
+Independent of the vocabulary in 2026 builds: the reserve asks for one row of logits per
+sequence, not n_ubatch rows (older builds reserved n_vocab x n_ubatch floats on the output device).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Live f32 activation rows of a layer pass, in units of (n_ubatch x width x 4 bytes).
-ACT_EMBD = 3.0  # residual, normed input, attention output
-ACT_FF = 3.0  # gate, up, activated product
-ACT_QKV = 1.0  # q/k/v projections (each n_head x head_dim)
-SCORES_COPIES = 2.0  # without flash attention: KQ scores and their softmax
-OUT_EXTRA_EMBD = 2.0  # normed final hidden state next to the logits
-FIXED = 2 << 20  # inputs, positions, small tensors
-FA_GPU_TEMP_ROWS = 64  # CUDA flash attention keeps per-head partial results for long caches
+SAFETY = 1.05  # the fits above are within a few percent; err on the side of not OOMing
+FIXED = 2 << 20  # positions, small inputs, allocator alignment
 
 
 @dataclass(frozen=True)
@@ -26,31 +27,37 @@ class ComputeInputs:
     n_ubatch: int
     n_kv: int  # cells of the largest (non-SWA) cache the graph attends over
     flash_attn: bool
+    n_outputs: int = 1  # logits rows reserved (old builds: n_ubatch)
+
+
+def _ffn_floats(model) -> float:
+    E = model.n_embd
+    if model.is_moe:
+        used = max(model.n_expert_used, 1)
+        moe = 7.1 * E + used * (1.15 * E + 1.43 * model.expert_ff)
+        dense_ff = max(model.n_ff) if any(model.n_ff) and model.expert_ff and max(model.n_ff) != model.expert_ff * 8 else 0
+        # models with dense leading layers (DeepSeek) or a shared expert also need the dense stage
+        return max(moe, 3 * dense_ff + 5 * E) if dense_ff and not model.architecture.startswith("qwen3moe") else moe
+    return 3 * max(model.n_ff) + 5 * E
 
 
 def layer_peak(model, ci: ComputeInputs) -> int:
     u = ci.n_ubatch
     E = model.n_embd
     n_head = max(model.n_head) or 1
-    if model.is_moe:
-        ff = model.expert_ff * max(model.n_expert_used, 1) + max(model.n_ff)
-        ff += model.n_expert * 2  # router logits and probabilities
-    else:
-        ff = max(model.n_ff)
-    q = n_head * model.key_length
-    act = u * 4 * (ACT_EMBD * E + ACT_FF * ff + ACT_QKV * q)
+    q_width = n_head * model.key_length
+    ffn = _ffn_floats(model) * 4 * u
     if ci.flash_attn:
-        mask = ci.n_kv * u * 2  # f16 mask
-        scores = 0
+        peak = ffn + ci.n_kv * u * 2  # the f16 mask is live throughout
     else:
-        mask = ci.n_kv * u * 4
-        scores = SCORES_COPIES * ci.n_kv * u * n_head * 4
-    return int(act + mask + scores + FIXED)
+        attn = (n_head * ci.n_kv + ci.n_kv + 3.3 * E + 3.1 * q_width) * 4 * u
+        peak = max(attn, ffn + ci.n_kv * u * 4)
+    return int(peak * SAFETY + FIXED)
 
 
 def output_peak(model, ci: ComputeInputs) -> int:
     u = ci.n_ubatch
-    return int(u * 4 * (model.n_vocab + OUT_EXTRA_EMBD * model.n_embd) + FIXED)
+    return int((2 * model.n_embd * u * 4 + model.n_vocab * ci.n_outputs * 4) * SAFETY + FIXED)
 
 
 def device_compute(model, ci: ComputeInputs, *, has_layers: bool, has_output: bool, gpu: bool,
@@ -70,15 +77,17 @@ def device_compute(model, ci: ComputeInputs, *, has_layers: bool, has_output: bo
     return int(peak + host_weight_scratch)
 
 
-def host_compute(model, ci: ComputeInputs, *, cpu_layers: bool, cpu_output: bool, any_gpu: bool) -> int:
-    """The CPU side: inputs and embeddings (in the first GPU's pinned memory) plus CPU-layer scratch."""
-    u = ci.n_ubatch
-    inputs = u * model.n_embd * 4 * 2 + ci.n_kv * u * 4 + FIXED
+def host_compute(model, ci: ComputeInputs, *, cpu_layers: bool, cpu_output: bool, any_gpu: bool,
+                 n_seq: int = 1) -> int:
+    """The CPU side: logits output buffer, inputs and embeddings (pinned memory of the first GPU),
+    plus the scratch of layers computed on the CPU."""
+    out_buf = model.n_vocab * 4 * n_seq
     if not any_gpu:
-        return device_compute(model, ci, has_layers=True, has_output=True, gpu=False)
-    peak = inputs
+        return out_buf + device_compute(model, ci, has_layers=True, has_output=True, gpu=False)
+    u = ci.n_ubatch
+    peak = int(u * model.n_embd * 4 * 2 + ci.n_kv * u * 2 + FIXED)
     if cpu_layers:
         peak = max(peak, layer_peak(model, ci))
     if cpu_output:
         peak = max(peak, output_peak(model, ci))
-    return int(peak)
+    return out_buf + peak

@@ -24,7 +24,7 @@ def swa_cells(cells: int, window: int, n_ubatch: int) -> int:
 
 
 def layer_kv_bytes(model, il: int, cells: int, type_k: str, type_v: str, flash_attn: bool,
-                   n_ubatch: int) -> tuple[int, int]:
+                   n_ubatch: int, swa_f16: bool = True) -> tuple[int, int]:
     """(K bytes, V bytes) of layer il; 0 for layers without a cache."""
     n_kv = model.n_head_kv[il]
     if n_kv <= 0:
@@ -33,7 +33,8 @@ def layer_kv_bytes(model, il: int, cells: int, type_k: str, type_v: str, flash_a
     tk, tv = type_by_name(type_k), type_by_name(type_v)
     if model.swa_layers[il]:
         n = swa_cells(cells, model.sliding_window, n_ubatch)
-        tk = tv = type_by_name("f16")  # llama.cpp keeps the SWA cache in f16 (since Apr 2026)
+        if swa_f16:
+            tk = tv = type_by_name("f16")  # llama.cpp keeps the SWA cache in f16 (since Apr 2026)
     k_width = model.key_length * n_kv
     v_width = model.value_length * n_kv
     if not flash_attn:
@@ -43,14 +44,15 @@ def layer_kv_bytes(model, il: int, cells: int, type_k: str, type_v: str, flash_a
 
 
 def kv_bytes_per_layer(model, context: int, type_k: str, type_v: str, flash_attn: bool, n_ubatch: int,
-                       backend: str, era: str = "current") -> list[int]:
+                       backend: str, era: str = "current", swa_f16: bool = True) -> list[int]:
     # Memoised on the model: a slider drag replans many times with the same cache settings.
-    key = (context, type_k, type_v, flash_attn, n_ubatch, backend, era)
+    key = (context, type_k, type_v, flash_attn, n_ubatch, backend, era, swa_f16)
     cache = model.__dict__.setdefault("_kv_cache", {})
     hit = cache.get(key)
     if hit is None:
         cells = kv_cells(context, backend, era)
-        hit = [sum(layer_kv_bytes(model, il, cells, type_k, type_v, flash_attn, n_ubatch)) for il in range(model.n_layer)]
+        hit = [sum(layer_kv_bytes(model, il, cells, type_k, type_v, flash_attn, n_ubatch, swa_f16))
+               for il in range(model.n_layer)]
         if len(cache) > 64:
             cache.clear()
         cache[key] = hit

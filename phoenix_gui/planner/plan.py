@@ -72,8 +72,9 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         warnings.append("A quantized V cache needs flash attention; V stays f16 "
                         + ("(koboldcpp quantizes only K)." if s.backend == "koboldcpp" else "(llama-server would refuse it)."))
     cells = kv_cells(s.context, s.backend, "old" if s.ngl_era == "old" else "current")
-    kv = kv_bytes_per_layer(model, s.context, type_k, type_v, s.flash_attn, s.batch, s.backend)
-    ci = ComputeInputs(n_ubatch=min(s.batch, cells), n_kv=cells, flash_attn=s.flash_attn)
+    kv = kv_bytes_per_layer(model, s.context, type_k, type_v, s.flash_attn, s.batch, s.backend, swa_f16=s.swa_f16)
+    ci = ComputeInputs(n_ubatch=min(s.batch, cells), n_kv=cells, flash_attn=s.flash_attn,
+                       n_outputs=min(s.batch, cells) if s.ngl_era == "old" else 1)
 
     w = [0] * n_gpu
     kvb = [0] * n_gpu

