@@ -157,7 +157,7 @@ def _value(c: _Cursor, vtype: int, depth: int = 0):
         if etype in _SCALAR:
             size = _SCALAR[etype][1]
             if count * size > c.file_size:
-                raise ModelFileError(f"{c.path.name} has a corrupt header (an array longer than the file).")
+                raise ModelFileError(f"{c.path.name} is truncated or corrupt: an array in its header runs past the end of the file.")
             if count <= SMALL_ARRAY:
                 import numpy as np
 
@@ -168,7 +168,7 @@ def _value(c: _Cursor, vtype: int, depth: int = 0):
             return SkippedArray(etype, count)
         if etype == _STRING:
             if count * 8 > c.file_size:
-                raise ModelFileError(f"{c.path.name} has a corrupt header (an array longer than the file).")
+                raise ModelFileError(f"{c.path.name} is truncated or corrupt: an array in its header runs past the end of the file.")
             if count <= 64:
                 return [c.string() for _ in range(count)]
             c.skip_strings(count)

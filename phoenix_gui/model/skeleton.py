@@ -78,6 +78,27 @@ def _metadata(w: gguf.GGUFWriter, p: ModelPreset) -> None:
         w.add_uint32(f"{a}.attention.sliding_window", p.sliding_window)
 
 
+def write_split_model(preset: ModelPreset | str, out: str | Path, max_tensors: int, seed: int = 0) -> list[Path]:
+    """A small F16/F32 preset with random weights, split into parts of at most max_tensors tensors
+    (named NAME-00001-of-0000N.gguf by the gguf package, as llama.cpp's gguf-split does)."""
+    p = load_preset(preset) if isinstance(preset, str) else preset
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(out, p.architecture, split_max_tensors=max_tensors)
+    _metadata(w, p)
+    _tokenizer(w, p)
+    for name, shape, t in preset_tensors(p):
+        dtype = np.float32 if t == 0 else np.float16
+        arr = (rng.standard_normal(tuple(reversed(shape))) * 0.02).astype(dtype)
+        w.add_tensor(name, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return w.format_shard_names(out)
+
+
 def write_skeleton(preset: ModelPreset | str, out: str | Path, *, random_data: bool = False, seed: int = 0) -> Path:
     """Write the preset as a GGUF. Sparse data unless random_data (only for F16/F32 models)."""
     p = load_preset(preset) if isinstance(preset, str) else preset
