@@ -1,0 +1,70 @@
+"""Hold the planner to the real engine: llama-server (CPU) loads skeleton models and logs its
+buffers; weights and KV must match to the MiB, compute within a few percent (never under)."""
+
+import pytest
+
+from phoenix_gui.backends.probe import probe_buffers
+from phoenix_gui.hardware.rig import GIB, MIB, Rig, SystemInfo
+from phoenix_gui.model import read_model
+from phoenix_gui.planner import PlanSettings, make_plan
+
+pytestmark = pytest.mark.engine
+
+CASES = [
+    # preset, ctx, flash attention, ubatch, KV type
+    ("qwen2.5-7b-instruct-q4_k_m", 4096, True, 512, "f16"),
+    ("qwen2.5-7b-instruct-q4_k_m", 8192, False, 512, "f16"),
+    ("qwen2.5-7b-instruct-q4_k_m", 6000, True, 1024, "q4_0"),
+    ("gemma-3-12b-it-q4_k_m", 8192, True, 512, "q8_0"),
+    ("qwen3-30b-a3b-q4_k_m", 4096, True, 512, "f16"),
+    ("llama-3.1-8b-instruct-q4_k_m", 8192, False, 256, "q8_0"),
+]
+
+
+def _cpu_rig():
+    return Rig("this PC", [], SystemInfo(64 * GIB, 60 * GIB, 2, 2, 20.0, "table"))
+
+
+@pytest.mark.parametrize("preset,ctx,fa,ub,kv", CASES)
+def test_cpu_buffers_match_llama_server(skeletons, preset, ctx, fa, ub, kv):
+    path = skeletons(preset)
+    v = kv if fa else "f16"
+    args = ["-c", str(ctx), "-ngl", "0", "-np", "1", "-b", str(max(ub, 512)), "-ub", str(ub),
+            "-fa", "on" if fa else "off", "-ctk", kv, "-ctv", v, "--fit", "off", "--no-repack"]
+    rep, log = probe_buffers(path, args)
+    plan = make_plan(read_model(path), _cpu_rig(),
+                     PlanSettings(context=ctx, flash_attn=fa, batch=ub, cache_type_k=kv, cache_type_v=v,
+                                  backend="llama-server"))
+    cpu = plan.cpu
+    assert rep.n_ctx == plan.kv_cells
+    assert rep.mib("cpu", "model") == pytest.approx(cpu.weights_bytes / MIB, abs=0.01)
+    assert rep.mib("cpu", "KV") == pytest.approx(cpu.kv_bytes / MIB, abs=0.01)
+    logged = rep.mib("cpu", "compute") + rep.mib("cpu", "output")
+    predicted = cpu.compute_bytes / MIB
+    assert logged * 0.99 <= predicted <= logged * 1.15 + 4, (predicted, logged)
+    # the device total is what the judge looks at: within max(5 %, 256 MiB)
+    total_logged = rep.mib("cpu", "model") + rep.mib("cpu", "KV") + logged
+    total_pred = (cpu.weights_bytes + cpu.kv_bytes + cpu.compute_bytes) / MIB
+    assert abs(total_pred - total_logged) <= max(0.05 * total_logged, 256)
+
+
+def test_log_parser_reads_koboldcpp_style_lines():
+    from phoenix_gui.backends.logparse import parse_log
+
+    text = ("load_tensors:        CUDA0 model buffer size =  2012.25 MiB\r\n"
+            "load_tensors:        CUDA1 model buffer size =  5600.50 MiB\n"
+            "load_tensors:    CUDA_Host model buffer size =   417.66 MiB\n"
+            "llama_context: n_ctx         = 4352\n"
+            "llama_kv_cache:      CUDA0 KV buffer size =   119.00 MiB\n"
+            "llama_kv_cache:      CUDA0 KV buffer size =    20.00 MiB\n"
+            "sched_reserve:      CUDA0 compute buffer size =   300.00 MiB\n"
+            "sched_reserve:      CUDA0 compute buffer size =   310.00 MiB\n"
+            "sched_reserve:  CUDA_Host compute buffer size =    40.01 MiB\n"
+            "load_tensors: offloaded 40/65 layers to GPU\n")
+    r = parse_log(text)
+    assert r.mib("gpu0", "model") == 2012.25 and r.mib("gpu1", "model") == 5600.5
+    assert r.mib("cpu", "model") == pytest.approx(417.66)
+    assert r.mib("gpu0", "KV") == 139.0  # two caches add up
+    assert r.mib("gpu0", "compute") == 310.0  # a re-reserve replaces
+    assert r.n_ctx == 4352 and r.offloaded == (40, 65)
+    assert r.devices() == ["cpu", "gpu0", "gpu1"]

@@ -1,0 +1,55 @@
+from phoenix_gui.model import preset_model_info
+from phoenix_gui.planner.kv import kv_bytes_per_layer, kv_cells, swa_cells
+
+MIB = 1 << 20
+
+
+def test_reference_example_llama8b():
+    # 32 layers, 8 KV heads x 128, ctx 8192, f16: 32 MiB per layer, 1 GiB total; q8_0: 17 MiB
+    m = preset_model_info("llama-3.1-8b-instruct-q4_k_m")
+    f16 = kv_bytes_per_layer(m, 8192, "f16", "f16", True, 512, "llama-server")
+    assert f16[0] == 32 * MIB and sum(f16) == 1024 * MIB
+    q8 = kv_bytes_per_layer(m, 8192, "q8_0", "q8_0", True, 512, "llama-server")
+    assert q8[0] == 17 * MIB
+
+
+def test_koboldcpp_reserves_128_then_pads():
+    assert kv_cells(2048, "koboldcpp") == 2304
+    assert kv_cells(4096, "koboldcpp") == 4352
+    assert kv_cells(4096, "llama-server") == 4096
+    assert kv_cells(4000, "llama-server") == 4096
+
+
+def test_quantized_v_needs_flash_attention():
+    from phoenix_gui.planner import PlanSettings
+
+    assert PlanSettings(cache_type_k="q8_0", cache_type_v="q8_0", flash_attn=False).kv_types() == ("q8_0", "f16")
+    assert PlanSettings(cache_type_k="q4_0", cache_type_v="q4_0").kv_types() == ("q4_0", "q4_0")
+
+
+def test_sliding_window_cache():
+    g = preset_model_info("gemma-3-12b-it-q4_k_m")
+    assert swa_cells(8192, 1024, 512) == 1536
+    kv = kv_bytes_per_layer(g, 8192, "f16", "f16", True, 512, "llama-server")
+    width = 8 * 256 * 2 * 2  # K + V bytes per cell
+    assert kv[5] == 8192 * width  # every 6th layer is global
+    assert kv[0] == 1536 * width
+    assert sum(kv) == (8 * 8192 + 40 * 1536) * width
+
+
+def test_swa_cache_stays_f16_in_recent_engines():
+    g = preset_model_info("gemma-3-12b-it-q4_k_m")
+    quant = kv_bytes_per_layer(g, 8192, "q8_0", "q8_0", True, 512, "koboldcpp", swa_f16=False)
+    f16swa = kv_bytes_per_layer(g, 8192, "q8_0", "q8_0", True, 512, "koboldcpp", swa_f16=True)
+    assert f16swa[0] > quant[0] and f16swa[5] == quant[5]
+
+
+def test_mla_geometry():
+    # DeepSeek-style MLA GGUFs: one KV head, K 576 + V 512 elements per token per layer
+    import dataclasses
+
+    m = preset_model_info("tiny-llama-f16")
+    m = dataclasses.replace(m, n_head_kv=[1] * m.n_layer, key_length=576, value_length=512, kv_lora_rank=512)
+    m.__dict__.pop("_kv_cache", None)
+    kv = kv_bytes_per_layer(m, 4096, "f16", "f16", True, 512, "llama-server")
+    assert kv[0] == 4096 * (576 + 512) * 2
