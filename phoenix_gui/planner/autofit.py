@@ -52,7 +52,7 @@ def _gpus_fit(p: Plan) -> bool:
     return all(d.fits for d in p.gpus)
 
 
-def _fill(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...]) -> tuple[list[int], Plan]:
+def _fill(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...], polish_within: int | None = None) -> tuple[list[int], Plan]:
     """Greedy: fastest GPU first, each given as many layers as fit next to the others."""
     model = ev.model
     n = len(devices)
@@ -72,6 +72,8 @@ def _fill(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...]) -> tuple
             else:
                 hi = mid - 1
         counts[i] = lo
+    if polish_within is not None and total - sum(counts) > polish_within:
+        return counts, ev.plan(_with_counts(base, devices, counts))
     return _polish(ev, base, devices, counts, order)
 
 
@@ -89,6 +91,23 @@ def _polish(ev: _Evaluator, base: PlanSettings, devices, counts: list[int], orde
                 p = ev.plan(_with_counts(base, devices, trial))
                 if _gpus_fit(p):
                     counts, best, improved = trial, p, True
+        if sum(counts) < total and not improved:
+            # A full card blocks the shift that one more layer causes: give the new layer to a
+            # roomy card and let it also take one from a full card.
+            roomy = sorted(range(len(counts)), key=lambda k: -best.gpus[k].headroom_bytes)[:2]
+            for k in roomy:
+                for j in range(len(counts)):
+                    if j == k or counts[j] == 0:
+                        continue
+                    trial = counts[:]
+                    trial[k] += 2
+                    trial[j] -= 1
+                    p = ev.plan(_with_counts(base, devices, trial))
+                    if _gpus_fit(p):
+                        counts, best, improved = trial, p, True
+                        break
+                if improved:
+                    break
         for a, i in enumerate(order):  # faster card i takes one from a slower card j
             for j in order[a + 1:]:
                 if counts[j] == 0:
@@ -152,7 +171,8 @@ def _moe_candidates(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...]
     while lo <= hi:
         mid = (lo + hi) // 2
         s = base.with_(moecpu=mid)
-        counts, p = _fill(ev, s, devices)
+        # polishing only matters near the boundary; far from it the greedy answer decides
+        counts, p = _fill(ev, s, devices, polish_within=2)
         if sum(counts) == model.n_layer + 1:
             found = (mid, counts, p)
             hi = mid - 1
