@@ -57,6 +57,9 @@ def main() -> int:
         row("read_model: Qwen2.5-32B Q4_K_M skeleton (152k vocab)", timeit(lambda: read_model(p), 30), 100)
         p8 = write_skeleton("gemma-3-12b-it-q4_k_m", Path(d) / "g12.gguf")
         row("read_model: Gemma-3-12B skeleton (262k vocab)", timeit(lambda: read_model(p8), 30), 100)
+    from phoenix_gui.hardware.system import measure_ram_bandwidth
+
+    row("RAM bandwidth measurement (uncached, once per machine)", timeit(measure_ram_bandwidth, 3), 500)
     m = preset_model_info("qwen2.5-32b-instruct-q4_k_m")
     r4 = rig(4)
     s = PlanSettings(context=8192, gpulayers=50, tensor_split=(1, 3, 2, 2))

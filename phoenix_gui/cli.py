@@ -116,6 +116,12 @@ def _settings_from_args(args, rig):
         bad = [d for d in devices if not 0 <= d < len(rig.gpus)]
         if bad:
             raise UserError(f"There is no GPU {bad[0]} on this rig (it has {len(rig.gpus)}).")
+    for name in ("overhead", "margin", "display_reserve"):
+        v = getattr(args, name)
+        if v is not None and not 0 <= v <= 65536:
+            raise UserError(f"--{name.replace('_', '-')} takes MiB between 0 and 65536.")
+    if args.batch < 1 or args.batch > 65536:
+        raise UserError("The batch size must be between 1 and 65536.")
     if args.ctx < 256:
         raise UserError("The context must be at least 256 tokens.")
     if args.split and any(x < 0 for x in args.split):
@@ -124,7 +130,8 @@ def _settings_from_args(args, rig):
         context=args.ctx, cache_type_k=args.kv, cache_type_v=args.kv, flash_attn=not args.no_flash_attn,
         batch=args.batch, gpulayers=args.gpulayers, tensor_split=tuple(args.split) if args.split else None,
         moecpu=args.moecpu, split_mode=args.split_mode, ngl_era=args.era, backend=args.backend, devices=devices,
-        host=args.host, port=args.port,
+        host=args.host, port=args.port, cuda_overhead_mib=args.overhead, margin_mib=args.margin,
+        display_reserve_mib=args.display_reserve,
     )
 
 
@@ -257,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--moecpu", type=int, default=0, help="keep the experts of the first N layers in RAM")
     p.add_argument("--split-mode", default="layer", choices=["layer", "row"])
     p.add_argument("--era", default="current", choices=["current", "old"], help="n_gpu_layers rule (old: builds before Dec 2025)")
+    p.add_argument("--overhead", type=float, metavar="MIB", help="CUDA context + runtime per GPU (default 300 Linux, 450 Windows)")
+    p.add_argument("--margin", type=float, default=256.0, metavar="MIB", help="safety margin per GPU (default 256)")
+    p.add_argument("--display-reserve", type=float, metavar="MIB", help="extra room on a GPU driving a display (default 256/512)")
     p.add_argument("--auto", choices=["fastest", "context", "headroom"], help="auto-fit with this objective")
     p.add_argument("--backend", default="koboldcpp", choices=["koboldcpp", "llama-server"])
     p.add_argument("--exe", help="the server executable or koboldcpp.py")

@@ -75,20 +75,30 @@ def test_detect_rig_on_this_machine_has_ram_and_cores():
     assert rig.gpus == [] and rig.gpu_note
 
 
-def test_ram_bandwidth_is_measured_quickly_and_cached(tmp_path, monkeypatch):
-    import time
-
+def test_ram_bandwidth_is_measured_once_and_cached(tmp_path, monkeypatch):
     from phoenix_gui.hardware import system
 
     monkeypatch.setattr(system, "_cache_file", lambda: tmp_path / "bw.json")
-    t = time.perf_counter()
     bw, src = system.ram_bandwidth()
-    first = time.perf_counter() - t
     assert src == "measured" and bw > 0.5
-    assert first < 1.5  # the measurement itself is budgeted at 0.4 s
-    t = time.perf_counter()
+
+    def must_not_measure(*a, **k):
+        raise AssertionError("measured again despite the cache")
+
+    monkeypatch.setattr(system, "measure_ram_bandwidth", must_not_measure)
     assert system.ram_bandwidth() == (bw, "measured")
-    assert time.perf_counter() - t < 0.1
+
+
+def test_ram_bandwidth_falls_back_to_the_table(tmp_path, monkeypatch):
+    from phoenix_gui.hardware import system
+
+    monkeypatch.setattr(system, "_cache_file", lambda: tmp_path / "none" / "bw.json")
+
+    def broken(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(system, "measure_ram_bandwidth", broken)
+    assert system.ram_bandwidth() == (system.FALLBACK_BANDWIDTH_GBS, "table")
 
 
 def test_shipped_rigs_load():

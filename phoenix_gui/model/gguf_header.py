@@ -174,7 +174,7 @@ def _value(c: _Cursor, vtype: int, depth: int = 0):
             c.skip_strings(count)
             return SkippedArray(etype, count)
         if etype == _ARRAY:
-            if count > SMALL_ARRAY:
+            if count > 256:  # GGUF files do not nest big arrays; this bounds memory on corrupt files
                 raise ModelFileError(f"{c.path.name} has a corrupt header (a huge nested array).")
             return [_value(c, _ARRAY, depth + 1) for _ in range(count)]
         raise ModelFileError(f"{c.path.name} has a corrupt header (unknown array type {etype}).")

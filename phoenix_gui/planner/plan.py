@@ -128,7 +128,9 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         warnings.append("Row split is estimated: matrices are divided by rows across all GPUs; numbers are approximate.")
 
     devices: list[DevicePlan] = []
-    display_reserve = s.display_reserve_mib * MIB
+    # the desktop already uses what NVML reports; this is room for it to grow (compositor, browser)
+    display_reserve = (s.display_reserve_mib if s.display_reserve_mib is not None
+                       else (512 if rig.os == "windows" else 256)) * MIB
     for i, g in enumerate(gpus):
         comp = device_compute(model, ci, has_layers=layers[i] - (1 if out_dev == i else 0) > 0,
                               has_output=out_dev == i, gpu=True,

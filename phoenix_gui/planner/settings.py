@@ -26,7 +26,7 @@ class PlanSettings:
     lowvram: bool = False  # KV cache in system RAM (-nkvo / --lowvram)
     devices: tuple[int, ...] | None = None  # indices into rig.gpus, in the order the engine gets them
     cuda_overhead_mib: float | None = None  # CUDA context + cuBLAS + pools; None = by OS
-    display_reserve_mib: float = 256.0  # headroom kept on a GPU that drives a display
+    display_reserve_mib: float | None = None  # kept free on a GPU that drives a display; None: 256 Linux, 512 Windows
     margin_mib: float = 256.0  # safety margin per GPU (on top of the CUDA context overhead)
     ram_margin_mib: float = 1024.0
     swa_kv_f16: bool | None = None  # SWA cache kept f16 whatever the KV type (llama.cpp since Apr 2026);
