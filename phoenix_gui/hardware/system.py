@@ -23,7 +23,7 @@ def _cache_file() -> Path:
     return Path(user_cache_dir("phoenix", appauthor=False)) / "ram-bandwidth.json"
 
 
-def measure_ram_bandwidth(budget_s: float = 0.4) -> float:
+def measure_ram_bandwidth(budget_s: float = 0.25) -> float:
     """Copy a buffer far larger than any CPU cache for at most budget_s; GB/s read+write."""
     import numpy as np
 
