@@ -229,10 +229,35 @@ def cmd_skeleton(args) -> int:
     return 0
 
 
+def cmd_gui(args) -> int:
+    pages = ("hardware", "model", "context", "split", "launch")
+    if args.screenshot:
+        page, out = args.screenshot
+        if page not in pages:
+            raise UserError(f"Unknown page {page!r}; choose one of {', '.join(pages)}.")
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        from .ui.app import screenshot
+
+        path = screenshot(page, out, args.gui_demo, args.gui_rig, args.gui_model)
+        print(f"Wrote {path}")
+        return 0
+    try:
+        from .ui.app import run
+    except ImportError as e:
+        raise UserError(f"The wizard needs PySide6 ({e}); the command line still works: phoenix plan --demo") from None
+    return run(args.gui_demo, args.gui_rig, args.gui_model)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="phoenix", description="Plan and run big GGUF models on mismatched NVIDIA GPUs.")
     ap.add_argument("--version", action="version", version=f"phoenix {__version__}")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    ap.add_argument("--demo", action="store_true", dest="gui_demo",
+                    help="open the wizard on the simulated Phoenix Cluster with the Qwen2.5-32B preset")
+    ap.add_argument("--rig", dest="gui_rig", help="open the wizard on a simulated rig TOML")
+    ap.add_argument("--model", dest="gui_model", help="open the wizard with this .gguf")
+    ap.add_argument("--screenshot", nargs=2, metavar=("PAGE", "OUT.png"),
+                    help="render a wizard page (hardware, model, context, split, launch) to a PNG and exit")
     sub = ap.add_subparsers(dest="command")
 
     d = sub.add_parser("detect", help="show the GPUs, RAM and CPU")
@@ -291,8 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     if not getattr(args, "func", None):
-        ap.print_help()
-        return 0
+        args.func = cmd_gui
     try:
         return args.func(args)
     except UserError as e:

@@ -1,0 +1,116 @@
+"""Start the wizard (or render one page to a PNG for the README and for looking at it)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..config import UserSettings, load_settings
+from ..hardware import RigFileError, demo_rig_path, detect_rig, load_rig
+from ..model import ModelFileError, load_preset, preset_model_info, read_model
+from .state import WizardState
+
+DEMO_PRESET = "qwen2.5-32b-instruct-q4_k_m"
+
+
+def build_state(demo: bool, rig_path: str | None, model_path: str | None, us: UserSettings, measure: bool = True):
+    notes = []
+    rig = None
+    path = rig_path or (str(demo_rig_path()) if demo else us.rig_path)
+    if path:
+        try:
+            rig = load_rig(path)
+        except RigFileError as e:
+            notes.append(str(e))
+    if rig is None:
+        rig = detect_rig(measure_bandwidth=False)  # the bandwidth is measured on a worker thread
+    state = WizardState(rig)
+    state.rig_path = path if rig.simulated else None
+    if not demo:
+        state.apply_user_settings(us)
+    model_path = model_path or (None if demo else us.model_path)
+    if model_path:
+        try:
+            state.set_model(read_model(model_path), model_path)
+        except ModelFileError as e:
+            state.set_model(None, model_path, str(e))
+    elif demo or us.preset:
+        p = load_preset(us.preset or DEMO_PRESET) if not demo else load_preset(DEMO_PRESET)
+        state.set_model(preset_model_info(p), None)
+    return state, " ".join(notes)
+
+
+def _apply_theme(app) -> None:
+    """Follow the OS light/dark scheme with the Fusion style (looks the same on every platform)."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QColor, QPalette
+
+    app.setStyle("Fusion")
+    try:
+        dark = app.styleHints().colorScheme() == Qt.ColorScheme.Dark
+    except AttributeError:
+        dark = False
+    if dark:
+        pal = QPalette()
+        for role, colour in ((QPalette.Window, "#202124"), (QPalette.WindowText, "#e8eaed"), (QPalette.Base, "#171717"),
+                             (QPalette.AlternateBase, "#2a2a2a"), (QPalette.Text, "#e8eaed"), (QPalette.Button, "#2d2e31"),
+                             (QPalette.ButtonText, "#e8eaed"), (QPalette.Highlight, "#3b82f6"),
+                             (QPalette.ToolTipBase, "#2d2e31"), (QPalette.ToolTipText, "#e8eaed")):
+            pal.setColor(role, QColor(colour))
+        app.setPalette(pal)
+
+
+def make_app():
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Phoenix")
+    _apply_theme(app)
+    return app
+
+
+def make_wizard(demo: bool = False, rig_path: str | None = None, model_path: str | None = None, persist: bool = True,
+                measure: bool = True):
+    from .wizard import PhoenixWizard
+    from .worker import run_in_thread
+
+    us, notice = load_settings() if persist else (UserSettings(), "")
+    state, note2 = build_state(demo, rig_path, model_path, us)
+    w = PhoenixWizard(state, us, persist=persist, notice=" ".join(x for x in (notice, note2) if x))
+    if measure and not state.rig.simulated:
+        from ..hardware.system import detect_system
+
+        def measured(system):
+            state.rig.system = system
+            state.changed()
+
+        run_in_thread(lambda: detect_system(measure=True), measured, lambda e: None)
+    return w
+
+
+def screenshot(page: str, out: str, demo: bool, rig_path=None, model_path=None, size=(1280, 860)) -> Path:
+    from PySide6.QtWidgets import QApplication
+
+    app = make_app()
+    w = make_wizard(demo, rig_path, model_path, persist=False, measure=False)
+    w.resize(*size)
+    w.show()
+    if page == "split" and w.state.model is not None:
+        w.state.run_auto_fit("fastest")
+    w.go_to(page)
+    for _ in range(5):
+        app.processEvents()
+    out_p = Path(out)
+    out_p.parent.mkdir(parents=True, exist_ok=True)
+    if not w.grab().save(str(out_p)):
+        raise OSError(f"could not write {out}")
+    w.close()
+    return out_p
+
+
+def run(demo: bool = False, rig_path: str | None = None, model_path: str | None = None) -> int:
+    app = make_app()
+    w = make_wizard(demo, rig_path, model_path)
+    w.show()
+    return app.exec()

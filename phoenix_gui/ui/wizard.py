@@ -1,0 +1,109 @@
+"""The Phoenix wizard window: five pages over one WizardState."""
+
+from __future__ import annotations
+
+import base64
+
+from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtWidgets import QWizard
+
+from ..config import UserSettings, save_settings
+from .pages import ContextPage, HardwarePage, LaunchPage, ModelPage, SplitPage
+from .state import WizardState
+
+PAGES = ["hardware", "model", "context", "split", "launch"]
+
+
+class PhoenixWizard(QWizard):
+    def __init__(self, state: WizardState, user_settings: UserSettings | None = None, persist: bool = True,
+                 notice: str = ""):
+        super().__init__()
+        self.state = state
+        self.us = user_settings or UserSettings()
+        self.persist = persist
+        self.setWindowTitle("Phoenix — run big models on the GPUs you have")
+        self.setWizardStyle(QWizard.ModernStyle)
+        self.setOption(QWizard.NoCancelButton, False)
+        self.setOption(QWizard.HaveHelpButton, False)
+        self.setButtonText(QWizard.FinishButton, "Close")
+        self.setMinimumSize(1024, 700)
+        self.setAcceptDrops(True)
+        self.pages = {
+            "hardware": HardwarePage(state),
+            "model": ModelPage(state, self.us),
+            "context": ContextPage(state),
+            "split": SplitPage(state),
+            "launch": LaunchPage(state),
+        }
+        for key in PAGES:
+            self.addPage(self.pages[key])
+        if notice:
+            self.pages["hardware"].banner.setText(notice)
+            self.pages["hardware"].banner.setVisible(True)
+        state.subscribe(self._on_change)
+        self.currentIdChanged.connect(lambda _id: self._on_change())
+        if self.us.geometry:
+            try:
+                self.restoreGeometry(QByteArray(base64.b64decode(self.us.geometry)))
+            except (ValueError, TypeError):
+                pass
+
+    def page(self, key: str):
+        return self.pages[key]
+
+    def go_to(self, key: str) -> None:
+        """Move forward or back to a page (as Next/Back would)."""
+        target = PAGES.index(key)
+        while PAGES.index(self._current_key()) < target:
+            self.next()
+        while PAGES.index(self._current_key()) > target:
+            self.back()
+
+    def _current_key(self) -> str:
+        page = self.currentPage()
+        for k, p in self.pages.items():
+            if p is page:
+                return k
+        return "hardware"
+
+    def _on_change(self) -> None:
+        page = self.currentPage()
+        if page is not None:
+            page.refresh()
+
+    # drag and drop a model or a .kcpps onto the window
+    def dragEnterEvent(self, e) -> None:  # noqa: N802
+        if e.mimeData().hasUrls() and any(u.toLocalFile().lower().endswith((".gguf", ".kcpps", ".kcppt"))
+                                          for u in e.mimeData().urls()):
+            e.acceptProposedAction()
+
+    def dropEvent(self, e) -> None:  # noqa: N802
+        for u in e.mimeData().urls():
+            path = u.toLocalFile()
+            if path.lower().endswith(".gguf"):
+                self.go_to("model")
+                self.pages["model"].load(path)
+                break
+            if path.lower().endswith((".kcpps", ".kcppt")):
+                self.go_to("model")
+                self.pages["model"].import_kcpps(path)
+                break
+
+    def save(self) -> None:
+        if not self.persist:
+            return
+        self.state.to_user_settings(self.us)
+        self.us.rig_path = getattr(self.state, "rig_path", None)
+        self.us.geometry = base64.b64encode(bytes(self.saveGeometry())).decode("ascii")
+        try:
+            save_settings(self.us)
+        except OSError:
+            pass  # settings are a convenience; failing to save must not stop closing
+
+    def done(self, result: int) -> None:
+        self.save()
+        super().done(result)
+
+    def closeEvent(self, e) -> None:  # noqa: N802
+        self.save()
+        super().closeEvent(e)
