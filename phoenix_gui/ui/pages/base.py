@@ -30,6 +30,21 @@ class StatePage(QWizardPage):
         fn()
 
 
+class quiet:
+    """Set widgets programmatically without their change signals firing (no re-entrant slots)."""
+
+    def __init__(self, *widgets):
+        self.widgets = widgets
+
+    def __enter__(self):
+        self.before = [w.blockSignals(True) for w in self.widgets]
+        return self
+
+    def __exit__(self, *exc):
+        for w, b in zip(self.widgets, self.before):
+            w.blockSignals(b)
+
+
 def banner(text: str = "", kind: str = "info") -> QLabel:
     lab = QLabel(text)
     lab.setWordWrap(True)

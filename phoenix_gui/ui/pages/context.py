@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QSlider, QSpinBox, QVBoxLayout
 
-from .base import StatePage, banner
+from .base import StatePage, banner, quiet
 
 STOPS = [2048, 4096, 8192, 12288, 16384, 24576, 32768, 49152, 65536, 98304, 131072, 196608, 262144]
 KV_TYPES = [("f16", "f16 — full precision"), ("q8_0", "q8_0 — half the memory, near-lossless"),
@@ -89,21 +89,22 @@ class ContextPage(StatePage):
         st = self.state
         self._updating = True
         limit = st.model.n_ctx_train if st.model and st.model.n_ctx_train else 131072
-        if self.slider.maximum() != max(1, limit // 256):
-            self.slider.setRange(1, max(1, limit // 256))
-            self.spin.setRange(256, max(256, limit // 256 * 256))
-            self._rebuild_stops(limit)
-        self.slider.setValue(st.context // 256)
-        self.spin.setValue(st.context)
-        self.kv.setCurrentIndex(max(0, self.kv.findData(st.cache_type)))
-        self.fa.setChecked(st.flash_attn)
-        self.batch.setCurrentIndex(max(0, self.batch.findData(st.batch)))
         moe = bool(st.model and st.model.is_moe)
-        self.moe.setVisible(moe)
-        self.moe_label.setVisible(moe)
-        if moe:
-            self.moe.setRange(0, st.model.n_layer)
-            self.moe.setValue(st.moecpu)
+        with quiet(self.slider, self.spin, self.kv, self.fa, self.batch, self.moe):
+            if self.slider.maximum() != max(1, limit // 256):
+                self.slider.setRange(1, max(1, limit // 256))
+                self.spin.setRange(256, max(256, limit // 256 * 256))
+                self._rebuild_stops(limit)
+            self.slider.setValue(st.context // 256)
+            self.spin.setValue(st.context)
+            self.kv.setCurrentIndex(max(0, self.kv.findData(st.cache_type)))
+            self.fa.setChecked(st.flash_attn)
+            self.batch.setCurrentIndex(max(0, self.batch.findData(st.batch)))
+            self.moe.setVisible(moe)
+            self.moe_label.setVisible(moe)
+            if moe:
+                self.moe.setRange(0, st.model.n_layer)
+                self.moe.setValue(st.moecpu)
         p = st.plan()
         if p is not None:
             kv = sum(d.kv_bytes for d in p.devices)

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QPushButton, QSpinBox, QVBoxLayout)
 
 from ...backends import kcpps_config, write_launcher
-from .base import StatePage, banner
+from .base import StatePage, banner, quiet
 
 KOBOLD_NAMES = ("koboldcpp", "koboldcpp.exe", "koboldcpp_cu12.exe", "koboldcpp_cu12", "koboldcpp_nocuda.exe",
                 "koboldcpp_oldpc.exe", "koboldcpp-linux-x64-cuda1210", "koboldcpp-linux-x64", "koboldcpp.py")
@@ -141,12 +141,13 @@ class LaunchPage(StatePage):
     def refresh(self) -> None:
         st = self.state
         self._updating = True
-        self.backend.setCurrentIndex(max(0, self.backend.findData(st.backend)))
         if not st.executable:
             st.executable = find_executable(st.backend)
-        self.exe.setText(st.executable or "")
-        self.host.setText(st.host)
-        self.port.setValue(st.port)
+        with quiet(self.backend, self.exe, self.host, self.port):
+            self.backend.setCurrentIndex(max(0, self.backend.findData(st.backend)))
+            self.exe.setText(st.executable or "")
+            self.host.setText(st.host)
+            self.port.setValue(st.port)
         warns = []
         if exposed(st.host):
             warns.append(f"Host {st.host} exposes the server to your network: anyone who can reach this PC can use it.")

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
                                QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
 from ..membar import STATUS_COLOUR, MemoryBar, mib
-from .base import StatePage
+from .base import StatePage, quiet
 
 STEPS = 1000  # slider resolution: 0.1 % of the split
 OBJECTIVES = [("fastest", "fastest"), ("context", "longest context"), ("headroom", "most headroom")]
+
+
+def _colour(label: QLabel, colour: str | None) -> None:
+    """Text colour through the palette (a style sheet per update would re-polish the widget)."""
+    if getattr(label, "_colour", None) == colour:
+        return
+    label._colour = colour
+    pal = label.palette()
+    pal.setColor(QPalette.WindowText, QColor(colour) if colour else label.parentWidget().palette().color(QPalette.WindowText))
+    label.setPalette(pal)
 
 
 class SplitPage(StatePage):
@@ -130,6 +141,8 @@ class SplitPage(StatePage):
         self.bar_rows = []
         for _ in range(len(st.devices) + 1):
             head, bar, why = QLabel(), MemoryBar(), QLabel()
+            head.setTextFormat(Qt.PlainText)  # plain text lays out far faster than rich text on every drag
+            why.setTextFormat(Qt.PlainText)
             why.setWordWrap(True)
             for w in (head, bar, why):
                 self.bars.addWidget(w)
@@ -144,11 +157,12 @@ class SplitPage(StatePage):
                 self._build_rows()
             plan = st.plan()
             n_max = st.max_layers
-            self.layers.setRange(0, n_max)
-            self.layers_spin.setRange(0, n_max)
             ngl = n_max if st.gpulayers is None else st.gpulayers
-            self.layers.setValue(ngl)
-            self.layers_spin.setValue(ngl)
+            with quiet(self.layers, self.layers_spin):
+                self.layers.setRange(0, n_max)
+                self.layers_spin.setRange(0, n_max)
+                self.layers.setValue(ngl)
+                self.layers_spin.setValue(ngl)
             self.sliders_box.setEnabled(bool(st.devices) and st.model is not None)
             self.autofit.setEnabled(st.model is not None)
             if plan is None:
@@ -158,20 +172,23 @@ class SplitPage(StatePage):
             by_gpu = {d.gpu_index: d for d in plan.gpus}
             for gi, (s, spin, lock, lab) in self.rows.items():
                 share = st.percent(gi)
-                s.setValue(round(share * STEPS / 100.0))
-                spin.setValue(share)
-                lock.setChecked(gi in st.locked)
+                with quiet(s, spin, lock):
+                    s.setValue(round(share * STEPS / 100.0))
+                    spin.setValue(share)
+                    lock.setChecked(gi in st.locked)
                 s.setEnabled(gi not in st.locked)
                 spin.setEnabled(gi not in st.locked)
                 d = by_gpu.get(gi)
                 lab.setText(f"{d.layers} layers" if d else "")
             for (head, bar, why), d in zip(self.bar_rows, plan.devices):
                 status = {"ok": "fits", "tight": "TIGHT", "oom": "OUT OF MEMORY"}[d.status]
-                head.setText(f"<b>{d.name}</b> · {d.layers} layers · {mib(d.total_bytes)} of {mib(d.usable_bytes)} usable · "
-                             f"<span style='color:{STATUS_COLOUR[d.status]}'>{status}</span>")
+                head.setText(f"{d.name} · {d.layers} layers · {mib(d.total_bytes)} of {mib(d.usable_bytes)} usable · {status}")
+                _colour(head, STATUS_COLOUR[d.status] if d.status != "ok" else None)
                 bar.set_device(d)
-                why.setText(f"<span style='color:{STATUS_COLOUR[d.status]}'>{d.reason()}</span>" if d.reason() else "")
-                why.setVisible(bool(d.reason()))
+                why.setText(d.reason())
+                _colour(why, STATUS_COLOUR[d.status])
+                if why.isVisibleTo(self) != bool(d.reason()):  # a visibility flip relayouts the page
+                    why.setVisible(bool(d.reason()))
             self.speed.setText(f"{plan.predicted_tokens_per_s:.1f} tokens/s")
             cmp = ""
             if st.baseline is not None:

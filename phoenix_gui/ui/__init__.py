@@ -1,0 +1,1 @@
+"""The Qt wizard. Only this package imports PySide6."""
