@@ -22,7 +22,7 @@ from phoenix_gui.planner.speed import DEFAULT_CONSTANTS, token_seconds  # noqa: 
 from speed_data import load_scenarios  # noqa: E402
 
 ARCHS = ["Pascal", "Volta", "Turing", "Ampere", "Ada Lovelace", "Hopper", "Blackwell"]
-SCALARS = ["eff_cpu", "gpu_layer_ms", "cpu_layer_ms", "hop_ms", "base_ms", "bw_cap_gbs", "lowbit_factor"]
+SCALARS = ["eff_cpu", "gpu_layer_ms", "cpu_layer_ms", "hop_ms", "base_ms", "bw_cap_gbs", "lowbit_factor", "cpu_cap_gbs"]
 
 
 def unpack(x) -> dict:
@@ -54,11 +54,12 @@ def fit(scen):
     # Prior pulls unseen or rare architectures towards a common efficiency instead of wild values.
     def f(x):
         prior = 0.3 * (x - x0())
-        prior[len(ARCHS) + SCALARS.index("bw_cap_gbs")] *= 0.1  # weak prior on the saturation
+        prior[len(ARCHS) + SCALARS.index("bw_cap_gbs")] *= 0.1  # weak priors on the saturations
+        prior[len(ARCHS) + SCALARS.index("cpu_cap_gbs")] *= 0.1
         return np.concatenate([residuals(x, scen), prior])
 
-    lb = np.log([0.2] * len(ARCHS) + [0.1, 1e-3, 1e-3, 1e-3, 1e-2, 300.0, 1.0])
-    ub = np.log([1.0] * len(ARCHS) + [1.0, 2.0, 5.0, 5.0, 20.0, 1e5, 4.0])
+    lb = np.log([0.2] * len(ARCHS) + [0.1, 1e-3, 1e-3, 1e-3, 1e-2, 300.0, 1.0, 20.0])
+    ub = np.log([1.0] * len(ARCHS) + [1.0, 2.0, 5.0, 5.0, 20.0, 1e5, 4.0, 1e4])
     r = least_squares(f, np.clip(x0(), lb + 1e-9, ub - 1e-9), bounds=(lb, ub), loss="soft_l1", f_scale=0.2)
     return r.x
 

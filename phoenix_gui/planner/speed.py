@@ -27,6 +27,7 @@ DEFAULT_CONSTANTS = {
     "hop_ms": 0.3,
     "base_ms": 1.0,
     "bw_cap_gbs": 3000.0,
+    "cpu_cap_gbs": 200.0,
     "lowbit_factor": 1.0,
     "pp_gpu_mult": 30.0,
     "pp_cpu_mult": 4.0,
@@ -69,6 +70,13 @@ def gpu_effective_gbs(bandwidth_gbs: float, architecture: str, c: dict) -> float
     return bw / (1.0 + bw / c["bw_cap_gbs"])
 
 
+def cpu_effective_gbs(bandwidth_gbs: float, c: dict) -> float:
+    """Achieved RAM read rate of a decode loop: a fraction of the theoretical figure, saturating on
+    many-channel systems, where the cores' memory parallelism and compute become the limit."""
+    bw = bandwidth_gbs * c["eff_cpu"]
+    return bw / (1.0 + bw / c["cpu_cap_gbs"])
+
+
 def token_seconds(devices: list[SpeedDevice], c: dict | None = None, file_type: str = "") -> float:
     c = c or speed_constants()
     q = quant_factor(file_type, c)
@@ -76,7 +84,7 @@ def token_seconds(devices: list[SpeedDevice], c: dict | None = None, file_type: 
     t = c["base_ms"] / 1000
     for d in active:
         if d.kind == "cpu":
-            t += q * d.bytes_per_token / (d.bandwidth_gbs * 1e9 * c["eff_cpu"]) + d.layers * c["cpu_layer_ms"] / 1000
+            t += q * d.bytes_per_token / (cpu_effective_gbs(d.bandwidth_gbs, c) * 1e9) + d.layers * c["cpu_layer_ms"] / 1000
         else:
             bw = gpu_effective_gbs(d.bandwidth_gbs, d.architecture, c)
             t += q * d.bytes_per_token / (bw * 1e9) + d.layers * c["gpu_layer_ms"] / 1000

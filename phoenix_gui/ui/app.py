@@ -96,7 +96,7 @@ def screenshot(page: str, out: str, demo: bool, rig_path=None, model_path=None, 
     w = make_wizard(demo, rig_path, model_path, persist=False, measure=False)
     w.resize(*size)
     w.show()
-    if page == "split" and w.state.model is not None:
+    if page in ("split", "launch") and w.state.model is not None:  # the state after the user clicks Auto-fit
         w.state.run_auto_fit("fastest")
     w.go_to(page)
     for _ in range(5):
