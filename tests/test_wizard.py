@@ -234,3 +234,30 @@ def test_qt_binding_keeps_none_alive():
     for i in range(2000):
         lab.setText(str(i))
     assert sys.getrefcount(None) - before > -100
+
+
+def test_next_needs_a_model(qtbot, tmp_path):
+    w = make_wizard(rig_path=str(demo_rig_path()), persist=False, measure=False)
+    qtbot.addWidget(w)
+    w.show()
+    w.next()
+    assert w.currentPage().title() == "Model"
+    assert not w.button(QWizard.NextButton).isEnabled()
+    bad = tmp_path / "x.gguf"
+    bad.write_bytes(b"nope")
+    w.page("model").load(str(bad))
+    qtbot.waitUntil(lambda: bool(w.state.model_error), timeout=10000)
+    assert not w.button(QWizard.NextButton).isEnabled()
+
+
+def test_drop_a_gguf_onto_the_window(wiz, qtbot, skeletons):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    path = str(skeletons("tiny-llama-f16"))
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(path)])
+    ev = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    wiz.dropEvent(ev)
+    qtbot.waitUntil(lambda: wiz.state.model_path == path and wiz.state.model is not None, timeout=10000)
+    assert wiz.currentPage().title() == "Model"

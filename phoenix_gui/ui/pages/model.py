@@ -114,8 +114,12 @@ class ModelPage(StatePage):
                 self.state.notes.append(f"The config's model {imp.model_path} was not found; choose the file.")
                 self.state.changed()
 
+    def isComplete(self) -> bool:  # noqa: N802 - Next needs a model to plan
+        return self.state.model is not None
+
     def refresh(self) -> None:
         st = self.state
+        self.completeChanged.emit()
         self._updating = True
         self.recent.clear()
         self.recent.addItem("Recent models…", None)
