@@ -1,0 +1,102 @@
+"""Turn a failed launch (log lines + exit status) into one plain sentence, and a fix for OOM."""
+
+from __future__ import annotations
+
+import re
+import signal
+from dataclasses import dataclass
+
+_OOM_CUDA = re.compile(r"allocating ([\d.]+) MiB on device (\d+): cudaMalloc failed: out of memory")
+_OOM_BUF = re.compile(r"failed to allocate (\S+) buffer of size (\d+)")
+_OOM_UNABLE = re.compile(r"unable to allocate (\S+) buffer")
+_OOM_KV = re.compile(r"failed to allocate buffer for kv cache|failed to initialize the context")
+_OOM_COMPUTE = re.compile(r"failed to allocate compute (?:pp )?buffers")
+_OOM_GEN = re.compile(r"CUDA error: out of memory")
+_CUR_DEV = re.compile(r"current device: (\d+)")
+_PORT = re.compile(r"(?:couldn't bind|Address already in use|address already in use|bind\(\) failed|Errno 98|Errno 10048)", re.I)
+_NOMODEL = re.compile(r"(?:failed to open|No such file|does not exist|failed to load model|Could not load text model|"
+                      r"error loading model|gguf_init_from_file)", re.I)
+_ARCH = re.compile(r"no kernel image is available|no device code compatible|unsupported (?:gpu|architecture)|"
+                   r"CUDA driver version is insufficient", re.I)
+_CUDA_BUF = re.compile(r"^CUDA(\d+)")
+
+
+@dataclass
+class Failure:
+    kind: str  # "oom", "port", "model", "unsupported", "crash", "signal"
+    message: str
+    device: int | None = None  # CUDA index in the engine's device list
+    requested_mib: float | None = None
+    exit_code: int | None = None
+
+    @property
+    def is_oom(self) -> bool:
+        return self.kind == "oom"
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except (ValueError, AttributeError):
+        return f"signal {-code}"
+
+
+def classify(lines: list[str], exit_code: int | None, during_load: bool, port: int | None = None,
+             device_names: list[str] | None = None) -> Failure:
+    text = "\n".join(lines[-400:])
+    names = device_names or []
+
+    def dev_name(d: int | None) -> str:
+        if d is not None and 0 <= d < len(names):
+            return names[d]
+        return f"GPU {d}" if d is not None else "a GPU"
+
+    m = None
+    for m in _OOM_CUDA.finditer(text):
+        pass
+    if m:
+        d, mib = int(m.group(2)), float(m.group(1))
+        return Failure("oom", f"Out of memory on {dev_name(d)}: it could not allocate {mib:,.0f} MiB.", d, mib, exit_code)
+    for m in _OOM_BUF.finditer(text):
+        pass
+    if m:
+        buf, size = m.group(1), int(m.group(2)) / (1 << 20)
+        dm = _CUDA_BUF.match(buf)
+        d = int(dm.group(1)) if dm else None
+        where = dev_name(d) if d is not None else "system RAM"
+        return Failure("oom", f"Out of memory on {where}: the weights ({size:,.0f} MiB) did not fit.", d, size, exit_code)
+    um = _OOM_UNABLE.search(text)
+    if um:
+        dm = _CUDA_BUF.match(um.group(1))
+        d = int(dm.group(1)) if dm else None
+        return Failure("oom", f"Out of memory on {dev_name(d)}: the model weights did not fit.", d, None, exit_code)
+    if _OOM_KV.search(text):
+        return Failure("oom", "Out of memory: the KV cache did not fit; lower the context or quantize the cache.", None,
+                       None, exit_code)
+    if _OOM_COMPUTE.search(text):
+        return Failure("oom", "Out of memory: the compute buffers did not fit; lower the batch size or move a layer.",
+                       None, None, exit_code)
+    if _OOM_GEN.search(text):
+        cm = _CUR_DEV.search(text)
+        d = int(cm.group(1)) if cm else None
+        return Failure("oom", f"Out of memory on {dev_name(d)} while generating.", d, None, exit_code)
+    if _PORT.search(text):
+        return Failure("port", f"Port {port} is already in use by another program; choose another port.", exit_code=exit_code)
+    if _ARCH.search(text):
+        return Failure("unsupported", "This server build does not support one of your GPUs (for Pascal and older cards, "
+                       "use a CUDA 12 build such as koboldcpp_cu12).", exit_code=exit_code)
+    if _NOMODEL.search(text):
+        return Failure("model", "The server could not open or read the model file.", exit_code=exit_code)
+    if exit_code is not None and exit_code < 0:
+        sig = _signal_name(exit_code)
+        if during_load:
+            # koboldcpp 1.115.1 does not check a failed weight allocation and dies by SIGSEGV
+            return Failure("oom" if sig in ("SIGSEGV", "SIGBUS", "SIGABRT") else "signal",
+                           f"The server died during loading ({sig}); this is how koboldcpp fails when the weights do "
+                           "not fit, so treat it as out of memory.", None, None, exit_code)
+        return Failure("signal", f"The server was killed ({sig}).", exit_code=exit_code)
+    if exit_code in (139, -11, 3221225477):  # segfault / access violation reported as a code
+        return Failure("oom" if during_load else "crash", "The server crashed with an access violation"
+                       + (" during loading (out of memory)." if during_load else "."), exit_code=exit_code)
+    return Failure("crash", f"The server stopped with exit code {exit_code}." if exit_code is not None
+                   else "The server stopped.", exit_code=exit_code)
