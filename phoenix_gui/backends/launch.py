@@ -26,6 +26,9 @@ def port_free(host: str, port: int) -> bool:
     h = "127.0.0.1" if host in ("", "0.0.0.0") else host
     fam = socket.AF_INET6 if ":" in h else socket.AF_INET
     with socket.socket(fam, socket.SOCK_STREAM) as s:
+        if os.name != "nt":
+            # as the servers do: connections in TIME_WAIT do not block a new listener
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((h, port))
         except OSError:

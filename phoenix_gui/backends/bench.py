@@ -1,0 +1,93 @@
+"""The built-in benchmark: a fixed prompt of N tokens, then M generated tokens; a history per
+model + plan + hardware fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from ..hardware.rig import Rig
+from ..model.info import ModelInfo
+from ..planner import Plan
+from .servers import ServerBackend
+
+SENTENCE = ("The quick brown fox jumps over the lazy dog while the old GPUs hum along in the basement server. ")
+
+
+@dataclass
+class BenchResult:
+    prompt_tokens: int
+    prompt_tokens_per_s: float
+    gen_tokens: int
+    gen_tokens_per_s: float
+    predicted_tokens_per_s: float
+    predicted_prompt_tokens_per_s: float
+    fingerprint: str
+    time: float
+
+
+def make_prompt(backend: ServerBackend, host: str, port: int, n_tokens: int) -> str:
+    """About n_tokens tokens of text, sized with the server's own tokenizer where it has one."""
+    text = SENTENCE * max(1, n_tokens // 10)
+    count = backend.count_tokens(host, port, text)
+    if count:
+        for _ in range(3):
+            if abs(count - n_tokens) <= max(2, n_tokens // 50):
+                break
+            text = (SENTENCE * (len(text) * n_tokens // max(1, count) // len(SENTENCE) + 2))
+            text = text[: max(1, len(text) * n_tokens // max(1, backend.count_tokens(host, port, text) or count))]
+            count = backend.count_tokens(host, port, text) or n_tokens
+    return text
+
+
+def fingerprint(model: ModelInfo, plan: Plan, rig: Rig) -> str:
+    s = plan.settings
+    key = json.dumps({
+        "model": [model.name, model.file_type, model.tensor_bytes],
+        "plan": [plan.gpulayers, plan.tensor_split, plan.context, s.cache_type_k, s.flash_attn, s.batch, s.moecpu,
+                 s.backend],
+        "gpus": [(g.name, g.uuid) for g in rig.gpus if g.index in {d.gpu_index for d in plan.gpus}],
+    }, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def run_benchmark(backend: ServerBackend, host: str, port: int, plan: Plan, model: ModelInfo, rig: Rig,
+                  n_prompt: int = 512, n_gen: int = 128) -> BenchResult:
+    prompt = make_prompt(backend, host, port, n_prompt)
+    backend.generate(host, port, "warm up", 4, plan.context)  # first request pays one-off setup costs
+    r = backend.generate(host, port, prompt, n_gen, plan.context)
+    return BenchResult(r.prompt_tokens, r.prompt_tokens_per_s, r.gen_tokens, r.gen_tokens_per_s,
+                       plan.predicted_tokens_per_s, plan.predicted_prompt_tokens_per_s,
+                       fingerprint(model, plan, rig), time.time())
+
+
+def record(result: BenchResult) -> None:
+    from .launch import data_dir
+
+    try:
+        d = data_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / "bench-history.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(asdict(result)) + "\n")
+    except OSError:
+        pass
+
+
+def history(fp: str) -> list[BenchResult]:
+    from .launch import data_dir
+
+    out = []
+    try:
+        with open(data_dir() / "bench-history.jsonl", encoding="utf-8") as f:
+            for line in f:
+                try:
+                    d = json.loads(line)
+                    if d.get("fingerprint") == fp:
+                        out.append(BenchResult(**d))
+                except (ValueError, TypeError):
+                    continue
+    except OSError:
+        pass
+    return out

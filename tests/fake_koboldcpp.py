@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""A stand-in for koboldcpp (its binary cannot be installed here).
+
+It accepts koboldcpp's documented command-line flags, prints its documented console lines
+(stdout for koboldcpp's own messages, stderr for the ggml/llama.cpp ones) and serves the
+documented API fields. What the "engine" does is set by environment variables:
+  FAKE_KCPP_BUFFERS   JSON {"CUDA0": [model, kv, compute], "CPU": [...]} in MiB, printed after load
+  FAKE_KCPP_MAX_LAYERS  out of memory on CUDA0 when it would get more layers than this
+  FAKE_KCPP_OOM_MODE  "segv" (1.115.1: an unchecked weight allocation ends in SIGSEGV) or "clean" (exit 3)
+  FAKE_KCPP_LOAD_S    seconds the load takes (default 0.3)
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VERSION = "1.115.1"
+
+
+def parse():
+    ap = argparse.ArgumentParser(prog="koboldcpp")
+    ap.add_argument("--version", action="store_true")
+    ap.add_argument("--model", "-m", nargs="*", default=[])
+    ap.add_argument("--skiplauncher", action="store_true")
+    ap.add_argument("--usecuda", "--usecublas", nargs="*", default=None)
+    ap.add_argument("--usecpu", action="store_true")
+    ap.add_argument("--gpulayers", "--gpu-layers", "--n-gpu-layers", "-ngl", type=int, default=-1)
+    ap.add_argument("--tensor_split", "--tensorsplit", "--tensor-split", "-ts", type=float, nargs="+")
+    ap.add_argument("--splitmode", default="layer", choices=["layer", "row", "tensor"])
+    ap.add_argument("--contextsize", "-c", type=int, default=16384)
+    ap.add_argument("--batchsize", "--blasbatchsize", "-b", type=int, default=512)
+    ap.add_argument("--quantkv", default="f16")
+    ap.add_argument("--noflashattention", "-nofa", action="store_true")
+    ap.add_argument("--moecpu", "--n-cpu-moe", type=int, default=0)
+    ap.add_argument("--lowvram", "-nkvo", action="store_true")
+    ap.add_argument("--usemmap", action="store_true")
+    ap.add_argument("--threads", "-t", type=int, default=-1)
+    ap.add_argument("--host", default="")
+    ap.add_argument("--port", type=int, default=5001)
+    ap.add_argument("--multiuser", type=int, nargs="?", const=1, default=10)
+    ap.add_argument("--singleinstance", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    return ap.parse_args()
+
+
+def out(msg):
+    print(msg, flush=True)
+
+
+def err(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+class State:
+    perf = {"last_process": 0, "last_eval": 0, "last_token_count": 0, "last_input_count": 0, "last_process_time": 0,
+            "last_eval_time": 0, "last_seed": -1, "total_gens": 0, "stop_reason": -1, "queue": 0, "idle": 1,
+            "uptime": 0, "idletime": 0, "last_process_speed": 0, "last_eval_speed": 0, "total_img_gens": 0,
+            "total_tts_gens": 0, "total_transcribe_gens": 0}
+
+
+def serve(args):
+    start = time.time()
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _json(self, obj, code=200):
+            body = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            p = self.path.rstrip("/")
+            if p.endswith("/api/extra/version"):
+                self._json({"result": "KoboldCpp", "version": VERSION, "protected": False, "llm": True, "txt2img": False,
+                            "vision": False, "audio": False, "transcribe": False, "tts": False, "embeddings": False})
+            elif p.endswith("/api/extra/perf"):
+                State.perf["uptime"] = time.time() - start
+                self._json(State.perf)
+            elif p.endswith("/api/v1/model"):
+                self._json({"result": "koboldcpp/" + os.path.splitext(os.path.basename(args.model[0]))[0]})
+            elif p.endswith("/api/extra/true_max_context_length"):
+                self._json({"value": args.contextsize})
+            else:
+                self._json({"detail": "not found"}, 404)
+
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(n) or b"{}")
+            p = self.path.rstrip("/")
+            if p.endswith("/api/v1/generate"):
+                prompt_tokens = max(1, len(body.get("prompt", "")) // 4)
+                gen = int(body.get("max_length", 100))
+                pp_s, tg_s = prompt_tokens / 400.0, gen / 25.0
+                time.sleep(min(1.0, (pp_s + tg_s) / 20))
+                State.perf.update(last_process_speed=round(prompt_tokens / pp_s, 2), last_eval_speed=round(gen / tg_s, 2),
+                                  last_token_count=gen, last_input_count=prompt_tokens, stop_reason=0,
+                                  total_gens=State.perf["total_gens"] + 1, last_seed=1, idle=1)
+                out(f"[{time.strftime('%H:%M:%S')}] CtxLimit:{prompt_tokens + gen}/{args.contextsize}, Init:0.01s, "
+                    f"Processed:{prompt_tokens} in {pp_s:.2f}s ({prompt_tokens / pp_s:.2f}T/s), Generated:{gen}/{gen} in "
+                    f"{tg_s:.2f}s ({gen / tg_s:.2f}T/s), Total:{pp_s + tg_s:.2f}s")
+                self._json({"results": [{"text": " lorem" * gen, "finish_reason": "length",
+                                         "prompt_tokens": prompt_tokens, "completion_tokens": gen}]})
+            elif p.endswith("/api/extra/tokencount"):
+                self._json({"value": max(1, len(body.get("prompt", "")) // 4), "ids": []})
+            elif p.endswith("/api/extra/shutdown"):
+                self._json({"success": True})
+                threading.Thread(target=lambda: (time.sleep(0.1), os._exit(0)), daemon=True).start()
+            else:
+                self._json({"detail": "not found"}, 404)
+
+    try:
+        srv = ThreadingHTTPServer((args.host or "0.0.0.0", args.port), H)
+    except OSError as e:
+        out(f"Error: could not bind to port {args.port}: [Errno {e.errno}] Address already in use")
+        sys.exit(1)
+    out(f"Please connect to custom endpoint at http://{args.host or 'localhost'}:{args.port}")
+    srv.serve_forever()
+
+
+def main():
+    args = parse()
+    if args.version:
+        out(VERSION)
+        return
+    out(f"***\nWelcome to KoboldCpp - Version {VERSION}")
+    out("Initializing dynamic library: koboldcpp_cublas.so" if args.usecuda is not None else
+        "Initializing dynamic library: koboldcpp_default.so")
+    out(f"Namespace(contextsize={args.contextsize}, gpulayers={args.gpulayers}, port={args.port})")
+    model = args.model[0] if args.model else ""
+    out(f"Loading Text Model: {model}")
+    if not model or not os.path.exists(model):
+        err(f"gguf_init_from_file: failed to open GGUF file '{model}'")
+        out("Load Text Model OK: False")
+        out("Could not load text model: " + model)
+        sys.exit(3)
+    n_gpus = len(os.environ.get("CUDA_VISIBLE_DEVICES", "0,1,2").split(","))
+    if args.usecuda is not None:
+        err(f"ggml_cuda_init: found {n_gpus} CUDA devices (Total VRAM: {8192 * n_gpus} MiB):")
+        for i in range(n_gpus):
+            err(f"  Device {i}: NVIDIA GeForce RTX 2080, compute capability 7.5, VMM: yes, VRAM: 8192 MiB")
+    if args.tensor_split:
+        out("Applying Tensor Split...")
+    time.sleep(float(os.environ.get("FAKE_KCPP_LOAD_S", "0.3")))
+    for i in range(3):
+        sys.stdout.write("." * (i + 1) + "\r")
+        sys.stdout.flush()
+    err(f"load_tensors: offloaded {max(args.gpulayers, 0)}/65 layers to GPU")
+    max_layers = os.environ.get("FAKE_KCPP_MAX_LAYERS")
+    ngl = max(args.gpulayers, 0)
+    ts = args.tensor_split or [1.0] * n_gpus
+    first_share = ts[0] / (sum(ts) or 1.0)
+    on_cuda0 = sum(1 for i in range(ngl) if i / ngl < first_share) if ngl else 0  # llama.cpp's upper-bound rule
+    if max_layers is not None and on_cuda0 > int(max_layers):
+        err("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 2311.25 MiB on device 0: cudaMalloc failed: out of memory")
+        err("alloc_tensor_range: failed to allocate CUDA0 buffer of size 2423521280")
+        if os.environ.get("FAKE_KCPP_OOM_MODE", "segv") == "segv":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        out("Load Text Model OK: False")
+        sys.exit(3)
+    bufs = json.loads(os.environ.get("FAKE_KCPP_BUFFERS", "{}"))
+    for name, (m, _, _) in bufs.items():
+        err(f"load_tensors: {name:>12} model buffer size = {m:8.2f} MiB")
+    err(f"llama_context: n_ctx         = {((args.contextsize + 128 + 255) // 256) * 256}")
+    err(f"llama_context: n_batch       = {args.batchsize}")
+    for name, (_, kv, _) in bufs.items():
+        err(f"llama_kv_cache: {name:>10} KV buffer size = {kv:8.2f} MiB")
+    for name, (_, _, comp) in bufs.items():
+        err(f"sched_reserve: {name:>10} compute buffer size = {comp:8.2f} MiB")
+    out("Starting model warm up, please wait a moment...")
+    out("Load Text Model OK: True")
+    serve(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""Launching real servers: llama-server (real, CPU) on a tiny generated model, and koboldcpp's
+documented behaviour through tests/fake_koboldcpp.py."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from phoenix_gui.backends.bench import history, record, run_benchmark
+from phoenix_gui.backends.diagnose import classify
+from phoenix_gui.backends.launch import Launch, launch_with_retries, port_free, smaller_plan
+from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.servers import KoboldCppBackend, LlamaServerBackend
+from phoenix_gui.hardware import demo_rig_path, load_rig
+from phoenix_gui.hardware.rig import GIB, Rig, SystemInfo
+from phoenix_gui.model import read_model, write_skeleton
+from phoenix_gui.planner import PlanSettings, make_plan
+
+FAKE = str(Path(__file__).with_name("fake_koboldcpp.py"))
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("PHOENIX_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny model dir ü")
+    return write_skeleton("tiny-llama-f16", d / "tiny model.gguf", random_data=True)
+
+
+def cpu_rig():
+    return Rig("this PC", [], SystemInfo(16 * GIB, 12 * GIB, 2, 2, 20.0, "table"))
+
+
+def gone(pids, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def llama_launch(tiny, port=None, **kw):
+    model = read_model(tiny)
+    s = PlanSettings(context=2048, backend="llama-server", port=port or free_port(), **kw)
+    plan = make_plan(model, cpu_rig(), s)
+    return Launch(plan, cpu_rig(), model, str(tiny)), model, plan
+
+
+def test_llama_server_launch_ready_bench_metrics_stop(tiny):
+    la, model, plan = llama_launch(tiny)
+    lines = []
+    la.on_line = lines.append
+    assert la.start() is None
+    out = la.wait_ready(timeout=120)
+    assert out.ok, out.failure
+    assert out.ready_s > 0 and la.log_path.exists()
+    cpu = out.comparison[-1]
+    assert cpu.actual_bytes is not None and abs(cpu.actual_bytes - cpu.predicted_bytes) < 16 << 20
+    res = run_benchmark(la.backend, la.host, la.port, plan, model, cpu_rig(), n_prompt=128, n_gen=32)
+    assert res.gen_tokens == 32 and res.gen_tokens_per_s > 0 and res.prompt_tokens_per_s > 0
+    assert abs(res.prompt_tokens - 128) <= 8
+    record(res)
+    assert history(res.fingerprint)[-1].gen_tokens == 32
+    t = la.backend.throughput(la.host, la.port)
+    assert t is not None and t.gen_tokens_per_s and t.gen_tokens_per_s > 0
+    pids = la.process.tree_pids()
+    assert la.stop() is not None
+    assert gone(pids) and port_free(la.host, la.port)
+    assert any("listening" in line for line in lines)
+
+
+def test_port_in_use_is_caught_before_launch_and_from_the_real_log(tiny):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        la, _, _ = llama_launch(tiny, port=port)
+        f = la.start()
+        assert f is not None and f.kind == "port" and str(port) in f.message
+        # the real server's own complaint, when something grabs the port between check and start
+        la.preflight = lambda: None
+        la.start()
+        out = la.wait_ready(timeout=60)
+    assert not out.ok and out.failure.kind == "port"
+
+
+def test_missing_model(tiny, tmp_path):
+    la, _, _ = llama_launch(tiny)
+    la.model_path = str(tmp_path / "gone.gguf")
+    f = la.start()
+    assert f.kind == "model" and "does not exist" in f.message
+    la.command.argv[la.command.argv.index("-m") + 1] = str(tmp_path / "gone.gguf")
+    la.preflight = lambda: None
+    la.start()
+    out = la.wait_ready(timeout=60)
+    assert not out.ok and out.failure.kind == "model"
+
+
+def test_server_killed_mid_run_is_reported(tiny):
+    la, _, _ = llama_launch(tiny)
+    la.start()
+    assert la.wait_ready(timeout=120).ok
+    assert la.check_alive() is None
+    os.kill(la.process.pid, signal.SIGKILL)
+    la.process.proc.wait(10)
+    f = la.check_alive()
+    assert f is not None and f.kind == "signal" and "SIGKILL" in f.message
+    la.stop()
+
+
+def test_cancel_a_slow_load(tiny, monkeypatch):
+    monkeypatch.setenv("FAKE_KCPP_LOAD_S", "30")
+    la = kobold_launch(tiny)
+    la.start()
+    la.cancel.set()
+    out = la.wait_ready(timeout=60)
+    assert not out.ok and "cancelled" in out.failure.message
+    assert la.process.poll() is not None
+
+
+def kobold_launch(tiny, settings=None):
+    rig = load_rig(demo_rig_path())
+    model = read_model(tiny)
+    s = settings or PlanSettings(context=2048, port=free_port(), tensor_split=(1, 1, 1))
+    plan = make_plan(model, rig, s)
+    return Launch(plan, rig, model, str(tiny), exe=FAKE)
+
+
+def test_koboldcpp_launch_perf_and_graceful_shutdown(tiny, monkeypatch):
+    monkeypatch.setenv("FAKE_KCPP_BUFFERS", '{"CUDA0": [0.12, 0.5, 6.0], "CUDA1": [0.1, 0.25, 6.0], "CPU": [0.06, 0, 2.0]}')
+    la = kobold_launch(tiny)
+    assert la.command.argv[:2] == [sys.executable, FAKE]
+    assert la.start() is None
+    out = la.wait_ready(timeout=60)
+    assert out.ok, out.failure
+    assert [c.actual_bytes is not None for c in out.comparison][:2] == [True, True]
+    assert any(line == "..." for line in la.process.lines)  # \r-terminated progress became lines
+    b = KoboldCppBackend()
+    r = b.generate(la.host, la.port, "hello " * 100, 64, 2048)
+    assert r.gen_tokens == 64 and r.gen_tokens_per_s > 0
+    t = b.throughput(la.host, la.port)
+    assert t.generations == 1 and t.gen_tokens_per_s > 0
+    assert la.stop() == 0  # /api/extra/shutdown, not a signal
+
+
+@pytest.mark.parametrize("mode", ["segv", "clean"])
+def test_koboldcpp_oom_is_diagnosed(tiny, monkeypatch, mode):
+    monkeypatch.setenv("FAKE_KCPP_MAX_LAYERS", "0")
+    monkeypatch.setenv("FAKE_KCPP_OOM_MODE", mode)
+    la = kobold_launch(tiny)
+    la.start()
+    out = la.wait_ready(timeout=60)
+    assert not out.ok and out.failure.is_oom
+    assert out.failure.device == 0 and out.failure.requested_mib == pytest.approx(2311.25)
+    assert out.failure.message.startswith("Out of memory on GTX 1050 Ti")
+    if mode == "segv":
+        assert out.failure.exit_code == -signal.SIGSEGV
+
+
+def test_death_by_signal_during_load_counts_as_oom():
+    f = classify(["Loading Text Model: m.gguf", "load_tensors: offloaded 65/65 layers to GPU"], -11, during_load=True)
+    assert f.kind == "oom" and "SIGSEGV" in f.message
+
+
+def test_smaller_plan_moves_layers_off_the_failing_gpu():
+    from phoenix_gui.model import preset_model_info
+
+    m = preset_model_info("qwen2.5-32b-instruct-q4_k_m")
+    rig = load_rig(demo_rig_path())
+    s = PlanSettings(context=4096, gpulayers=40, tensor_split=(1.5, 4.5, 3))
+    plan = make_plan(m, rig, s)
+    f = classify(["allocating 600.00 MiB on device 0: cudaMalloc failed: out of memory"], 1, True,
+                 device_names=[d.name for d in plan.gpus])
+    s2 = smaller_plan(m, rig, s, plan, f)
+    p2 = make_plan(m, rig, s2)
+    assert p2.gpus[0].layers < plan.gpus[0].layers
+    assert p2.gpus[0].weights_bytes <= plan.gpus[0].weights_bytes - 600 * (1 << 20)
+
+
+def test_oom_retry_launches_a_smaller_plan(tiny, monkeypatch):
+    monkeypatch.setenv("FAKE_KCPP_MAX_LAYERS", "0")  # nothing fits on the first GPU
+    monkeypatch.setenv("FAKE_KCPP_OOM_MODE", "clean")
+    rig = load_rig(demo_rig_path())
+    model = read_model(tiny)
+    attempts = []
+    la, out = launch_with_retries(model, rig, PlanSettings(context=2048, port=free_port(), tensor_split=(1, 1, 1)),
+                                  str(tiny), exe=FAKE, attempts=3,
+                                  on_attempt=lambda n, plan, la: attempts.append([d.layers for d in plan.gpus]))
+    try:
+        assert out.ok, out.failure
+        assert len(attempts) == 2 and attempts[0][0] == 1 and attempts[-1][0] == 0
+        assert sum(attempts[-1]) == 3  # the layer moved to another GPU, none was dropped
+    finally:
+        la.stop()
+
+
+def test_no_orphan_when_phoenix_is_killed(tiny, tmp_path):
+    """Phoenix dies by SIGKILL (no cleanup code runs): the server goes with it."""
+    script = tmp_path / "phoenix_like.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from phoenix_gui.backends.process import ServerProcess\n"
+        f"sp = ServerProcess([sys.executable, {FAKE!r}, '--model', {str(tiny)!r}, '--port', '{free_port()}', "
+        "'--host', '127.0.0.1']).start()\n"
+        "print(sp.pid, flush=True)\n"
+        "time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = int(p.stdout.readline())
+    assert psutil.pid_exists(child)
+    p.kill()
+    p.wait()
+    assert gone([child], timeout=10)
+
+
+def test_no_orphan_on_normal_exit(tiny, tmp_path):
+    script = tmp_path / "phoenix_exit.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from phoenix_gui.backends.process import ServerProcess\n"
+        f"sp = ServerProcess([sys.executable, {FAKE!r}, '--model', {str(tiny)!r}, '--port', '{free_port()}']).start()\n"
+        "print(sp.pid, flush=True)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert gone([int(out.stdout.split()[0])], timeout=10)
+
+
+def test_llama_server_backend_finds_the_packaged_binary():
+    exe = LlamaServerBackend().find()
+    assert exe and Path(exe).exists()
+    assert LlamaServerBackend().version(exe)
