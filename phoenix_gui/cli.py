@@ -229,6 +229,91 @@ def cmd_skeleton(args) -> int:
     return 0
 
 
+def _plan_for_launch(args):
+    from .planner import make_plan
+    from .planner.autofit import auto_fit
+
+    if not args.model:
+        raise UserError("Give the model file to launch.")
+    rig = _load_rig(args, False)
+    model, model_path = _load_model(args)
+    settings = _settings_from_args(args, rig)
+    plan = auto_fit(model, rig, settings, args.auto).plan if args.auto else make_plan(model, rig, settings)
+    return rig, model, model_path, plan
+
+
+def _start(args, rig, model, model_path, plan, quiet: bool):
+    from .backends.launch import launch_with_retries
+
+    def show(line):
+        if not quiet:
+            print(line, flush=True)
+
+    def attempt(n, p, la):
+        if n and not quiet:
+            print(f"phoenix: retrying with a smaller plan: gpulayers {p.gpulayers}, split {p.tensor_split}", file=sys.stderr)
+
+    la, out = launch_with_retries(model, rig, plan.settings, model_path, args.exe, attempts=args.retries + 1,
+                                  on_line=show, on_attempt=attempt, timeout=args.timeout)
+    if not out.ok:
+        la.stop()
+        raise UserError(out.failure.message + (f" (log: {out.log_path})" if out.log_path else ""))
+    return la, out
+
+
+def cmd_launch(args) -> int:
+    import time
+
+    rig, model, model_path, plan = _plan_for_launch(args)
+    la, out = _start(args, rig, model, model_path, plan, quiet=False)
+    print(f"phoenix: ready in {out.ready_s:.1f} s at http://{la.host}:{la.port} — Ctrl-C stops it", file=sys.stderr)
+    for c in out.comparison:
+        if c.actual_bytes is not None:
+            print(f"phoenix: {c.name}: predicted {_mib(c.predicted_bytes)} MiB, actual {_mib(c.actual_bytes)} MiB",
+                  file=sys.stderr)
+    try:
+        while True:
+            f = la.check_alive()
+            if f:
+                print(f"phoenix: {f.message} (log: {la.log_path})", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("phoenix: stopping the server…", file=sys.stderr)
+        la.stop()
+        return 0
+
+
+def cmd_bench(args) -> int:
+    from .backends.bench import record, run_benchmark
+
+    rig, model, model_path, plan = _plan_for_launch(args)
+    la, out = _start(args, rig, model, model_path, plan, quiet=True)
+    try:
+        res = run_benchmark(la.backend, la.host, la.port, la.plan, model, rig, args.prompt_tokens, args.gen_tokens)
+        record(res)
+    finally:
+        la.stop()
+    d = {"ready_s": round(out.ready_s, 3), "prompt_tokens": res.prompt_tokens,
+         "prompt_tokens_per_s": round(res.prompt_tokens_per_s, 2), "gen_tokens": res.gen_tokens,
+         "gen_tokens_per_s": round(res.gen_tokens_per_s, 2),
+         "predicted_tokens_per_s": round(la.plan.predicted_tokens_per_s, 2),
+         "predicted_prompt_tokens_per_s": round(la.plan.predicted_prompt_tokens_per_s, 1),
+         "devices": [{"name": c.name, "predicted_bytes": c.predicted_bytes, "actual_bytes": c.actual_bytes}
+                     for c in out.comparison],
+         "argv": la.command.argv, "log": str(out.log_path), "fingerprint": res.fingerprint}
+    if args.json:
+        print(json.dumps(d, indent=2))
+    else:
+        print(f"ready in {d['ready_s']} s; prompt {d['prompt_tokens']} tokens at {d['prompt_tokens_per_s']} tokens/s "
+              f"(predicted, rough: {d['predicted_prompt_tokens_per_s']}); generation {d['gen_tokens']} tokens at "
+              f"{d['gen_tokens_per_s']} tokens/s (predicted {d['predicted_tokens_per_s']})")
+        for dev in d["devices"]:
+            act = "—" if dev["actual_bytes"] is None else f"{_mib(dev['actual_bytes'])} MiB"
+            print(f"  {dev['name']}: predicted {_mib(dev['predicted_bytes'])} MiB, actual {act}")
+    return 0
+
+
 def cmd_gui(args) -> int:
     pages = ("hardware", "model", "context", "split", "launch")
     if args.screenshot:
@@ -274,9 +359,38 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_inspect, demo=False)
 
     p = sub.add_parser("plan", help="place layers, predict memory and speed, print the command line")
+    _plan_args(p, launching=False)
+    p.set_defaults(func=cmd_plan)
+
+    la = sub.add_parser("launch", help="launch the server with a plan and keep it running until Ctrl-C")
+    _plan_args(la, launching=True)
+    la.set_defaults(func=cmd_launch, demo=False, preset=None, kcpps=None, script=None, json=False)
+
+    b = sub.add_parser("bench", help="launch, wait until ready, benchmark, stop")
+    _plan_args(b, launching=True)
+    b.add_argument("--prompt-tokens", type=int, default=512)
+    b.add_argument("--gen-tokens", type=int, default=128)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench, demo=False, preset=None, kcpps=None, script=None)
+
+    k = sub.add_parser("skeleton", help="write a sparse GGUF with a preset's real header and tensor shapes")
+    k.add_argument("preset", nargs="?")
+    k.add_argument("out", nargs="?")
+    k.add_argument("--list", action="store_true", help="list the presets")
+    k.add_argument("--random", action="store_true", help="fill with random weights (F16/F32 presets only)")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_skeleton)
+    return ap
+
+
+def _plan_args(p, launching: bool) -> None:
     p.add_argument("model", nargs="?", help="a .gguf file (any part of a split model)")
-    p.add_argument("--demo", action="store_true", help="the demo rig and the Qwen2.5-32B preset, no GPU or file needed")
-    p.add_argument("--preset", help="a model preset instead of a file (see phoenix skeleton --list)")
+    if not launching:
+        p.add_argument("--demo", action="store_true", help="the demo rig and the Qwen2.5-32B preset, no GPU or file needed")
+        p.add_argument("--preset", help="a model preset instead of a file (see phoenix skeleton --list)")
+    else:
+        p.add_argument("--retries", type=int, default=2, help="smaller-plan retries after an out-of-memory (default 2)")
+        p.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the server to load")
     p.add_argument("--rig", help="a simulated rig TOML")
     p.add_argument("--no-bandwidth", action="store_true", help="skip the RAM bandwidth measurement")
     p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
@@ -297,19 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exe", help="the server executable or koboldcpp.py")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5001)
-    p.add_argument("--kcpps", help="also write a koboldcpp .kcpps config here")
-    p.add_argument("--script", help="also write a launcher (.bat or .sh) here")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_plan)
-
-    k = sub.add_parser("skeleton", help="write a sparse GGUF with a preset's real header and tensor shapes")
-    k.add_argument("preset", nargs="?")
-    k.add_argument("out", nargs="?")
-    k.add_argument("--list", action="store_true", help="list the presets")
-    k.add_argument("--random", action="store_true", help="fill with random weights (F16/F32 presets only)")
-    k.add_argument("--json", action="store_true")
-    k.set_defaults(func=cmd_skeleton)
-    return ap
+    if not launching:
+        p.add_argument("--kcpps", help="also write a koboldcpp .kcpps config here")
+        p.add_argument("--script", help="also write a launcher (.bat or .sh) here")
+        p.add_argument("--json", action="store_true")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -241,3 +241,41 @@ def test_llama_server_backend_finds_the_packaged_binary():
     exe = LlamaServerBackend().find()
     assert exe and Path(exe).exists()
     assert LlamaServerBackend().version(exe)
+
+
+def _phoenix(*args, env=None, timeout=180):
+    return subprocess.run([sys.executable, "-m", "phoenix_gui", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_cli_bench_json_on_the_real_llama_server(tiny, data_dir):
+    import json
+
+    r = _phoenix("bench", str(tiny), "--backend", "llama-server", "--ctx", "2048", "--port", str(free_port()), "--json",
+                 "--prompt-tokens", "64", "--gen-tokens", "16", env={"PHOENIX_DATA_DIR": str(data_dir)})
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    for k in ("ready_s", "prompt_tokens_per_s", "gen_tokens_per_s", "devices", "argv"):
+        assert k in d
+    assert d["gen_tokens_per_s"] > 0 and d["devices"][0]["name"] == "CPU / RAM" and d["devices"][0]["actual_bytes"]
+    assert (data_dir / "bench-history.jsonl").exists()
+
+
+def test_cli_bench_koboldcpp_stand_in(tiny, data_dir):
+    import json
+
+    r = _phoenix("bench", str(tiny), "--rig", str(demo_rig_path()), "--exe", FAKE, "--ctx", "2048", "--split", "1", "1", "1",
+                 "--port", str(free_port()), "--json", env={"PHOENIX_DATA_DIR": str(data_dir),
+                                                            "FAKE_KCPP_BUFFERS": '{"CUDA0": [1, 1, 1]}'})
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["gen_tokens_per_s"] > 0 and d["argv"][1] == FAKE and "--usecuda" in d["argv"]
+    assert d["devices"][0]["actual_bytes"] == 3 << 20
+
+
+def test_cli_launch_port_in_use_is_one_sentence(tiny):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = _phoenix("launch", str(tiny), "--backend", "llama-server", "--port", str(s.getsockname()[1]))
+    assert r.returncode == 2 and "already in use" in r.stderr and "Traceback" not in r.stderr
