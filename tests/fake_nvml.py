@@ -28,6 +28,9 @@ class FakeGpu:
     display: bool = False
     lost: bool = False  # raises NVML_ERROR_GPU_IS_LOST, as a card that fell off the bus does
     no_v2: bool = False  # driver without nvmlDeviceGetMemoryInfo_v2
+    util: int = 0
+    temp_c: int = 45
+    power_mw: int | None = 75000
 
 
 @dataclass
@@ -142,3 +145,21 @@ class FakeNVML:
 
     def nvmlDeviceGetDisplayMode(self, h):
         return int(self._gpu(h).display)
+
+    def nvmlDeviceGetUtilizationRates(self, h):
+        g = self._gpu(h)
+        u = pynvml.c_nvmlUtilization_t()
+        u.gpu, u.memory = g.util, g.util // 2
+        return u
+
+    def nvmlDeviceGetTemperature(self, h, sensor):
+        g = self._gpu(h)
+        if sensor != pynvml.NVML_TEMPERATURE_GPU:
+            raise NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return g.temp_c
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        g = self._gpu(h)
+        if g.power_mw is None:
+            raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)  # common on GeForce cards of this age
+        return g.power_mw

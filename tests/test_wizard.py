@@ -35,7 +35,7 @@ def test_walk_every_page_forward_and_back(wiz, qtbot):
         seen.append(wiz.currentPage().title())
         if key != PAGES[-1]:
             qtbot.mouseClick(wiz.button(QWizard.NextButton), Qt.LeftButton)
-    assert seen == ["Hardware", "Model", "Context & cache", "Split", "Launch"]
+    assert seen == ["Hardware", "Model", "Context & cache", "Split", "Launch", "Monitor"]
     for _ in PAGES[:-1]:
         qtbot.mouseClick(wiz.button(QWizard.BackButton), Qt.LeftButton)
     assert wiz.currentPage().title() == "Hardware"
@@ -147,7 +147,8 @@ def test_launch_page_command_and_exports(wiz, tmp_path):
     page = wiz.page("launch")
     text = page.cmd.toPlainText()
     assert "--gpulayers" in text and "--tensor_split" in text and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in text
-    assert not page.launch.isEnabled()  # launching arrives with the launcher issue; never a fake
+    assert not page.launch.isEnabled()  # the demo model is a preset without a file: nothing to launch
+    assert "choose a real .gguf" in page.launch.toolTip()
     k = tmp_path / "out dir" / "a b.kcpps"
     k.parent.mkdir()
     assert page.export_to("kcpps", str(k)).startswith("Saved")

@@ -8,17 +8,19 @@ from PySide6.QtCore import QByteArray, Qt
 from PySide6.QtWidgets import QWizard
 
 from ..config import UserSettings, save_settings
-from .pages import ContextPage, HardwarePage, LaunchPage, ModelPage, SplitPage
+from .pages import ContextPage, HardwarePage, LaunchPage, ModelPage, MonitorPage, SplitPage
+from .session import ServerSession
 from .state import WizardState
 
-PAGES = ["hardware", "model", "context", "split", "launch"]
+PAGES = ["hardware", "model", "context", "split", "launch", "monitor"]
 
 
 class PhoenixWizard(QWizard):
     def __init__(self, state: WizardState, user_settings: UserSettings | None = None, persist: bool = True,
-                 notice: str = ""):
+                 notice: str = "", nvml=None):
         super().__init__()
         self.state = state
+        self.session = ServerSession(state, nvml=nvml)
         self.us = user_settings or UserSettings()
         self.persist = persist
         self.setWindowTitle("Phoenix — run big models on the GPUs you have")
@@ -33,7 +35,8 @@ class PhoenixWizard(QWizard):
             "model": ModelPage(state, self.us),
             "context": ContextPage(state),
             "split": SplitPage(state),
-            "launch": LaunchPage(state),
+            "launch": LaunchPage(state, self.session),
+            "monitor": MonitorPage(state, self.session),
         }
         for key in PAGES:
             self.addPage(self.pages[key])
@@ -42,6 +45,7 @@ class PhoenixWizard(QWizard):
             self.pages["hardware"].banner.setVisible(True)
         state.subscribe(self._on_change)
         self.currentIdChanged.connect(lambda _id: self._on_change())
+        self.session.ready.connect(lambda _o: self.go_to("monitor"))
         if self.us.geometry:
             try:
                 self.restoreGeometry(QByteArray(base64.b64decode(self.us.geometry)))
@@ -54,10 +58,11 @@ class PhoenixWizard(QWizard):
     def go_to(self, key: str) -> None:
         """Move forward or back to a page (as Next/Back would)."""
         target = PAGES.index(key)
-        while PAGES.index(self._current_key()) < target:
-            self.next()
-        while PAGES.index(self._current_key()) > target:
-            self.back()
+        while PAGES.index(self._current_key()) != target:
+            before = self._current_key()
+            self.next() if PAGES.index(before) < target else self.back()
+            if self._current_key() == before:  # a page that is not complete (or a hidden window) stops here
+                break
 
     def _current_key(self) -> str:
         page = self.currentPage()
@@ -102,8 +107,10 @@ class PhoenixWizard(QWizard):
 
     def done(self, result: int) -> None:
         self.save()
+        self.session.stop()  # nothing keeps running after Phoenix closes
         super().done(result)
 
     def closeEvent(self, e) -> None:  # noqa: N802
         self.save()
+        self.session.stop()
         super().closeEvent(e)

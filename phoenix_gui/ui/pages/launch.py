@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPlainTextEdit,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPlainTextEdit,
                                QPushButton, QSpinBox, QVBoxLayout)
 
 from ...backends import kcpps_config, write_launcher
@@ -42,7 +42,8 @@ def find_executable(backend: str) -> str | None:
 
 
 class LaunchPage(StatePage):
-    def __init__(self, state):
+    def __init__(self, state, session=None):
+        self.session = session
         super().__init__(state, "Launch", "The exact command Phoenix will run. Copy it, or export a launcher or "
                          "a koboldcpp config.")
         self.backend = QComboBox()
@@ -74,9 +75,10 @@ class LaunchPage(StatePage):
         exp_sh.clicked.connect(lambda: self.export("sh"))
         exp_k.clicked.connect(lambda: self.export("kcpps"))
         self.launch = QPushButton("Launch")
-        self.launch.setEnabled(False)
-        self.launch.setToolTip("Launching and live monitoring arrive with Phoenix's launcher; until then, run the "
-                               "exported script or the copied command.")
+        self.launch.setToolTip("Start the server with this plan and watch it on the next page.")
+        self.launch.clicked.connect(self.start)
+        self.auto_retry = QCheckBox("after an out-of-memory, retry with a smaller plan (up to 3 tries)")
+        self.auto_retry.setChecked(True)
         self.status = banner(kind="info")
         erow = QHBoxLayout()
         erow.addWidget(self.exe, 1)
@@ -90,6 +92,7 @@ class LaunchPage(StatePage):
         for b in (copy, exp_bat, exp_sh, exp_k):
             buttons.addWidget(b)
         buttons.addStretch(1)
+        buttons.addWidget(self.auto_retry)
         buttons.addWidget(self.launch)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
@@ -103,6 +106,20 @@ class LaunchPage(StatePage):
         if not exe or (backend == "llama-server") == ("kobold" in Path(exe).name.lower()):
             exe = find_executable(backend)
         self.state.update(backend=backend, executable=exe)
+
+    def start(self) -> None:
+        if self.session is None:
+            return
+        why = self.session.can_launch()
+        if why:
+            self.status.setText(why)
+            self.status.setVisible(True)
+            return
+        f = self.session.start(auto_retry=self.auto_retry.isChecked(), attempts=3)
+        self.status.setText(f.message if f else "Starting…")
+        self.status.setVisible(True)
+        if f is None:
+            self.wizard().go_to("monitor")
 
     def pick_exe(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose the server program", "",
@@ -160,6 +177,9 @@ class LaunchPage(StatePage):
             warns.append(f"{st.executable} does not exist.")
         self.warn.setText("<br>".join(warns))
         self.warn.setVisible(bool(warns))
+        why = self.session.can_launch() if self.session else "no launcher"
+        self.launch.setEnabled(not why)
+        self.launch.setToolTip(why or "Start the server with this plan and watch it on the next page.")
         cmd = st.command()
         self.cmd.setPlainText(cmd.cmd_line() if os.name == "nt" else cmd.shell_line() if cmd else "")
         self._updating = False

@@ -1,0 +1,180 @@
+"""Page 6: the running server — live VRAM, utilisation and tokens/s, predicted vs actual memory,
+the benchmark, the log."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSplitter, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
+
+from ..membar import mib
+from .base import StatePage, banner
+
+pg.setConfigOptions(useOpenGL=False, antialias=False, background=None, foreground="k")
+COLOURS = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
+WINDOW_S = 60.0
+
+
+class MonitorPage(StatePage):
+    def __init__(self, state, session):
+        super().__init__(state, "Monitor", "The running server: memory per GPU, utilisation and tokens/s, live.")
+        self.session = session
+        self.status = QLabel("No server running. Launch one from the previous page.")
+        self.status.setWordWrap(True)
+        self.status.setStyleSheet("font-size: 12pt;")
+        self.error = banner(kind="error")
+        self.stop_btn = QPushButton("Stop server")
+        self.bench_btn = QPushButton("Benchmark")
+        self.bench_btn.setToolTip("A fixed 512-token prompt, then 128 generated tokens; measured speeds next to the "
+                                  "prediction, kept in a history per model, plan and hardware.")
+        self.retry_btn = QPushButton("Retry with a smaller plan")
+        self.retry_btn.setToolTip("Move layers off the GPU that ran out of memory (its shortfall plus a margin) and "
+                                  "launch again.")
+        self.csv_btn = QPushButton("Export CSV…")
+        self.stop_btn.clicked.connect(session.stop)
+        self.bench_btn.clicked.connect(lambda: session.benchmark())
+        self.retry_btn.clicked.connect(session.retry_smaller)
+        self.csv_btn.clicked.connect(self.export_csv)
+        self.retry_btn.setVisible(False)
+        buttons = QHBoxLayout()
+        for b in (self.stop_btn, self.bench_btn, self.retry_btn, self.csv_btn):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        self.bench = QLabel()
+        self.bench.setWordWrap(True)
+
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["device", "predicted", "actual (engine log)", "difference"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setToolTip("Weights + KV cache + compute buffers. The CUDA context and pools are not in the "
+                              "engine's log; the monitor's VRAM graph shows them.")
+
+        self.plots = pg.GraphicsLayoutWidget()
+        self.vram = self.plots.addPlot(row=0, col=0, title="VRAM used (MiB)")
+        self.util = self.plots.addPlot(row=1, col=0, title="GPU utilisation (%)")
+        self.tps = self.plots.addPlot(row=2, col=0, title="tokens/s (last request)")
+        for p in (self.vram, self.util, self.tps):
+            p.showGrid(x=True, y=True, alpha=0.3)
+            p.setLabel("bottom", "seconds")
+            p.addLegend(offset=(5, 5))
+            p.setMouseEnabled(x=False, y=False)
+        self.util.setYRange(0, 100)
+        self.curves: dict[str, pg.PlotDataItem] = {}
+
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(3000)
+        self.log.setLineWrapMode(QPlainTextEdit.NoWrap)
+
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.table, 1)
+        rl.addWidget(self.log, 2)
+        split = QSplitter(Qt.Horizontal)
+        split.addWidget(self.plots)
+        split.addWidget(right)
+        split.setSizes([700, 500])
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.status)
+        lay.addWidget(self.error)
+        lay.addLayout(buttons)
+        lay.addWidget(self.bench)
+        lay.addWidget(split, 1)
+
+        session.status.connect(self.status.setText)
+        session.lines.connect(self._append)
+        session.ready.connect(self._ready)
+        session.failed.connect(self._failed)
+        session.benchmarked.connect(self._bench)
+        session.stopped.connect(self.refresh)
+        self.timer = QTimer(self)
+        self.timer.setInterval(1000)
+        self.timer.timeout.connect(self.update_plots)
+
+    def _append(self, lines: list[str]) -> None:
+        self.log.appendPlainText("\n".join(lines))
+
+    def _ready(self, out) -> None:
+        self.error.setVisible(False)
+        self.retry_btn.setVisible(False)
+        self.table.setRowCount(len(out.comparison))
+        for r, c in enumerate(out.comparison):
+            diff = "" if c.actual_bytes is None else f"{(c.predicted_bytes - c.actual_bytes) / (1 << 20):+,.0f} MiB"
+            for col, text in enumerate((c.name, mib(c.predicted_bytes), "—" if c.actual_bytes is None else mib(c.actual_bytes), diff)):
+                self.table.setItem(r, col, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+        self.timer.setInterval(int(1000 / self.session.hz))
+        self.timer.start()
+        self.refresh()
+
+    def _failed(self, f) -> None:
+        self.error.setText(f.message)
+        self.error.setVisible(True)
+        self.retry_btn.setVisible(bool(f.is_oom))
+        self.refresh()
+
+    def _bench(self, res) -> None:
+        self.bench.setText(f"<b>Benchmark</b>: prompt {res.prompt_tokens} tokens at {res.prompt_tokens_per_s:,.1f} tokens/s "
+                           f"(predicted, rough: {res.predicted_prompt_tokens_per_s:,.0f}) · generation {res.gen_tokens} "
+                           f"tokens at <b>{res.gen_tokens_per_s:,.1f} tokens/s</b> (predicted "
+                           f"{res.predicted_tokens_per_s:,.1f})")
+
+    def _curve(self, plot, key: str, name: str, colour: str, dash: bool = False):
+        c = self.curves.get(key)
+        if c is None:
+            pen = pg.mkPen(colour, width=2, style=Qt.DashLine if dash else Qt.SolidLine)
+            c = self.curves[key] = plot.plot([], [], pen=pen, name=name, connect="finite")
+        return c
+
+    def update_plots(self) -> None:
+        m = self.session.monitor
+        if m is None:
+            return
+        now = time.time()
+        la = self.session.launch
+        gpus = [(la.rig.gpus[d.gpu_index].uuid, d.name) for d in la.plan.gpus] if la else []
+        total_t, total_v = None, None
+        for i, (uuid, name) in enumerate(gpus):
+            colour = COLOURS[i % len(COLOURS)]  # stable per GPU: its place in the plan
+            for key, plot, dash, label in ((f"{uuid}/mem_used_mib", self.vram, False, name),
+                                           (f"{uuid}/mem_total_mib", self.vram, True, f"{name} capacity"),
+                                           (f"{uuid}/util_pct", self.util, False, name)):
+                buf = m.series.get(key)
+                if buf is None:
+                    continue
+                t, v = buf.data()
+                sel = t >= now - WINDOW_S
+                self._curve(plot, key, label, colour, dash).setData(t[sel] - now, v[sel])
+                if key.endswith("mem_used_mib"):
+                    total_t, total_v = (t[sel], v[sel]) if total_v is None else (total_t, total_v + v[sel][: len(total_v)])
+        if total_v is not None and len(gpus) > 1:
+            self._curve(self.vram, "total", "all GPUs", "#444444").setData(total_t - now, total_v)
+        for key, name, colour in (("server/gen_tps", "generation", "#E45756"), ("server/prompt_tps", "prompt", "#4C78A8")):
+            buf = m.series.get(key)
+            if buf is not None:
+                t, v = buf.data()
+                sel = t >= now - WINDOW_S
+                self._curve(self.tps, key, name, colour).setData(t[sel] - now, v[sel])
+        for p in (self.vram, self.util, self.tps):
+            p.setXRange(-WINDOW_S, 0, padding=0)
+
+    def export_csv(self) -> None:
+        if not self.session.monitor:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export samples", "phoenix-run.csv", "CSV (*.csv)")
+        if path:
+            self.session.monitor.export_csv(path)
+
+    def refresh(self) -> None:
+        running = self.session.running
+        ready = running and self.session.outcome is not None and self.session.outcome.ok
+        self.stop_btn.setEnabled(running)
+        self.bench_btn.setEnabled(ready)
+        self.csv_btn.setEnabled(self.session.monitor is not None)
+        if not running:
+            self.timer.stop()

@@ -1,0 +1,115 @@
+"""Launch from the wizard and watch the monitor page, with the real llama-server behind it."""
+
+import psutil
+import pytest
+from PySide6.QtCore import Qt
+
+from phoenix_gui.backends.probe import free_port
+from phoenix_gui.model import write_skeleton
+from phoenix_gui.ui.app import make_wizard
+
+from fake_nvml import FakeGpu, FakeNVML
+
+
+@pytest.fixture(autouse=True)
+def dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("PHOENIX_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("PHOENIX_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_skeleton("tiny-llama-f16", tmp_path_factory.mktemp("m") / "tiny.gguf", random_data=True)
+
+
+def cpu_rig(tmp_path):
+    p = tmp_path / "cpu.toml"
+    p.write_text('name = "this PC"\n[system]\nram_gib = 16\nram_bandwidth_gbs = 20\n')
+    return str(p)
+
+
+def test_launch_monitor_benchmark_and_stop(qtbot, tiny, tmp_path):
+    w = make_wizard(rig_path=cpu_rig(tmp_path), model_path=str(tiny), persist=False, measure=False)
+    qtbot.addWidget(w)
+    w.resize(1280, 860)
+    w.show()
+    st = w.state
+    st.update(backend="llama-server", executable=None, port=free_port(), context=2048)
+    w.go_to("launch")
+    page = w.page("launch")
+    page.refresh()
+    assert page.launch.isEnabled(), page.launch.toolTip()
+    qtbot.mouseClick(page.launch, Qt.LeftButton)
+    mon = w.page("monitor")
+    qtbot.waitUntil(lambda: w.session.outcome is not None and w.session.outcome.ok, timeout=60000)
+    assert w.currentPage() is mon
+    assert "Ready in" in mon.status.text()
+    assert mon.table.rowCount() == 1 and mon.table.item(0, 2).text() != "—"
+    pid = w.session.launch.process.pid
+    with qtbot.waitSignal(w.session.benchmarked, timeout=60000):
+        qtbot.mouseClick(mon.bench_btn, Qt.LeftButton)
+    assert "generation 128 tokens" in mon.bench.text()
+    qtbot.waitUntil(lambda: (w.session.monitor.series.get("server/gen_tps") or [None]) and
+                    w.session.monitor.series["server/gen_tps"].last(), timeout=10000)
+    mon.update_plots()
+    assert "server/gen_tps" in mon.curves and "listening" in mon.log.toPlainText()
+    csv = tmp_path / "run.csv"
+    w.session.monitor.export_csv(csv)
+    assert "server/rss_mib" in csv.read_text().splitlines()[0]
+    w.close()  # closing Phoenix stops the server
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_gpu_graphs_with_nvml_and_a_vanishing_gpu(qtbot, tiny, tmp_path):
+    """A GPU rig whose NVML is simulated; the server runs on the CPU (no CUDA here)."""
+    from phoenix_gui.hardware import demo_rig_path
+
+    nvml = FakeNVML(gpus=[FakeGpu("NVIDIA GeForce GTX 1050 Ti", 4096, used_mib=310, uuid=None or "x", util=30)])
+    w = make_wizard(rig_path=str(demo_rig_path()), model_path=str(tiny), persist=False, measure=False)
+    qtbot.addWidget(w)
+    st = w.state
+    for g, fg in zip(st.rig.gpus, [nvml.gpus[0]]):
+        fg.uuid = g.uuid
+    w.session.nvml = nvml
+    # koboldcpp's stand-in serves the API; the plan uses the simulated GPUs
+    from pathlib import Path
+
+    st.update(executable=str(Path(__file__).with_name("fake_koboldcpp.py")), port=free_port())
+    assert w.session.start() is None
+    qtbot.waitUntil(lambda: w.session.outcome is not None and w.session.outcome.ok, timeout=60000)
+    m = w.session.monitor
+    m.tick()
+    uuid = st.rig.gpus[0].uuid
+    assert m.series[f"{uuid}/mem_used_mib"].last() == pytest.approx(310)
+    nvml.gpus[0].lost = True
+    m.tick()
+    assert m.series[f"{uuid}/mem_used_mib"].last() is None
+    w.page("monitor").update_plots()  # a blank series draws nothing, and nothing breaks
+    w.session.stop()
+    assert not w.session.running
+
+
+def test_oom_in_the_wizard_offers_a_smaller_retry(qtbot, tiny, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from phoenix_gui.hardware import demo_rig_path
+
+    monkeypatch.setenv("FAKE_KCPP_MAX_LAYERS", "0")
+    monkeypatch.setenv("FAKE_KCPP_OOM_MODE", "segv")
+    w = make_wizard(rig_path=str(demo_rig_path()), model_path=str(tiny), persist=False, measure=False)
+    qtbot.addWidget(w)
+    st = w.state
+    st.update(executable=str(Path(__file__).with_name("fake_koboldcpp.py")), port=free_port())
+    st.shares = {i: 1.0 for i in st.devices}
+    st.changed()
+    with qtbot.waitSignal(w.session.failed, timeout=60000) as blocker:
+        w.session.start(auto_retry=False)
+    f = blocker.args[0]
+    assert f.is_oom and "GTX 1050 Ti" in f.message
+    mon = w.page("monitor")
+    assert mon.retry_btn.isVisibleTo(mon) and mon.error.text() == f.message
+    before = st.plan().gpus[0].layers
+    qtbot.mouseClick(mon.retry_btn, Qt.LeftButton)
+    qtbot.waitUntil(lambda: w.session.outcome is not None and w.session.outcome.ok, timeout=60000)
+    assert st.plan().gpus[0].layers < before
+    w.session.stop()
