@@ -315,7 +315,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_gui(args) -> int:
-    pages = ("hardware", "model", "context", "split", "launch")
+    pages = ("hardware", "model", "context", "split", "launch", "monitor")
     if args.screenshot:
         page, out = args.screenshot
         if page not in pages:
@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rig", dest="gui_rig", help="open the wizard on a simulated rig TOML")
     ap.add_argument("--model", dest="gui_model", help="open the wizard with this .gguf")
     ap.add_argument("--screenshot", nargs=2, metavar=("PAGE", "OUT.png"),
-                    help="render a wizard page (hardware, model, context, split, launch) to a PNG and exit")
+                    help="render a wizard page (hardware, model, context, split, launch, monitor) to a PNG and exit")
     sub = ap.add_subparsers(dest="command")
 
     d = sub.add_parser("detect", help="show the GPUs, RAM and CPU")

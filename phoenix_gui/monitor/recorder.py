@@ -56,10 +56,13 @@ class Monitor:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop_thread(self) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join(5)
+
+    def stop(self) -> None:
+        self.stop_thread()
         for s in self.samplers:
             close = getattr(s, "close", None)
             if close:

@@ -86,7 +86,8 @@ class ProcessSampler:
 
 
 class ThroughputSampler:
-    """Generation and prompt tokens/s as the server reports them (last completed request)."""
+    """Generation and prompt tokens/s as the server reports them: koboldcpp the last completed request,
+    llama-server the rate since the previous poll."""
 
     def __init__(self, backend: ServerBackend, host: str, port: int):
         self.backend, self.host, self.port = backend, host, port
@@ -95,4 +96,5 @@ class ThroughputSampler:
         t = self.backend.throughput(self.host, self.port)
         if t is None:
             return {"server/gen_tps": None, "server/prompt_tps": None}
-        return {"server/gen_tps": t.gen_tokens_per_s or None, "server/prompt_tps": t.prompt_tokens_per_s or None}
+        # 0 is a reading (llama-server reports the rate since the last poll: 0 while idle)
+        return {"server/gen_tps": t.gen_tokens_per_s, "server/prompt_tps": t.prompt_tokens_per_s}

@@ -98,6 +98,8 @@ def screenshot(page: str, out: str, demo: bool, rig_path=None, model_path=None, 
     w.show()
     if page in ("split", "launch") and w.state.model is not None:  # the state after the user clicks Auto-fit
         w.state.run_auto_fit("fastest")
+    if page == "monitor" and w.state.model_path:
+        _run_for_screenshot(app, w)
     w.go_to(page)
     for _ in range(5):
         app.processEvents()
@@ -105,8 +107,42 @@ def screenshot(page: str, out: str, demo: bool, rig_path=None, model_path=None, 
     out_p.parent.mkdir(parents=True, exist_ok=True)
     if not w.grab().save(str(out_p)):
         raise OSError(f"could not write {out}")
-    w.close()
+    w.close()  # stops a server the monitor screenshot started
     return out_p
+
+
+def _run_for_screenshot(app, w, seconds: float = 6.0) -> None:
+    """Launch the model (llama-server when it is installed), benchmark it and sample a few seconds,
+    so the monitor page shows real graphs."""
+    import time
+
+    from ..backends.probe import free_port
+    from ..backends.servers import LlamaServerBackend
+
+    st = w.state
+    exe = LlamaServerBackend().find()
+    if exe:
+        st.update(backend="llama-server", executable=exe, port=free_port(), context=min(st.context, 4096))
+    if w.session.start() is not None:
+        return
+    w.go_to("monitor")
+    end = time.monotonic() + 120
+    while time.monotonic() < end and w.session.outcome is None and w.session.running:
+        app.processEvents()
+        time.sleep(0.02)
+    if not (w.session.outcome and w.session.outcome.ok):
+        return
+    done = []
+    w.session.benchmark(256, 64, done=done.append)
+    end = time.monotonic() + 120
+    while not done and time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.05)
+    w.page("monitor").update_plots()
 
 
 def run(demo: bool = False, rig_path: str | None = None, model_path: str | None = None) -> int:

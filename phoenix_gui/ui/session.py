@@ -125,6 +125,15 @@ class ServerSession(QObject):
             pass
         if batch:
             self.lines.emit(batch)
+        la = self.launch
+        if la and la.process and self.outcome is None and la.process.poll() is None and not la.cancel.is_set():
+            import time as _t
+
+            waited = _t.monotonic() - la.process.started_at
+            if int(waited * 10) % 10 == 0:  # once a second while loading
+                last = next((ln for ln in reversed(la.process.lines) if ln.strip() and set(ln.strip()) != {"."}), "")
+                self.status.emit(f"Loading {self.state.model.name} in {la.backend.name}… {waited:.0f} s"
+                                 + (f" — {last[:100]}" if last else ""))
         if self.launch and self.outcome and self.outcome.ok:
             f = self.launch.check_alive()
             if f:
@@ -154,6 +163,17 @@ class ServerSession(QObject):
     def _stop_monitor(self) -> None:
         if self.monitor:
             self.monitor.stop()
+
+    def set_rate(self, hz: float) -> None:
+        """Sampling rate for the next and the running monitor (0.5-10 Hz)."""
+        self.hz = max(0.5, min(10.0, hz))
+        if self.monitor and self.running:
+            samplers = self.monitor.samplers
+            self.monitor.stop_thread()
+            old = self.monitor
+            self.monitor = Monitor(samplers, self.hz)
+            self.monitor.series = old.series if old.hz == self.hz else self.monitor.series
+            self.monitor.start()
 
     def stop(self) -> None:
         self._stop_monitor()

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSplitter, QTableWidget,
+from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSplitter, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..membar import mib
@@ -27,7 +27,16 @@ class MonitorPage(StatePage):
         self.status.setWordWrap(True)
         self.status.setStyleSheet("font-size: 12pt;")
         self.error = banner(kind="error")
-        self.stop_btn = QPushButton("Stop server")
+        self.stop_btn = QPushButton("Stop / cancel")
+        self.stop_btn.setToolTip("Stop the server (or cancel a load): its shutdown request first, then its whole "
+                                 "process tree.")
+        self.rate = QDoubleSpinBox()
+        self.rate.setRange(0.5, 10.0)
+        self.rate.setSingleStep(0.5)
+        self.rate.setValue(session.hz)
+        self.rate.setSuffix(" Hz")
+        self.rate.setToolTip("How often the graphs sample (0.5-10 Hz); 1 Hz costs well under 1 % of a core.")
+        self.rate.valueChanged.connect(lambda v: (session.set_rate(v), self.timer.setInterval(int(1000 / session.hz))))
         self.bench_btn = QPushButton("Benchmark")
         self.bench_btn.setToolTip("A fixed 512-token prompt, then 128 generated tokens; measured speeds next to the "
                                   "prediction, kept in a history per model, plan and hardware.")
@@ -44,6 +53,10 @@ class MonitorPage(StatePage):
         for b in (self.stop_btn, self.bench_btn, self.retry_btn, self.csv_btn):
             buttons.addWidget(b)
         buttons.addStretch(1)
+        buttons.addWidget(QLabel("sampling:"))
+        buttons.addWidget(self.rate)
+        self.now = QLabel()
+        self.now.setWordWrap(True)
         self.bench = QLabel()
         self.bench.setWordWrap(True)
 
@@ -56,12 +69,16 @@ class MonitorPage(StatePage):
         self.plots = pg.GraphicsLayoutWidget()
         self.vram = self.plots.addPlot(row=0, col=0, title="VRAM used (MiB)")
         self.util = self.plots.addPlot(row=1, col=0, title="GPU utilisation (%)")
-        self.tps = self.plots.addPlot(row=2, col=0, title="tokens/s (last request)")
+        self.tps = self.plots.addPlot(row=2, col=0, title="tokens/s")
         for p in (self.vram, self.util, self.tps):
-            p.showGrid(x=True, y=True, alpha=0.3)
+            # no grid: replaying its cached picture was most of the redraw cost
             p.setLabel("bottom", "seconds")
             p.addLegend(offset=(5, 5))
             p.setMouseEnabled(x=False, y=False)
+            p.setXRange(-WINDOW_S, 0, padding=0)  # data are plotted relative to now: the axis never moves
+            p.setClipToView(True)
+            p.setDownsampling(auto=True, mode="peak")
+            p.hideButtons()
         self.util.setYRange(0, 100)
         self.curves: dict[str, pg.PlotDataItem] = {}
 
@@ -84,6 +101,7 @@ class MonitorPage(StatePage):
         lay.addWidget(self.error)
         lay.addLayout(buttons)
         lay.addWidget(self.bench)
+        lay.addWidget(self.now)
         lay.addWidget(split, 1)
 
         session.status.connect(self.status.setText)
@@ -119,10 +137,16 @@ class MonitorPage(StatePage):
         self.refresh()
 
     def _bench(self, res) -> None:
+        from ...backends.bench import history
+
+        runs = history(res.fingerprint)
+        before = [r for r in runs if r.time < res.time]
+        prev = (f" · {len(before)} earlier run(s) of this model, plan and hardware, last {before[-1].gen_tokens_per_s:,.1f} "
+                "tokens/s" if before else "")
         self.bench.setText(f"<b>Benchmark</b>: prompt {res.prompt_tokens} tokens at {res.prompt_tokens_per_s:,.1f} tokens/s "
                            f"(predicted, rough: {res.predicted_prompt_tokens_per_s:,.0f}) · generation {res.gen_tokens} "
                            f"tokens at <b>{res.gen_tokens_per_s:,.1f} tokens/s</b> (predicted "
-                           f"{res.predicted_tokens_per_s:,.1f})")
+                           f"{res.predicted_tokens_per_s:,.1f}){prev}")
 
     def _curve(self, plot, key: str, name: str, colour: str, dash: bool = False):
         c = self.curves.get(key)
@@ -139,7 +163,12 @@ class MonitorPage(StatePage):
         la = self.session.launch
         gpus = [(la.rig.gpus[d.gpu_index].uuid, d.name) for d in la.plan.gpus] if la else []
         total_t, total_v = None, None
+        summary = []
         for i, (uuid, name) in enumerate(gpus):
+            used, cap = m.series.get(f"{uuid}/mem_used_mib"), m.series.get(f"{uuid}/mem_total_mib")
+            u, c = (used.last() if used else None), (cap.last() if cap else None)
+            summary.append(f"{name}: {u:,.0f} / {c:,.0f} MiB ({100 * u / c:.0f} %)" if u is not None and c
+                           else f"{name}: no reading")
             colour = COLOURS[i % len(COLOURS)]  # stable per GPU: its place in the plan
             for key, plot, dash, label in ((f"{uuid}/mem_used_mib", self.vram, False, name),
                                            (f"{uuid}/mem_total_mib", self.vram, True, f"{name} capacity"),
@@ -154,14 +183,16 @@ class MonitorPage(StatePage):
                     total_t, total_v = (t[sel], v[sel]) if total_v is None else (total_t, total_v + v[sel][: len(total_v)])
         if total_v is not None and len(gpus) > 1:
             self._curve(self.vram, "total", "all GPUs", "#444444").setData(total_t - now, total_v)
+        rss = m.series.get("server/rss_mib")
+        if rss is not None and rss.last() is not None:
+            summary.append(f"server process: {rss.last():,.0f} MiB RAM")
+        self.now.setText(" · ".join(summary))
         for key, name, colour in (("server/gen_tps", "generation", "#E45756"), ("server/prompt_tps", "prompt", "#4C78A8")):
             buf = m.series.get(key)
             if buf is not None:
                 t, v = buf.data()
                 sel = t >= now - WINDOW_S
                 self._curve(self.tps, key, name, colour).setData(t[sel] - now, v[sel])
-        for p in (self.vram, self.util, self.tps):
-            p.setXRange(-WINDOW_S, 0, padding=0)
 
     def export_csv(self) -> None:
         if not self.session.monitor:
