@@ -330,7 +330,7 @@ def cmd_gui(args) -> int:
         from .ui.app import run
     except ImportError as e:
         raise UserError(f"The wizard needs PySide6 ({e}); the command line still works: phoenix plan --demo") from None
-    return run(args.gui_demo, args.gui_rig, args.gui_model)
+    return run(args.gui_demo, args.gui_rig, args.gui_model, args.gui_kcpps)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="open the wizard on the simulated Phoenix Cluster with the Qwen2.5-32B preset")
     ap.add_argument("--rig", dest="gui_rig", help="open the wizard on a simulated rig TOML")
     ap.add_argument("--model", dest="gui_model", help="open the wizard with this .gguf")
+    ap.add_argument("--kcpps", dest="gui_kcpps", help="open the wizard with this koboldcpp config imported")
+    ap.add_argument("--self-test", action="store_true",
+                    help="check this installation offscreen (imports, wizard, a plan) and exit")
     ap.add_argument("--screenshot", nargs=2, metavar=("PAGE", "OUT.png"),
                     help="render a wizard page (hardware, model, context, split, launch, monitor) to a PNG and exit")
     sub = ap.add_subparsers(dest="command")
@@ -417,9 +420,59 @@ def _plan_args(p, launching: bool) -> None:
         p.add_argument("--json", action="store_true")
 
 
+def _open_with(argv: list[str]) -> list[str]:
+    """`phoenix FILE` (Windows "Open with Phoenix", drag onto the icon): a .gguf or .kcpps opens the wizard."""
+    if len(argv) == 1 and not argv[0].startswith("-"):
+        low = argv[0].lower()
+        if low.endswith(".gguf"):
+            return ["--model", argv[0]]
+        if low.endswith((".kcpps", ".kcppt")):
+            return ["--kcpps", argv[0]]
+    return argv
+
+
+def self_test() -> int:
+    """What a frozen build must be able to do: every module imports, the wizard builds, a plan computes."""
+    import importlib
+    import pkgutil
+    import tempfile
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ["PHOENIX_CONFIG_DIR"] = tempfile.mkdtemp(prefix="phoenix-selftest-")
+    import phoenix_gui
+
+    names = [m.name for m in pkgutil.walk_packages(phoenix_gui.__path__, "phoenix_gui.")]
+    for n in names:
+        importlib.import_module(n)
+    from .planner import PlanSettings, make_plan
+    from .ui.app import make_app, make_wizard
+
+    make_app()
+    w = make_wizard(demo=True, persist=False, measure=False)
+    fit = w.state.run_auto_fit("fastest")
+    plan = make_plan(w.state.model, w.state.rig, fit.settings)
+    if not plan.fits:
+        raise RuntimeError("the demo plan does not fit")
+    w.go_to("launch")
+    argv = w.state.command().argv
+    w.close()
+    import pynvml  # noqa: F401 - the GPU library must be bundled even where no driver exists
+    import pyqtgraph  # noqa: F401
+
+    print(f"phoenix self-test OK: {len(names)} modules, wizard built, demo plan {plan.predicted_tokens_per_s:.1f} "
+          f"tokens/s on {len(plan.gpus)} GPUs, {len(argv)} launch arguments")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
-    args = ap.parse_args(argv)
+    args = ap.parse_args(_open_with(list(sys.argv[1:] if argv is None else argv)))
+    if args.self_test:
+        try:
+            return self_test()
+        except Exception as e:  # noqa: BLE001 - the reason, for the build log
+            print(f"phoenix self-test FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
     if not getattr(args, "func", None):
         args.func = cmd_gui
     try:

@@ -67,6 +67,14 @@ def make_app():
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Phoenix")
     _apply_theme(app)
+    try:
+        from PySide6.QtGui import QIcon
+
+        from ..resources import resource
+
+        app.setWindowIcon(QIcon(str(resource("icons", "phoenix.png"))))
+    except Exception:  # noqa: BLE001 - an icon is not worth failing over
+        pass
     return app
 
 
@@ -145,8 +153,14 @@ def _run_for_screenshot(app, w, seconds: float = 6.0) -> None:
     w.page("monitor").update_plots()
 
 
-def run(demo: bool = False, rig_path: str | None = None, model_path: str | None = None) -> int:
+def run(demo: bool = False, rig_path: str | None = None, model_path: str | None = None,
+        kcpps_path: str | None = None) -> int:
     app = make_app()
     w = make_wizard(demo, rig_path, model_path)
     w.show()
+    if kcpps_path:
+        w.go_to("model")
+        w.page("model").import_kcpps(kcpps_path)
+    elif model_path:
+        w.go_to("model")
     return app.exec()
