@@ -444,20 +444,10 @@ def self_test() -> int:
     names = [m.name for m in pkgutil.walk_packages(phoenix_gui.__path__, "phoenix_gui.")]
     for n in names:
         importlib.import_module(n)
-    from .planner import PlanSettings, make_plan
-    from .ui.app import make_app, make_wizard
+    from .ui.app import self_test_gui
 
-    make_app()
-    w = make_wizard(demo=True, persist=False, measure=False)
-    fit = w.state.run_auto_fit("fastest")
-    plan = make_plan(w.state.model, w.state.rig, fit.settings)
-    if not plan.fits:
-        raise RuntimeError("the demo plan does not fit")
-    w.go_to("launch")
-    argv = w.state.command().argv
-    w.close()
+    plan, argv = self_test_gui()
     import pynvml  # noqa: F401 - the GPU library must be bundled even where no driver exists
-    import pyqtgraph  # noqa: F401
 
     print(f"phoenix self-test OK: {len(names)} modules, wizard built, demo plan {plan.predicted_tokens_per_s:.1f} "
           f"tokens/s on {len(plan.gpus)} GPUs, {len(argv)} launch arguments")

@@ -82,3 +82,13 @@ def test_writes_kcpps_and_script(tmp_path):
     assert r.returncode == 0
     assert json.loads(k.read_text())["gpulayers"] > 40
     assert s.read_bytes().count(b"\r\n") >= 4
+
+
+def test_self_test_passes_and_open_with_routes_files():
+    r = run("--self-test")
+    assert r.returncode == 0 and r.stdout.startswith("phoenix self-test OK"), r.stderr
+    from phoenix_gui.cli import _open_with
+
+    assert _open_with(["C:\\Models\\my model.gguf"]) == ["--model", "C:\\Models\\my model.gguf"]
+    assert _open_with(["seed.kcpps"]) == ["--kcpps", "seed.kcpps"]
+    assert _open_with(["plan", "--demo"]) == ["plan", "--demo"]

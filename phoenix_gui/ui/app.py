@@ -153,6 +153,24 @@ def _run_for_screenshot(app, w, seconds: float = 6.0) -> None:
     w.page("monitor").update_plots()
 
 
+def self_test_gui():
+    """The wizard builds offscreen in demo mode, auto-fits, and produces a command line."""
+    import pyqtgraph  # noqa: F401 - the graphs' library must be bundled
+
+    from ..planner import make_plan
+
+    make_app()
+    w = make_wizard(demo=True, persist=False, measure=False)
+    fit = w.state.run_auto_fit("fastest")
+    plan = make_plan(w.state.model, w.state.rig, fit.settings)
+    if not plan.fits:
+        raise RuntimeError("the demo plan does not fit")
+    w.go_to("launch")
+    argv = w.state.command().argv
+    w.close()
+    return plan, argv
+
+
 def run(demo: bool = False, rig_path: str | None = None, model_path: str | None = None,
         kcpps_path: str | None = None) -> int:
     app = make_app()
