@@ -326,6 +326,10 @@ def cmd_gui(args) -> int:
         path = screenshot(page, out, args.gui_demo, args.gui_rig, args.gui_model)
         print(f"Wrote {path}")
         return 0
+    if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+            and not os.environ.get("QT_QPA_PLATFORM")):
+        raise UserError("No display was found, so the wizard cannot open; the command line works without one: "
+                        "phoenix plan --demo")
     try:
         from .ui.app import run
     except ImportError as e:

@@ -92,3 +92,11 @@ def test_self_test_passes_and_open_with_routes_files():
     assert _open_with(["C:\\Models\\my model.gguf"]) == ["--model", "C:\\Models\\my model.gguf"]
     assert _open_with(["seed.kcpps"]) == ["--kcpps", "seed.kcpps"]
     assert _open_with(["plan", "--demo"]) == ["plan", "--demo"]
+
+
+def test_wizard_without_a_display_says_so(monkeypatch):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    r = subprocess.run([sys.executable, "-m", "phoenix_gui", "--demo"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "No display" in r.stderr and "Traceback" not in r.stderr
