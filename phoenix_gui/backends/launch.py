@@ -105,7 +105,6 @@ def smaller_plan(model: ModelInfo, rig: Rig, settings: PlanSettings, plan: Plan,
     k = min(k, counts[dev])
     trial = counts[:]
     trial[dev] -= k
-    moved = 0
     order = sorted((i for i in range(len(counts)) if i != dev), key=lambda i: -plan.gpus[i].headroom_bytes)
     for _ in range(k):
         placed = False
@@ -116,7 +115,6 @@ def smaller_plan(model: ModelInfo, rig: Rig, settings: PlanSettings, plan: Plan,
             p2 = make_plan(model, rig, s2)
             if all(g.fits for j, g in enumerate(p2.gpus) if j != dev):
                 trial, placed = t2, True
-                moved += 1
                 break
         if not placed:
             break

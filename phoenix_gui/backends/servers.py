@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..hardware.rig import Rig
 from ..planner.ledger import Plan
-from .commandline import KOBOLD_KV_TYPES, LaunchCommand, exe_argv, koboldcpp_command, llama_server_command  # noqa: F401
+from .commandline import LaunchCommand, exe_argv, koboldcpp_command, llama_server_command
 from .http import HttpError, base_url, get_json, post_json, request
 
 KOBOLD_NAMES = ("koboldcpp", "koboldcpp.exe", "koboldcpp_cu12.exe", "koboldcpp_cu12", "koboldcpp_nocuda.exe",
@@ -197,6 +196,3 @@ class KoboldCppBackend(ServerBackend):
 def backend_for(name: str) -> ServerBackend:
     return LlamaServerBackend() if name == "llama-server" else KoboldCppBackend()
 
-
-def python_for_script() -> str:
-    return sys.executable

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -98,7 +97,6 @@ def make_wizard(demo: bool = False, rig_path: str | None = None, model_path: str
 
 
 def screenshot(page: str, out: str, demo: bool, rig_path=None, model_path=None, size=(1280, 860)) -> Path:
-    from PySide6.QtWidgets import QApplication
 
     app = make_app()
     w = make_wizard(demo, rig_path, model_path, persist=False, measure=False)

@@ -114,8 +114,7 @@ class LaunchPage(StatePage):
             self.state.update(executable=path)
 
     def export(self, kind: str) -> None:
-        st = self.state
-        plan, cmd = st.plan(), st.command()
+        plan = self.state.plan()
         if plan is None:
             return
         filt = {"bat": "Windows batch (*.bat)", "sh": "Shell script (*.sh)", "kcpps": "koboldcpp config (*.kcpps)"}[kind]
