@@ -226,6 +226,27 @@ class WizardState:
         """The auto-fit explanation while the user has not moved anything since."""
         return self.explanation if self.explained == self.settings() else []
 
+    # --- the one translation from PlanSettings to the wizard's controls ---
+    def apply(self, s: PlanSettings) -> None:
+        """Set every control from PlanSettings (auto-fit, .kcpps import, saved settings, OOM retry all
+        come through here). Devices keep the user's order for the chosen GPUs, left-out ones after them."""
+        n = len(self.rig.gpus)
+        chosen = [i for i in (s.devices if s.devices is not None else range(n)) if 0 <= i < n]
+        chosen = list(dict.fromkeys(chosen))
+        self.order = chosen + [i for i in self.order if i not in chosen] + [i for i in range(n) if i not in chosen and i not in self.order]
+        self.included = set(chosen)
+        self.locked &= self.included
+        ts = list(s.tensor_split or ())
+        if ts and sum(ts) > 0:
+            ts = ts[:len(chosen)] + [0.0] * max(0, len(chosen) - len(ts))
+            self.shares = {i: float(w) for i, w in zip(chosen, ts)}
+        else:
+            self.reset_shares()
+        self.gpulayers = None if s.gpulayers is None or s.gpulayers >= self.max_layers else max(0, int(s.gpulayers))
+        self.context, self.cache_type, self.flash_attn, self.batch = s.context, s.cache_type_k, s.flash_attn, s.batch
+        self.moecpu, self.backend, self.host, self.port = s.moecpu, s.backend, s.host, s.port
+        self.changed()
+
     # --- imports and persistence ---
     def apply_kcpps(self, imp: KcppsImport) -> None:
         s = imp.settings
