@@ -39,14 +39,14 @@ class LaunchPage(StatePage):
             lambda i: self.guarded(lambda: self._set_backend(self.backend.itemData(i))))
         self.exe = QLineEdit()
         self.exe.setPlaceholderText("koboldcpp.exe, koboldcpp_cu12.exe, koboldcpp.py or llama-server")
-        self.exe.editingFinished.connect(lambda: self.guarded(lambda: self.state.update(executable=self.exe.text().strip() or None)))
+        self.exe.editingFinished.connect(lambda: self.guarded(lambda: self.state.set_executable(self.exe.text().strip() or None)))
         pick = QPushButton("Browse…")
         pick.clicked.connect(self.pick_exe)
         self.host = QLineEdit()
-        self.host.editingFinished.connect(lambda: self.guarded(lambda: self.state.update(host=self.host.text().strip() or "127.0.0.1")))
+        self.host.editingFinished.connect(lambda: self.guarded(lambda: self.state.set_host(self.host.text())))
         self.port = QSpinBox()
         self.port.setRange(1, 65535)
-        self.port.valueChanged.connect(lambda v: self.guarded(lambda: self.state.update(port=v)))
+        self.port.valueChanged.connect(lambda v: self.guarded(lambda: self.state.set_port(v)))
         self.warn = banner(kind="warn")
         self.cmd = QPlainTextEdit()
         self.cmd.setReadOnly(True)
@@ -91,7 +91,7 @@ class LaunchPage(StatePage):
         exe = self.state.executable
         if not exe or (backend == "llama-server") == ("kobold" in Path(exe).name.lower()):
             exe = find_executable(backend)
-        self.state.update(backend=backend, executable=exe)
+        self.state.set_backend(backend, exe)
 
     def start(self) -> None:
         if self.session is None:
@@ -111,7 +111,7 @@ class LaunchPage(StatePage):
         path, _ = QFileDialog.getOpenFileName(self, "Choose the server program", "",
                                               "Programs (*.exe *.py koboldcpp* llama-server*);;All files (*)")
         if path:
-            self.state.update(executable=path)
+            self.state.set_executable(path)
 
     def export(self, kind: str) -> None:
         plan = self.state.plan()
