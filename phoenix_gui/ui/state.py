@@ -1,14 +1,18 @@
-"""The wizard's state as a plain Python object (no Qt): the widgets bind to it, the tests drive it.
+"""The wizard's session as a plain, evented Python object (no Qt): widgets bind to it, tests drive it.
 
-Every change goes through a method here, which recomputes the plan through the planner and
-notifies listeners; the widgets only display what the state says.
+Every change goes through a typed setter here; the setter validates, recomputes nothing itself (the
+plan is computed lazily, once per change) and announces which topics changed, so each widget only
+redraws what it shows. `settings()` and `apply(PlanSettings)` are the one translation between the
+wizard's controls (device order, ticks, shares, locks) and the planner's PlanSettings: auto-fit,
+.kcpps import, saved settings and the out-of-memory retry all go through `apply`.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from ..backends.commandline import LaunchCommand, launch_command
 from ..backends.kcpps import KcppsImport
@@ -17,8 +21,33 @@ from ..hardware.rig import Rig
 from ..model.info import ModelInfo
 from ..planner import Plan, PlanSettings, make_plan
 from ..planner.autofit import FitResult, auto_fit
+from ..planner.settings import BACKENDS, CACHE_TYPES, OBJECTIVES
 
 SHARE_TOTAL = 100.0
+
+# Topics a listener can follow. PLAN is announced with every change that can change the plan.
+RIG, DEVICES, SPLIT, MODEL, CONTEXT, LAUNCH, NOTES, PLAN = ("rig", "devices", "split", "model", "context", "launch",
+                                                            "notes", "plan")
+ALL_TOPICS = frozenset((RIG, DEVICES, SPLIT, MODEL, CONTEXT, LAUNCH, NOTES, PLAN))
+_PLAN_INPUTS = {RIG, DEVICES, SPLIT, MODEL, CONTEXT, LAUNCH}
+
+Listener = Callable[[frozenset], None]
+
+
+class SettingError(ValueError):
+    """A value the wizard cannot use; the message is one sentence for the user."""
+
+
+def parse_split(text: str) -> list[float]:
+    """koboldcpp's --tensor_split text ("1.5 4.5 3", commas allowed) -> weights."""
+    parts = text.replace(",", " ").split()
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        raise SettingError("A split is numbers separated by spaces, like 1.5 4.5 3.") from None
+    if not vals or any(not (v >= 0) or v == float("inf") for v in vals) or sum(vals) <= 0:
+        raise SettingError("Split weights must be finite, not negative, and not all zero.")
+    return vals
 
 
 @dataclass
@@ -30,7 +59,7 @@ class WizardState:
     order: list[int] = field(default_factory=list)  # every GPU (rig index) in the user's order
     included: set[int] = field(default_factory=set)
     shares: dict[int, float] = field(default_factory=dict)  # rig index -> split weight (only ratios matter;
-    # auto-fit stores integer layer counts, which llama.cpp reproduces exactly)
+    # auto-fit and layer moves store integer layer counts, which llama.cpp reproduces exactly)
     locked: set[int] = field(default_factory=set)
     gpulayers: int | None = None  # None = all layers
     context: int = 4096
@@ -50,7 +79,9 @@ class WizardState:
     baseline_name: str = ""
     notes: list[str] = field(default_factory=list)
     _plan: Plan | None = field(default=None, repr=False)
-    _listeners: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _listeners: list[tuple[frozenset, Listener]] = field(default_factory=list, repr=False)
+    _pending: set | None = field(default=None, repr=False)
+    _parked_shares: dict[int, float] = field(default_factory=dict, repr=False)  # shares of unticked GPUs
 
     def __post_init__(self):
         if not self.order:
@@ -60,14 +91,55 @@ class WizardState:
         if not self.shares:
             self.reset_shares()
 
-    # --- observers ---
+    # --- events ---
+    def on(self, topics: Iterable[str] | str, fn: Listener) -> None:
+        """Call fn(changed_topics) whenever one of `topics` changes."""
+        t = frozenset([topics] if isinstance(topics, str) else topics)
+        unknown = t - ALL_TOPICS
+        if unknown:
+            raise ValueError(f"unknown topics {sorted(unknown)}")
+        self._listeners.append((t, fn))
+
+    def off(self, fn: Listener) -> None:
+        self._listeners = [(t, f) for t, f in self._listeners if f is not fn]
+
     def subscribe(self, fn: Callable[[], None]) -> None:
-        self._listeners.append(fn)
+        """Call fn() on any change."""
+        self.on(ALL_TOPICS, lambda _t: fn())
+
+    @contextmanager
+    def grouped(self):
+        """Group several setters into one announcement."""
+        outer = self._pending is not None
+        if not outer:
+            self._pending = set()
+        try:
+            yield
+        finally:
+            if not outer:
+                topics, self._pending = self._pending, None
+                if topics:
+                    self._announce(topics)
+
+    def _emit(self, *topics: str) -> None:
+        t = set(topics)
+        if t & _PLAN_INPUTS:
+            t.add(PLAN)
+            self._plan = None
+        if self._pending is not None:
+            self._pending |= t
+        else:
+            self._announce(t)
+
+    def _announce(self, topics: set) -> None:
+        ft = frozenset(topics)
+        for want, fn in list(self._listeners):
+            if want & ft:
+                fn(ft)
 
     def changed(self) -> None:
-        self._plan = None
-        for fn in list(self._listeners):
-            fn()
+        """Everything may have changed (a rig measured on a worker, a test poking fields)."""
+        self._emit(*ALL_TOPICS)
 
     # --- derived ---
     @property
@@ -79,12 +151,22 @@ class WizardState:
     def max_layers(self) -> int:
         return self.model.n_layer + 1 if self.model else 1
 
+    @property
+    def offloaded_layers(self) -> int:
+        return 0 if not self.devices else self.max_layers if self.gpulayers is None else self.gpulayers
+
+    def gpu_label(self, gi: int) -> str:
+        """The card's short name, with its index and PCI bus when another card has the same name."""
+        g = self.rig.gpus[gi]
+        twins = [x for x in self.rig.gpus if x.short_name == g.short_name]
+        return f"{g.short_name} #{gi} ({g.pci_bus_id})" if len(twins) > 1 else g.short_name
+
     def settings(self) -> PlanSettings:
         devs = self.devices
         split = tuple(self.shares.get(i, 0.0) for i in devs) if devs else None
         return PlanSettings(
             context=self.context, cache_type_k=self.cache_type, cache_type_v=self.cache_type,
-            flash_attn=self.flash_attn, batch=self.batch, gpulayers=self.gpulayers, tensor_split=split,
+            flash_attn=self.flash_attn, batch=self.batch, gpulayers=self.gpulayers if devs else 0, tensor_split=split,
             moecpu=self.moecpu if self.model and self.model.is_moe else 0, backend=self.backend,
             devices=tuple(devs), host=self.host, port=self.port,
         )
@@ -103,57 +185,152 @@ class WizardState:
         path = self.model_path or f"{self.model.name}.gguf"
         return launch_command(p, self.rig, path, self.executable)
 
+    # --- the one translation from PlanSettings to the wizard's controls ---
+    def apply(self, s: PlanSettings) -> None:
+        """Set every control from PlanSettings. Devices keep the user's order for the chosen GPUs,
+        left-out ones after them; a missing split starts from llama.cpp's default (free memory)."""
+        n = len(self.rig.gpus)
+        chosen = list(dict.fromkeys(i for i in (s.devices if s.devices is not None else range(n)) if 0 <= i < n))
+        with self.grouped():
+            self.order = chosen + [i for i in self.order if i not in chosen]
+            self.order += [i for i in range(n) if i not in self.order]
+            self.included = set(chosen)
+            self.locked &= self.included
+            ts = [float(x) for x in (s.tensor_split or ())]
+            if ts and sum(ts) > 0:
+                ts = ts[:len(chosen)] + [0.0] * max(0, len(chosen) - len(ts))
+                self.shares = dict(zip(chosen, ts))
+            else:
+                self.reset_shares()
+            self._set_gpulayers(s.gpulayers)
+            self.context = max(256, int(s.context))
+            self.cache_type = s.cache_type_k if s.cache_type_k in CACHE_TYPES else "f16"
+            self.flash_attn, self.batch = bool(s.flash_attn), int(s.batch)
+            self.moecpu = max(0, int(s.moecpu))
+            self.backend = s.backend if s.backend in BACKENDS else "koboldcpp"
+            self.host, self.port = s.host, int(s.port)
+            self._emit(DEVICES, SPLIT, CONTEXT, LAUNCH)
+
     # --- hardware page ---
+    def set_rig(self, rig: Rig, path: str | None = None) -> None:
+        with self.grouped():
+            self.rig = rig
+            self.rig_path = path if rig.simulated else None
+            self.order = list(range(len(rig.gpus)))
+            self.included = set(self.order)
+            self.locked.clear()
+            self._parked_shares.clear()
+            self.reset_shares()
+            self.baseline = None
+            self._emit(RIG, DEVICES, SPLIT)
+
     def set_included(self, gpu: int, on: bool) -> None:
+        if on == (gpu in self.included):
+            return
         if on:
             self.included.add(gpu)
-            self.shares.setdefault(gpu, 0.0)
+            self.shares[gpu] = self._parked_shares.pop(gpu, None) or self._default_share(gpu)
         else:
             self.included.discard(gpu)
             self.locked.discard(gpu)
+            if gpu in self.shares:
+                self._parked_shares[gpu] = self.shares.pop(gpu)
         self._renormalise()
-        self.changed()
+        self._emit(DEVICES, SPLIT)
 
     def move_gpu(self, gpu: int, delta: int) -> None:
         i = self.order.index(gpu)
         j = max(0, min(len(self.order) - 1, i + delta))
         if i != j:
             self.order.insert(j, self.order.pop(i))
-            self.changed()
-
-    def set_rig(self, rig: Rig) -> None:
-        self.rig = rig
-        self.order = list(range(len(rig.gpus)))
-        self.included = set(self.order)
-        self.locked.clear()
-        self.reset_shares()
-        self.changed()
+            self._emit(DEVICES)
 
     # --- model page ---
     def set_model(self, model: ModelInfo | None, path: str | None, error: str = "") -> None:
-        self.model, self.model_path, self.model_error = model, path, error
-        if model is not None:
-            if self.gpulayers is not None:
-                self.gpulayers = min(self.gpulayers, model.n_layer + 1)
-            if model.n_ctx_train:
-                self.context = min(self.context, max(256, model.n_ctx_train))
-            self.moecpu = min(self.moecpu, model.n_layer)
-        self.changed()
+        with self.grouped():
+            self.model, self.model_path, self.model_error = model, path, error
+            if model is not None:
+                if self.gpulayers is not None:
+                    self.gpulayers = min(self.gpulayers, model.n_layer + 1)
+                if model.n_ctx_train:
+                    self.context = min(self.context, max(256, model.n_ctx_train // 256 * 256))
+                self.moecpu = min(self.moecpu, model.n_layer)
+            self.baseline = None
+            self._emit(MODEL, SPLIT, CONTEXT)
+
+    def set_notes(self, notes: list[str]) -> None:
+        self.notes = list(notes)
+        self._emit(NOTES)
 
     # --- context page ---
-    def set_context(self, tokens: int) -> None:
+    @property
+    def context_limit(self) -> int:
         limit = self.model.n_ctx_train if self.model and self.model.n_ctx_train else 1 << 20
-        self.context = max(256, min(int(tokens) // 256 * 256, max(256, limit // 256 * 256)))
-        self.changed()
+        return max(256, limit // 256 * 256)
 
-    def update(self, **kw) -> None:
-        for k, v in kw.items():
-            if not hasattr(self, k) or k.startswith("_"):
-                raise AttributeError(k)
-            setattr(self, k, v)
-        self.changed()
+    def set_context(self, tokens: int) -> None:
+        self.context = max(256, min(int(tokens) // 256 * 256, self.context_limit))
+        self._emit(CONTEXT)
+
+    def set_cache_type(self, kind: str) -> None:
+        if kind not in CACHE_TYPES:
+            raise SettingError(f"Unknown KV cache type {kind!r}; choose one of {', '.join(CACHE_TYPES)}.")
+        self.cache_type = kind
+        self._emit(CONTEXT)
+
+    def set_flash_attn(self, on: bool) -> None:
+        self.flash_attn = bool(on)
+        self._emit(CONTEXT)
+
+    def set_batch(self, tokens: int) -> None:
+        if not 1 <= int(tokens) <= 8192:
+            raise SettingError("The batch size must be between 1 and 8192 tokens.")
+        self.batch = int(tokens)
+        self._emit(CONTEXT)
+
+    def set_moecpu(self, n: int) -> None:
+        self.moecpu = max(0, min(int(n), self.model.n_layer if self.model else 0))
+        self._emit(CONTEXT)
+
+    # --- launch page ---
+    def set_backend(self, backend: str, executable: str | None = None) -> None:
+        if backend not in BACKENDS:
+            raise SettingError(f"Unknown backend {backend!r}.")
+        self.backend, self.executable = backend, executable
+        self._emit(LAUNCH)
+
+    def set_executable(self, path: str | None) -> None:
+        self.executable = path or None
+        self._emit(LAUNCH)
+
+    def set_host(self, host: str) -> None:
+        host = (host or "").strip() or "127.0.0.1"
+        if any(c.isspace() or ord(c) < 32 for c in host) or len(host) > 253:
+            raise SettingError(f"{host!r} is not a host name or address.")
+        self.host = host
+        self._emit(LAUNCH)
+
+    def set_port(self, port: int) -> None:
+        if not 1 <= int(port) <= 65535:
+            raise SettingError("A port is a number from 1 to 65535.")
+        self.port = int(port)
+        self._emit(LAUNCH)
+
+    def set_objective(self, objective: str) -> None:
+        if objective not in OBJECTIVES:
+            raise SettingError(f"Unknown auto-fit objective {objective!r}.")
+        self.objective = objective
 
     # --- split page ---
+    def _default_share(self, gpu: int) -> float:
+        """A newly ticked card's share as llama.cpp would give it: by free memory, against the others."""
+        others = [i for i in self.devices if i != gpu]
+        if not others:
+            return SHARE_TOTAL
+        total_free = sum(max(1.0, float(self.rig.gpus[i].free_bytes)) for i in others)
+        mine = max(1.0, float(self.rig.gpus[gpu].free_bytes))
+        return sum(self.shares.get(i, 0.0) for i in others) * mine / total_free
+
     def reset_shares(self) -> None:
         """Start from llama.cpp's own default: proportional to free memory."""
         devs = self.devices
@@ -172,7 +349,7 @@ class WizardState:
 
     def set_locked(self, gpu: int, locked: bool) -> None:
         (self.locked.add if locked else self.locked.discard)(gpu)
-        self.changed()
+        self._emit(SPLIT)
 
     def percent(self, gpu: int) -> float:
         total = sum(self.shares.get(i, 0.0) for i in self.devices)
@@ -194,111 +371,110 @@ class WizardState:
         for i in others:
             self.shares[i] = rest * (self.shares[i] / before if before > 0 else 1.0 / len(others))
         self.shares[gpu] = value
-        self.changed()
+        self._emit(SPLIT)
         return value
 
-    def set_gpulayers(self, n: int | None) -> None:
+    def layer_counts(self) -> dict[int, int]:
+        """Layers each included GPU gets under the current plan."""
+        p = self.plan()
+        if p is None:
+            return {i: 0 for i in self.devices}
+        return {d.gpu_index: d.layers for d in p.gpus}
+
+    def set_layers(self, gpu: int, n: int) -> int:
+        """Give one GPU exactly n of the offloaded layers; unlocked cards absorb the difference in
+        proportion to what they hold (whole layers), locked cards keep theirs. Returns what was set."""
+        counts = self.layer_counts()
+        if gpu not in counts or gpu in self.locked:
+            return counts.get(gpu, 0)
+        total = sum(counts.values())
+        others = [i for i in self.devices if i != gpu and i not in self.locked]
+        fixed = sum(counts[i] for i in self.devices if i in self.locked and i != gpu)
+        if not others:
+            return counts[gpu]
+        n = max(0, min(int(n), total - fixed))
+        rest = total - fixed - n
+        before = sum(counts[i] for i in others)
+        weights = [counts[i] if before > 0 else 1 for i in others]
+        raw = [rest * w / sum(weights) for w in weights]
+        new = [int(r) for r in raw]
+        for k in sorted(range(len(others)), key=lambda k: -(raw[k] - new[k]))[: rest - sum(new)]:
+            new[k] += 1  # largest remainders get the leftover layers
+        counts.update(zip(others, new))
+        counts[gpu] = n
+        if sum(counts.values()) == 0:
+            return 0
+        self.shares = {i: float(counts[i]) for i in self.devices}
+        self._emit(SPLIT)
+        return n
+
+    def set_split_text(self, text: str) -> None:
+        """A koboldcpp --tensor_split ("1.5 4.5 3") for the included GPUs in order."""
+        vals = parse_split(text)
+        devs = self.devices
+        if len(vals) > len(devs):
+            raise SettingError(f"{len(vals)} split values for {len(devs)} selected GPU(s): give one per GPU.")
+        vals += [0.0] * (len(devs) - len(vals))
+        self.shares = dict(zip(devs, vals))
+        self._emit(SPLIT)
+
+    def _set_gpulayers(self, n: int | None) -> None:
         self.gpulayers = None if n is None or n >= self.max_layers else max(0, int(n))
-        self.changed()
+
+    def set_gpulayers(self, n: int | None) -> None:
+        self._set_gpulayers(n)
+        self._emit(SPLIT)
 
     def run_auto_fit(self, objective: str | None = None) -> FitResult:
         """Set the sliders to the planner's answer; the user can drag from there."""
-        self.objective = objective or self.objective
+        if objective:
+            self.set_objective(objective)
         base = self.settings().with_(tensor_split=None, gpulayers=None, moecpu=0, devices=tuple(self.devices))
         fit = auto_fit(self.model, self.rig, base, self.objective)
-        s = fit.settings
-        chosen = list(s.devices or ())
-        self.included = set(chosen)
-        # keep the user's order for the chosen GPUs, left-out ones after them
-        self.order = [i for i in self.order if i in chosen] + [i for i in self.order if i not in chosen]
-        counts = list(s.tensor_split or ())
-        self.shares = {i: float(c) for i, c in zip(chosen, counts)}
-        self.locked -= set(self.order) - self.included
-        self.gpulayers = None if s.gpulayers is None or s.gpulayers >= self.max_layers else s.gpulayers
-        self.moecpu = s.moecpu
-        self.context = s.context
-        self.explanation = list(fit.plan.explanation)
-        self.explained = self.settings()
-        self.changed()
+        with self.grouped():
+            self.apply(fit.settings)
+            self.explanation = list(fit.plan.explanation)
+            self.explained = self.settings()
         return fit
 
     def current_explanation(self) -> list[str]:
         """The auto-fit explanation while the user has not moved anything since."""
         return self.explanation if self.explained == self.settings() else []
 
-    # --- the one translation from PlanSettings to the wizard's controls ---
-    def apply(self, s: PlanSettings) -> None:
-        """Set every control from PlanSettings (auto-fit, .kcpps import, saved settings, OOM retry all
-        come through here). Devices keep the user's order for the chosen GPUs, left-out ones after them."""
-        n = len(self.rig.gpus)
-        chosen = [i for i in (s.devices if s.devices is not None else range(n)) if 0 <= i < n]
-        chosen = list(dict.fromkeys(chosen))
-        self.order = chosen + [i for i in self.order if i not in chosen] + [i for i in range(n) if i not in chosen and i not in self.order]
-        self.included = set(chosen)
-        self.locked &= self.included
-        ts = list(s.tensor_split or ())
-        if ts and sum(ts) > 0:
-            ts = ts[:len(chosen)] + [0.0] * max(0, len(chosen) - len(ts))
-            self.shares = {i: float(w) for i, w in zip(chosen, ts)}
-        else:
-            self.reset_shares()
-        self.gpulayers = None if s.gpulayers is None or s.gpulayers >= self.max_layers else max(0, int(s.gpulayers))
-        self.context, self.cache_type, self.flash_attn, self.batch = s.context, s.cache_type_k, s.flash_attn, s.batch
-        self.moecpu, self.backend, self.host, self.port = s.moecpu, s.backend, s.host, s.port
-        self.changed()
-
     # --- imports and persistence ---
     def apply_kcpps(self, imp: KcppsImport) -> None:
-        s = imp.settings
-        self.context, self.batch, self.flash_attn = s.context, s.batch, s.flash_attn
-        self.cache_type = s.cache_type_k
-        self.gpulayers = s.gpulayers
-        self.moecpu = s.moecpu
-        self.port, self.host = s.port, s.host
-        self.backend = "koboldcpp"
+        """koboldcpp numbers GPUs by PCI bus order; its --usecuda ids pick and order them."""
         pci = sorted(range(len(self.rig.gpus)), key=lambda i: self.rig.gpus[i].pci_bus_id.lower())
-        if imp.gpu_ids:
-            chosen = [pci[i] for i in imp.gpu_ids if i < len(pci)]
-        else:
-            chosen = pci
-        self.order = chosen + [i for i in pci if i not in chosen]
-        self.included = set(chosen)
-        ts = list(s.tensor_split or [])
-        if ts:
-            ts = ts[:len(chosen)] + [0.0] * max(0, len(chosen) - len(ts))
-            self.shares = {i: float(w) for i, w in zip(chosen, ts)}
-        else:
-            self.reset_shares()
-        self.notes = list(imp.notes)
-        self._plan = None
-        if self.model is not None:
-            self.baseline = make_plan(self.model, self.rig, self.settings())
-            self.baseline_name = Path(imp.path).name
-        self.changed()
+        chosen = [pci[i] for i in imp.gpu_ids if i < len(pci)] if imp.gpu_ids else pci
+        with self.grouped():
+            self.apply(imp.settings.with_(devices=tuple(chosen), backend="koboldcpp"))
+            self.set_notes(imp.notes)
+            if self.model is not None:
+                self.baseline = make_plan(self.model, self.rig, self.settings())
+                self.baseline_name = Path(imp.path).name
 
     def to_user_settings(self, us: UserSettings) -> UserSettings:
         us.context, us.cache_type, us.flash_attn, us.batch = self.context, self.cache_type, self.flash_attn, self.batch
         us.moecpu, us.gpulayers, us.backend = self.moecpu, self.gpulayers, self.backend
-        us.split = [self.shares.get(i, 0.0) for i in self.devices]
-        us.devices = [self.rig.gpus[i].uuid for i in self.devices]
         us.host, us.port, us.objective = self.host, self.port, self.objective
         if self.executable:
             us.executables[self.backend] = self.executable
-        us.model_path = self.model_path
+        if self.model_path:
+            us.model_path = self.model_path
+        if not self.rig.simulated:  # a simulated rig's GPUs are not this PC's: keep the real PC's split
+            us.split = [self.shares.get(i, 0.0) for i in self.devices]
+            us.devices = [self.rig.gpus[i].uuid for i in self.devices]
         return us
 
     def apply_user_settings(self, us: UserSettings) -> None:
-        self.context, self.cache_type, self.flash_attn, self.batch = us.context, us.cache_type, us.flash_attn, us.batch
-        self.moecpu, self.gpulayers, self.backend = us.moecpu, us.gpulayers, us.backend
-        self.host, self.port, self.objective = us.host, us.port, us.objective
-        self.executable = us.executables.get(us.backend)
         by_uuid = {g.uuid: i for i, g in enumerate(self.rig.gpus)}
-        if us.devices and all(u in by_uuid for u in us.devices):
-            chosen = [by_uuid[u] for u in us.devices]
-            self.order = chosen + [i for i in range(len(self.rig.gpus)) if i not in chosen]
-            self.included = set(chosen)
-            if us.split and len(us.split) == len(chosen) and sum(us.split) > 0:
-                self.shares = {i: float(v) for i, v in zip(chosen, us.split)}
-            else:
-                self.reset_shares()
-        self.changed()
+        known = us.devices is not None and all(u in by_uuid for u in us.devices)
+        devices = tuple(by_uuid[u] for u in us.devices) if known else None
+        split = tuple(us.split) if known and us.split and len(us.split) == len(devices) else None
+        s = PlanSettings(context=us.context, cache_type_k=us.cache_type, cache_type_v=us.cache_type,
+                         flash_attn=us.flash_attn, batch=us.batch, gpulayers=us.gpulayers, tensor_split=split,
+                         moecpu=us.moecpu, backend=us.backend, devices=devices, host=us.host, port=us.port)
+        with self.grouped():
+            self.apply(s)
+            self.objective = us.objective if us.objective in OBJECTIVES else "fastest"
+            self.executable = us.executables.get(self.backend)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
@@ -40,8 +41,8 @@ def run_in_thread(fn: Callable[[], Any], on_done: Callable[[Any], None],
         if error is not None:
             if on_error:
                 on_error(error)
-            else:
-                raise error
+            else:  # reported, never raised into Qt's event loop
+                sys.excepthook(type(error), error, error.__traceback__)
         else:
             on_done(result)
 
@@ -51,3 +52,58 @@ def run_in_thread(fn: Callable[[], Any], on_done: Callable[[Any], None],
 
 def wait_for_workers(ms: int = 10000) -> bool:
     return QThreadPool.globalInstance().waitForDone(ms)
+
+
+class OwnedTask:
+    """Slow work owned by one widget, one job at a time (Anki's QueryOp, in small).
+
+    Starting a job supersedes the one before: the earlier job's `cancel` event is set and its result
+    is dropped, so two quick model loads cannot race with the last finisher winning. Nothing is
+    delivered once the owner widget is gone (closing the window during a load)."""
+
+    def __init__(self, owner):
+        import threading
+
+        self._owner = owner
+        self._generation = 0
+        self._cancel = threading.Event()
+        self.running = False
+        owner.destroyed.connect(self._owner_gone)
+
+    def _owner_gone(self, *_):
+        self._owner = None
+        self.cancel()
+
+    def cancel(self) -> None:
+        """Drop the running job's result and tell it to stop where it can."""
+        self._generation += 1
+        self._cancel.set()
+        self.running = False
+
+    def run(self, fn: Callable[[Any], Any], on_done: Callable[[Any], None],
+            on_error: Callable[[BaseException], None] | None = None) -> None:
+        """fn(cancel_event) runs on the thread pool; on_done/on_error run on the GUI thread, only for
+        the latest job and only while the owner exists."""
+        import threading
+
+        self.cancel()
+        self._cancel = cancel = threading.Event()
+        self._generation += 1
+        gen = self._generation
+        self.running = True
+
+        def current() -> bool:
+            return gen == self._generation and self._owner is not None and not cancel.is_set()
+
+        def done(result):
+            if current():
+                self.running = False
+                on_done(result)
+
+        def failed(error):
+            if current():
+                self.running = False
+                if on_error:
+                    on_error(error)
+
+        run_in_thread(lambda: fn(cancel), done, failed)

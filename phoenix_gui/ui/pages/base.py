@@ -3,19 +3,46 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QWizardPage
 
-from ..state import WizardState
+from ..state import ALL_TOPICS, RIG, WizardState
 
 
 class StatePage(QWizardPage):
-    """A wizard page that displays the shared WizardState and refreshes when it changes."""
+    """A wizard page over the shared WizardState. It follows the state's `topics` and redraws only
+    while it is shown; a page that was hidden when its topics changed redraws when it is shown again.
+    Every page's subtitle says when the rig is simulated, so a plan for another PC is never mistaken
+    for this one."""
+
+    topics = ALL_TOPICS
 
     def __init__(self, state: WizardState, title: str, subtitle: str = ""):
         super().__init__()
         self.state = state
         self.setTitle(title)
-        if subtitle:
-            self.setSubTitle(subtitle)
+        self._subtitle = subtitle
         self._updating = False
+        self._dirty = True
+        state.on(set(self.topics) | {RIG}, self._state_changed)
+        self._show_subtitle()
+
+    def _show_subtitle(self) -> None:
+        rig = self.state.rig
+        sim = f"Simulated rig “{rig.name}”: planning for another PC, not this one. " if rig.simulated else ""
+        if sim or self._subtitle:
+            self.setSubTitle(sim + self._subtitle)
+
+    def _state_changed(self, topics) -> None:
+        if RIG in topics:
+            self._show_subtitle()
+        if self.isVisible():
+            self.refresh()
+        else:
+            self._dirty = True
+
+    def showEvent(self, e) -> None:  # noqa: N802
+        if self._dirty:
+            self._dirty = False
+            self.refresh()
+        super().showEvent(e)
 
     def refresh(self) -> None:  # overridden
         pass
