@@ -106,6 +106,7 @@ def cmd_inspect(args) -> int:
 
 def _settings_from_args(args, rig):
     from .planner import PlanSettings
+    from .planner.engines import engine_for
 
     devices = None
     if args.devices:
@@ -129,7 +130,8 @@ def _settings_from_args(args, rig):
     return PlanSettings(
         context=args.ctx, cache_type_k=args.kv, cache_type_v=args.kv, flash_attn=not args.no_flash_attn,
         batch=args.batch, gpulayers=args.gpulayers, tensor_split=tuple(args.split) if args.split else None,
-        moecpu=args.moecpu, split_mode=args.split_mode, ngl_era=args.era, backend=args.backend, devices=devices,
+        moecpu=args.moecpu, split_mode=args.split_mode, backend=args.backend,
+        engine=engine_for(args.backend, args.era) if args.era == "old" else None, devices=devices,
         host=args.host, port=args.port, cuda_overhead_mib=args.overhead, margin_mib=args.margin,
         display_reserve_mib=args.display_reserve,
     )

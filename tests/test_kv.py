@@ -18,6 +18,7 @@ def test_koboldcpp_reserves_128_then_pads():
     assert kv_cells(4096, "koboldcpp") == 4352
     assert kv_cells(4096, "llama-server") == 4096
     assert kv_cells(4000, "llama-server") == 4096
+    assert kv_cells(4096, "koboldcpp-old") == 4352 and kv_cells(4096, "llama.cpp-old") == 4096
 
 
 def test_quantized_v_needs_flash_attention():
@@ -38,10 +39,12 @@ def test_sliding_window_cache():
 
 
 def test_swa_cache_stays_f16_in_recent_engines():
+    # koboldcpp 1.115.1 has PR #21277 (SWA cache never quantized); builds before it quantize it
     g = preset_model_info("gemma-3-12b-it-q4_k_m")
-    quant = kv_bytes_per_layer(g, 8192, "q8_0", "q8_0", True, 512, "koboldcpp", swa_f16=False)
-    f16swa = kv_bytes_per_layer(g, 8192, "q8_0", "q8_0", True, 512, "koboldcpp", swa_f16=True)
+    quant = kv_bytes_per_layer(g, 8192, "q8_0", "q8_0", True, 512, "koboldcpp-old")
+    f16swa = kv_bytes_per_layer(g, 8192, "q8_0", "q8_0", True, 512, "koboldcpp-1.115")
     assert f16swa[0] > quant[0] and f16swa[5] == quant[5]
+    assert kv_bytes_per_layer(g, 8192, "q8_0", "q8_0", True, 512, "koboldcpp") == f16swa  # the current profile
 
 
 def test_mla_geometry():

@@ -19,15 +19,15 @@ def test_new_semantics_output_first():
 
 
 def test_old_semantics_blocks_first():
-    a = plan_layers(32, 32, [1], era="old")
+    a = plan_layers(32, 32, [1], output_layer_first=False)
     assert all(d == 0 for d in a[:32]) and a[32] == CPU
-    a = plan_layers(32, 33, [1], era="old")
+    a = plan_layers(32, 33, [1], output_layer_first=False)
     assert all(d == 0 for d in a)
 
 
 def test_full_offload_same_in_both_eras():
     for split in ([1, 2, 3], [4, 8, 6], [0.3, 0, 2]):
-        assert plan_layers(64, 65, split) == plan_layers(64, 65, split, era="old")
+        assert plan_layers(64, 65, split) == plan_layers(64, 65, split, output_layer_first=False)
 
 
 def test_seed_configuration_layers():

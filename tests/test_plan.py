@@ -30,8 +30,8 @@ def test_seed_configuration_fits(q32, seed_rig):
 def test_naive_vram_proportional_split_does_not_fit_on_the_4gb_card(q32, seed_rig):
     p = make_plan(q32, seed_rig, PlanSettings(context=4096, tensor_split=(4, 8, 6)))
     small = p.gpus[0]
-    assert not small.fits and small.status == "oom"
-    assert small.reason().startswith("GTX 1050 Ti:") and "MiB short" in small.reason()
+    assert not small.fits and small.state == "short"
+    assert small.reason().startswith("GTX 1050 Ti:") and "MiB short of the free memory" in small.reason()
 
 
 def test_autofit_beats_the_seed_by_a_quarter(q32, seed_rig):

@@ -108,6 +108,15 @@ def _polish(ev: _Evaluator, base: PlanSettings, devices, counts: list[int], orde
                         break
                 if improved:
                     break
+            if not improved:
+                # The last layer can switch on pipeline parallelism, which grows every GPU's
+                # compute buffer at once: the roomiest card takes a layer from every other card.
+                k = roomy[0]
+                trial = [c - 1 if j != k and c > 0 else c for j, c in enumerate(counts)]
+                trial[k] += 1 + sum(counts) - sum(trial)
+                p = ev.plan(_with_counts(base, devices, trial))
+                if _gpus_fit(p):
+                    counts, best, improved = trial, p, True
         for a, i in enumerate(order):  # faster card i takes one from a slower card j
             for j in order[a + 1:]:
                 if counts[j] == 0:

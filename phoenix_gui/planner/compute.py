@@ -10,8 +10,9 @@ f32 values per ubatch token):
   dense, flash attention on  : 3 n_ff + 5 n_embd            (the FFN stage), + f16 mask n_kv
   attention without flash    : n_head n_kv + n_kv + 3.3 n_embd + 3.1 q_width   (scores, mask ...)
   MoE FFN stage              : 7.1 n_embd + n_used (1.15 n_embd + 1.43 expert_ff)
-Independent of the vocabulary in 2026 builds: the reserve asks for one row of logits per
-sequence, not n_ubatch rows (older builds reserved n_vocab x n_ubatch floats on the output device).
+The logits term depends on the engine build (EngineProfile.logits_full_ubatch): the llama-server
+build calibrated here reserves one row of logits per sequence; older builds and koboldcpp 1.115.1
+reserve n_vocab x n_ubatch floats on the output device.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class ComputeInputs:
     n_ubatch: int
     n_kv: int  # cells of the largest (non-SWA) cache the graph attends over
     flash_attn: bool
-    n_outputs: int = 1  # logits rows reserved (old builds: n_ubatch)
+    n_outputs: int = 1  # logits rows reserved: 1, or n_ubatch when the profile says logits_full_ubatch
 
 
 def _ffn_floats(model) -> float:

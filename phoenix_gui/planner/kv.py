@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..model.ggml_types import row_bytes, type_by_name
+from .engines import EngineProfile, profile_named
 
 PAD = 256
 
@@ -11,12 +12,11 @@ def pad(n: int, to: int = PAD) -> int:
     return (n + to - 1) // to * to
 
 
-def kv_cells(context: int, backend: str, era: str = "current") -> int:
-    """Cells llama.cpp allocates for one sequence: koboldcpp reserves 128 extra, then pad to 256."""
-    n = context + (128 if backend == "koboldcpp" else 0)
-    if era == "old":
-        return pad(n, 256)
-    return pad(max(n, 1))
+def kv_cells(context: int, engine: str | EngineProfile) -> int:
+    """Cells llama.cpp allocates for one sequence: the engine's reserve (koboldcpp: 128), padded.
+    `engine` is a profile, its name, or a backend name (that backend's current profile)."""
+    p = profile_named(engine)
+    return pad(max(context + p.context_reserve, 1), p.context_pad)
 
 
 def swa_cells(cells: int, window: int, n_ubatch: int) -> int:
@@ -44,14 +44,15 @@ def layer_kv_bytes(model, il: int, cells: int, type_k: str, type_v: str, flash_a
 
 
 def kv_bytes_per_layer(model, context: int, type_k: str, type_v: str, flash_attn: bool, n_ubatch: int,
-                       backend: str, era: str = "current", swa_f16: bool = True) -> list[int]:
+                       engine: str | EngineProfile) -> list[int]:
     # Memoised on the model: a slider drag replans many times with the same cache settings.
-    key = (context, type_k, type_v, flash_attn, n_ubatch, backend, era, swa_f16)
+    p = profile_named(engine)
+    key = (context, type_k, type_v, flash_attn, n_ubatch, p)
     cache = model.__dict__.setdefault("_kv_cache", {})
     hit = cache.get(key)
     if hit is None:
-        cells = kv_cells(context, backend, era)
-        hit = [sum(layer_kv_bytes(model, il, cells, type_k, type_v, flash_attn, n_ubatch, swa_f16))
+        cells = kv_cells(context, p)
+        hit = [sum(layer_kv_bytes(model, il, cells, type_k, type_v, flash_attn, n_ubatch, p.swa_kv_f16))
                for il in range(model.n_layer)]
         if len(cache) > 64:
             cache.clear()

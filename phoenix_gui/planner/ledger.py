@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass, field
 
 MIB = 1 << 20
@@ -28,6 +29,9 @@ class DevicePlan:
     mmap_bytes: int = 0  # CPU weights served from the page cache
     scratch_bytes: int = 0  # part of compute: a copy of a RAM-resident weight (first GPU)
     note: str = ""
+    # not a field: a weak reference to the Plan that owns the device, set by the Plan (weak, so
+    # the plans made on every slider move are freed without the cycle collector)
+    _plan = None
 
     @property
     def total_bytes(self) -> int:
@@ -42,38 +46,73 @@ class DevicePlan:
         return self.usable_bytes - self.total_bytes
 
     @property
+    def state(self) -> str:
+        """The one verdict for this device, which the colour and the sentence both follow:
+        "fits"  - the total is within the usable memory (free minus display reserve and margin);
+        "tight" - over the usable but within what is free: it eats into the reserve and margin,
+                  may load, but Phoenix does not recommend it;
+        "short" - more than is free: the engine will run out of memory."""
+        total = self.total_bytes
+        if total <= self.usable_bytes:
+            return "fits"
+        return "tight" if total <= self.free_bytes else "short"
+
+    @property
     def fits(self) -> bool:
-        return self.headroom_bytes >= 0
+        return self.state == "fits"
 
     @property
     def status(self) -> str:
-        """"ok"; "tight" (eats into the reserve and margin); "oom" (more than is free)."""
-        if self.fits:
-            return "ok"
-        return "tight" if self.total_bytes <= self.free_bytes else "oom"
+        """Old spelling of `state` ("ok"/"tight"/"oom") for ui/membar.py, ui/pages/split.py and
+        cli.py until they read `state`; remove then."""
+        return _OLD_STATUS[self.state]
 
     def reason(self) -> str:
-        """One sentence for a device that does not fit, empty otherwise."""
-        if self.fits:
+        """One sentence for a device that does not fit, empty otherwise. The advice comes from
+        the whole plan when the device belongs to one (what helps depends on the other devices)."""
+        state = self.state
+        if state == "fits":
             return ""
-        short = -self.headroom_bytes
-        if self.kind == "cpu":
-            return (f"System RAM: {_mib(short)} short of the usable {_mib(self.usable_bytes)} "
-                    "— offload more layers to GPUs or close other programs.")
-        what = "move a layer to another GPU or lower the context"
-        if self.layers == 0:
-            what = "leave this GPU out"
-        return f"{self.name}: {_mib(short)} short — {what}."
+        plan = self._plan() if self._plan is not None else None
+        advice = plan.advice_for(self) if plan is not None else _alone_advice(self)
+        return _sentence(self, state, advice)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(total_bytes=self.total_bytes, usable_bytes=self.usable_bytes,
-                 headroom_bytes=self.headroom_bytes, fits=self.fits, status=self.status, reason=self.reason())
+                 headroom_bytes=self.headroom_bytes, fits=self.fits, state=self.state, status=self.status,
+                 reason=self.reason())
         return d
+
+
+_OLD_STATUS = {"fits": "ok", "tight": "tight", "short": "oom"}
+
+
+def _sentence(d: DevicePlan, state: str, advice: str) -> str:
+    what = "System RAM" if d.kind == "cpu" else d.name
+    if state == "tight":
+        kept = "the RAM margin" if d.kind == "cpu" else "the memory kept free (display reserve and margin)"
+        return (f"{what}: tight — eats {_mib(d.total_bytes - d.usable_bytes)} into {kept}; it may load, "
+                f"but Phoenix does not recommend it — {advice}.")
+    return f"{what}: {_mib(d.total_bytes - d.free_bytes)} short of the free memory (it will run out of memory) — {advice}."
+
+
+def _alone_advice(d: DevicePlan) -> str:
+    """Advice when nothing is known about the other devices."""
+    if d.kind == "cpu":
+        return "offload more layers to GPUs, use a smaller quant or a shorter context, or close other programs"
+    if d.layers == 0:
+        return "leave this GPU out"
+    return "move a layer to another GPU or lower the context"
 
 
 def _mib(n: int) -> str:
     return f"{n / MIB:,.0f} MiB"
+
+
+def _names(devs: list[DevicePlan]) -> str:
+    names = [d.name if d.kind == "gpu" else "system RAM" for d in devs]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 @dataclass
@@ -93,6 +132,7 @@ class Plan:
     settings: object = None
     warnings: list[str] = field(default_factory=list)
     explanation: list[str] = field(default_factory=list)
+    layer_bytes: int = 0  # weights + KV of the largest repeating layer: what "room for a layer" means
 
     @property
     def gpus(self) -> list[DevicePlan]:
@@ -102,12 +142,54 @@ class Plan:
     def cpu(self) -> DevicePlan:
         return self.devices[-1]
 
+    def __post_init__(self):
+        me = weakref.ref(self)
+        for d in self.devices:
+            d._plan = me
+
     @property
     def fits(self) -> bool:
         return all(d.fits for d in self.devices)
 
+    @property
+    def state(self) -> str:
+        """"short" if any device is short, else "tight" if any is tight, else "fits"."""
+        states = {d.state for d in self.devices}
+        return "short" if "short" in states else "tight" if "tight" in states else "fits"
+
+    def verdict(self) -> str:
+        """One sentence for the whole plan."""
+        state = self.state
+        if state == "fits":
+            low = min(self.devices, key=lambda d: d.headroom_bytes)
+            return f"Fits: every device stays within its usable memory (least headroom {_mib(low.headroom_bytes)}, {low.name})."
+        hit = [d for d in self.devices if d.state == state]
+        s = "s" if len(hit) == 1 else ""
+        if state == "tight":
+            return (f"Tight: {_names(hit)} eat{s} into the memory Phoenix keeps free; "
+                    "it may load, but is not recommended.")
+        return f"Does not fit: {_names(hit)} need{s} more memory than is free."
+
     def reasons(self) -> list[str]:
         return [d.reason() for d in self.devices if not d.fits]
+
+    def _has_room(self, d: DevicePlan) -> bool:
+        return d.headroom_bytes >= self.layer_bytes
+
+    def advice_for(self, dev: DevicePlan) -> str:
+        """What helps a device that does not fit, knowing the rest of the plan."""
+        gpus = self.gpus
+        if dev.kind == "cpu":
+            if gpus and any(self._has_room(g) for g in gpus):
+                return "offload more layers to GPUs or close other programs"
+            return "use a smaller quant or a shorter context, or close other programs"
+        if dev.layers == 0:
+            return "leave this GPU out"  # its CUDA context alone does not fit
+        roomy = [g for g in gpus if g is not dev and self._has_room(g)]
+        if roomy:
+            return f"move a layer to {_names(roomy)} or lower the context"
+        # no other GPU can take a layer: the layers must go to system RAM
+        return "lower GPU layers (put more layers in system RAM) or the context"
 
     def to_dict(self) -> dict:
         return {
@@ -118,5 +200,5 @@ class Plan:
             "predicted_prompt_tokens_per_s": round(self.predicted_prompt_tokens_per_s, 1),
             "prompt_estimate_is_rough": True, "pipeline_parallel": self.pipeline_parallel,
             "approximate": self.approximate, "warnings": self.warnings, "explanation": self.explanation,
-            "reasons": self.reasons(),
+            "state": self.state, "verdict": self.verdict(), "reasons": self.reasons(),
         }

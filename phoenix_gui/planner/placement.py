@@ -25,21 +25,22 @@ def normalise_split(weights: list[float], n_devices: int) -> list[float]:
     return cum
 
 
-def offload_range(n_layer: int, ngl: int, n_devices: int, era: str = "current") -> tuple[int, int]:
-    """(first offloaded layer index, number offloaded) of the n_layer + 1 offloadable layers."""
+def offload_range(n_layer: int, ngl: int, n_devices: int, output_layer_first: bool = True) -> tuple[int, int]:
+    """(first offloaded layer index, number offloaded) of the n_layer + 1 offloadable layers.
+    output_layer_first: the engine profile's n_gpu_layers rule (False: builds before Dec 2025)."""
     ngl = max(0, ngl)
-    if era == "old":
-        start = max(n_layer - ngl, 0)
-    else:
+    if output_layer_first:
         start = max(n_layer + 1 - ngl, 0)
+    else:
+        start = max(n_layer - ngl, 0)
     act = 0 if n_devices == 0 else min(ngl, n_layer + 1)
     return start, act
 
 
-def plan_layers(n_layer: int, ngl: int, split: list[float], era: str = "current") -> list[int]:
+def plan_layers(n_layer: int, ngl: int, split: list[float], output_layer_first: bool = True) -> list[int]:
     """Device index (into the split's device list) for layers 0..n_layer; CPU = -1."""
     n_dev = len(split)
-    start, act = offload_range(n_layer, ngl, n_dev, era)
+    start, act = offload_range(n_layer, ngl, n_dev, output_layer_first)
     out = [CPU] * (n_layer + 1)
     if act == 0:
         return out
@@ -51,7 +52,7 @@ def plan_layers(n_layer: int, ngl: int, split: list[float], era: str = "current"
         # upper_bound: the first device whose cumulative share exceeds x
         d = bisect_right(cum, x)
         out[il] = min(d, n_dev - 1)
-    if era == "old" and ngl <= n_layer:
+    if not output_layer_first and ngl <= n_layer:
         out[n_layer] = CPU  # the old rule offloads the output layer only when ngl > n_layer
     return out
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from operator import add
+
 from ..hardware.rig import MIB, GpuInfo, Rig
 from ..model.info import ModelInfo
 from .compute import ComputeInputs, device_compute, host_compute
@@ -10,10 +12,6 @@ from .ledger import DevicePlan, Plan
 from .placement import CPU, layer_counts, plan_layers
 from .settings import PlanSettings
 from .speed import SpeedDevice, cpu_theoretical_bandwidth, prompt_tokens_per_second, tokens_per_second
-
-PIPELINE_COPIES = 4
-OP_OFFLOAD_MIN_BATCH = 32
-PROCESS_RAM_OVERHEAD = {"koboldcpp": 600 * MIB, "llama-server": 250 * MIB}
 
 
 def cuda_overhead(settings: PlanSettings, rig: Rig) -> int:
@@ -28,8 +26,11 @@ def selected_gpus(rig: Rig, settings: PlanSettings) -> list[GpuInfo]:
     return [rig.gpus[i] for i in settings.devices if 0 <= i < len(rig.gpus)]
 
 
-def default_split(gpus: list[GpuInfo], overhead: int) -> list[float]:
-    """llama.cpp's split when none is given: free memory at load (after its own CUDA context)."""
+def default_split(gpus: list[GpuInfo], overhead: int, rule: str = "free") -> list[float]:
+    """The engine's split when none is given (EngineProfile.default_split): "free" = free memory
+    at load, after its own CUDA context, as llama.cpp does; "total" = total memory."""
+    if rule == "total":
+        return [float(g.total_bytes) for g in gpus]
     return [float(max(0, g.free_bytes - overhead)) for g in gpus]
 
 
@@ -45,6 +46,7 @@ def _layer_bytes(model: ModelInfo, moecpu: int) -> tuple[list[int], list[int]]:
 
 def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     s = settings
+    eng = s.profile  # every engine-version rule comes from here
     gpus = selected_gpus(rig, s)
     n_gpu = len(gpus)
     n_layer = model.n_layer
@@ -57,9 +59,9 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     split = list(s.tensor_split) if s.tensor_split and any(x > 0 for x in s.tensor_split) else None
     by_free = split is None and n_gpu > 0
     if by_free:
-        split = default_split(gpus, overhead)
+        split = default_split(gpus, overhead, eng.default_split)
     split = (split or [])[:n_gpu] + [0.0] * max(0, n_gpu - len(split or []))
-    assign = plan_layers(n_layer, ngl, split, s.ngl_era) if n_gpu else [CPU] * (n_layer + 1)
+    assign = plan_layers(n_layer, ngl, split, eng.output_layer_first) if n_gpu else [CPU] * (n_layer + 1)
     if by_free:
         # Emit what the engine would do as exact layer counts: the free-memory default is a
         # snapshot that changes with whatever else runs at load time.
@@ -70,11 +72,13 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     type_k, type_v = s.kv_types()
     if (type_v != s.cache_type_v):
         warnings.append("A quantized V cache needs flash attention; V stays f16 "
-                        + ("(koboldcpp quantizes only K)." if s.backend == "koboldcpp" else "(llama-server would refuse it)."))
-    cells = kv_cells(s.context, s.backend, "old" if s.ngl_era == "old" else "current")
-    kv = kv_bytes_per_layer(model, s.context, type_k, type_v, s.flash_attn, s.batch, s.backend, swa_f16=s.swa_f16)
-    ci = ComputeInputs(n_ubatch=min(s.batch, cells), n_kv=cells, flash_attn=s.flash_attn,
-                       n_outputs=min(s.batch, cells) if s.ngl_era == "old" else 1)
+                        + (f"({s.backend} quantizes only K)." if eng.quant_v_without_fa == "k_only"
+                          else f"({s.backend} would refuse it)."))
+    cells = kv_cells(s.context, eng)
+    kv = kv_bytes_per_layer(model, s.context, type_k, type_v, s.flash_attn, s.batch, eng)
+    n_ubatch = min(s.batch, cells)
+    ci = ComputeInputs(n_ubatch=n_ubatch, n_kv=cells, flash_attn=s.flash_attn,
+                       n_outputs=n_ubatch if eng.logits_full_ubatch else 1)
 
     w = [0] * n_gpu
     kvb = [0] * n_gpu
@@ -119,7 +123,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
 
     all_offloaded = n_gpu > 0 and all(a != CPU for a in assign)
     pipeline = (n_gpu > 1 and all_offloaded and s.split_mode == "layer" and not s.lowvram and moecpu == 0)
-    scratch = cpu_matrix if (n_gpu and cpu_matrix and s.batch >= OP_OFFLOAD_MIN_BATCH) else 0
+    scratch = cpu_matrix if (n_gpu and cpu_matrix and s.batch >= eng.op_offload_min_batch) else 0
 
     approximate = False
     if s.split_mode == "row" and n_gpu > 1:
@@ -135,7 +139,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         comp = device_compute(model, ci, has_layers=layers[i] - (1 if out_dev == i else 0) > 0,
                               has_output=out_dev == i, gpu=True,
                               host_weight_scratch=scratch if i == 0 else 0,
-                              pipeline_copies=PIPELINE_COPIES if pipeline else 1)
+                              pipeline_copies=eng.pipeline_copies if pipeline else 1)
         reserve = int(s.margin_mib * MIB + (display_reserve if g.display_attached else 0))
         devices.append(DevicePlan(
             name=g.short_name, kind="gpu", gpu_index=rig.gpus.index(g), layers=layers[i], first_layer=first[i],
@@ -151,7 +155,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     devices.append(DevicePlan(
         name="CPU / RAM", kind="cpu", gpu_index=None, layers=cpu_layers, first_layer=cpu_first, last_layer=cpu_last,
         has_output=out_dev == CPU, weights_bytes=cpu_w, kv_bytes=cpu_kv, compute_bytes=host,
-        overhead_bytes=PROCESS_RAM_OVERHEAD.get(s.backend, 300 * MIB), reserve_bytes=int(s.ram_margin_mib * MIB),
+        overhead_bytes=eng.process_ram_mib * MIB, reserve_bytes=int(s.ram_margin_mib * MIB),
         capacity_bytes=sysinfo.ram_total_bytes, free_bytes=sysinfo.ram_available_bytes,
         bandwidth_gbs=sysinfo.ram_bandwidth_gbs, expert_bytes_on_cpu=sum(cpu_expert),
         mmap_bytes=cpu_w if s.mmap else 0,
@@ -163,20 +167,20 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         old = ", ".join(sorted({g.short_name for g in gpus if g.compute_capability < (7, 5)}))
         warnings.append(f"{old} need a CUDA 12 build (koboldcpp_cu12): CUDA 13 dropped cards older than Turing.")
 
-    speed_devs = _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert)
+    speed_devs = _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells)
     tps = tokens_per_second(speed_devs, file_type=model.file_type)
     pp = prompt_tokens_per_second(speed_devs, s.batch)
     return Plan(
         model_name=model.name, n_layer=n_layer, gpulayers=ngl, tensor_split=[round(x, 4) for x in split],
         context=s.context, kv_cells=cells, devices=devices, assign=assign, predicted_tokens_per_s=tps,
         predicted_prompt_tokens_per_s=pp, pipeline_parallel=pipeline, approximate=approximate, settings=s,
-        warnings=warnings,
+        warnings=warnings, layer_bytes=max(map(add, dev_bytes, kv), default=0),
     )
 
 
-def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert) -> list[SpeedDevice]:
+def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) -> list[SpeedDevice]:
     fill = s.kv_fill if s.kv_fill is not None else max(1, s.context // 4)
-    cells = max(1, kv_cells(s.context, s.backend))
+    cells = max(1, cells)
     frac_active = (model.n_expert_used / model.n_expert) if model.is_moe else 1.0
     n = len(gpus)
     read = [0.0] * (n + 1)  # last entry: CPU

