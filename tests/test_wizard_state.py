@@ -76,17 +76,34 @@ def test_excluding_and_reordering_gpus(st):
     assert [d.name for d in st.plan().gpus] == [st.rig.gpus[c].short_name, st.rig.gpus[b].short_name]
 
 
-def test_settings_roundtrip(st, tmp_path):
+def _as_this_pc(rig):
+    import dataclasses
+
+    return dataclasses.replace(rig, simulated=False)
+
+
+def test_settings_roundtrip(tmp_path):
+    rig = _as_this_pc(load_rig(demo_rig_path()))
+    st = WizardState(rig)
+    st.set_model(preset_model_info("qwen2.5-32b-instruct-q4_k_m"), None)
     st.run_auto_fit("fastest")
-    st.update(context=8192, cache_type="q8_0", port=5010)
+    st.set_context(8192)
+    st.set_cache_type("q8_0")
+    st.set_port(5010)
     us = st.to_user_settings(UserSettings())
     save_settings(us, tmp_path / "s.json")
     back, msg = load_settings(tmp_path / "s.json")
     assert msg == ""
-    st2 = WizardState(load_rig(demo_rig_path()))
+    st2 = WizardState(_as_this_pc(load_rig(demo_rig_path())))
     st2.set_model(preset_model_info("qwen2.5-32b-instruct-q4_k_m"), None)
     st2.apply_user_settings(back)
     assert st2.settings() == st.settings()
+
+
+def test_a_simulated_rigs_split_is_not_saved_as_this_pcs(st):
+    st.run_auto_fit("fastest")
+    us = st.to_user_settings(UserSettings())
+    assert us.devices is None and us.split is None
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", json.dumps({"context": "big"}), json.dumps({"recent_models": 5})])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QLineF, QRectF, QSize, Qt
 from PySide6.QtGui import QBrush, QColor, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -16,7 +16,22 @@ SEGMENTS = [  # (field, label, colour)
     ("overhead_bytes", "runtime overhead", "#B279A2"),
 ]
 RESERVE_COLOUR = "#9D9D9D"
-STATUS_COLOUR = {"ok": "#2CA02C", "tight": "#E0A800", "oom": "#D62728"}
+OTHERS_COLOUR = "#7F7F7F"
+OVERFLOW_COLOUR = "#D62728"
+# one colour per card state (the planner decides the state once: fits / tight / short)
+STATUS_COLOUR = {"fits": "#2CA02C", "tight": "#E0A800", "short": "#D62728",
+                 "ok": "#2CA02C", "oom": "#D62728"}
+LEGEND = [  # (swatch html, label) in the order the bar draws them
+    (f"<span style='color:{OTHERS_COLOUR}'>▤</span>", "used by other programs"),
+    *[(f"<span style='color:{c}'>■</span>", label) for _, label, c in SEGMENTS],
+    (f"<span style='color:{RESERVE_COLOUR}'>▨</span>", "kept free (display reserve + margin)"),
+    ("<b>|</b>", "capacity"),
+    (f"<span style='color:{OVERFLOW_COLOUR}'>▩</span>", "past capacity (will not load)"),
+]
+
+
+def legend_html() -> str:
+    return " &nbsp;".join(f"{sw} {label}" for sw, label in LEGEND)
 
 
 def mib(n: int) -> str:
@@ -55,18 +70,21 @@ class MemoryBar(QWidget):
         p = QPainter(self)
         p.setRenderHint(QPainter.Antialiasing)
         r = QRectF(self.rect()).adjusted(1, 1, -1, -1)
-        pal = self.palette()
         p.setPen(Qt.NoPen)
-        p.setBrush(pal.base())
+        p.setBrush(self.palette().base())
         p.drawRoundedRect(r, 4, 4)
         if d is None or d.capacity_bytes <= 0:
+            p.end()
             return
-        scale = r.width() / max(d.capacity_bytes, d.total_bytes + (d.capacity_bytes - d.free_bytes) + d.reserve_bytes)
+        used_by_others = max(0, d.capacity_bytes - d.free_bytes)
+        need = used_by_others + d.total_bytes
+        # a short card's bar runs past its capacity line: the overflow is what will not load
+        scale = r.width() / max(d.capacity_bytes, need)
+        cap_x = r.left() + d.capacity_bytes * scale
         x = r.left()
-        used_by_others = d.capacity_bytes - d.free_bytes
         if used_by_others > 0:  # the desktop or other programs, before Phoenix starts anything
             w = used_by_others * scale
-            p.setBrush(QBrush(QColor(RESERVE_COLOUR), Qt.Dense4Pattern))
+            p.setBrush(QBrush(QColor(OTHERS_COLOUR), Qt.Dense4Pattern))
             p.drawRect(QRectF(x, r.top(), w, r.height()))
             x += w
         for field, _, colour in SEGMENTS:
@@ -76,14 +94,27 @@ class MemoryBar(QWidget):
             p.setBrush(QColor(colour))
             p.drawRect(QRectF(x, r.top(), w, r.height()))
             x += w
-        # reserve sits at the far end of the usable space: the part Phoenix keeps free
-        res_w = d.reserve_bytes * scale
-        res_x = r.left() + (d.capacity_bytes - d.reserve_bytes) * scale if d.kind == "gpu" else r.right() - res_w
-        p.setBrush(QBrush(QColor(RESERVE_COLOUR), Qt.BDiagPattern))
-        p.drawRect(QRectF(res_x, r.top(), res_w, r.height()))
+        if d.kind == "gpu":  # reserve sits at the end of the capacity: the part Phoenix keeps free
+            res_w = d.reserve_bytes * scale
+            p.setBrush(QBrush(QColor(RESERVE_COLOUR), Qt.BDiagPattern))
+            p.drawRect(QRectF(cap_x - res_w, r.top(), res_w, r.height()))
+        if x > cap_x + 0.5:
+            p.setBrush(QBrush(QColor(OVERFLOW_COLOUR), Qt.DiagCrossPattern))
+            p.drawRect(QRectF(cap_x, r.top(), x - cap_x, r.height()))
+        pen = QPen(self.palette().windowText().color())
+        pen.setWidth(2)
+        p.setPen(pen)
+        p.drawLine(QLineF(cap_x, r.top() - 1, cap_x, r.bottom() + 1))
         pen = QPen(QColor(STATUS_COLOUR[d.status]))
-        pen.setWidth(2 if d.status == "ok" else 3)
+        pen.setWidth(2 if d.status in ("fits", "ok") else 3)
         p.setPen(pen)
         p.setBrush(Qt.NoBrush)
         p.drawRoundedRect(r, 4, 4)
         p.end()
+
+    def capacity_x(self) -> float:
+        """Where the capacity line is drawn (tests and tooltips)."""
+        d = self.device
+        r = QRectF(self.rect()).adjusted(1, 1, -1, -1)
+        need = max(0, d.capacity_bytes - d.free_bytes) + d.total_bytes
+        return r.left() + d.capacity_bytes * r.width() / max(d.capacity_bytes, need)

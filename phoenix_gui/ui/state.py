@@ -229,12 +229,18 @@ class WizardState:
             return
         if on:
             self.included.add(gpu)
-            self.shares[gpu] = self._parked_shares.pop(gpu, None) or self._default_share(gpu)
+            frac = self._parked_shares.pop(gpu, None)  # its fraction of the split when it was unticked
+            others = sum(self.shares.get(i, 0.0) for i in self.devices if i != gpu)
+            if frac and frac < 1 and others > 0:
+                self.shares[gpu] = others * frac / (1 - frac)
+            else:
+                self.shares[gpu] = self._default_share(gpu)
         else:
+            total = sum(self.shares.get(i, 0.0) for i in self.devices)
             self.included.discard(gpu)
             self.locked.discard(gpu)
-            if gpu in self.shares:
-                self._parked_shares[gpu] = self.shares.pop(gpu)
+            if gpu in self.shares and total > 0:
+                self._parked_shares[gpu] = self.shares.pop(gpu) / total
         self._renormalise()
         self._emit(DEVICES, SPLIT)
 

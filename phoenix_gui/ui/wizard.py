@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from PySide6.QtCore import QByteArray
-from PySide6.QtWidgets import QWizard
+from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit, QMessageBox, QWizard
 
 from ..config import UserSettings, save_settings
 from .pages import ContextPage, HardwarePage, LaunchPage, ModelPage, MonitorPage, SplitPage
@@ -43,7 +43,6 @@ class PhoenixWizard(QWizard):
         if notice:
             self.pages["hardware"].banner.setText(notice)
             self.pages["hardware"].banner.setVisible(True)
-        state.subscribe(self._on_change)
         self.currentIdChanged.connect(lambda _id: self._on_change())
         self.session.ready.connect(lambda _o: self.go_to("monitor"))
         if self.us.geometry:
@@ -76,6 +75,32 @@ class PhoenixWizard(QWizard):
         if page is not None:
             page.refresh()
 
+    # Enter in a field commits that field only; it never presses Next (a typed model path is read
+    # first, a typed percent or context is applied where it is).
+    def keyPressEvent(self, e) -> None:  # noqa: N802
+        if e.key() in (Qt.Key_Return, Qt.Key_Enter) and isinstance(
+                self.focusWidget(), (QLineEdit, QAbstractSpinBox, QComboBox)):
+            e.accept()
+            return
+        super().keyPressEvent(e)
+
+    def confirm_quit(self) -> bool:
+        """While a server runs, closing asks first (closing stops it)."""
+        if not self.session.running:
+            return True
+        answer = QMessageBox.question(self, "Stop the server?",
+                                      "A server is running. Closing Phoenix stops it. Close anyway?",
+                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
+
+    def reject(self) -> None:  # Escape and the window's Cancel
+        if self.confirm_quit():
+            super().reject()
+
+    def accept(self) -> None:  # the last page's Close
+        if self.confirm_quit():
+            super().accept()
+
     # drag and drop a model or a .kcpps onto the window
     def dragEnterEvent(self, e) -> None:  # noqa: N802
         if e.mimeData().hasUrls() and any(u.toLocalFile().lower().endswith((".gguf", ".kcpps", ".kcppt"))
@@ -98,7 +123,7 @@ class PhoenixWizard(QWizard):
         if not self.persist:
             return
         self.state.to_user_settings(self.us)
-        self.us.rig_path = getattr(self.state, "rig_path", None)
+        self.us.rig_path = None  # a simulated rig is never remembered as this PC
         self.us.geometry = base64.b64encode(bytes(self.saveGeometry())).decode("ascii")
         try:
             save_settings(self.us)
@@ -111,6 +136,9 @@ class PhoenixWizard(QWizard):
         super().done(result)
 
     def closeEvent(self, e) -> None:  # noqa: N802
-        self.save()
-        self.session.stop()
-        super().closeEvent(e)
+        if self.isVisible():
+            super().closeEvent(e)  # QDialog turns a close into reject(): it asks while a server runs
+        else:
+            self.save()
+        if e.isAccepted():
+            self.session.stop()  # nothing keeps running after Phoenix closes

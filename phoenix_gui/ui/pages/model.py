@@ -9,18 +9,23 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout,
 
 from ...backends.kcpps import KcppsError, read_kcpps
 from ...model import ModelFileError, read_model
-from ..worker import run_in_thread
+from ..state import MODEL, NOTES
+from ..worker import OwnedTask
 from .base import StatePage, banner
 
 
 class ModelPage(StatePage):
+    topics = (MODEL, NOTES)
+
     def __init__(self, state, user_settings=None):
         super().__init__(state, "Model", "Choose a .gguf model from any folder, or drop one onto the window. "
                          "Opening any part of a split model reads all parts.")
         self.us = user_settings
+        self.task = OwnedTask(self)  # one header read at a time: a newer choice supersedes an older one
+        self.loading: str | None = None
         self.path = QLineEdit()
         self.path.setPlaceholderText("/path/to/model.gguf")
-        self.path.returnPressed.connect(lambda: self.load(self.path.text().strip()))
+        self.path.returnPressed.connect(lambda: self.load(self.path.text().strip()))  # Enter reads the file only
         browse = QPushButton("Browse…")
         browse.clicked.connect(self.browse)
         kc = QPushButton("Import .kcpps…")
@@ -77,27 +82,34 @@ class ModelPage(StatePage):
             self.import_kcpps(path)
 
     def load(self, path: str, then=None) -> None:
-        """Read the header on a worker thread; the window stays responsive for big files."""
+        """Read the header on a worker thread; the window stays responsive for big files. A newer
+        load supersedes an older one (its result is dropped)."""
         if not path:
             return
         self.busy.setVisible(True)
         self.error.setVisible(False)
         self.path.setText(path)
+        self.loading = path
+        self.completeChanged.emit()
 
         def done(model):
+            self.loading = None
             self.busy.setVisible(False)
             self.state.set_model(model, path)
             if self.us is not None:
                 self.us.remember_model(path)
             if then:
                 then()
+            self.completeChanged.emit()
 
         def failed(e):
+            self.loading = None
             self.busy.setVisible(False)
             msg = str(e) if isinstance(e, ModelFileError) else f"{Path(path).name} could not be read ({type(e).__name__}: {e})."
             self.state.set_model(None, path, msg)
+            self.completeChanged.emit()
 
-        run_in_thread(lambda: read_model(path), done, failed)
+        self.task.run(lambda _cancel: read_model(path), done, failed)
 
     def import_kcpps(self, path: str) -> None:
         try:
@@ -111,21 +123,30 @@ class ModelPage(StatePage):
         else:
             self.state.apply_kcpps(imp)
             if imp.model_path:
-                self.state.notes.append(f"The config's model {imp.model_path} was not found; choose the file.")
-                self.state.changed()
+                self.state.set_notes(self.state.notes + [f"The config's model {imp.model_path} was not found; choose the file."])
 
-    def isComplete(self) -> bool:  # noqa: N802 - Next needs a model to plan
-        return self.state.model is not None
+    def typed_path(self) -> str:
+        return self.path.text().strip()
+
+    def isComplete(self) -> bool:  # noqa: N802 - Next needs a model to plan, and no read under way
+        return self.state.model is not None and self.loading is None
+
+    def validatePage(self) -> bool:  # noqa: N802
+        """A path typed but not yet read is read first; Next moves on only once it is the model shown."""
+        typed = self.typed_path()
+        if typed and self.state.model_path != typed:
+            self.load(typed)
+            return False
+        return self.state.model is not None and not self.state.model_error
 
     def refresh(self) -> None:
         st = self.state
         self.completeChanged.emit()
-        self._updating = True
         self.recent.clear()
         self.recent.addItem("Recent models…", None)
         for p in (self.us.recent_models if self.us else []):
             self.recent.addItem(p, p)
-        if st.model_path and self.path.text() != st.model_path:
+        if st.model_path and self.path.text() != st.model_path and not self.path.hasFocus() and self.loading is None:
             self.path.setText(st.model_path)
         self.error.setText(st.model_error)
         self.error.setVisible(bool(st.model_error))
@@ -148,4 +169,3 @@ class ModelPage(StatePage):
             f["kv"].setText(f"{max(m.n_head_kv)} KV heads of {max(m.n_head)} · K {m.key_length} / V {m.value_length} wide")
             f["moe"].setText(f"{m.n_expert} experts, {m.n_expert_used} used per token" if m.is_moe else "dense (no experts)")
             f["file"].setText(", ".join(p.name for p in m.parts) if m.parts else "built-in preset (demo, no file)")
-        self._updating = False

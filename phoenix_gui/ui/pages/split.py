@@ -1,17 +1,20 @@
-"""Page 4: per-GPU split sliders with locks, GPU layers, live per-device memory bars, auto-fit."""
+"""Page 4: layers per GPU (whole layers, with locks), the split as koboldcpp text, GPU layers, live
+per-device memory bars, auto-fit."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
+                               QLineEdit, QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
-from ..membar import STATUS_COLOUR, MemoryBar, mib
-from .base import StatePage, quiet
+from ..binding import bind
+from ..membar import STATUS_COLOUR, MemoryBar, legend_html, mib
+from ..state import DEVICES, MODEL, PLAN, SPLIT
+from .base import StatePage, banner
 
-STEPS = 1000  # slider resolution: 0.1 % of the split
 OBJECTIVES = [("fastest", "fastest"), ("context", "longest context"), ("headroom", "most headroom")]
+STATE_WORD = {"fits": "fits", "ok": "fits", "tight": "TIGHT", "short": "SHORT", "oom": "SHORT"}
 
 
 def _colour(label: QLabel, colour: str | None) -> None:
@@ -24,10 +27,67 @@ def _colour(label: QLabel, colour: str | None) -> None:
     label.setPalette(pal)
 
 
+def split_text(weights: list[float]) -> str:
+    """The split as a user would type it for koboldcpp: whole numbers plain, others to 2 decimals."""
+    return " ".join(f"{w:.0f}" if abs(w - round(w)) < 1e-9 else f"{w:.2f}".rstrip("0").rstrip(".") for w in weights)
+
+
+class CardRow:
+    """One GPU's controls: a slider and a box in whole layers, its share in percent (typed decimals
+    kept), and a lock."""
+
+    def __init__(self, page: "SplitPage", gi: int, row: int):
+        st = page.state
+        self.gi = gi
+        label = st.gpu_label(gi)
+        self.name = QLabel(label)
+        self.slider = QSlider(Qt.Horizontal)
+        self.slider.setMinimumWidth(160)
+        self.slider.setPageStep(4)
+        self.slider.setAccessibleName(f"layers on {label}")
+        self.slider.setToolTip(f"{label}: how many of the offloaded layers it holds. Arrow keys: one layer.")
+        self.layers = QSpinBox()
+        self.layers.setSuffix(" layers")
+        self.layers.setAccessibleName(f"layers on {label} (number)")
+        self.percent = QDoubleSpinBox()
+        self.percent.setRange(0, 100)
+        self.percent.setDecimals(2)
+        self.percent.setSuffix(" %")
+        self.percent.setToolTip("Its share of the split; decimals are kept as typed.")
+        self.lock = QCheckBox("lock")
+        self.lock.setToolTip("A locked card keeps its layers while you move the others.")
+        say = page.say
+        self.bindings = [
+            bind(self.slider, st, (SPLIT, PLAN), lambda: st.layer_counts().get(gi, 0), lambda v: st.set_layers(gi, v), say),
+            bind(self.layers, st, (SPLIT, PLAN), lambda: st.layer_counts().get(gi, 0), lambda v: st.set_layers(gi, v), say),
+            bind(self.percent, st, SPLIT, lambda: round(st.percent(gi), 2), lambda v: st.set_share(gi, v), say),
+            bind(self.lock, st, SPLIT, lambda: gi in st.locked, lambda on: st.set_locked(gi, on), say),
+        ]
+        for c, w in enumerate((self.name, self.slider, self.layers, self.percent, self.lock)):
+            page.sliders.addWidget(w, row, c)
+
+    def widgets(self):
+        return (self.name, self.slider, self.layers, self.percent, self.lock)
+
+    def update_range(self, n: int, locked: bool) -> None:
+        for w in (self.slider, self.layers):
+            if w.maximum() != n:
+                w.blockSignals(True)
+                w.setRange(0, n)
+                w.blockSignals(False)
+            w.setEnabled(not locked)
+        self.percent.setEnabled(not locked)
+        for b in self.bindings:
+            b.show()
+
+
 class SplitPage(StatePage):
+    topics = (DEVICES, SPLIT, MODEL, PLAN)
+
     def __init__(self, state):
-        super().__init__(state, "Split", "Drag a card's share of the layers; the bars show where every MiB goes. "
+        super().__init__(state, "Split", "Give each card whole layers; the bars show where every MiB goes. "
                          "Auto-fit finds the fastest split that fits.")
+        st = self.state
         self.speed = QLabel()
         self.speed.setStyleSheet("font-size: 26pt; font-weight: 600;")
         self.speed.setToolTip("Predicted generation speed: every token reads each device's weights and KV cache "
@@ -36,19 +96,30 @@ class SplitPage(StatePage):
         self.compare.setWordWrap(True)
         self.verdict = QLabel()
         self.verdict.setWordWrap(True)
+        self.error = banner(kind="error")
 
-        self.sliders_box = QGroupBox("Tensor split (share of the offloaded layers)")
+        self.sliders_box = QGroupBox("Layers per GPU")
         self.sliders = QGridLayout(self.sliders_box)
-        self.rows: dict[int, tuple] = {}
-        self._row_key: tuple = ()
+        self.sliders.setColumnStretch(1, 1)
+        self.rows: dict[int, CardRow] = {}
+        self._row_key: tuple | None = None
+        self.split_edit = QLineEdit()
+        self.split_edit.setToolTip("The same split as koboldcpp's --tensor_split: one weight per GPU in order, "
+                                   "e.g. 1.5 4.5 3. Press Enter to apply.")
+        bind(self.split_edit, st, (SPLIT, DEVICES), lambda: split_text([st.shares.get(i, 0.0) for i in st.devices]),
+             st.set_split_text, self.say)
+        srow = QHBoxLayout()
+        srow.addWidget(QLabel("--tensor_split:"))
+        srow.addWidget(self.split_edit, 1)
 
         self.layers = QSlider(Qt.Horizontal)
         self.layers.setToolTip("GPU layers (--gpulayers): the output layer goes first, then the last blocks. "
                                "The rest run on the CPU from system RAM.")
         self.layers.setPageStep(4)
-        self.layers.valueChanged.connect(lambda v: self.guarded(lambda: self.state.set_gpulayers(v)))
         self.layers_spin = QSpinBox()
-        self.layers_spin.valueChanged.connect(lambda v: self.guarded(lambda: self.state.set_gpulayers(v)))
+        self._range_layers()
+        bind(self.layers, st, (SPLIT, DEVICES, MODEL), lambda: st.offloaded_layers, st.set_gpulayers, self.say)
+        bind(self.layers_spin, st, (SPLIT, DEVICES, MODEL), lambda: st.offloaded_layers, st.set_gpulayers, self.say)
         lrow = QHBoxLayout()
         lrow.addWidget(QLabel("GPU layers:"))
         lrow.addWidget(self.layers, 1)
@@ -59,7 +130,7 @@ class SplitPage(StatePage):
             self.objective.addItem(label, key)
         self.objective.setToolTip("What auto-fit maximises; every device must fit either way.")
         self.autofit = QPushButton("Auto-fit")
-        self.autofit.setToolTip("Set the sliders to the planner's answer; you can drag from there.")
+        self.autofit.setToolTip("Set the layers to the planner's answer; you can move them from there.")
         self.autofit.clicked.connect(self.run_autofit)
         arow = QHBoxLayout()
         arow.addWidget(self.objective)
@@ -71,31 +142,36 @@ class SplitPage(StatePage):
 
         left = QVBoxLayout()
         left.addWidget(self.sliders_box)
+        left.addLayout(srow)
         left.addLayout(lrow)
         left.addLayout(arow)
+        left.addWidget(self.error)
         left.addWidget(self.explain)
         left.addStretch(1)
 
         self.bars_box = QGroupBox("Memory per device")
         self.bars = QVBoxLayout(self.bars_box)
         self.bar_rows: list[tuple[QLabel, MemoryBar, QLabel]] = []
-        legend = QLabel("<span style='color:#4C78A8'>■</span> weights  <span style='color:#F58518'>■</span> KV cache  "
-                        "<span style='color:#54A24B'>■</span> compute  <span style='color:#B279A2'>■</span> CUDA/runtime  "
-                        "<span style='color:#9D9D9D'>▨</span> in use / kept free")
+        self.legend = QLabel(legend_html())
+        self.legend.setWordWrap(True)
         right = QVBoxLayout()
         right.addWidget(self.speed)
         right.addWidget(self.compare)
         right.addWidget(self.verdict)
         right.addWidget(self.bars_box)
-        right.addWidget(legend)
+        right.addWidget(self.legend)
         right.addStretch(1)
 
         cols = QHBoxLayout(self)
         lw, rw = QWidget(), QWidget()
         lw.setLayout(left)
         rw.setLayout(right)
-        cols.addWidget(lw, 5)
-        cols.addWidget(rw, 6)
+        cols.addWidget(lw, 6)
+        cols.addWidget(rw, 5)
+
+    def say(self, sentence: str) -> None:
+        self.error.setText(sentence)
+        self.error.setVisible(True)
 
     # --- actions ---
     def run_autofit(self) -> None:
@@ -104,36 +180,22 @@ class SplitPage(StatePage):
         self.state.run_auto_fit(self.objective.currentData())
 
     # --- rows ---
+    def _range_layers(self) -> None:
+        n = self.state.max_layers
+        for w in (self.layers, self.layers_spin):
+            if w.maximum() != n:
+                w.blockSignals(True)
+                w.setRange(0, n)
+                w.setValue(self.state.offloaded_layers)
+                w.blockSignals(False)
+
     def _build_rows(self) -> None:
-        while self.sliders.count():
-            w = self.sliders.takeAt(0).widget()
-            if w:
+        for r in self.rows.values():
+            for w in r.widgets():
+                self.sliders.removeWidget(w)
                 w.deleteLater()
-        self.rows = {}
         st = self.state
-        for r, gi in enumerate(st.devices):
-            g = st.rig.gpus[gi]
-            name = QLabel(g.short_name)
-            s = QSlider(Qt.Horizontal)
-            s.setRange(0, STEPS)
-            s.setPageStep(50)
-            s.setAccessibleName(f"split share of {g.short_name}")
-            s.setToolTip(f"{g.short_name}: its share of the offloaded layers. Arrow keys: 0.1 %, Page Up/Down: 5 %.")
-            spin = QDoubleSpinBox()
-            spin.setRange(0, 100)
-            spin.setDecimals(1)
-            spin.setSuffix(" %")
-            lock = QCheckBox("lock")
-            lock.setToolTip("A locked card keeps its share while you move the others.")
-            s.valueChanged.connect(lambda v, gi=gi: self.guarded(lambda: self.state.set_share(gi, v * 100.0 / STEPS)))
-            spin.valueChanged.connect(lambda v, gi=gi: self.guarded(lambda: self.state.set_share(gi, v)))
-            lock.toggled.connect(lambda on, gi=gi: self.guarded(lambda: self.state.set_locked(gi, on)))
-            layers = QLabel()
-            layers.setMinimumWidth(70)
-            for c, w in enumerate((name, s, spin, lock, layers)):
-                self.sliders.addWidget(w, r, c)
-            self.sliders.setColumnStretch(1, 1)
-            self.rows[gi] = (s, spin, lock, layers)
+        self.rows = {gi: CardRow(self, gi, r) for r, gi in enumerate(st.devices)}
         while self.bars.count():
             w = self.bars.takeAt(0).widget()
             if w:
@@ -151,58 +213,60 @@ class SplitPage(StatePage):
 
     def refresh(self) -> None:
         st = self.state
-        self._updating = True
-        try:
-            if tuple(st.devices) != self._row_key:
-                self._build_rows()
-            plan = st.plan()
-            n_max = st.max_layers
-            ngl = n_max if st.gpulayers is None else st.gpulayers
-            with quiet(self.layers, self.layers_spin):
-                self.layers.setRange(0, n_max)
-                self.layers_spin.setRange(0, n_max)
-                self.layers.setValue(ngl)
-                self.layers_spin.setValue(ngl)
-            self.sliders_box.setEnabled(bool(st.devices) and st.model is not None)
-            self.autofit.setEnabled(st.model is not None)
-            if plan is None:
-                self.speed.setText("—")
-                self.verdict.setText("Choose a model first.")
-                return
-            by_gpu = {d.gpu_index: d for d in plan.gpus}
-            for gi, (s, spin, lock, lab) in self.rows.items():
-                share = st.percent(gi)
-                with quiet(s, spin, lock):
-                    s.setValue(round(share * STEPS / 100.0))
-                    spin.setValue(share)
-                    lock.setChecked(gi in st.locked)
-                s.setEnabled(gi not in st.locked)
-                spin.setEnabled(gi not in st.locked)
-                d = by_gpu.get(gi)
-                lab.setText(f"{d.layers} layers" if d else "")
-            for (head, bar, why), d in zip(self.bar_rows, plan.devices):
-                status = {"ok": "fits", "tight": "TIGHT", "oom": "OUT OF MEMORY"}[d.status]
-                head.setText(f"{d.name} · {d.layers} layers · {mib(d.total_bytes)} of {mib(d.usable_bytes)} usable · {status}")
-                _colour(head, STATUS_COLOUR[d.status] if d.status != "ok" else None)
-                bar.set_device(d)
-                why.setText(d.reason())
-                _colour(why, STATUS_COLOUR[d.status])
-                if why.isVisibleTo(self) != bool(d.reason()):  # a visibility flip relayouts the page
-                    why.setVisible(bool(d.reason()))
+        if tuple(st.devices) != self._row_key:
+            self._build_rows()
+        self._range_layers()
+        gpu_plan = bool(st.devices) and st.model is not None
+        self.sliders_box.setVisible(bool(st.devices))
+        for w in (self.sliders_box, self.split_edit, self.layers, self.layers_spin):
+            w.setEnabled(gpu_plan)
+        self.autofit.setEnabled(st.model is not None)
+        plan = st.plan()
+        if plan is None:
+            self.speed.setText("—")
+            self.verdict.setText("Choose a model first.")
+            return
+        n = st.offloaded_layers
+        for gi, row in self.rows.items():
+            row.update_range(n, gi in st.locked)
+        for (head, bar, why), d in zip(self.bar_rows, plan.devices):
+            head.setText(f"{d.name} · {d.layers} layers · {mib(d.total_bytes)} of {mib(d.usable_bytes)} usable · "
+                         f"{STATE_WORD[d.status]}")
+            _colour(head, STATUS_COLOUR[d.status] if d.status not in ("fits", "ok") else None)
+            bar.set_device(d)
+            reason = d.reason()
+            why.setText(reason)
+            _colour(why, STATUS_COLOUR[d.status])
+            if why.isVisibleTo(self) != bool(reason):  # a visibility flip relayouts the page
+                why.setVisible(bool(reason))
+        self._show_speed(plan)
+        self.explain.setText("<br>".join(st.current_explanation() + plan.warnings))
+
+    def _show_speed(self, plan) -> None:
+        """A plan that would not load has no speed to show, and no ratio against it either way."""
+        st = self.state
+        if plan.fits:
             self.speed.setText(f"{plan.predicted_tokens_per_s:.1f} tokens/s")
-            cmp = ""
-            if st.baseline is not None:
-                b = st.baseline.predicted_tokens_per_s
-                ratio = plan.predicted_tokens_per_s / b if b else 0
-                cmp = (f"What you had before ({st.baseline_name}): {b:.1f} tokens/s"
-                       f"{'' if st.baseline.fits else ', does not fit'} → now {ratio:.2f}×")
-            self.compare.setText(cmp + ("" if not cmp else "<br>") +
-                                 f"prompt processing, rough: {plan.predicted_prompt_tokens_per_s:.0f} tokens/s")
-            if plan.fits:
-                self.verdict.setText(f"<span style='color:{STATUS_COLOUR['ok']}'>Every device fits.</span>")
+            _colour(self.speed, None)
+        else:
+            self.speed.setText("does not fit")
+            _colour(self.speed, STATUS_COLOUR["short"])
+        lines = []
+        b = st.baseline
+        if b is not None:
+            if not b.fits:
+                lines.append(f"What you had before ({st.baseline_name}) would not load: {' '.join(b.reasons())}")
+            elif plan.fits:
+                lines.append(f"What you had before ({st.baseline_name}): {b.predicted_tokens_per_s:.1f} tokens/s "
+                             f"→ now {plan.predicted_tokens_per_s / b.predicted_tokens_per_s:.2f}×")
             else:
-                self.verdict.setText("<br>".join(f"<span style='color:{STATUS_COLOUR['oom']}'>{r}</span>"
-                                                 for r in plan.reasons()))
-            self.explain.setText("<br>".join(st.current_explanation() + plan.warnings))
-        finally:
-            self._updating = False
+                lines.append(f"What you had before ({st.baseline_name}): {b.predicted_tokens_per_s:.1f} tokens/s; "
+                             "this plan would not load.")
+        if plan.fits:
+            lines.append(f"prompt processing, rough: {plan.predicted_prompt_tokens_per_s:.0f} tokens/s")
+        self.compare.setText("<br>".join(lines))
+        if plan.fits:
+            self.verdict.setText(f"<span style='color:{STATUS_COLOUR['fits']}'>Every device fits.</span>")
+        else:
+            self.verdict.setText("<br>".join(f"<span style='color:{STATUS_COLOUR['short']}'>{r}</span>"
+                                             for r in plan.reasons()))
