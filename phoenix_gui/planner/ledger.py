@@ -91,9 +91,8 @@ _OLD_STATUS = {"fits": "ok", "tight": "tight", "short": "oom"}
 def _sentence(d: DevicePlan, state: str, advice: str) -> str:
     what = "System RAM" if d.kind == "cpu" else d.name
     if state == "tight":
-        kept = "the RAM margin" if d.kind == "cpu" else "the memory kept free (display reserve and margin)"
-        return (f"{what}: tight — eats {_mib(d.total_bytes - d.usable_bytes)} into {kept}; it may load, "
-                f"but Phoenix does not recommend it — {advice}.")
+        return (f"{what}: tight — eats {_mib(d.total_bytes - d.usable_bytes)} of the {_mib(d.reserve_bytes)} "
+                f"Phoenix keeps free; it may load, but Phoenix does not recommend it — {advice}.")
     return f"{what}: {_mib(d.total_bytes - d.free_bytes)} short of the free memory (it will run out of memory) — {advice}."
 
 
