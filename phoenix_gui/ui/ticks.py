@@ -7,7 +7,7 @@ and in any style. Labels that would overlap a neighbour are left out; clicking a
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QPushButton, QSlider, QStyle, QStyleOptionSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QPushButton, QSlider, QStyle, QStyleOptionSlider, QVBoxLayout, QWidget
 
 
 def handle_centre_x(slider: QSlider, value: int) -> float:
@@ -33,7 +33,10 @@ class TickedSlider(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
-        lay.addWidget(self.slider)
+        inset = QHBoxLayout()  # room at both ends for half a label over the first and last values
+        inset.setContentsMargins(18, 0, 18, 0)
+        inset.addWidget(self.slider)
+        lay.addLayout(inset)
         lay.addWidget(self.labels)
         self._ticks: list[tuple[int, QPushButton]] = []
 
@@ -73,7 +76,7 @@ class TickedSlider(QWidget):
             w = b.sizeHint().width()
             x = handle_centre_x(self.slider, value) + self.slider.x() - self.labels.x()
             left = round(x - w / 2.0)
-            if left < right_edge + 4 or left < -w / 2 or left + w > self.labels.width() + w / 2:
+            if left < right_edge + 4 or left < 0 or left + w > self.labels.width():
                 b.hide()
                 continue
             b.setGeometry(left, 0, w, self.labels.height())
