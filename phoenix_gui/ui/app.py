@@ -16,7 +16,10 @@ DEMO_PRESET = "qwen2.5-32b-instruct-q4_k_m"
 def build_state(demo: bool, rig_path: str | None, model_path: str | None, us: UserSettings, measure: bool = True):
     notes = []
     rig = None
-    path = rig_path or (str(demo_rig_path()) if demo else us.rig_path)
+    # Only an explicit --rig FILE or --demo opens a rig file. A rig remembered from an earlier run
+    # (us.rig_path) is never reopened: after one --demo, plain `phoenix` would otherwise show the
+    # simulated cards as "the GPUs Phoenix found" on every start.
+    path = rig_path or (str(demo_rig_path()) if demo else None)
     if path:
         try:
             rig = load_rig(path)

@@ -1,39 +1,113 @@
-"""Page 1: the GPUs (include, order), RAM and CPU; simulated rigs."""
+"""Page 1: the GPUs (include, order), RAM and CPU; simulated rigs and the way back to this PC."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QTableWidget,
-                               QTableWidgetItem, QToolButton, QVBoxLayout, QWidget, QHeaderView, QAbstractItemView)
+from pathlib import Path
 
-from ...hardware import RigFileError, load_rig
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
+                               QPushButton, QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
+
+from ...hardware import RigFileError, detect_rig, load_rig
 from ...hardware.rigfile import rigs_dir
-from .base import StatePage, banner, gib
+from ..state import DEVICES, RIG
+from ..worker import OwnedTask
+from .base import StatePage, banner, gib, quiet
 
 COLUMNS = ["use", "GPU", "architecture", "VRAM used / total", "bandwidth", "PCIe", "display", "order"]
+USE, NAME, ARCH, VRAM, BANDWIDTH, PCIE, DISPLAY, ORDER = range(len(COLUMNS))
+
+INSTRUCTIONS = ("Tick the cards to use (Space ticks the focused row); ▲/▼ set the order the server numbers them in. "
+                "Every ticked card costs a CUDA context, even with no layers.")
+THIS_PC = "The GPUs Phoenix found in this PC"
+USE_THIS_PC = "Use this PC's hardware"
+
+
+def heading_text(rig, rig_path: str | None) -> str:
+    """Says whose GPUs these are: a simulated rig must never read as this PC's."""
+    if not rig.simulated:
+        return f"{THIS_PC} ({rig.name})" if rig.name else THIS_PC
+    return f"Simulated rig: {rig.name}" + (f" (from {Path(rig_path).name})" if rig_path else "")
+
+
+def no_gpu_text(rig) -> str:
+    """One sentence for a rig without NVIDIA GPUs. The rig's gpu_note already says "no GPU" (and
+    sometimes "so Phoenix plans for the CPU only"), so only its reason is kept."""
+    if rig.simulated:
+        return f"No NVIDIA GPU in the simulated rig “{rig.name}”, so Phoenix plans for the CPU and system RAM only."
+    why = (rig.gpu_note or "").strip().rstrip(".").split(", so Phoenix")[0]
+    first = why.split(" ")[0]
+    if first and not first.isupper() and first != "Phoenix":  # "The driver…" -> "the driver…", "NVIDIA…" stays
+        why = why[0].lower() + why[1:]
+    because = f" because {why}" if why else ""
+    return f"No NVIDIA GPU was found in this PC{because}, so Phoenix plans for the CPU and system RAM only."
+
+
+def short_pci(bus_id: str) -> str:
+    """NVML's "00000000:02:00.0" as lspci and Device Manager write it: "0000:02:00.0"."""
+    domain, sep, rest = bus_id.partition(":")
+    if sep and len(domain) == 8 and domain.startswith("0000"):
+        return f"{domain[4:]}:{rest}".lower()
+    return bus_id.lower()
+
+
+class GpuTable(QTableWidget):
+    """Space (or Select) anywhere on the focused row ticks or unticks that row's GPU: the tick box
+    itself is one small cell, and keyboard users land on whichever cell they tabbed into."""
+
+    def keyPressEvent(self, e) -> None:  # noqa: N802
+        row = self.currentRow()
+        if e.key() in (Qt.Key_Space, Qt.Key_Select) and row >= 0 and self.item(row, USE) is not None:
+            it = self.item(row, USE)
+            it.setCheckState(Qt.Unchecked if it.checkState() == Qt.Checked else Qt.Checked)
+            e.accept()
+            return
+        super().keyPressEvent(e)
 
 
 class HardwarePage(StatePage):
+    topics = (RIG, DEVICES)
+
     def __init__(self, state, wizard_window=None):
-        super().__init__(state, "Hardware", "The GPUs Phoenix found. Untick a card to leave it out; the order is the "
-                         "order the server numbers them in.")
+        super().__init__(state, "Hardware", INSTRUCTIONS)
+        self._detect = OwnedTask(self)
+        self._built_for = None  # the rig the table's rows were made for; rows are rebuilt only for a new rig
+        self._notice = ""  # a start-up notice (damaged settings, unreadable rig file) shown above the table
+        self._banner_text = ""
+        self.heading = QLabel()
+        font = QFont(self.heading.font())
+        font.setBold(True)
+        self.heading.setFont(font)
+        self.heading.setTextFormat(Qt.PlainText)  # rig names come from files
+        self.heading.setWordWrap(True)
+        self.this_pc = QPushButton(USE_THIS_PC)
+        self.this_pc.setToolTip("Plan for the GPUs in this computer instead of a simulated rig.")
+        self.this_pc.clicked.connect(self.use_this_pc)
+        self.load_button = QPushButton("Load simulated rig…")
+        self.load_button.setToolTip("Plan for another machine described in a TOML file (resources/rigs has examples).")
+        self.load_button.clicked.connect(self.load_rig_dialog)
         self.banner = banner(kind="warn")
         self.error = banner(kind="error")
-        self.table = QTableWidget(0, len(COLUMNS))
+        self.table = GpuTable(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().setVisible(False)
-        self.table.setSelectionMode(QAbstractItemView.NoSelection)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
-        self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.Stretch)
+        # One highlighted row shows which GPU Space and the arrow keys act on.
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setWordWrap(False)
+        head = self.table.horizontalHeader()
+        head.setSectionResizeMode(QHeaderView.ResizeToContents)
+        head.setSectionResizeMode(VRAM, QHeaderView.Stretch)
+        self.table.itemChanged.connect(self._item_changed)
         self.system = QLabel()
         self.system.setWordWrap(True)
-        self.rig_label = QLabel()
-        load = QPushButton("Load simulated rig…")
-        load.setToolTip("Plan for another machine described in a TOML file (resources/rigs has examples).")
-        load.clicked.connect(self.load_rig_dialog)
+        self._rows: list[tuple[QProgressBar, QToolButton, QToolButton]] = []
         top = QHBoxLayout()
-        top.addWidget(self.rig_label, 1)
-        top.addWidget(load)
+        top.addWidget(self.heading, 1)
+        top.addWidget(self.this_pc)
+        top.addWidget(self.load_button)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.banner)
@@ -41,6 +115,7 @@ class HardwarePage(StatePage):
         lay.addWidget(self.table, 1)
         lay.addWidget(self.system)
 
+    # --- choosing the rig ---
     def load_rig_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load a simulated rig", str(rigs_dir()), "Rig files (*.toml)")
         if path:
@@ -50,58 +125,153 @@ class HardwarePage(StatePage):
         try:
             rig = load_rig(path)
         except RigFileError as e:
-            self.error.setText(str(e))
-            self.error.setVisible(True)
+            self._show_error(str(e))
             return False
-        self.error.setVisible(False)
-        self.state.set_rig(rig)
-        self.state.rig_path = path
+        self._show_error("")
+        self.state.set_rig(rig, path)
         return True
 
+    def use_this_pc(self) -> None:
+        """Detect this PC's GPUs on a worker: NVML can take seconds to answer (or to time out)."""
+        self.this_pc.setEnabled(False)
+        self.this_pc.setText("Detecting this PC's hardware…")
+        self._detect.run(lambda _cancel: detect_rig(measure_bandwidth=False), self._detected, self._detect_failed)
+
+    def _detected(self, rig) -> None:
+        self._show_error("")
+        self.this_pc.setText(USE_THIS_PC)
+        self.state.set_rig(rig)
+        self._show_buttons()
+
+    def _detect_failed(self, error: BaseException) -> None:
+        self.this_pc.setText(USE_THIS_PC)
+        self._show_error(f"Detecting this PC's hardware failed ({error or type(error).__name__}).")
+        self._show_buttons()
+
+    def _show_error(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.setVisible(bool(text))
+
+    def _show_buttons(self) -> None:
+        self.this_pc.setEnabled(self.state.rig.simulated and not self._detect.running)
+
+    def show_notice(self, text: str) -> None:
+        """A start-up message (damaged settings file, a rig file that did not load)."""
+        self._notice = text
+        self._show_banner()
+
+    def _show_banner(self) -> None:
+        if self.banner.text() != self._banner_text:  # wizard.py writes its start-up notice straight onto it
+            self._notice = self.banner.text()
+        rig = self.state.rig
+        parts = [p for p in (self._notice, "" if rig.gpus else no_gpu_text(rig)) if p]
+        self._banner_text = " ".join(parts)
+        self.banner.setText(self._banner_text)
+        self.banner.setVisible(bool(parts))
+
+    # --- drawing ---
     def refresh(self) -> None:
         st = self.state
-        rig = st.rig
+        self.heading.setText(heading_text(st.rig, st.rig_path))
+        self.heading.setToolTip(st.rig_path or "")
+        self._show_buttons()
+        self._show_banner()
+        self.table.setVisible(bool(st.rig.gpus))
         self._updating = True
-        self.rig_label.setText(f"<b>{rig.name}</b>" + (" (simulated)" if rig.simulated else ""))
-        if not rig.gpus:
-            self.banner.setText(f"No NVIDIA GPU: {rig.gpu_note} Phoenix will plan for the CPU and system RAM only.")
-            self.banner.setVisible(True)
-        else:
-            self.banner.setVisible(False)
-        key = (id(rig), tuple(st.order), frozenset(st.included))
-        if key == getattr(self, "_key", None):
-            self._fill_system()
+        try:
+            with quiet(self.table):
+                new_rig = self._built_for is not st.rig or len(self._rows) != len(st.order)
+                if new_rig:
+                    self._build_rows()
+                for row, gi in enumerate(st.order):
+                    self._fill_row(row, gi)
+                if new_rig:
+                    self.table.resizeRowsToContents()  # the GPU cells have two lines
+        finally:
             self._updating = False
-            return
-        self._key = key
-        self.table.clearContents()
-        self.table.setRowCount(0)
-        self.table.setRowCount(len(st.order))
-        for row, gi in enumerate(st.order):
-            g = rig.gpus[gi]
-            box = QCheckBox()
-            box.setChecked(gi in st.included)
-            box.setToolTip("Use this GPU. A listed GPU always costs a CUDA context, even with no layers.")
-            box.toggled.connect(lambda on, gi=gi: self.guarded(lambda: st.set_included(gi, on)))
-            self.table.setCellWidget(row, 0, _centred(box))
-            self.table.setItem(row, 1, _item(f"{g.short_name}", f"{g.name}\nUUID {g.uuid}\nPCI {g.pci_bus_id}"))
-            self.table.setItem(row, 2, _item(f"{g.architecture} ({g.compute_capability[0]}.{g.compute_capability[1]})",
-                                             "CUDA compute capability; cards older than 7.5 need a CUDA 12 build."))
-            bar = QProgressBar()
-            bar.setRange(0, max(1, g.total_bytes >> 20))
-            bar.setValue(g.used_bytes >> 20)
-            bar.setFormat(f"{gib(g.used_bytes)} / {gib(g.total_bytes)}")
-            bar.setToolTip("Memory already in use by other programs (the desktop, browsers) before Phoenix starts anything.")
-            self.table.setCellWidget(row, 3, bar)
-            self.table.setItem(row, 4, _item(f"{g.bandwidth_gbs:.0f} GB/s", f"Memory bandwidth ({g.bandwidth_source}); "
-                                             "generation speed follows it."))
-            self.table.setItem(row, 5, _item(f"gen {g.pcie_gen or '?'} x{g.pcie_width or '?'}", "PCIe link"))
-            self.table.setItem(row, 6, _item("drives a display" if g.display_attached else "",
-                                             "A card driving a monitor keeps some memory free for the desktop."))
-            self.table.setCellWidget(row, 7, self._order_buttons(gi, row))
-        self.table.resizeColumnsToContents()
         self._fill_system()
-        self._updating = False
+
+    def _build_rows(self) -> None:
+        """The rows' items and widgets, made once per rig; order and ticks only change their contents
+        (so focus, the current row and the scroll position survive a tick or a move)."""
+        st = self.state
+        n = len(st.order)
+        self._built_for = st.rig
+        self.table.clearContents()
+        self.table.setRowCount(n)
+        self._rows = []
+        for row in range(n):
+            use = QTableWidgetItem()
+            use.setFlags(Qt.ItemIsEnabled | Qt.ItemIsSelectable | Qt.ItemIsUserCheckable)
+            use.setToolTip("Use this GPU (Space on the row ticks or unticks it). A listed GPU always costs a "
+                           "CUDA context, even with no layers.")
+            self.table.setItem(row, USE, use)
+            for col in range(NAME, ORDER):
+                if col != VRAM:
+                    self.table.setItem(row, col, _item())
+            bar = QProgressBar()
+            bar.setToolTip("Memory already in use by other programs (the desktop, browsers) before Phoenix "
+                           "starts anything.")
+            self.table.setCellWidget(row, VRAM, bar)
+            up, down, buttons = self._order_buttons(row, n)
+            self.table.setCellWidget(row, ORDER, buttons)
+            self._rows.append((bar, up, down))
+
+    def _fill_row(self, row: int, gi: int) -> None:
+        st = self.state
+        g = st.rig.gpus[gi]
+        label = st.gpu_label(gi)
+        use = self.table.item(row, USE)
+        use.setCheckState(Qt.Checked if gi in st.included else Qt.Unchecked)
+        use.setData(Qt.AccessibleTextRole, f"Use {label}")
+        # Index and PCI bus in plain sight: two identical cards differ only there.
+        _set(self.table.item(row, NAME), f"#{gi} {g.short_name}\nPCI {short_pci(g.pci_bus_id)}",
+             f"{g.name}\nUUID {g.uuid}\nPCI {g.pci_bus_id}")
+        _set(self.table.item(row, ARCH), f"{g.architecture} ({g.compute_capability[0]}.{g.compute_capability[1]})",
+             "CUDA compute capability; cards older than 7.5 need a CUDA 12 build.")
+        bar, up, down = self._rows[row]
+        bar.setRange(0, max(1, g.total_bytes >> 20))
+        bar.setValue(g.used_bytes >> 20)
+        bar.setFormat(f"{gib(g.used_bytes)} / {gib(g.total_bytes)}")
+        _set(self.table.item(row, BANDWIDTH), f"{g.bandwidth_gbs:.0f} GB/s",
+             f"Memory bandwidth ({g.bandwidth_source}); generation speed follows it.")
+        _set(self.table.item(row, PCIE), f"gen {g.pcie_gen or '?'} x{g.pcie_width or '?'}", "PCIe link")
+        _set(self.table.item(row, DISPLAY), "drives a display" if g.display_attached else "",
+             "A card driving a monitor keeps some memory free for the desktop.")
+        up.setAccessibleName(f"Move {label} up")
+        down.setAccessibleName(f"Move {label} down")
+
+    def _order_buttons(self, row: int, n: int):
+        w = QWidget()
+        h = QHBoxLayout(w)
+        h.setContentsMargins(2, 0, 2, 0)
+        made = []
+        for text, delta, tip in (("▲", -1, "Move up (earlier in the device order)"), ("▼", 1, "Move down")):
+            b = QToolButton()
+            b.setText(text)
+            b.setToolTip(tip)
+            b.setEnabled(0 <= row + delta < n)
+            b.clicked.connect(lambda _=False, r=row, d=delta: self._move_row(r, d))
+            h.addWidget(b)
+            made.append(b)
+        return made[0], made[1], w
+
+    def _move_row(self, row: int, delta: int) -> None:
+        """Move the GPU shown on `row`; the current row and keyboard focus follow the card, so pressing
+        ▲ again keeps moving the same GPU."""
+        gi = self.state.order[row]
+        button = self._rows[row][1 if delta < 0 else 2]
+        had_focus = button.hasFocus()
+        self.state.move_gpu(gi, delta)
+        new = self.state.order.index(gi)
+        self.table.setCurrentCell(new, max(0, self.table.currentColumn()))
+        if had_focus:
+            self._rows[new][1 if delta < 0 else 2].setFocus()
+
+    def _item_changed(self, item: QTableWidgetItem) -> None:
+        if self._updating or item.column() != USE or item.row() >= len(self.state.order):
+            return
+        self.state.set_included(self.state.order[item.row()], item.checkState() == Qt.Checked)
 
     def _fill_system(self) -> None:
         s = self.state.rig.system
@@ -109,33 +279,16 @@ class HardwarePage(StatePage):
                             f"{s.ram_bandwidth_gbs:.0f} GB/s ({s.ram_bandwidth_source}) · <b>CPU</b> {s.cpu_name or '?'}, "
                             f"{s.physical_cores} cores / {s.logical_cores} threads")
 
-    def _order_buttons(self, gi: int, row: int) -> QWidget:
-        w = QWidget()
-        h = QHBoxLayout(w)
-        h.setContentsMargins(0, 0, 0, 0)
-        for text, delta, tip in (("▲", -1, "Move up (earlier in the device order)"), ("▼", 1, "Move down")):
-            b = QToolButton()
-            b.setText(text)
-            b.setToolTip(tip)
-            b.setAccessibleName(f"{tip} {self.state.rig.gpus[gi].short_name}")
-            b.setEnabled(0 <= row + delta < len(self.state.order))
-            b.clicked.connect(lambda _=False, gi=gi, d=delta: self.state.move_gpu(gi, d))
-            h.addWidget(b)
-        return w
 
-
-def _item(text: str, tip: str = "") -> QTableWidgetItem:
-    it = QTableWidgetItem(text)
-    it.setFlags(it.flags() & ~Qt.ItemIsEditable)
-    if tip:
-        it.setToolTip(tip)
+def _item() -> QTableWidgetItem:
+    it = QTableWidgetItem()
+    it.setFlags(Qt.ItemIsEnabled | Qt.ItemIsSelectable)  # read-only
     return it
 
 
-def _centred(widget) -> QWidget:
-    w = QWidget()
-    h = QHBoxLayout(w)
-    h.setContentsMargins(4, 0, 4, 0)
-    h.addWidget(widget)
-    h.setAlignment(Qt.AlignCenter)
-    return w
+def _set(it: QTableWidgetItem, text: str, tip: str = "") -> None:
+    """Write only what changed: refresh runs on every state change the page follows."""
+    if it.text() != text:
+        it.setText(text)
+    if it.toolTip() != tip:
+        it.setToolTip(tip)
