@@ -30,11 +30,11 @@ def main() -> int:
     w.go_to("split")
     app.processEvents()
     page = w.page("split")
-    rows = [page.rows[gi][0] for gi in w.state.devices]
+    rows = [page.rows[gi].slider for gi in w.state.devices]  # each moves in whole layers
     results = {}
     cases = []
     for label, action in (
-        ("drag a split slider", lambda k: rows[k % len(rows)].setValue(200 + (k * 37) % 500)),
+        ("drag a card's layers slider", lambda k: rows[k % len(rows)].setValue(3 + (k * 7) % 20)),
         ("change GPU layers", lambda k: page.layers.setValue(30 + k % 30)),
         ("change context (KV recomputed)", lambda k: w.state.set_context(2048 + 256 * (k % 40))),
     ):
