@@ -101,7 +101,9 @@ def test_space_on_the_focused_row_ticks_and_unticks(demo, qtbot):
     qtbot.keyClick(page.table, Qt.Key_Space)
     assert gi not in st.included and page.table.item(1, USE).checkState() == Qt.Unchecked
     assert gi not in st.devices
+    assert page.table.item(1, NAME).data(Qt.ForegroundRole) is not None  # the left-out row is greyed
     qtbot.keyClick(page.table, Qt.Key_Space)
+    assert page.table.item(1, NAME).data(Qt.ForegroundRole) is None
     assert gi in st.included and page.table.item(1, USE).checkState() == Qt.Checked
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
                                QPushButton, QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
 
@@ -97,6 +97,7 @@ class HardwarePage(StatePage):
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setWordWrap(False)
+        self.table.setStyleSheet("QTableView::item { padding: 3px 8px; }")  # two-line cells need air to be read
         head = self.table.horizontalHeader()
         head.setSectionResizeMode(QHeaderView.ResizeToContents)
         head.setSectionResizeMode(VRAM, QHeaderView.Stretch)
@@ -114,6 +115,8 @@ class HardwarePage(StatePage):
         lay.addWidget(self.error)
         lay.addWidget(self.table, 1)
         lay.addWidget(self.system)
+        self._filler = QWidget()  # takes the table's room when there is no GPU, so the text stays on top
+        lay.addWidget(self._filler, 1)
 
     # --- choosing the rig ---
     def load_rig_dialog(self) -> None:
@@ -177,6 +180,7 @@ class HardwarePage(StatePage):
         self._show_buttons()
         self._show_banner()
         self.table.setVisible(bool(st.rig.gpus))
+        self._filler.setVisible(not st.rig.gpus)
         self._updating = True
         try:
             with quiet(self.table):
@@ -224,6 +228,12 @@ class HardwarePage(StatePage):
         use = self.table.item(row, USE)
         use.setCheckState(Qt.Checked if gi in st.included else Qt.Unchecked)
         use.setData(Qt.AccessibleTextRole, f"Use {label}")
+        # A left-out card's row is greyed, so the tick's effect is visible across the row.
+        grey = None if gi in st.included else self.palette().color(QPalette.Disabled, QPalette.Text)
+        for col in (NAME, ARCH, BANDWIDTH, PCIE, DISPLAY):
+            it = self.table.item(row, col)
+            if it.data(Qt.ForegroundRole) != grey:
+                it.setData(Qt.ForegroundRole, grey)
         # Index and PCI bus in plain sight: two identical cards differ only there.
         _set(self.table.item(row, NAME), f"#{gi} {g.short_name}\nPCI {short_pci(g.pci_bus_id)}",
              f"{g.name}\nUUID {g.uuid}\nPCI {g.pci_bus_id}")
