@@ -245,57 +245,83 @@ def _plan_for_launch(args):
 
 
 def _start(args, rig, model, model_path, plan, quiet: bool):
-    from .backends.launch import launch_with_retries
+    """Drive the launch machine until the server is ready; one sentence (exit 2) when it is not."""
+    import time
 
-    def show(line):
-        if not quiet:
-            print(line, flush=True)
+    from .backends.lifecycle import LaunchMachine, State
 
-    def attempt(n, p, la):
-        if n and not quiet:
-            print(f"phoenix: retrying with a smaller plan: gpulayers {p.gpulayers}, split {p.tensor_split}", file=sys.stderr)
+    m = LaunchMachine(plan, rig, model, model_path, args.exe, auto_retry=args.retries > 0,
+                      attempts=args.retries + 1, timeout=args.timeout)
+    if not quiet:
+        m.on_lines(lambda batch: print("\n".join(batch), flush=True))
 
-    la, out = launch_with_retries(model, rig, plan.settings, model_path, args.exe, attempts=args.retries + 1,
-                                  on_line=show, on_attempt=attempt, timeout=args.timeout)
-    if not out.ok:
-        la.stop()
-        raise UserError(out.failure.message + (f" (log: {out.log_path})" if out.log_path else ""))
-    return la, out
+        def told(old, new, info):
+            s = info.get("settings")
+            if new is State.RETRYING and s is not None:
+                print(f"phoenix: retrying with a smaller plan: gpulayers {s.gpulayers}, split {s.tensor_split}",
+                      file=sys.stderr)
+
+        m.on_transition(told)
+    m.start()
+    try:
+        while m.state is State.LOADING:
+            time.sleep(0.1)
+            m.poll()
+    except KeyboardInterrupt:
+        m.stop()
+        raise UserError("Loading was cancelled.") from None
+    if m.state is not State.READY:
+        m.stop()
+        log = m.outcome.log_path if m.outcome else None
+        raise UserError(m.message + (f" (log: {log})" if log else ""))
+    return m
 
 
 def cmd_launch(args) -> int:
     import time
 
     rig, model, model_path, plan = _plan_for_launch(args)
-    la, out = _start(args, rig, model, model_path, plan, quiet=False)
+    m = _start(args, rig, model, model_path, plan, quiet=False)
+    la, out = m.launch, m.outcome
     print(f"phoenix: ready in {out.ready_s:.1f} s at http://{la.host}:{la.port} — Ctrl-C stops it", file=sys.stderr)
+    for w in out.warnings:
+        print(f"phoenix: warning: {w}", file=sys.stderr)
     for c in out.comparison:
         if c.actual_bytes is not None:
             print(f"phoenix: {c.name}: predicted {_mib(c.predicted_bytes)} MiB, actual {_mib(c.actual_bytes)} MiB",
                   file=sys.stderr)
     try:
-        while True:
-            f = la.check_alive()
-            if f:
-                print(f"phoenix: {f.message} (log: {la.log_path})", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
+        while not m.done:
+            m.poll()
+            time.sleep(0.1)
     except KeyboardInterrupt:
         print("phoenix: stopping the server…", file=sys.stderr)
-        la.stop()
+        m.stop()
         return 0
+    print(f"phoenix: {m.message} (log: {la.log_path})", file=sys.stderr)
+    return 1
 
 
 def cmd_bench(args) -> int:
-    from .backends.bench import record, run_benchmark
+    import time
+
+    from .backends.lifecycle import State
 
     rig, model, model_path, plan = _plan_for_launch(args)
-    la, out = _start(args, rig, model, model_path, plan, quiet=True)
+    m = _start(args, rig, model, model_path, plan, quiet=True)
+    got: list[dict] = []
+    m.on_transition(lambda old, new, info: got.append(info) if old is State.BENCHMARKING else None)
     try:
-        res = run_benchmark(la.backend, la.host, la.port, la.plan, model, rig, args.prompt_tokens, args.gen_tokens)
-        record(res)
+        m.benchmark(args.prompt_tokens, args.gen_tokens)
+        while m.state is State.BENCHMARKING:
+            time.sleep(0.1)
+            m.poll()
     finally:
-        la.stop()
+        la, out = m.launch, m.outcome
+        m.stop()
+    res = got[-1].get("result") if got else None
+    if res is None:
+        raise UserError(m.message if got else "The benchmark did not finish.")
     d = {"ready_s": round(out.ready_s, 3), "prompt_tokens": res.prompt_tokens,
          "prompt_tokens_per_s": round(res.prompt_tokens_per_s, 2), "gen_tokens": res.gen_tokens,
          "gen_tokens_per_s": round(res.gen_tokens_per_s, 2),
@@ -303,7 +329,7 @@ def cmd_bench(args) -> int:
          "predicted_prompt_tokens_per_s": round(la.plan.predicted_prompt_tokens_per_s, 1),
          "devices": [{"name": c.name, "predicted_bytes": c.predicted_bytes, "actual_bytes": c.actual_bytes}
                      for c in out.comparison],
-         "argv": la.command.argv, "log": str(out.log_path), "fingerprint": res.fingerprint}
+         "warnings": out.warnings, "argv": la.command.argv, "log": str(out.log_path), "fingerprint": res.fingerprint}
     if args.json:
         print(json.dumps(d, indent=2))
     else:
@@ -313,6 +339,8 @@ def cmd_bench(args) -> int:
         for dev in d["devices"]:
             act = "—" if dev["actual_bytes"] is None else f"{_mib(dev['actual_bytes'])} MiB"
             print(f"  {dev['name']}: predicted {_mib(dev['predicted_bytes'])} MiB, actual {act}")
+        for w in d["warnings"]:
+            print(f"  warning: {w}")
     return 0
 
 

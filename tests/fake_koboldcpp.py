@@ -8,6 +8,10 @@ documented API fields. What the "engine" does is set by environment variables:
   FAKE_KCPP_MAX_LAYERS  out of memory on CUDA0 when it would get more layers than this
   FAKE_KCPP_OOM_MODE  "segv" (1.115.1: an unchecked weight allocation ends in SIGSEGV) or "clean" (exit 3)
   FAKE_KCPP_LOAD_S    seconds the load takes (default 0.3)
+  FAKE_KCPP_NO_CUDA   "1": a build without koboldcpp_cublas (koboldcpp_nocuda, a CPU-only build): --usecuda
+                      silently falls back to koboldcpp_default and every buffer is a CPU one
+  FAKE_KCPP_NO_LIBRARY  "1": the engine library next to the script is missing; loading it raises the real
+                      ctypes OSError ("... cannot open shared object file: No such file or directory")
 """
 
 import argparse
@@ -101,6 +105,7 @@ def serve(args):
                 prompt_tokens = max(1, len(body.get("prompt", "")) // 4)
                 gen = int(body.get("max_length", 100))
                 pp_s, tg_s = prompt_tokens / 400.0, gen / 25.0
+                State.perf["idle"] = 0  # busy while generating, as koboldcpp reports it
                 time.sleep(min(1.0, (pp_s + tg_s) / 20))
                 State.perf.update(last_process_speed=round(prompt_tokens / pp_s, 2), last_eval_speed=round(gen / tg_s, 2),
                                   last_token_count=gen, last_input_count=prompt_tokens, stop_reason=0,
@@ -133,8 +138,14 @@ def main():
         out(VERSION)
         return
     out(f"***\nWelcome to KoboldCpp - Version {VERSION}")
-    out("Initializing dynamic library: koboldcpp_cublas.so" if args.usecuda is not None else
-        "Initializing dynamic library: koboldcpp_default.so")
+    # koboldcpp's init_library(): --usecuda picks koboldcpp_cublas only when that file exists
+    cuda = args.usecuda is not None and os.environ.get("FAKE_KCPP_NO_CUDA") != "1"
+    lib = "koboldcpp_cublas.so" if cuda else "koboldcpp_default.so"
+    out("Initializing dynamic library: " + lib)
+    if os.environ.get("FAKE_KCPP_NO_LIBRARY") == "1":
+        import ctypes
+
+        ctypes.CDLL(os.path.join(os.path.dirname(os.path.abspath(__file__)), lib))  # raises the real OSError
     out(f"Namespace(contextsize={args.contextsize}, gpulayers={args.gpulayers}, port={args.port})")
     model = args.model[0] if args.model else ""
     out(f"Loading Text Model: {model}")
@@ -144,7 +155,7 @@ def main():
         out("Could not load text model: " + model)
         sys.exit(3)
     n_gpus = len(os.environ.get("CUDA_VISIBLE_DEVICES", "0,1,2").split(","))
-    if args.usecuda is not None:
+    if cuda:
         err(f"ggml_cuda_init: found {n_gpus} CUDA devices (Total VRAM: {8192 * n_gpus} MiB):")
         for i in range(n_gpus):
             err(f"  Device {i}: NVIDIA GeForce RTX 2080, compute capability 7.5, VMM: yes, VRAM: 8192 MiB")
@@ -160,7 +171,7 @@ def main():
     ts = args.tensor_split or [1.0] * n_gpus
     first_share = ts[0] / (sum(ts) or 1.0)
     on_cuda0 = sum(1 for i in range(ngl) if i / ngl < first_share) if ngl else 0  # llama.cpp's upper-bound rule
-    if max_layers is not None and on_cuda0 > int(max_layers):
+    if cuda and max_layers is not None and on_cuda0 > int(max_layers):
         err("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 2311.25 MiB on device 0: cudaMalloc failed: out of memory")
         err("alloc_tensor_range: failed to allocate CUDA0 buffer of size 2423521280")
         if os.environ.get("FAKE_KCPP_OOM_MODE", "segv") == "segv":
@@ -168,6 +179,9 @@ def main():
         out("Load Text Model OK: False")
         sys.exit(3)
     bufs = json.loads(os.environ.get("FAKE_KCPP_BUFFERS", "{}"))
+    if not cuda and args.usecuda is not None:  # no CUDA backend: everything lands in host buffers
+        sums = [sum(v[i] for v in bufs.values()) for i in range(3)] if bufs else [20.0, 4.0, 2.0]
+        bufs = {"CPU": sums}
     for name, (m, _, _) in bufs.items():
         err(f"load_tensors: {name:>12} model buffer size = {m:8.2f} MiB")
     err(f"llama_context: n_ctx         = {((args.contextsize + 128 + 255) // 256) * 256}")

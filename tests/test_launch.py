@@ -12,9 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from phoenix_gui.backends.bench import history, record, run_benchmark
+from phoenix_gui.backends.bench import history
 from phoenix_gui.backends.diagnose import classify
-from phoenix_gui.backends.launch import Launch, launch_with_retries, port_free, smaller_plan
+from phoenix_gui.backends.launch import port_free, smaller_plan
+from phoenix_gui.backends.lifecycle import LaunchMachine, State
 from phoenix_gui.backends.probe import free_port
 from phoenix_gui.backends.servers import KoboldCppBackend, LlamaServerBackend
 from phoenix_gui.hardware import demo_rig_path, load_rig
@@ -51,32 +52,48 @@ def gone(pids, timeout=10.0):
     return False
 
 
-def llama_launch(tiny, port=None, **kw):
+def drive(m, until=lambda m: m.state is not State.LOADING, timeout=60.0):
+    """What the CLI and the wizard do: poll until the condition holds."""
+    end = time.monotonic() + timeout
+    while not until(m):
+        assert time.monotonic() < end, f"still {m.state.value}"
+        m.poll()
+        time.sleep(0.05)
+    return m
+
+
+def llama_machine(tiny, port=None, **kw):
     model = read_model(tiny)
     s = PlanSettings(context=2048, backend="llama-server", port=port or free_port(), **kw)
     plan = make_plan(model, cpu_rig(), s)
-    return Launch(plan, cpu_rig(), model, str(tiny)), model, plan
+    return LaunchMachine(plan, cpu_rig(), model, str(tiny)), model, plan
 
 
 def test_llama_server_launch_ready_bench_metrics_stop(tiny):
-    la, model, plan = llama_launch(tiny)
+    m, model, plan = llama_machine(tiny)
     lines = []
-    la.on_line = lines.append
-    assert la.start() is None
-    out = la.wait_ready(timeout=120)
-    assert out.ok, out.failure
-    assert out.ready_s > 0 and la.log_path.exists()
+    m.on_lines(lines.extend)
+    m.start()
+    drive(m, timeout=120)
+    assert m.state is State.READY, m.failure
+    out, la = m.outcome, m.launch
+    assert out.ok and out.ready_s > 0 and la.log_path.exists()
+    assert out.warnings == []  # a CPU plan on a CPU server is as planned
     cpu = out.comparison[-1]
     assert cpu.actual_bytes is not None and abs(cpu.actual_bytes - cpu.predicted_bytes) < 16 << 20
-    res = run_benchmark(la.backend, la.host, la.port, plan, model, cpu_rig(), n_prompt=128, n_gen=32)
+    m.benchmark(n_prompt=128, n_gen=32)
+    assert m.state is State.BENCHMARKING
+    drive(m, lambda m: m.state is not State.BENCHMARKING, timeout=120)
+    assert m.state is State.READY
+    res = m.history[-1].info["result"]
     assert res.gen_tokens == 32 and res.gen_tokens_per_s > 0 and res.prompt_tokens_per_s > 0
     assert abs(res.prompt_tokens - 128) <= 8
-    record(res)
-    assert history(res.fingerprint)[-1].gen_tokens == 32
+    assert [r.gen_tokens for r in history(res.fingerprint)] == [32]  # recorded once
     t = la.backend.throughput(la.host, la.port)
     assert t is not None and t.gen_tokens_per_s and t.gen_tokens_per_s > 0
     pids = la.process.tree_pids()
-    assert la.stop() is not None
+    m.stop()
+    assert m.state is State.STOPPED and la.process.poll() is not None
     assert gone(pids) and port_free(la.host, la.port)
     assert any("listening" in line for line in lines)
 
@@ -86,87 +103,103 @@ def test_port_in_use_is_caught_before_launch_and_from_the_real_log(tiny):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        la, _, _ = llama_launch(tiny, port=port)
-        f = la.start()
-        assert f is not None and f.kind == "port" and str(port) in f.message
+        m, _, _ = llama_machine(tiny, port=port)
+        m.start()
+        assert m.state is State.FAILED and m.launch.process is None
+        assert m.failure.kind == "port" and str(port) in m.failure.message
         # the real server's own complaint, when something grabs the port between check and start
-        la.preflight = lambda: None
-        la.start()
-        out = la.wait_ready(timeout=60)
-    assert not out.ok and out.failure.kind == "port"
+        m, _, _ = llama_machine(tiny, port=port)
+        m.launch.preflight = lambda: None
+        m.start()
+        drive(m, lambda m: m.done)
+    assert m.state is State.FAILED and m.failure.kind == "port"
 
 
 def test_missing_model(tiny, tmp_path):
-    la, _, _ = llama_launch(tiny)
-    la.model_path = str(tmp_path / "gone.gguf")
-    f = la.start()
-    assert f.kind == "model" and "does not exist" in f.message
-    la.command.argv[la.command.argv.index("-m") + 1] = str(tmp_path / "gone.gguf")
-    la.preflight = lambda: None
-    la.start()
-    out = la.wait_ready(timeout=60)
-    assert not out.ok and out.failure.kind == "model"
+    m, _, _ = llama_machine(tiny)
+    m.launch.model_path = str(tmp_path / "gone.gguf")
+    m.start()
+    assert m.failure.kind == "model" and "does not exist" in m.failure.message
+    m, _, _ = llama_machine(tiny)
+    argv = m.launch.command.argv
+    argv[argv.index("-m") + 1] = str(tmp_path / "gone.gguf")
+    m.launch.preflight = lambda: None
+    m.start()
+    drive(m, lambda m: m.done)
+    assert m.state is State.FAILED and m.failure.kind == "model"
 
 
 def test_server_killed_mid_run_is_reported(tiny):
-    la, _, _ = llama_launch(tiny)
-    la.start()
-    assert la.wait_ready(timeout=120).ok
-    assert la.check_alive() is None
-    os.kill(la.process.pid, signal.SIGKILL)
-    la.process.proc.wait(10)
-    f = la.check_alive()
+    m, _, _ = llama_machine(tiny)
+    m.start()
+    drive(m, timeout=120)
+    assert m.state is State.READY and m.poll() is State.READY
+    os.kill(m.launch.process.pid, signal.SIGKILL)
+    m.launch.process.proc.wait(10)
+    m.poll()
+    assert m.state is State.FAILED and not m.running
+    f = m.failure
     assert f is not None and f.kind == "signal" and "SIGKILL" in f.message
-    la.stop()
+    m.stop()
 
 
 def test_cancel_a_slow_load(tiny, monkeypatch):
     monkeypatch.setenv("FAKE_KCPP_LOAD_S", "30")
-    la = kobold_launch(tiny)
-    la.start()
-    la.cancel.set()
-    out = la.wait_ready(timeout=60)
-    assert not out.ok and "cancelled" in out.failure.message
-    assert la.process.poll() is not None
+    m = kobold_machine(tiny)
+    m.start()
+    m.poll()
+    assert m.state is State.LOADING and m.running
+    t0 = time.monotonic()
+    m.cancel()
+    assert time.monotonic() - t0 < 15
+    assert m.state is State.STOPPED and m.message == "Loading was cancelled."
+    assert "cancelled" in m.outcome.failure.message
+    assert m.launch.process.poll() is not None and not m.running
+    assert [(t.old, t.new) for t in m.history[-2:]] == [(State.LOADING, State.STOPPING), (State.STOPPING, State.STOPPED)]
 
 
-def kobold_launch(tiny, settings=None):
-    rig = load_rig(demo_rig_path())
+def kobold_machine(tiny, settings=None, rig=None, **kw):
+    rig = rig or load_rig(demo_rig_path())
     model = read_model(tiny)
     s = settings or PlanSettings(context=2048, port=free_port(), tensor_split=(1, 1, 1))
     plan = make_plan(model, rig, s)
-    return Launch(plan, rig, model, str(tiny), exe=FAKE)
+    return LaunchMachine(plan, rig, model, str(tiny), exe=FAKE, **kw)
 
 
 def test_koboldcpp_launch_perf_and_graceful_shutdown(tiny, monkeypatch):
     monkeypatch.setenv("FAKE_KCPP_BUFFERS", '{"CUDA0": [0.12, 0.5, 6.0], "CUDA1": [0.1, 0.25, 6.0], "CPU": [0.06, 0, 2.0]}')
-    la = kobold_launch(tiny)
+    m = kobold_machine(tiny)
+    la = m.launch
     assert la.command.argv[:2] == [sys.executable, FAKE]
-    assert la.start() is None
-    out = la.wait_ready(timeout=60)
-    assert out.ok, out.failure
+    m.start()
+    drive(m)
+    assert m.state is State.READY, m.failure
+    out = m.outcome
     assert [c.actual_bytes is not None for c in out.comparison][:2] == [True, True]
+    assert out.warnings == []  # the layers reached the GPUs
     assert any(line == "..." for line in la.process.lines)  # \r-terminated progress became lines
     b = KoboldCppBackend()
     r = b.generate(la.host, la.port, "hello " * 100, 64, 2048)
     assert r.gen_tokens == 64 and r.gen_tokens_per_s > 0
     t = b.throughput(la.host, la.port)
     assert t.generations == 1 and t.gen_tokens_per_s > 0
-    assert la.stop() == 0  # /api/extra/shutdown, not a signal
+    m.stop()
+    assert la.process.proc.returncode == 0  # /api/extra/shutdown, not a signal
 
 
 @pytest.mark.parametrize("mode", ["segv", "clean"])
 def test_koboldcpp_oom_is_diagnosed(tiny, monkeypatch, mode):
     monkeypatch.setenv("FAKE_KCPP_MAX_LAYERS", "0")
     monkeypatch.setenv("FAKE_KCPP_OOM_MODE", mode)
-    la = kobold_launch(tiny)
-    la.start()
-    out = la.wait_ready(timeout=60)
-    assert not out.ok and out.failure.is_oom
-    assert out.failure.device == 0 and out.failure.requested_mib == pytest.approx(2311.25)
-    assert out.failure.message.startswith("Out of memory on GTX 1050 Ti")
+    m = kobold_machine(tiny)
+    m.start()
+    drive(m)
+    assert m.state is State.FAILED and m.failure.is_oom
+    f = m.failure
+    assert f.device == 0 and f.requested_mib == pytest.approx(2311.25)
+    assert f.message.startswith("Out of memory on GTX 1050 Ti")
     if mode == "segv":
-        assert out.failure.exit_code == -signal.SIGSEGV
+        assert f.exit_code == -signal.SIGSEGV
 
 
 def test_death_by_signal_during_load_counts_as_oom():
@@ -192,18 +225,25 @@ def test_smaller_plan_moves_layers_off_the_failing_gpu():
 def test_oom_retry_launches_a_smaller_plan(tiny, monkeypatch):
     monkeypatch.setenv("FAKE_KCPP_MAX_LAYERS", "0")  # nothing fits on the first GPU
     monkeypatch.setenv("FAKE_KCPP_OOM_MODE", "clean")
-    rig = load_rig(demo_rig_path())
-    model = read_model(tiny)
-    attempts = []
-    la, out = launch_with_retries(model, rig, PlanSettings(context=2048, port=free_port(), tensor_split=(1, 1, 1)),
-                                  str(tiny), exe=FAKE, attempts=3,
-                                  on_attempt=lambda n, plan, la: attempts.append([d.layers for d in plan.gpus]))
+    m = kobold_machine(tiny, auto_retry=True, attempts=3)
+    attempts, retries = [], []
+
+    def told(old, new, info):
+        if new is State.PREFLIGHT:
+            attempts.append([d.layers for d in info["plan"].gpus])
+        if new is State.RETRYING:
+            retries.append(info["settings"])
+
+    m.on_transition(told)
+    m.start()
     try:
-        assert out.ok, out.failure
+        drive(m)
+        assert m.state is State.READY, m.failure
         assert len(attempts) == 2 and attempts[0][0] == 1 and attempts[-1][0] == 0
         assert sum(attempts[-1]) == 3  # the layer moved to another GPU, none was dropped
+        assert len(retries) == 1 and retries[0] == m.plan.settings  # listeners got the new settings
     finally:
-        la.stop()
+        m.stop()
 
 
 def test_no_orphan_when_phoenix_is_killed(tiny, tmp_path):

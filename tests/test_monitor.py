@@ -76,3 +76,35 @@ class _Counter:
     def sample(self):
         self.n += 1
         return {"test/n": self.n}
+
+
+def test_koboldcpp_tokens_per_s_drop_to_idle_after_a_request(tmp_path):
+    """koboldcpp's perf API keeps the last request's speeds while idle; an idle server generates 0 tokens/s."""
+    import sys
+    import time
+    from pathlib import Path
+
+    from phoenix_gui.backends.probe import free_port
+    from phoenix_gui.backends.process import ServerProcess
+    from phoenix_gui.backends.servers import KoboldCppBackend
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    port = free_port()
+    fake = str(Path(__file__).with_name("fake_koboldcpp.py"))
+    sp = ServerProcess([sys.executable, fake, "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+                        "--singleinstance"]).start()
+    b = KoboldCppBackend()
+    try:
+        end = time.monotonic() + 30
+        while not b.is_ready("127.0.0.1", port):
+            assert time.monotonic() < end and sp.poll() is None
+            time.sleep(0.1)
+        s = ThroughputSampler(b, "127.0.0.1", port)
+        assert s.sample() == {"server/gen_tps": 0.0, "server/prompt_tps": 0.0}
+        r = b.generate("127.0.0.1", port, "hello " * 50, 32, 2048)
+        got = s.sample()
+        assert got["server/gen_tps"] == pytest.approx(r.gen_tokens_per_s) and got["server/gen_tps"] > 0
+        assert s.sample() == {"server/gen_tps": 0.0, "server/prompt_tps": 0.0}  # idle again: not the old speed
+    finally:
+        sp.stop(5, graceful=lambda: b.graceful_stop("127.0.0.1", port))

@@ -4,6 +4,7 @@ import psutil
 import pytest
 from PySide6.QtCore import Qt
 
+from phoenix_gui.backends.commandline import LaunchCommand
 from phoenix_gui.backends.probe import free_port
 from phoenix_gui.model import write_skeleton
 from phoenix_gui.ui.app import make_wizard
@@ -39,10 +40,16 @@ def test_launch_monitor_benchmark_and_stop(qtbot, tiny, tmp_path):
     page = w.page("launch")
     page.refresh()
     assert page.launch.isEnabled(), page.launch.toolTip()
-    qtbot.mouseClick(page.launch, Qt.LeftButton)
+    shown = page.cmd.toPlainText()
     mon = w.page("monitor")
+    mon.log.appendPlainText("Traceback (most recent call last): the previous run")
+    qtbot.mouseClick(page.launch, Qt.LeftButton)
     qtbot.waitUntil(lambda: w.session.outcome is not None and w.session.outcome.ok, timeout=60000)
     assert w.currentPage() is mon
+    p = w.session.launch.process
+    assert shown == LaunchCommand(p.argv, p.env).shell_line()  # the command shown is the one that runs
+    assert "-lv" in p.argv and "previous run" not in mon.log.toPlainText()
+    assert w.session.running and not mon.warn.isVisibleTo(mon)
     assert "Ready in" in mon.status.text()
     assert mon.table.rowCount() == 1 and mon.table.item(0, 2).text() != "—"
     pid = w.session.launch.process.pid
@@ -84,9 +91,26 @@ def test_gpu_graphs_with_nvml_and_a_vanishing_gpu(qtbot, tiny, tmp_path):
     nvml.gpus[0].lost = True
     m.tick()
     assert m.series[f"{uuid}/mem_used_mib"].last() is None
-    w.page("monitor").update_plots()  # a blank series draws nothing, and nothing breaks
+    mon = w.page("monitor")
+    mon.update_plots()  # a blank series draws nothing, and nothing breaks
+    # the simulated rig's GPUs are not in this computer: said on the monitor page
+    assert mon.warn.isVisibleTo(mon) and "simulated rig" in mon.warn.text()
+    with qtbot.waitSignal(w.session.benchmarked, timeout=60000):
+        w.session.benchmark(64, 16)
+    m.tick()
+    m.tick()
+    assert m.series["server/gen_tps"].last() == 0  # idle after the benchmark, not its speed
     w.session.stop()
     assert not w.session.running
+
+
+def test_monitor_table_headers_fit(qtbot, tmp_path):
+    w = make_wizard(rig_path=cpu_rig(tmp_path), persist=False, measure=False)
+    qtbot.addWidget(w)
+    w.show()
+    head = w.page("monitor").table.horizontalHeader()
+    for c in range(head.count()):
+        assert head.sectionSize(c) >= head.sectionSizeHint(c), c
 
 
 def test_oom_in_the_wizard_offers_a_smaller_retry(qtbot, tiny, tmp_path, monkeypatch):

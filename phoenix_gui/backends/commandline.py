@@ -90,6 +90,7 @@ def koboldcpp_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None) ->
     if s.threads:
         argv += ["--threads", str(s.threads)]
     argv += ["--host", s.host, "--port", str(s.port), "--multiuser", "1"]
+    argv += ["--singleinstance"]  # lets /api/extra/shutdown stop it cleanly
     return LaunchCommand(argv, env, "koboldcpp")
 
 
@@ -119,10 +120,13 @@ def llama_server_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None)
     if s.threads:
         argv += ["-t", str(s.threads)]
     argv += ["--host", s.host, "--port", str(s.port)]
+    # Prometheus counters for the throughput graph; the per-device buffer lines appear only at verbosity 4
+    argv += ["--metrics", "-lv", "4"]
     return LaunchCommand(argv, env, "llama-server")
 
 
 def launch_command(plan: Plan, rig: Rig, model_path, exe=None) -> LaunchCommand:
+    """The exact command Phoenix runs: the launcher, the shown command line and the exports all use it."""
     if plan.settings.backend == "llama-server":
         return llama_server_command(plan, rig, model_path, exe)
     return koboldcpp_command(plan, rig, model_path, exe)

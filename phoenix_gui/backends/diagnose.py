@@ -19,11 +19,16 @@ _NOMODEL = re.compile(r"(?:failed to open|No such file|does not exist|failed to 
 _ARCH = re.compile(r"no kernel image is available|no device code compatible|unsupported (?:gpu|architecture)|"
                    r"CUDA driver version is insufficient", re.I)
 _CUDA_BUF = re.compile(r"^CUDA(\d+)")
+# the engine's own shared library (or one it needs) is missing: Linux dlopen, Windows LoadLibrary wording.
+# Checked before _NOMODEL, whose "No such file" would otherwise blame the model file.
+_NOLIB = re.compile(r"cannot open shared object file|error while loading shared libraries|Could not find module|"
+                    r"specified module could not be found|Library not loaded", re.I)
+_LIBNAME = re.compile(r"([\w.+\-]+\.(?:so(?:\.\d+)*|dll|dylib))\b", re.I)
 
 
 @dataclass
 class Failure:
-    kind: str  # "oom", "port", "model", "unsupported", "crash", "signal"
+    kind: str  # "oom", "port", "model", "library", "unsupported", "crash", "signal", "cancelled"
     message: str
     device: int | None = None  # CUDA index in the engine's device list
     requested_mib: float | None = None
@@ -85,6 +90,13 @@ def classify(lines: list[str], exit_code: int | None, during_load: bool, port: i
     if _ARCH.search(text):
         return Failure("unsupported", "This server build does not support one of your GPUs (for Pascal and older cards, "
                        "use a CUDA 12 build such as koboldcpp_cu12).", exit_code=exit_code)
+    lib_line = next((ln for ln in reversed(lines[-400:]) if _NOLIB.search(ln)), None)
+    if lib_line is not None:
+        nm = _LIBNAME.search(lib_line)
+        lib = f" ({nm.group(1)})" if nm else ""
+        return Failure("library", f"The server program could not load its engine library{lib}: the installation "
+                       "is incomplete or built for another system; reinstall it or choose another build.",
+                       exit_code=exit_code)
     if _NOMODEL.search(text):
         return Failure("model", "The server could not open or read the model file.", exit_code=exit_code)
     if exit_code is not None and exit_code < 0:

@@ -1,5 +1,6 @@
-"""Launch a plan, wait until the server answers, compare predicted and actual buffers, diagnose
-failures and propose a smaller plan after an out-of-memory."""
+"""One attempt at running a plan (its command, process, preflight checks and outcome), the comparison
+of predicted and logged buffers, and the smaller plan after an out-of-memory. The waiting, retrying and
+benchmarking around it live in lifecycle.LaunchMachine."""
 
 from __future__ import annotations
 
@@ -7,11 +8,9 @@ import json
 import math
 import os
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..hardware.rig import MIB, Rig
 from ..model.info import ModelInfo
@@ -60,6 +59,7 @@ class LaunchOutcome:
     report: BufferReport | None = None
     comparison: list[DeviceComparison] = field(default_factory=list)
     log_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)  # ready, but not as planned (e.g. no layer on a GPU)
 
 
 def compare(plan: Plan, report: BufferReport) -> list[DeviceComparison]:
@@ -75,6 +75,20 @@ def compare(plan: Plan, report: BufferReport) -> list[DeviceComparison]:
     out.append(DeviceComparison(cpu.name, cpu.weights_bytes + cpu.kv_bytes + cpu.compute_bytes,
                                 int(actual * MIB) if actual is not None else None))
     return out
+
+
+def placement_warnings(plan: Plan, rig: Rig, report: BufferReport, backend: str) -> list[str]:
+    """The plan put layers on GPUs but the engine's log shows none there (only CPU buffers): a build
+    without CUDA, or a simulated rig's plan run on this PC. Without any buffer line there is no evidence."""
+    if not any(d.layers for d in plan.gpus) or any(dev.startswith("gpu") for dev in report.devices()):
+        return []
+    if rig.simulated:
+        return [f"This plan is for another PC (simulated rig {rig.name}): its GPUs are not in this computer."]
+    if not report.buffers:
+        return []
+    if backend == "koboldcpp":
+        return ["No layers reached a GPU: this koboldcpp has no CUDA (use koboldcpp_cu12 or a CUDA build)."]
+    return [f"No layers reached a GPU: this {backend} has no CUDA (use a CUDA build)."]
 
 
 def record_calibration(plan: Plan, comparison: list[DeviceComparison], model: ModelInfo, backend: str) -> None:
@@ -124,22 +138,20 @@ def smaller_plan(model: ModelInfo, rig: Rig, settings: PlanSettings, plan: Plan,
 
 
 class Launch:
-    """One launch of one plan. start() on a long-lived thread; wait_ready() may run on a worker."""
+    """One attempt: the exact command, its process and what came of it. Start it on a long-lived thread
+    (see ServerProcess.start); LaunchMachine drives it."""
 
     def __init__(self, plan: Plan, rig: Rig, model: ModelInfo, model_path: str, exe: str | None = None,
-                 backend: ServerBackend | None = None, on_line: Callable[[str], None] | None = None,
-                 log_dir: Path | None = None, verbose_buffers: bool = True):
+                 backend: ServerBackend | None = None, on_line=None, log_dir: Path | None = None):
         self.plan, self.rig, self.model, self.model_path = plan, rig, model, model_path
         self.settings: PlanSettings = plan.settings
         self.backend = backend or backend_for(self.settings.backend)
         self.exe = exe or self.backend.find()
         self.on_line = on_line
-        self.cancel = threading.Event()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = (log_dir or data_dir() / "logs") / f"{self.backend.name}-{stamp}-{os.getpid()}.log"
+        # the one place the final argv is built: the launch page and `phoenix plan` show the same
         self.command = self.backend.command(plan, rig, model_path, self.exe)
-        if verbose_buffers and self.backend.name == "llama-server":
-            self.command.argv += ["-lv", "4"]  # the per-device buffer lines are printed at verbosity 4
         self.process: ServerProcess | None = None
         self.outcome: LaunchOutcome | None = None
 
@@ -162,85 +174,41 @@ class Launch:
             return Failure("port", f"Port {self.port} is already in use by another program; choose another port.")
         return None
 
-    def start(self) -> Failure | None:
-        f = self.preflight()
-        if f:
-            self.outcome = LaunchOutcome(False, failure=f)
-            return f
+    def start(self) -> None:
+        """Start the process (no checks: preflight() first). Raises OSError when it cannot be executed."""
         self.process = ServerProcess(self.command.argv, self.command.env, self.log_path, self.on_line).start()
-        return None
 
-    def wait_ready(self, timeout: float = 1800.0, progress: Callable[[float], None] | None = None) -> LaunchOutcome:
-        """Ready when the HTTP API answers, not when a log line appears. Cancellable."""
+    def ready(self) -> LaunchOutcome:
+        """The API answered: compare the engine's logged buffers with the plan."""
         assert self.process is not None
-        t0 = self.process.started_at
-        while True:
-            code = self.process.poll()
-            if code is not None:
-                self.process.wait_output()
-                return self._failed(code, during_load=True)
-            if self.backend.is_ready(self.host, self.port):
-                break
-            if self.cancel.is_set():
-                self.stop()
-                self.outcome = LaunchOutcome(False, failure=Failure("crash", "Loading was cancelled."),
-                                             log_path=self.log_path)
-                return self.outcome
-            if time.monotonic() - t0 > timeout:
-                self.stop()
-                self.outcome = LaunchOutcome(False, failure=Failure("crash", f"The server did not answer within {timeout:.0f} s."),
-                                             log_path=self.log_path)
-                return self.outcome
-            if progress:
-                progress(time.monotonic() - t0)
-            time.sleep(0.1)
-        ready_s = time.monotonic() - t0
-        report = parse_log("\n".join(self.process.lines))
+        ready_s = time.monotonic() - self.process.started_at
+        report = parse_log("\n".join(list(self.process.lines)))
         comp = compare(self.plan, report)
         if any(c.actual_bytes is not None for c in comp):
             record_calibration(self.plan, comp, self.model, self.backend.name)
-        self.outcome = LaunchOutcome(True, ready_s, None, report, comp, self.log_path)
+        self.outcome = LaunchOutcome(True, ready_s, None, report, comp, self.log_path,
+                                     placement_warnings(self.plan, self.rig, report, self.backend.name))
         return self.outcome
 
-    def _failed(self, code: int, during_load: bool) -> LaunchOutcome:
+    def failed(self, code: int | None, during_load: bool) -> Failure:
+        """Why the exited process stopped, from its output and exit status."""
         names = [d.name for d in self.plan.gpus]
-        f = classify(list(self.process.lines), code, during_load, self.port, names)
+        lines = list(self.process.lines) if self.process else []
+        f = classify(lines, code, during_load, self.port, names)
         self.outcome = LaunchOutcome(False, failure=f, log_path=self.log_path)
-        return self.outcome
+        return f
 
     def check_alive(self) -> Failure | None:
-        """After ready: None while running, else why it stopped."""
+        """None while running (or never started), else why it stopped."""
         if self.process is None:
             return None
         code = self.process.poll()
         if code is None:
             return None
         self.process.wait_output()
-        return self._failed(code, during_load=False).failure
+        return self.failed(code, during_load=False)
 
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.process is None:
             return None
         return self.process.stop(timeout, graceful=lambda: self.backend.graceful_stop(self.host, self.port))
-
-
-def launch_with_retries(model: ModelInfo, rig: Rig, settings: PlanSettings, model_path: str, exe: str | None = None,
-                        attempts: int = 3, on_line=None, on_attempt=None, timeout: float = 1800.0,
-                        log_dir: Path | None = None) -> tuple[Launch, LaunchOutcome]:
-    """Launch; after an out-of-memory, retry with a smaller plan, at most `attempts` times in all."""
-    s = settings
-    for n in range(max(1, attempts)):
-        plan = make_plan(model, rig, s)
-        la = Launch(plan, rig, model, model_path, exe, on_line=on_line, log_dir=log_dir)
-        if on_attempt:
-            on_attempt(n, plan, la)
-        if la.start():
-            return la, la.outcome
-        out = la.wait_ready(timeout)
-        if out.ok or not out.failure or not out.failure.is_oom or n == attempts - 1:
-            return la, out
-        nxt = smaller_plan(model, rig, s, plan, out.failure)
-        if nxt is None:
-            return la, out
-        s = nxt
-    return la, out

@@ -22,7 +22,11 @@ LLAMA_NAMES = ("llama-server", "llama-server.exe")
 class Throughput:
     gen_tokens_per_s: float | None
     prompt_tokens_per_s: float | None
-    generations: int | None = None
+    generations: int | None = None  # completed requests so far, where the server counts them
+    busy: bool | None = None  # a request is being processed now
+    # True: the rates describe the last completed request (koboldcpp keeps them while idle);
+    # False: the rate since the previous poll (llama-server: 0 while idle)
+    last_request: bool = False
 
 
 @dataclass
@@ -94,9 +98,7 @@ class LlamaServerBackend(ServerBackend):
     exe_names = LLAMA_NAMES
 
     def command(self, plan, rig, model_path, exe=None) -> LaunchCommand:
-        c = llama_server_command(plan, rig, model_path, exe)
-        c.argv += ["--metrics"]  # Prometheus counters for the throughput graph
-        return c
+        return llama_server_command(plan, rig, model_path, exe)
 
     def find(self, remembered=None):
         found = super().find(remembered)
@@ -131,8 +133,8 @@ class LlamaServerBackend(ServerBackend):
                     vals[k.split(":", 1)[1]] = float(v)
                 except ValueError:
                     pass
-        return Throughput(vals.get("predicted_tokens_seconds"), vals.get("prompt_tokens_seconds"),
-                          int(vals["requests_processing"]) if "requests_processing" in vals else None)
+        busy = vals["requests_processing"] > 0 if "requests_processing" in vals else None
+        return Throughput(vals.get("predicted_tokens_seconds"), vals.get("prompt_tokens_seconds"), None, busy)
 
     def generate(self, host, port, prompt, n_predict, context) -> GenerationResult:
         r = post_json(base_url(host, port) + "/completion", {
@@ -153,9 +155,7 @@ class KoboldCppBackend(ServerBackend):
     exe_names = KOBOLD_NAMES
 
     def command(self, plan, rig, model_path, exe=None) -> LaunchCommand:
-        c = koboldcpp_command(plan, rig, model_path, exe)
-        c.argv += ["--singleinstance"]  # lets /api/extra/shutdown stop it cleanly
-        return c
+        return koboldcpp_command(plan, rig, model_path, exe)
 
     def is_ready(self, host, port) -> bool:
         try:
@@ -172,7 +172,9 @@ class KoboldCppBackend(ServerBackend):
             d = get_json(base_url(host, port) + "/api/extra/perf", timeout=2)
         except HttpError:
             return None
-        return Throughput(d.get("last_eval_speed"), d.get("last_process_speed"), d.get("total_gens"))
+        idle = d.get("idle")
+        return Throughput(d.get("last_eval_speed"), d.get("last_process_speed"), d.get("total_gens"),
+                          None if idle is None else not idle, last_request=True)
 
     def generate(self, host, port, prompt, n_predict, context) -> GenerationResult:
         url = base_url(host, port)

@@ -86,15 +86,24 @@ class ProcessSampler:
 
 
 class ThroughputSampler:
-    """Generation and prompt tokens/s as the server reports them: koboldcpp the last completed request,
-    llama-server the rate since the previous poll."""
+    """Generation and prompt tokens/s now. llama-server reports the rate since the previous poll (0 while
+    idle). koboldcpp reports the speeds of the last completed request and keeps them while idle: they are
+    shown once, when a request completes, and an idle server reads 0 (it generates nothing)."""
 
     def __init__(self, backend: ServerBackend, host: str, port: int):
         self.backend, self.host, self.port = backend, host, port
+        self._gens: int | None = None  # completed requests at the previous poll
 
     def sample(self) -> dict[str, float | None]:
         t = self.backend.throughput(self.host, self.port)
         if t is None:
             return {"server/gen_tps": None, "server/prompt_tps": None}
-        # 0 is a reading (llama-server reports the rate since the last poll: 0 while idle)
-        return {"server/gen_tps": t.gen_tokens_per_s, "server/prompt_tps": t.prompt_tokens_per_s}
+        if not t.last_request:
+            return {"server/gen_tps": t.gen_tokens_per_s, "server/prompt_tps": t.prompt_tokens_per_s}
+        new = self._gens is not None and t.generations is not None and t.generations > self._gens
+        self._gens = t.generations if t.generations is not None else self._gens
+        if new:
+            return {"server/gen_tps": t.gen_tokens_per_s, "server/prompt_tps": t.prompt_tokens_per_s}
+        if t.busy:
+            return {"server/gen_tps": None, "server/prompt_tps": None}  # running: its speed is not known yet
+        return {"server/gen_tps": 0.0, "server/prompt_tps": 0.0}

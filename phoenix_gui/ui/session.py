@@ -1,47 +1,60 @@
-"""The running server as the GUI sees it: one Launch, its Monitor, and Qt timers that move data
-from the worker threads onto the GUI thread."""
+"""The running server as the GUI sees it: a thin Qt adapter over backends.lifecycle.LaunchMachine.
+A QTimer on the GUI thread calls poll(); the machine's transitions come back as Qt signals for the
+pages. The monitor (graphs) runs while the server is ready."""
 
 from __future__ import annotations
 
-import queue
 from typing import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from ..backends.bench import BenchResult, record, run_benchmark
+from ..backends.bench import BenchResult
 from ..backends.diagnose import Failure
-from ..backends.launch import Launch, LaunchOutcome, smaller_plan
+from ..backends.launch import Launch, LaunchOutcome
+from ..backends.lifecycle import LaunchMachine, State
 from ..monitor import Monitor, NvmlSampler, ProcessSampler, ThroughputSampler
 from .state import WizardState
-from .worker import run_in_thread
 
 
 class ServerSession(QObject):
     status = Signal(str)  # one line for the status bar
+    starting = Signal()  # a new launch (not a retry): pages clear the previous run
     ready = Signal(object)  # LaunchOutcome
     failed = Signal(object)  # Failure
     stopped = Signal()
     lines = Signal(list)  # new log lines
     benchmarked = Signal(object)  # BenchResult
+    transition = Signal(object, object, dict)  # old State, new State, info
 
     def __init__(self, state: WizardState, nvml=None, hz: float = 1.0):
         super().__init__()
         self.state = state
         self.nvml = nvml
         self.hz = hz
-        self.launch: Launch | None = None
+        self.machine: LaunchMachine | None = None
         self.monitor: Monitor | None = None
-        self.outcome: LaunchOutcome | None = None
-        self.auto_retry = False
-        self.attempts_left = 0
-        self._queue: "queue.SimpleQueue[str]" = queue.SimpleQueue()
+        self._bench_done: Callable[[BenchResult], None] | None = None
         self._timer = QTimer(self)
         self._timer.setInterval(100)
-        self._timer.timeout.connect(self._pump)
+        self._timer.timeout.connect(self._tick)
+        self._ticks = 0
+
+    @property
+    def launch(self) -> Launch | None:
+        return self.machine.launch if self.machine else None
+
+    @property
+    def outcome(self) -> LaunchOutcome | None:
+        """None while loading; the ready or failed outcome after that."""
+        m = self.machine
+        if m is None or m.state is State.STOPPED:
+            return None
+        return m.outcome
 
     @property
     def running(self) -> bool:
-        return self.launch is not None and self.launch.process is not None and self.launch.process.poll() is None
+        """A server process is alive: the window asks before closing."""
+        return self.machine is not None and self.machine.running
 
     def can_launch(self) -> str:
         """Empty when a launch is possible, else why not (one sentence)."""
@@ -55,110 +68,83 @@ class ServerSession(QObject):
         return ""
 
     def start(self, auto_retry: bool = False, attempts: int = 3) -> Failure | None:
+        """On the GUI thread: the child lives as long as the thread that started it."""
+        if self.machine is not None:
+            self.machine.stop()
+        self._stop_monitor()
         st = self.state
-        self.auto_retry, self.attempts_left = auto_retry, max(0, attempts - 1)
-        plan = st.plan()
-        self.launch = Launch(plan, st.rig, st.model, st.model_path, st.executable, on_line=self._queue.put)
-        f = self.launch.start()  # on the GUI thread: the child lives as long as this thread
-        if f:
-            self.failed.emit(f)
-            return f
+        m = self.machine = LaunchMachine(st.plan(), st.rig, st.model, st.model_path, st.executable,
+                                         auto_retry=auto_retry, attempts=attempts)
+        m.on_lines(self.lines.emit)
+        m.on_transition(self._changed)
+        self.starting.emit()
+        m.start()
+        if m.state is State.FAILED:
+            return m.failure
         self._timer.start()
-        self.status.emit(f"Loading {st.model.name} in {self.launch.backend.name}…")
-        la = self.launch
-        run_in_thread(lambda: la.wait_ready(), lambda out: self._loaded(la, out),
-                      lambda e: self._loaded(la, LaunchOutcome(False, failure=Failure("crash", f"Launch failed ({e})."))))
         return None
 
-    def cancel(self) -> None:
-        if self.launch:
-            self.launch.cancel.set()
-
-    def _loaded(self, la: Launch, out: LaunchOutcome) -> None:
-        if la is not self.launch:
+    def _changed(self, old: State, new: State, info: dict) -> None:
+        m = self.machine
+        if m is None:
             return
-        self.outcome = out
-        if out.ok:
+        if new is State.RETRYING and info.get("settings") is not None:
+            self.state.apply(info["settings"])  # the sliders show the plan being tried
+        if info.get("message"):
+            self.status.emit(info["message"])
+        self.transition.emit(old, new, info)
+        if new is State.READY and old is not State.BENCHMARKING:
             self._start_monitor()
-            self.status.emit(f"Ready in {out.ready_s:.1f} s at http://{la.host}:{la.port}")
-            self.ready.emit(out)
+            self.ready.emit(info["outcome"])
+        elif new is State.READY and old is State.BENCHMARKING and info.get("result") is not None:
+            self.benchmarked.emit(info["result"])
+            done, self._bench_done = self._bench_done, None
+            if done:
+                done(info["result"])
+        elif new is State.FAILED:
+            self._stop_monitor()
+            self._timer.stop()
+            self.failed.emit(info["failure"])
+        elif new is State.LOADING:
+            self._timer.start()
+        elif new is State.STOPPED:
+            self.stopped.emit()
+
+    def _tick(self) -> None:
+        m = self.machine
+        if m is None:
             return
-        f = out.failure
-        self.status.emit(f.message)
-        if f.is_oom and self.auto_retry and self.attempts_left > 0 and self.retry_smaller():
-            return
-        self.failed.emit(f)
+        m.poll()
+        self._ticks += 1
+        if m.state is State.LOADING and self._ticks % 10 == 0:  # once a second while loading
+            waited, last = m.loading_progress()
+            self.status.emit(f"Loading {self.state.model.name} in {m.launch.backend.name}… {waited:.0f} s"
+                             + (f" — {last[:100]}" if last else ""))
+
+    def cancel(self) -> None:
+        self.stop()
 
     def retry_smaller(self) -> bool:
-        """Apply a smaller plan (layers moved off the failing GPU) to the sliders and launch again."""
-        if not self.launch or not self.outcome or not self.outcome.failure:
+        """After an out-of-memory: a smaller plan (layers moved off the failing GPU), shown on the sliders,
+        launched again."""
+        if self.machine is None:
             return False
-        st = self.state
-        nxt = smaller_plan(st.model, st.rig, st.settings(), self.launch.plan, self.outcome.failure)
-        if nxt is None:
-            return False
-        self.attempts_left -= 1
-        st.shares = {i: float(c) for i, c in zip(st.devices, nxt.tensor_split or ())} or st.shares
-        st.gpulayers = nxt.gpulayers if nxt.gpulayers is not None and nxt.gpulayers < st.max_layers else None
-        st.changed()
-        self.launch.stop(2)
-        self.status.emit(f"Retrying with a smaller plan: {nxt.gpulayers} GPU layers, split "
-                         f"{' '.join(f'{x:g}' for x in (nxt.tensor_split or ()))}")
-        return self.start(self.auto_retry, self.attempts_left + 1) is None
+        return self.machine.retry()
+
+    def benchmark(self, n_prompt: int = 512, n_gen: int = 128, done: Callable[[BenchResult], None] | None = None) -> None:
+        m = self.machine
+        if m is None or m.state is not State.READY:
+            return
+        self._bench_done = done
+        m.benchmark(n_prompt, n_gen)
 
     def _start_monitor(self) -> None:
         la = self.launch
         gpus = [(la.rig.gpus[d.gpu_index].uuid, d.name) for d in la.plan.gpus]
         samplers = [ProcessSampler(la.process.pid), ThroughputSampler(la.backend, la.host, la.port)]
-        if gpus and not la.rig.simulated:
-            samplers.insert(0, NvmlSampler(gpus, nvml=self.nvml))
-        elif gpus and self.nvml is not None:
+        if gpus and (not la.rig.simulated or self.nvml is not None):
             samplers.insert(0, NvmlSampler(gpus, nvml=self.nvml))
         self.monitor = Monitor(samplers, self.hz).start()
-
-    def _pump(self) -> None:
-        batch = []
-        try:
-            while len(batch) < 2000:
-                batch.append(self._queue.get_nowait())
-        except queue.Empty:
-            pass
-        if batch:
-            self.lines.emit(batch)
-        la = self.launch
-        if la and la.process and self.outcome is None and la.process.poll() is None and not la.cancel.is_set():
-            import time as _t
-
-            waited = _t.monotonic() - la.process.started_at
-            if int(waited * 10) % 10 == 0:  # once a second while loading
-                last = next((ln for ln in reversed(la.process.lines) if ln.strip() and set(ln.strip()) != {"."}), "")
-                self.status.emit(f"Loading {self.state.model.name} in {la.backend.name}… {waited:.0f} s"
-                                 + (f" — {last[:100]}" if last else ""))
-        if self.launch and self.outcome and self.outcome.ok:
-            f = self.launch.check_alive()
-            if f:
-                self.outcome = None
-                self._stop_monitor()
-                self.status.emit(f.message)
-                self.failed.emit(f)
-
-    def benchmark(self, n_prompt: int = 512, n_gen: int = 128, done: Callable[[BenchResult], None] | None = None) -> None:
-        la = self.launch
-        if not self.running or not (self.outcome and self.outcome.ok):
-            return
-        st = self.state
-        self.status.emit(f"Benchmarking: {n_prompt} prompt tokens, then {n_gen} generated…")
-
-        def finished(res: BenchResult):
-            record(res)
-            self.status.emit(f"Benchmark: prompt {res.prompt_tokens_per_s:.1f} tokens/s, generation "
-                             f"{res.gen_tokens_per_s:.1f} tokens/s (predicted {res.predicted_tokens_per_s:.1f})")
-            self.benchmarked.emit(res)
-            if done:
-                done(res)
-
-        run_in_thread(lambda: run_benchmark(la.backend, la.host, la.port, la.plan, st.model, st.rig, n_prompt, n_gen),
-                      finished, lambda e: self.status.emit(f"The benchmark failed ({e})."))
 
     def _stop_monitor(self) -> None:
         if self.monitor:
@@ -176,12 +162,9 @@ class ServerSession(QObject):
             self.monitor.start()
 
     def stop(self) -> None:
+        """Stop the server or cancel its load; also how Phoenix closes (nothing keeps running)."""
         self._stop_monitor()
-        if self.launch:
-            self.launch.cancel.set()
-            self.launch.stop()
         self._timer.stop()
-        self._pump()
-        self.outcome = None
-        self.status.emit("Server stopped.")
-        self.stopped.emit()
+        if self.machine is not None:
+            self.machine.stop()
+            self.machine.poll()  # deliver the last lines

@@ -7,8 +7,8 @@ import time
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSplitter, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QPushButton,
+                               QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..membar import mib
 from .base import StatePage, banner
@@ -26,6 +26,7 @@ class MonitorPage(StatePage):
         self.status.setWordWrap(True)
         self.status.setStyleSheet("font-size: 12pt;")
         self.error = banner(kind="error")
+        self.warn = banner(kind="warn")  # ready, but not as planned (no layer reached a GPU)
         self.stop_btn = QPushButton("Stop / cancel")
         self.stop_btn.setToolTip("Stop the server (or cancel a load): its shutdown request first, then its whole "
                                  "process tree.")
@@ -62,6 +63,8 @@ class MonitorPage(StatePage):
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["device", "predicted", "actual (engine log)", "difference"])
         self.table.verticalHeader().setVisible(False)
+        # every column as wide as its header or its widest cell, before and after a run
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.setToolTip("Weights + KV cache + compute buffers. The CUDA context and pools are not in the "
                               "engine's log; the monitor's VRAM graph shows them.")
 
@@ -98,12 +101,14 @@ class MonitorPage(StatePage):
         lay = QVBoxLayout(self)
         lay.addWidget(self.status)
         lay.addWidget(self.error)
+        lay.addWidget(self.warn)
         lay.addLayout(buttons)
         lay.addWidget(self.bench)
         lay.addWidget(self.now)
         lay.addWidget(split, 1)
 
         session.status.connect(self.status.setText)
+        session.starting.connect(self.clear)
         session.lines.connect(self._append)
         session.ready.connect(self._ready)
         session.failed.connect(self._failed)
@@ -116,15 +121,28 @@ class MonitorPage(StatePage):
     def _append(self, lines: list[str]) -> None:
         self.log.appendPlainText("\n".join(lines))
 
+    def clear(self) -> None:
+        """A new launch: nothing of the previous run stays on the page (log, traceback, table, graphs)."""
+        self.log.clear()
+        self.bench.clear()
+        self.now.clear()
+        self.error.setVisible(False)
+        self.warn.setVisible(False)
+        self.retry_btn.setVisible(False)
+        self.table.setRowCount(0)
+        for c in self.curves.values():
+            c.setData([], [])
+
     def _ready(self, out) -> None:
         self.error.setVisible(False)
         self.retry_btn.setVisible(False)
+        self.warn.setText("<br>".join(out.warnings))
+        self.warn.setVisible(bool(out.warnings))
         self.table.setRowCount(len(out.comparison))
         for r, c in enumerate(out.comparison):
             diff = "" if c.actual_bytes is None else f"{(c.predicted_bytes - c.actual_bytes) / (1 << 20):+,.0f} MiB"
             for col, text in enumerate((c.name, mib(c.predicted_bytes), "—" if c.actual_bytes is None else mib(c.actual_bytes), diff)):
                 self.table.setItem(r, col, QTableWidgetItem(text))
-        self.table.resizeColumnsToContents()
         self.timer.setInterval(int(1000 / self.session.hz))
         self.timer.start()
         self.refresh()
