@@ -18,8 +18,8 @@ from .base import StatePage, banner, gib, quiet
 COLUMNS = ["use", "GPU", "architecture", "VRAM used / total", "bandwidth", "PCIe", "display", "order"]
 USE, NAME, ARCH, VRAM, BANDWIDTH, PCIE, DISPLAY, ORDER = range(len(COLUMNS))
 
-INSTRUCTIONS = ("Tick the cards to use (Space ticks the focused row); ▲/▼ set the order the server numbers them in. "
-                "Every ticked card costs a CUDA context, even with no layers.")
+INSTRUCTIONS = ("Tick the cards to use (Space ticks the focused row); ▲/▼ set the order the server numbers "
+                "them in. Every ticked card costs a CUDA context, even with no layers.")
 THIS_PC = "The GPUs Phoenix found in this PC"
 USE_THIS_PC = "Use this PC's hardware"
 
@@ -160,7 +160,7 @@ class HardwarePage(StatePage):
 
     def show_notice(self, text: str) -> None:
         """A start-up message (damaged settings file, a rig file that did not load)."""
-        self._notice = text
+        self._notice, self._banner_text = text, self.banner.text()
         self._show_banner()
 
     def _show_banner(self) -> None:
