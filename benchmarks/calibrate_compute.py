@@ -3,7 +3,9 @@
     python benchmarks/calibrate_compute.py [--quick]
 
 Loads each configuration in the real engine (CPU, no GPU needed) and prints predicted vs logged
-model / KV / compute / output buffer sizes in MiB.
+model / KV / compute / output buffer sizes in MiB. The constants in planner/compute.py are fitted
+to this engine (profile "llama-server-current", planner/engines.py); other profiles differ only by
+the rules their profile states (e.g. koboldcpp's full-ubatch logits).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def engine_args(ctx: int, fa: bool, ub: int, kv: str) -> list[str]:
 def compare(path: Path, ctx, fa, ub, kv):
     model = read_model(path)
     s = PlanSettings(context=ctx, flash_attn=fa, batch=ub, cache_type_k=kv, cache_type_v=kv if fa else "f16",
-                     backend="llama-server", use_mmap=True)
+                     backend="llama-server", engine="llama-server-current", use_mmap=True)
     plan = make_plan(model, cpu_rig(), s)
     rep, log = probe_buffers(path, engine_args(ctx, fa, ub, kv))
     cpu = plan.cpu
