@@ -41,8 +41,7 @@ class PhoenixWizard(QWizard):
         for key in PAGES:
             self.addPage(self.pages[key])
         if notice:
-            self.pages["hardware"].banner.setText(notice)
-            self.pages["hardware"].banner.setVisible(True)
+            self.pages["hardware"].show_notice(notice)
         self.currentIdChanged.connect(lambda _id: self._on_change())
         self.session.ready.connect(lambda _o: self.go_to("monitor"))
         if self.us.geometry:

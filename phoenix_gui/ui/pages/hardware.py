@@ -74,7 +74,6 @@ class HardwarePage(StatePage):
         self._detect = OwnedTask(self)
         self._built_for = None  # the rig the table's rows were made for; rows are rebuilt only for a new rig
         self._notice = ""  # a start-up notice (damaged settings, unreadable rig file) shown above the table
-        self._banner_text = ""
         self.heading = QLabel()
         font = QFont(self.heading.font())
         font.setBold(True)
@@ -160,16 +159,13 @@ class HardwarePage(StatePage):
 
     def show_notice(self, text: str) -> None:
         """A start-up message (damaged settings file, a rig file that did not load)."""
-        self._notice, self._banner_text = text, self.banner.text()
+        self._notice = text
         self._show_banner()
 
     def _show_banner(self) -> None:
-        if self.banner.text() != self._banner_text:  # wizard.py writes its start-up notice straight onto it
-            self._notice = self.banner.text()
         rig = self.state.rig
         parts = [p for p in (self._notice, "" if rig.gpus else no_gpu_text(rig)) if p]
-        self._banner_text = " ".join(parts)
-        self.banner.setText(self._banner_text)
+        self.banner.setText(" ".join(parts))
         self.banner.setVisible(bool(parts))
 
     # --- drawing ---
