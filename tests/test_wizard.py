@@ -96,7 +96,7 @@ def test_oom_configuration_turns_the_bar_red_with_the_reason(wiz):
     st = wiz.state
     st.set_split_text("4 8 6")
     head, bar, why = page.bar_rows[0]
-    assert bar.device.status == "short"
+    assert bar.device.state == "short"
     assert why.isVisible() and "GTX 1050 Ti" in why.text() and "MiB" in why.text()
     assert "SHORT" in head.text()
     assert head.palette().color(head.foregroundRole()).name().lower() == STATUS_COLOUR["short"].lower()

@@ -105,7 +105,7 @@ def test_short_card_bar_overflows_past_its_capacity_line(wiz):
     wiz.state.set_gpulayers(None)
     wiz.state.set_split_text("4 8 6")
     head, bar, why = page.bar_rows[0]
-    assert bar.device.status == "short"
+    assert bar.device.state == "short"
     assert bar.capacity_x() < bar.width() - 10
     img = bar.grab().toImage()
     x = int((bar.capacity_x() + bar.width()) / 2)

@@ -19,8 +19,7 @@ RESERVE_COLOUR = "#9D9D9D"
 OTHERS_COLOUR = "#7F7F7F"
 OVERFLOW_COLOUR = "#D62728"
 # one colour per card state (the planner decides the state once: fits / tight / short)
-STATUS_COLOUR = {"fits": "#2CA02C", "tight": "#E0A800", "short": "#D62728",
-                 "ok": "#2CA02C", "oom": "#D62728"}
+STATUS_COLOUR = {"fits": "#2CA02C", "tight": "#E0A800", "short": "#D62728"}
 LEGEND = [  # (swatch html, label) in the order the bar draws them
     (f"<span style='color:{OTHERS_COLOUR}'>▤</span>", "used by other programs"),
     *[(f"<span style='color:{c}'>■</span>", label) for _, label, c in SEGMENTS],
@@ -61,7 +60,7 @@ class MemoryBar(QWidget):
         if d.mmap_bytes:
             lines.append(f"{mib(d.mmap_bytes)} of weights are memory-mapped (page cache)")
         if d.reason():
-            lines.append(f"<span style='color:{STATUS_COLOUR[d.status]}'>{d.reason()}</span>")
+            lines.append(f"<span style='color:{STATUS_COLOUR[d.state]}'>{d.reason()}</span>")
         self.setToolTip("<br>".join(lines))
         self.update()
 
@@ -105,8 +104,8 @@ class MemoryBar(QWidget):
         pen.setWidth(2)
         p.setPen(pen)
         p.drawLine(QLineF(cap_x, r.top() - 1, cap_x, r.bottom() + 1))
-        pen = QPen(QColor(STATUS_COLOUR[d.status]))
-        pen.setWidth(2 if d.status in ("fits", "ok") else 3)
+        pen = QPen(QColor(STATUS_COLOUR[d.state]))
+        pen.setWidth(2 if d.state == "fits" else 3)
         p.setPen(pen)
         p.setBrush(Qt.NoBrush)
         p.drawRoundedRect(r, 4, 4)

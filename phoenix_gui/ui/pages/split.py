@@ -14,7 +14,7 @@ from ..state import DEVICES, MODEL, PLAN, SPLIT
 from .base import StatePage, banner
 
 OBJECTIVES = [("fastest", "fastest"), ("context", "longest context"), ("headroom", "most headroom")]
-STATE_WORD = {"fits": "fits", "ok": "fits", "tight": "TIGHT", "short": "SHORT", "oom": "SHORT"}
+STATE_WORD = {"fits": "fits", "tight": "TIGHT", "short": "SHORT"}
 
 
 def _colour(label: QLabel, colour: str | None) -> None:
@@ -231,12 +231,12 @@ class SplitPage(StatePage):
             row.update_range(n, gi in st.locked)
         for (head, bar, why), d in zip(self.bar_rows, plan.devices):
             head.setText(f"{d.name} · {d.layers} layers · {mib(d.total_bytes)} of {mib(d.usable_bytes)} usable · "
-                         f"{STATE_WORD[d.status]}")
-            _colour(head, STATUS_COLOUR[d.status] if d.status not in ("fits", "ok") else None)
+                         f"{STATE_WORD[d.state]}")
+            _colour(head, STATUS_COLOUR[d.state] if d.state != "fits" else None)
             bar.set_device(d)
             reason = d.reason()
             why.setText(reason)
-            _colour(why, STATUS_COLOUR[d.status])
+            _colour(why, STATUS_COLOUR[d.state])
             if why.isVisibleTo(self) != bool(reason):  # a visibility flip relayouts the page
                 why.setVisible(bool(reason))
         self._show_speed(plan)
