@@ -227,3 +227,36 @@ def test_rig_path_in_old_settings_is_not_reopened(qtbot, config_dir):
     qtbot.addWidget(w)
     assert not w.state.rig.simulated
     assert w.button(QWizard.NextButton) is not None
+
+
+def test_escape_while_a_real_server_runs_asks_and_no_keeps_it(qtbot, tmp_path, monkeypatch):
+    import psutil
+    from PySide6.QtWidgets import QMessageBox
+
+    from phoenix_gui.backends.probe import free_port
+    from phoenix_gui.model import write_skeleton
+
+    monkeypatch.setenv("PHOENIX_DATA_DIR", str(tmp_path / "data"))
+    model = write_skeleton("tiny-llama-f16", tmp_path / "tiny.gguf", random_data=True)
+    rig = tmp_path / "cpu.toml"
+    rig.write_text('name = "this PC"\n[system]\nram_gib = 16\nram_bandwidth_gbs = 20\n')
+    w = make_wizard(rig_path=str(rig), model_path=str(model), persist=False, measure=False)
+    qtbot.addWidget(w)
+    w.show()
+    st = w.state
+    st.set_backend("llama-server", None)
+    st.set_port(free_port())
+    st.set_context(2048)
+    assert w.session.start() is None
+    qtbot.waitUntil(lambda: w.session.outcome is not None and w.session.outcome.ok, timeout=60000)
+    pid = w.session.launch.process.pid
+    answers = [QMessageBox.No, QMessageBox.Yes]
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: (asked.append(a[2]), answers.pop(0))[1])
+    qtbot.keyClick(w, Qt.Key_Escape)
+    assert len(asked) == 1 and "server is running" in asked[0]
+    assert w.isVisible() and w.session.running and psutil.pid_exists(pid)
+    qtbot.keyClick(w, Qt.Key_Escape)
+    assert len(asked) == 2 and not w.isVisible()
+    qtbot.waitUntil(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+                    timeout=15000)
