@@ -117,5 +117,5 @@ def test_ram_short_with_roomy_gpus_says_offload(q32, rig):
 
 
 def test_old_status_spelling_still_answers():
-    # ui/membar.py, ui/pages/split.py and cli.py read `status` until they move to `state`
+    # cli.py's plan table reads `status` until it moves to `state`
     assert [_dev(t).status for t in (700, 960, 1260)] == ["ok", "tight", "oom"]

@@ -63,8 +63,8 @@ class DevicePlan:
 
     @property
     def status(self) -> str:
-        """Old spelling of `state` ("ok"/"tight"/"oom") for ui/membar.py, ui/pages/split.py and
-        cli.py until they read `state`; remove then."""
+        """Old spelling of `state` ("ok"/"tight"/"oom"), kept while cli.py's plan table reads it;
+        remove with it (and the "status" key of to_dict) once that reads `state`."""
         return _OLD_STATUS[self.state]
 
     def reason(self) -> str:
