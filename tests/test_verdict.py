@@ -114,8 +114,3 @@ def test_ram_short_with_roomy_gpus_says_offload(q32, rig):
     p = make_plan(q32, _small_ram(rig), PlanSettings(context=4096, gpulayers=10))
     assert all(d.fits for d in p.gpus) and p.cpu.state == "short"
     assert "offload more layers to GPUs" in p.cpu.reason()
-
-
-def test_old_status_spelling_still_answers():
-    # cli.py's plan table reads `status` until it moves to `state`
-    assert [_dev(t).status for t in (700, 960, 1260)] == ["ok", "tight", "oom"]

@@ -61,12 +61,6 @@ class DevicePlan:
     def fits(self) -> bool:
         return self.state == "fits"
 
-    @property
-    def status(self) -> str:
-        """Old spelling of `state` ("ok"/"tight"/"oom"), kept while cli.py's plan table reads it;
-        remove with it (and the "status" key of to_dict) once that reads `state`."""
-        return _OLD_STATUS[self.state]
-
     def reason(self) -> str:
         """One sentence for a device that does not fit, empty otherwise. The advice comes from
         the whole plan when the device belongs to one (what helps depends on the other devices)."""
@@ -80,12 +74,11 @@ class DevicePlan:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(total_bytes=self.total_bytes, usable_bytes=self.usable_bytes,
-                 headroom_bytes=self.headroom_bytes, fits=self.fits, state=self.state, status=self.status,
+                 headroom_bytes=self.headroom_bytes, fits=self.fits, state=self.state,
                  reason=self.reason())
         return d
 
 
-_OLD_STATUS = {"fits": "ok", "tight": "tight", "short": "oom"}
 
 
 def _sentence(d: DevicePlan, state: str, advice: str) -> str:

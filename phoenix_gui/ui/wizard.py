@@ -135,9 +135,11 @@ class PhoenixWizard(QWizard):
         super().done(result)
 
     def closeEvent(self, e) -> None:  # noqa: N802
-        if self.isVisible():
-            super().closeEvent(e)  # QDialog turns a close into reject(): it asks while a server runs
-        else:
-            self.save()
-        if e.isAccepted():
-            self.session.stop()  # nothing keeps running after Phoenix closes
+        # The window's close button asks while a server runs; a close from code (app shutdown,
+        # tests) does not wait on a question. Either way nothing keeps running afterwards.
+        if e.spontaneous() and self.isVisible() and not self.confirm_quit():
+            e.ignore()
+            return
+        self.save()
+        self.session.stop()
+        e.accept()
