@@ -177,7 +177,7 @@ def _print_plan(plan, rig, cmd, objective, demo) -> None:
     for d in plan.devices:
         rows.append((d.name, str(d.layers), _mib(d.weights_bytes), _mib(d.kv_bytes), _mib(d.compute_bytes),
                      _mib(d.overhead_bytes), _mib(d.total_bytes), _mib(d.usable_bytes), _mib(d.headroom_bytes),
-                     {"ok": "yes", "tight": "TIGHT", "oom": "NO (OOM)"}[d.status]))
+                     {"fits": "yes", "tight": "TIGHT", "short": "NO (OOM)"}[d.state]))
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))  # noqa: E731
     print("(MiB)")
