@@ -268,5 +268,5 @@ class SplitPage(StatePage):
         if plan.fits:
             self.verdict.setText(f"<span style='color:{STATUS_COLOUR['fits']}'>Every device fits.</span>")
         else:
-            self.verdict.setText("<br>".join(f"<span style='color:{STATUS_COLOUR['short']}'>{r}</span>"
-                                             for r in plan.reasons()))
+            self.verdict.setText("<br>".join(f"<span style='color:{STATUS_COLOUR[d.state]}'>{d.reason()}</span>"
+                                             for d in plan.devices if d.state != "fits"))
