@@ -35,7 +35,9 @@ def test_launch_monitor_benchmark_and_stop(qtbot, tiny, tmp_path):
     w.resize(1280, 860)
     w.show()
     st = w.state
-    st.update(backend="llama-server", executable=None, port=free_port(), context=2048)
+    st.set_backend("llama-server", None)
+    st.set_port(free_port())
+    st.set_context(2048)
     w.go_to("launch")
     page = w.page("launch")
     page.refresh()
@@ -81,7 +83,8 @@ def test_gpu_graphs_with_nvml_and_a_vanishing_gpu(qtbot, tiny, tmp_path):
     # koboldcpp's stand-in serves the API; the plan uses the simulated GPUs
     from pathlib import Path
 
-    st.update(executable=str(Path(__file__).with_name("fake_koboldcpp.py")), port=free_port())
+    st.set_executable(str(Path(__file__).with_name("fake_koboldcpp.py")))
+    st.set_port(free_port())
     assert w.session.start() is None
     qtbot.waitUntil(lambda: w.session.outcome is not None and w.session.outcome.ok, timeout=60000)
     m = w.session.monitor
@@ -123,7 +126,8 @@ def test_oom_in_the_wizard_offers_a_smaller_retry(qtbot, tiny, tmp_path, monkeyp
     w = make_wizard(rig_path=str(demo_rig_path()), model_path=str(tiny), persist=False, measure=False)
     qtbot.addWidget(w)
     st = w.state
-    st.update(executable=str(Path(__file__).with_name("fake_koboldcpp.py")), port=free_port())
+    st.set_executable(str(Path(__file__).with_name("fake_koboldcpp.py")))
+    st.set_port(free_port())
     st.shares = {i: 1.0 for i in st.devices}
     st.changed()
     with qtbot.waitSignal(w.session.failed, timeout=60000) as blocker:
