@@ -141,3 +141,32 @@ def test_oom_in_the_wizard_offers_a_smaller_retry(qtbot, tiny, tmp_path, monkeyp
     qtbot.waitUntil(lambda: w.session.outcome is not None and w.session.outcome.ok, timeout=60000)
     assert st.plan().gpus[0].layers < before
     w.session.stop()
+
+
+def test_auto_retry_in_the_wizard_shows_the_smaller_plan(qtbot, tiny, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from phoenix_gui.backends.lifecycle import State
+    from phoenix_gui.hardware import demo_rig_path
+
+    monkeypatch.setenv("FAKE_KCPP_MAX_LAYERS", "0")
+    monkeypatch.setenv("FAKE_KCPP_OOM_MODE", "clean")
+    w = make_wizard(rig_path=str(demo_rig_path()), model_path=str(tiny), persist=False, measure=False)
+    qtbot.addWidget(w)
+    st = w.state
+    st.set_executable(str(Path(__file__).with_name("fake_koboldcpp.py")))
+    st.set_port(free_port())
+    st.shares = {i: 1.0 for i in st.devices}
+    st.changed()
+    assert st.plan().gpus[0].layers == 1
+    seen = []
+    w.session.transition.connect(lambda old, new, info: seen.append(new))
+    assert w.session.start(auto_retry=True, attempts=3) is None
+    qtbot.waitUntil(lambda: w.session.outcome is not None, timeout=60000)
+    try:
+        assert w.session.outcome.ok and State.RETRYING in seen
+        assert st.plan().gpus[0].layers == 0  # the sliders show the plan that runs
+        assert st.plan().gpulayers == w.session.launch.plan.gpulayers
+    finally:
+        w.session.stop()
+    assert not w.session.running and seen[-1] is State.STOPPED
