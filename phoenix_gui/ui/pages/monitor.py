@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QPushButton,
                                QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from ...backends.lifecycle import State
 from ..membar import mib
 from .base import StatePage, banner
 
@@ -113,7 +114,7 @@ class MonitorPage(StatePage):
         session.ready.connect(self._ready)
         session.failed.connect(self._failed)
         session.benchmarked.connect(self._bench)
-        session.stopped.connect(self.refresh)
+        session.transition.connect(lambda _old, _new, _info: self.refresh())  # buttons follow the state
         self.timer = QTimer(self)
         self.timer.setInterval(1000)
         self.timer.timeout.connect(self.update_plots)
@@ -220,7 +221,8 @@ class MonitorPage(StatePage):
 
     def refresh(self) -> None:
         running = self.session.running
-        ready = running and self.session.outcome is not None and self.session.outcome.ok
+        m = self.session.machine
+        ready = running and m is not None and m.state is State.READY  # not while a benchmark runs
         self.stop_btn.setEnabled(running)
         self.bench_btn.setEnabled(ready)
         self.csv_btn.setEnabled(self.session.monitor is not None)
