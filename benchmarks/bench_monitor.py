@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from phoenix_gui.backends.launch import Launch  # noqa: E402
+from phoenix_gui.backends.lifecycle import LaunchMachine, State  # noqa: E402
 from phoenix_gui.backends.probe import free_port  # noqa: E402
 from phoenix_gui.hardware.rig import GIB, Rig, SystemInfo  # noqa: E402
 from phoenix_gui.model import read_model, write_skeleton  # noqa: E402
@@ -37,10 +37,14 @@ def main() -> int:
         model = read_model(path)
         rig = Rig("this PC", [], SystemInfo(16 * GIB, 12 * GIB, 2, 2, 20.0, "table"))
         plan = make_plan(model, rig, PlanSettings(context=2048, backend="llama-server", port=free_port()))
-        la = Launch(plan, rig, model, str(path), log_dir=Path(d))
-        la.start()
-        out = la.wait_ready(120)
-        assert out.ok, out.failure
+        machine = LaunchMachine(plan, rig, model, str(path), log_dir=Path(d))
+        machine.start()
+        end = time.monotonic() + 120
+        while machine.state not in (State.READY, State.FAILED, State.STOPPED) and time.monotonic() < end:
+            machine.poll()
+            time.sleep(0.05)
+        out, la = machine.outcome, machine.launch
+        assert out is not None and out.ok, machine.failure
         print(f"llama-server ready in {out.ready_s:.2f} s")
         rows = []
         try:
@@ -66,7 +70,7 @@ def main() -> int:
             st = WizardState(rig)
             st.set_model(model, str(path))
             sess = ServerSession(st)
-            sess.launch = la
+            sess.machine = machine
             sess.monitor = Monitor([ProcessSampler(la.process.pid), ThroughputSampler(la.backend, la.host, la.port)], 1.0)
             for _ in range(60):
                 sess.monitor.tick()
@@ -82,7 +86,7 @@ def main() -> int:
             per_draw = (cpu_seconds() - c0) / n
             rows.append(("one graph redraw (60 s window), per second", per_draw * 100, None))
         finally:
-            la.stop()
+            machine.stop()
     print(f"{'monitor overhead':48s} {'% of one core':>14s} {'target':>8s}")
     for name, pct, target in rows:
         print(f"{name:48s} {pct:13.2f}% {('< ' + str(target) + '%') if target else '':>8s}")

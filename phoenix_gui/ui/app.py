@@ -131,7 +131,9 @@ def _run_for_screenshot(app, w, seconds: float = 6.0) -> None:
     st = w.state
     exe = LlamaServerBackend().find()
     if exe:
-        st.update(backend="llama-server", executable=exe, port=free_port(), context=min(st.context, 4096))
+        st.set_backend("llama-server", exe)
+        st.set_port(free_port())
+        st.set_context(min(st.context, 4096))
     if w.session.start() is not None:
         return
     w.go_to("monitor")
