@@ -260,3 +260,17 @@ def test_escape_while_a_real_server_runs_asks_and_no_keeps_it(qtbot, tmp_path, m
     assert len(asked) == 2 and not w.isVisible()
     qtbot.waitUntil(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
                     timeout=15000)
+
+
+def test_launch_page_refuses_a_bad_host_in_one_sentence(wiz, qtbot):
+    wiz.go_to("launch")
+    page = wiz.page("launch")
+    page.host.setFocus()
+    page.host.selectAll()
+    qtbot.keyClicks(page.host, "my host")
+    qtbot.keyClick(page.host, Qt.Key_Return)
+    assert _title(wiz) == "Launch" and wiz.state.host == "127.0.0.1"
+    assert page.status.isVisible() and "not a host name" in page.status.text()
+    assert page.host.text() == "127.0.0.1"  # the refused text is replaced by what is in force
+    page.port.setValue(5123)
+    assert wiz.state.port == 5123 and "--port 5123" in page.cmd.toPlainText()

