@@ -22,3 +22,33 @@ def skeletons(tmp_path_factory):
         return cache[key]
 
     return get
+
+
+@pytest.fixture(autouse=True)
+def user_dirs(tmp_path, monkeypatch):
+    """Every test gets its own config and data folders: no test reads or writes the user's."""
+    monkeypatch.setenv("PHOENIX_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("PHOENIX_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path
+
+
+@pytest.fixture
+def config_dir(user_dirs):
+    return user_dirs / "config"
+
+
+@pytest.fixture
+def data_dir(user_dirs):
+    return user_dirs / "data"
+
+
+@pytest.fixture
+def wiz(qtbot):
+    """The demo wizard, shown at a normal size."""
+    from phoenix_gui.ui.app import make_wizard
+
+    w = make_wizard(demo=True, persist=False, measure=False)
+    qtbot.addWidget(w)
+    w.resize(1280, 860)
+    w.show()
+    return w

@@ -17,12 +17,6 @@ from phoenix_gui.ui.pages.hardware import NAME, ORDER, THIS_PC, USE, USE_THIS_PC
 CPU_ONLY_RIG = 'name = "laptop"\n[system]\nram_gib = 32\nram_bandwidth_gbs = 40\n'
 
 
-@pytest.fixture(autouse=True)
-def config_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("PHOENIX_CONFIG_DIR", str(tmp_path / "config"))
-    return tmp_path / "config"
-
-
 def shown(qtbot, **kw):
     w = make_wizard(**{"persist": False, "measure": False, **kw})
     qtbot.addWidget(w)

@@ -22,14 +22,9 @@ from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import GIB, Rig, SystemInfo
 from phoenix_gui.model import read_model, write_skeleton
 from phoenix_gui.planner import PlanSettings, make_plan
+from machine_helpers import drive, gone  # noqa: F401
 
 FAKE = str(Path(__file__).with_name("fake_koboldcpp.py"))
-
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("PHOENIX_DATA_DIR", str(tmp_path / "data"))
-    return tmp_path / "data"
 
 
 @pytest.fixture(scope="module")
@@ -40,26 +35,6 @@ def tiny(tmp_path_factory):
 
 def cpu_rig():
     return Rig("this PC", [], SystemInfo(16 * GIB, 12 * GIB, 2, 2, 20.0, "table"))
-
-
-def gone(pids, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        if not alive:
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def drive(m, until=lambda m: m.state is not State.LOADING, timeout=60.0):
-    """What the CLI and the wizard do: poll until the condition holds."""
-    end = time.monotonic() + timeout
-    while not until(m):
-        assert time.monotonic() < end, f"still {m.state.value}"
-        m.poll()
-        time.sleep(0.05)
-    return m
 
 
 def llama_machine(tiny, port=None, **kw):

@@ -15,15 +15,10 @@ from phoenix_gui.backends.probe import free_port
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import read_model, write_skeleton
 from phoenix_gui.planner import PlanSettings, make_plan
+from machine_helpers import drive, gone  # noqa: F401
 
 FAKE = str(Path(__file__).with_name("fake_koboldcpp.py"))
 NO_CUDA = "No layers reached a GPU: this koboldcpp has no CUDA (use koboldcpp_cu12 or a CUDA build)."
-
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("PHOENIX_DATA_DIR", str(tmp_path / "data"))
-    return tmp_path / "data"
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +31,6 @@ def machine(tiny, rig=None, **kw):
     model = read_model(tiny)
     plan = make_plan(model, rig, PlanSettings(context=2048, port=free_port(), tensor_split=(1, 1, 1)))
     return LaunchMachine(plan, rig, model, str(tiny), exe=FAKE, **kw)
-
-
-def drive(m, until=lambda m: m.state is not State.LOADING, timeout=60.0):
-    end = time.monotonic() + timeout
-    while not until(m):
-        assert time.monotonic() < end, f"still {m.state.value}"
-        m.poll()
-        time.sleep(0.05)
-    return m
 
 
 def states(m):

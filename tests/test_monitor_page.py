@@ -12,12 +12,6 @@ from phoenix_gui.ui.app import make_wizard
 from fake_nvml import FakeGpu, FakeNVML
 
 
-@pytest.fixture(autouse=True)
-def dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("PHOENIX_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("PHOENIX_DATA_DIR", str(tmp_path / "data"))
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return write_skeleton("tiny-llama-f16", tmp_path_factory.mktemp("m") / "tiny.gguf", random_data=True)

@@ -14,21 +14,6 @@ from phoenix_gui.ui.membar import STATUS_COLOUR
 from phoenix_gui.ui.wizard import PAGES
 
 
-@pytest.fixture(autouse=True)
-def config_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("PHOENIX_CONFIG_DIR", str(tmp_path / "config"))
-    return tmp_path / "config"
-
-
-@pytest.fixture
-def wiz(qtbot):
-    w = make_wizard(demo=True, persist=False, measure=False)
-    qtbot.addWidget(w)
-    w.resize(1280, 860)
-    w.show()
-    return w
-
-
 def test_walk_every_page_forward_and_back(wiz, qtbot):
     seen = []
     for key in PAGES:

@@ -12,21 +12,6 @@ from phoenix_gui.ui.app import make_wizard
 from phoenix_gui.ui.ticks import handle_centre_x
 
 
-@pytest.fixture(autouse=True)
-def config_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("PHOENIX_CONFIG_DIR", str(tmp_path / "config"))
-    return tmp_path / "config"
-
-
-@pytest.fixture
-def wiz(qtbot):
-    w = make_wizard(demo=True, persist=False, measure=False)
-    qtbot.addWidget(w)
-    w.resize(1280, 860)
-    w.show()
-    return w
-
-
 def _title(w):
     return w.currentPage().title()
 

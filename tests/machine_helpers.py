@@ -1,0 +1,27 @@
+"""Driving a launch the way the CLI and the wizard do, and waiting for processes to be gone."""
+
+import time
+
+import psutil
+
+from phoenix_gui.backends.lifecycle import State
+
+
+def drive(m, until=lambda m: m.state is not State.LOADING, timeout=60.0):
+    """Poll the machine until the condition holds."""
+    end = time.monotonic() + timeout
+    while not until(m):
+        assert time.monotonic() < end, f"still {m.state.value}"
+        m.poll()
+        time.sleep(0.05)
+    return m
+
+
+def gone(pids, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
