@@ -1,13 +1,13 @@
 """Engine profiles: every rule that depends on which engine (and which build of it) runs the model.
 
 The planner reads these rules from the profile only, so supporting another engine version means
-adding one profile here, not a flag in each formula. Sources: /work/shared/reference
-(llamacpp-memory.md, koboldcpp.md) and the koboldcpp 1.115.1 source tree.
+adding one profile here, not a flag in each formula. Sources: the reference notes beside the project
+(../shared/reference: llamacpp-memory.md, koboldcpp.md) and the koboldcpp 1.115.1 source tree.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -77,37 +77,21 @@ LLAMA_SERVER_CURRENT = EngineProfile(
     quant_v_without_fa="refused",
 )
 
-LLAMA_CPP_OLD = EngineProfile(
-    name="llama.cpp-old", backend="llama-server",
+# The old builds differ from the current ones only where a dated llama.cpp change says so.
+LLAMA_CPP_OLD = replace(
+    LLAMA_SERVER_CURRENT, name="llama.cpp-old",
     description="llama-server builds before mid-December 2025 (≈ b7437 and older)",
     output_layer_first=False,
-    context_reserve=0,
-    context_pad=256,
-    swa_kv_f16=False,  # before PR #21277 the SWA cache followed the KV type
     logits_full_ubatch=True,  # old builds reserved n_vocab x n_ubatch logits
-    pipeline_copies=4,
-    mmap_default=True,
-    default_split="free",
-    op_offload_min_batch=32,
-    process_ram_mib=250,
-    quant_v_without_fa="refused",
 )
 
-KOBOLDCPP_OLD = EngineProfile(
-    name="koboldcpp-old", backend="koboldcpp",
+KOBOLDCPP_OLD = replace(
+    KOBOLDCPP_1115, name="koboldcpp-old",
     description="koboldcpp on a llama.cpp from before mid-December 2025 (1.102 and older)",
     output_layer_first=False,
     # not re-measured: older builds reserved 80 or 120 cells; 128 over-estimates by < 1 %
     context_reserve=128,
-    context_pad=256,
     swa_kv_f16=False,  # before PR #21277 the SWA cache followed the KV type
-    logits_full_ubatch=True,
-    pipeline_copies=4,
-    mmap_default=False,  # as 1.115.1 (1.76 mapped by default; Phoenix passes --usemmap when wanted)
-    default_split="free",
-    op_offload_min_batch=32,
-    process_ram_mib=600,
-    quant_v_without_fa="k_only",
 )
 
 PROFILES: dict[str, EngineProfile] = {p.name: p for p in (KOBOLDCPP_1115, LLAMA_SERVER_CURRENT, LLAMA_CPP_OLD, KOBOLDCPP_OLD)}
