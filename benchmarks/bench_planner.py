@@ -72,7 +72,7 @@ def main() -> int:
         row(f"auto_fit fastest: Qwen2.5-32B, {n} GPU(s)", timeit(lambda: auto_fit(m, rn, PlanSettings(context=8192)), 15), target)
     moe = preset_model_info("qwen3-30b-a3b-q4_k_m")
     seed = __import__("phoenix_gui.hardware", fromlist=["load_rig"]).load_rig(
-        Path(__file__).resolve().parents[1] / "resources" / "rigs" / "phoenix-cluster.toml")
+        Path(__file__).resolve().parents[1] / "phoenix_gui" / "data" / "rigs" / "phoenix-cluster.toml")
     row("auto_fit fastest: Qwen3-30B-A3B MoE, seed rig (3)", timeit(lambda: auto_fit(moe, seed, PlanSettings(context=4096)), 10), 50)
     row("auto_fit fastest: Qwen2.5-32B, seed rig (3)", timeit(lambda: auto_fit(m, seed, PlanSettings(context=4096)), 15), 50)
     return 0

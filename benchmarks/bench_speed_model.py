@@ -1,4 +1,4 @@
-"""Error of the shipped speed model (resources/speed-model.json) on the calibration data.
+"""Error of the shipped speed model (phoenix_gui/data/speed-model.json) on the calibration data.
 
     python benchmarks/bench_speed_model.py
 

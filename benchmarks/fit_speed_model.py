@@ -1,4 +1,4 @@
-"""Fit the speed model's constants on the calibration data and write resources/speed-model.json.
+"""Fit the speed model's constants on the calibration data and write phoenix_gui/data/speed-model.json.
 
     python benchmarks/fit_speed_model.py [--write]
 
@@ -109,7 +109,7 @@ def fit_prompt(scen, c) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--write", action="store_true", help="write resources/speed-model.json")
+    ap.add_argument("--write", action="store_true", help="write phoenix_gui/data/speed-model.json")
     args = ap.parse_args()
     scen, skipped = load_scenarios()
     x = fit(scen)
@@ -125,7 +125,7 @@ def main() -> int:
     print(f"{'prompt speed (rough), in-sample':28s} {np.median(pp_err) * 100:11.1f}% {np.percentile(pp_err, 90) * 100:9.1f}%")
     print(json.dumps(c, indent=1))
     if args.write:
-        out = Path(__file__).resolve().parents[1] / "resources" / "speed-model.json"
+        out = Path(__file__).resolve().parents[1] / "phoenix_gui" / "data" / "speed-model.json"
         out.write_text(json.dumps({
             "about": "Constants of phoenix_gui.planner.speed, fitted by benchmarks/fit_speed_model.py on "
                      "shared/data/speed-calibration.jsonl (public llama.cpp benchmark results).",

@@ -1,4 +1,4 @@
-"""Draw Phoenix's icon with Qt and write resources/icons/phoenix.png and phoenix.ico (PNG-in-ICO).
+"""Draw Phoenix's icon with Qt and write phoenix_gui/data/icons/phoenix.png and phoenix.ico (PNG-in-ICO).
 
     QT_QPA_PLATFORM=offscreen python installer/make_icon.py
 """
@@ -15,7 +15,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QPointF, QRectF, Qt  # noqa: E402
 from PySide6.QtGui import QColor, QGuiApplication, QImage, QLinearGradient, QPainter, QPainterPath  # noqa: E402
 
-OUT = Path(__file__).resolve().parents[1] / "resources" / "icons"
+OUT = Path(__file__).resolve().parents[1] / "phoenix_gui" / "data" / "icons"
 
 
 def draw(size: int) -> QImage:

@@ -30,8 +30,8 @@ RequestExecutionLevel user
 !else
   SetCompressor /SOLID lzma
 !endif
-!define MUI_ICON "..\resources\icons\phoenix.ico"
-!define MUI_UNICON "..\resources\icons\phoenix.ico"
+!define MUI_ICON "..\phoenix_gui\data\icons\phoenix.ico"
+!define MUI_UNICON "..\phoenix_gui\data\icons\phoenix.ico"
 !define MUI_ABORTWARNING
 !define MUI_FINISHPAGE_RUN "$INSTDIR\${EXE}"
 !define MUI_FINISHPAGE_RUN_TEXT "Start Phoenix now"

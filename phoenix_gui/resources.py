@@ -1,22 +1,19 @@
-"""Where the shipped data files (rigs, model presets, GPU specs) live."""
+"""Where the shipped data files (rigs, model presets, GPU specs, icons) live: phoenix_gui/data.
+
+The data sits inside the package so that a wheel, an sdist, an editable install and the frozen
+build all carry it the same way (PyInstaller copies it to the same relative place).
+"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 
 def resources_dir() -> Path:
-    # Frozen builds put resources next to the executable; a source checkout keeps them at the top.
-    candidates = []
-    if getattr(sys, "frozen", False):
-        candidates.append(Path(getattr(sys, "_MEIPASS", Path(sys.executable).parent)) / "resources")
-    here = Path(__file__).resolve().parent
-    candidates += [here / "resources", here.parent / "resources"]
-    for c in candidates:
-        if c.is_dir():
-            return c
-    raise FileNotFoundError("Phoenix's resources folder is missing from this installation.")
+    here = Path(__file__).resolve().parent / "data"
+    if here.is_dir():
+        return here
+    raise FileNotFoundError("Phoenix's data folder (phoenix_gui/data) is missing from this installation: reinstall Phoenix.")
 
 
 def resource(*parts: str) -> Path:

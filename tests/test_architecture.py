@@ -55,7 +55,7 @@ def test_contracts_cover_every_module():
 
 def _copy_package(dst: Path) -> Path:
     shutil.copytree(ROOT / "phoenix_gui", dst / "phoenix_gui",
-                    ignore=shutil.ignore_patterns("__pycache__", "resources"))
+                    ignore=shutil.ignore_patterns("__pycache__", "data"))
     shutil.copy(ROOT / "pyproject.toml", dst / "pyproject.toml")
     return dst / "phoenix_gui"
 

@@ -40,7 +40,7 @@ def test_plan_not_fitting_exits_3_with_reason():
 def test_broken_model_one_sentence_no_traceback(tmp_path):
     bad = tmp_path / "not a model.gguf"
     bad.write_bytes(b"hello world, definitely not gguf" * 10)
-    for cmd in (("inspect", str(bad)), ("plan", str(bad), "--rig", "resources/rigs/phoenix-cluster.toml")):
+    for cmd in (("inspect", str(bad)), ("plan", str(bad), "--rig", "phoenix_gui/data/rigs/phoenix-cluster.toml")):
         r = run(*cmd)
         assert r.returncode == 2
         assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1

@@ -1,4 +1,4 @@
-"""Simulated rigs from TOML (resources/rigs), so everything runs without a GPU."""
+"""Simulated rigs from TOML (phoenix_gui/data/rigs), so everything runs without a GPU."""
 
 from __future__ import annotations
 

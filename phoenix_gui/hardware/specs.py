@@ -1,4 +1,4 @@
-"""The GPU spec table (resources/gpu-specs.csv): bandwidth and architecture where NVML can't tell."""
+"""The GPU spec table (phoenix_gui/data/gpu-specs.csv): bandwidth and architecture where NVML can't tell."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Model presets: real models described by architecture and quant recipe (resources/models)."""
+"""Model presets: real models described by architecture and quant recipe (phoenix_gui/data/models)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 time per token = sum over devices of bytes read / (bandwidth x efficiency of its architecture)
                + a fixed cost per offloaded layer + a fixed cost per hop between devices.
 The constants are fitted on public measurements (benchmarks/fit_speed_model.py) and stored in
-resources/speed-model.json. Prompt processing is a rough estimate with the same shape.
+phoenix_gui/data/speed-model.json. Prompt processing is a rough estimate with the same shape.
 """
 
 from __future__ import annotations

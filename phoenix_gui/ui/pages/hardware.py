@@ -84,7 +84,7 @@ class HardwarePage(StatePage):
         self.this_pc.setToolTip("Plan for the GPUs in this computer instead of a simulated rig.")
         self.this_pc.clicked.connect(self.use_this_pc)
         self.load_button = QPushButton("Load simulated rig…")
-        self.load_button.setToolTip("Plan for another machine described in a TOML file (resources/rigs has examples).")
+        self.load_button.setToolTip("Plan for another machine described in a TOML file (phoenix_gui/data/rigs has examples).")
         self.load_button.clicked.connect(self.load_rig_dialog)
         self.banner = banner(kind="warn")
         self.error = banner(kind="error")
