@@ -6,6 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest_plugins = ["conftest_kcpp"]  # the real koboldcpp build fixture (kcpp_tree)
 
 
 @pytest.fixture(scope="session")
