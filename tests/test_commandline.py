@@ -77,7 +77,7 @@ def test_kcpps_port_and_port_param_agree(setup, tmp_path):
 
 
 def test_cmd_quoting():
-    assert cmd_quote("plain") == "plain"
+    assert cmd_quote("plain") == '"plain"'  # every value in quotes
     assert cmd_quote("a b") == '"a b"'
     assert cmd_quote("R&D") == '"R&D"'
     assert cmd_quote("100%") == '"100%%"'

@@ -8,8 +8,10 @@ else runs at that instant.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +30,15 @@ class LaunchCommand:
     backend: str = "koboldcpp"
 
     def shell_line(self) -> str:
+        """For display and copy-paste into sh (shlex quoting holds for any text)."""
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
         return (env + " " if env else "") + " ".join(shlex.quote(a) for a in self.argv)
 
     def cmd_line(self) -> str:
-        sets = "".join(f'set "{k}={_bat_escape(v)}" && ' for k, v in self.env.items())
-        return sets + " ".join(cmd_quote(a) for a in self.argv)
+        """For display and copy-paste into cmd.exe; a character cmd.exe cannot carry safely is shown
+        as U+FFFD, so even a hostile value never shows as a runnable second command."""
+        sets = "".join(f'set "{k}={_bat_text(_displayable(v))}" && ' for k, v in self.env.items())
+        return sets + " ".join(cmd_quote(_displayable(a)) for a in self.argv)
 
 
 def _num(x: float) -> str:
@@ -152,40 +157,87 @@ def kcpps_config(plan: Plan, rig: Rig, model_path: str | Path) -> dict:
 
 
 def write_kcpps(plan: Plan, rig: Rig, model_path, out: str | Path) -> Path:
+    cfg = kcpps_config(plan, rig, model_path)
+    # koboldcpp puts these on its own command lines and in its launcher
+    for v in (cfg["model_param"], cfg["host"]):
+        check_value(v)
     out = Path(out)
-    out.write_text(json.dumps(kcpps_config(plan, rig, model_path), indent=2), encoding="utf-8")
+    out.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
     return out
 
 
 # --- launcher scripts ---
+# A value reaches a script only through these checks: no control character (CR/LF would start a new
+# command in a .bat, NUL ends a C string, Ctrl-Z ends a .bat), and in a .bat no double quote (cmd.exe
+# has no escape for it inside quotes, so it would end the quoting).
 
-_CMD_SPECIAL = set(' \t&|<>^()%!"=;,')
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _bat_escape(s: str) -> str:
+def _is_control(c: str) -> bool:
+    return unicodedata.category(c) in ("Cc", "Zl", "Zp")  # C0, DEL, C1 (NEL), line/paragraph separators
+
+
+def check_value(value: str, what: str = "A value") -> str:
+    """Refuse text with control characters: in a command line or a script they start a new command."""
+    if any(_is_control(c) for c in value):
+        raise ValueError(f"{what} contains a control character (such as a line break), which cannot go into a "
+                         f"command line or script: {_short(value)}")
+    return value
+
+
+def _short(value: str) -> str:
+    r = repr(value)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _check_env_name(name: str) -> None:
+    if not _ENV_NAME.match(name):
+        raise ValueError(f"{_short(name)} is not an environment variable name.")
+
+
+def _check_bat_value(value: str, what: str) -> str:
+    check_value(value, what)
+    if '"' in value:
+        raise ValueError(f"{what} contains a double quote, which cmd.exe cannot pass safely: {_short(value)}")
+    return value
+
+
+def _displayable(value: str) -> str:
+    return "".join("\ufffd" if _is_control(c) or c == '"' else c for c in value)
+
+
+def _bat_text(s: str) -> str:
+    """Inside double quotes cmd.exe takes & | < > ^ ( ) ! literally (delayed expansion off); % is
+    expanded even there, so it is doubled."""
     return s.replace("%", "%%")
 
 
 def cmd_quote(arg: str) -> str:
-    """Quote one argument for a .bat file: double quotes protect & | < > ^ ( ) and spaces; % is doubled."""
-    if '"' in arg:
-        raise ValueError(f"An argument with a double quote cannot be passed safely through cmd.exe: {arg!r}")
-    if arg == "":
-        return '""'
-    if any(c in _CMD_SPECIAL for c in arg):
-        return '"' + _bat_escape(arg) + '"'
-    return arg
+    """One argument for a .bat line, always in double quotes. Trailing backslashes are doubled so that
+    the program's C runtime does not read the closing quote as an escaped one."""
+    _check_bat_value(arg, "An argument")
+    stripped = arg.rstrip("\\")
+    return '"' + _bat_text(stripped + "\\" * (2 * (len(arg) - len(stripped)))) + '"'
 
 
 def bat_script(cmd: LaunchCommand) -> str:
+    for k, v in cmd.env.items():
+        _check_env_name(k)
+        _check_bat_value(v, f"The value of {k}")
     lines = ["@echo off", "rem Written by Phoenix. Runs the planned server; close this window to stop it.",
              "chcp 65001 >nul", "setlocal DisableDelayedExpansion"]
-    lines += [f'set "{k}={_bat_escape(v)}"' for k, v in cmd.env.items()]
+    lines += [f'set "{k}={_bat_text(v)}"' for k, v in cmd.env.items()]
     lines += [" ".join(cmd_quote(a) for a in cmd.argv), "pause", ""]
     return "\r\n".join(lines)
 
 
 def sh_script(cmd: LaunchCommand) -> str:
+    for k, v in cmd.env.items():
+        _check_env_name(k)
+        check_value(v, f"The value of {k}")
+    for a in cmd.argv:
+        check_value(a, "An argument")
     lines = ["#!/bin/sh", "# Written by Phoenix. Runs the planned server; Ctrl-C stops it.", "set -e"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in cmd.env.items()]
     lines += ["exec " + " ".join(shlex.quote(a) for a in cmd.argv), ""]
