@@ -125,6 +125,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     explanation: list[str] = field(default_factory=list)
     layer_bytes: int = 0  # weights + KV of the largest repeating layer: what "room for a layer" means
+    # what the speed model read for this plan (per device bytes and layers); not in to_dict
+    speed_devices: list = field(default_factory=list, repr=False)
 
     @property
     def gpus(self) -> list[DevicePlan]:

@@ -174,7 +174,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         model_name=model.name, n_layer=n_layer, gpulayers=ngl, tensor_split=[round(x, 4) for x in split],
         context=s.context, kv_cells=cells, devices=devices, assign=assign, predicted_tokens_per_s=tps,
         predicted_prompt_tokens_per_s=pp, pipeline_parallel=pipeline, approximate=approximate, settings=s,
-        warnings=warnings, layer_bytes=max(map(add, dev_bytes, kv), default=0),
+        warnings=warnings, layer_bytes=max(map(add, dev_bytes, kv), default=0), speed_devices=speed_devs,
     )
 
 
