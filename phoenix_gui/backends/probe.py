@@ -1,15 +1,17 @@
-"""Load a model in the real llama-server just long enough to read its buffer sizes.
+"""Load a model in the real engine just long enough to read its buffer sizes.
 
-Used by the tests and benchmarks/calibrate_compute.py to hold the planner to the engine's own
-numbers. Runs llama-server with verbose logging (-lv 4 prints the per-device buffer lines),
-waits until it listens, then stops it.
+Used by the tests and the benchmarks (calibrate_compute.py, engine_buffers.py) to hold the planner to the
+engine's own numbers. llama-server runs with verbose logging (-lv 4 prints the per-device buffer lines)
+until it listens; koboldcpp until its model is loaded; then it is stopped.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,7 +42,19 @@ def probe_buffers(model: str | Path, args: list[str], timeout: float = 120.0, bi
     port = free_port()
     argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-lv", "4",
             "--no-warmup", *args]
-    env = {**os.environ, "LLAMA_LOG_COLORS": "0"}
+    return probe_argv(argv, ("listening on", "main: model loaded"), timeout, "llama-server")
+
+
+def probe_koboldcpp(argv: list[str], timeout: float = 300.0) -> tuple[BufferReport, str]:
+    """The same for a koboldcpp command line (Phoenix's own: commandline.koboldcpp_command(...).argv, on a
+    free port). Its llama.cpp logs the buffer lines on stderr; it is loaded once `Load Text Model OK: True`
+    is printed (after its warm-up, which may re-reserve a compute buffer)."""
+    return probe_argv(argv, ("Load Text Model OK: True", "Please connect to custom endpoint"), timeout, "koboldcpp")
+
+
+def probe_argv(argv: list[str], loaded: tuple[str, ...], timeout: float, name: str) -> tuple[BufferReport, str]:
+    """Run argv until a line holds one of `loaded`, then stop it; its buffer report and whole output."""
+    env = {**os.environ, "LLAMA_LOG_COLORS": "0", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
                             errors="replace", start_new_session=True)
     lines: list[str] = []
@@ -49,18 +63,28 @@ def probe_buffers(model: str | Path, args: list[str], timeout: float = 120.0, bi
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            if "listening on" in line or "main: model loaded" in line:
+            if any(k in line for k in loaded):
                 break
             if time.monotonic() > deadline:
-                raise EngineError(f"llama-server did not load within {timeout:.0f} s")
+                raise EngineError(f"{name} did not load within {timeout:.0f} s")
         else:
-            raise EngineError(f"llama-server exited with code {proc.wait()}: " + "".join(lines[-5:]).strip())
+            raise EngineError(f"{name} exited with code {proc.wait()}: " + "".join(lines[-5:]).strip())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
     text = "".join(lines)
     return parse_log(text), text
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the process and its group (koboldcpp may start children); no process is left."""
+    killpg = getattr(os, "killpg", None)  # POSIX; on Windows the process alone
+    for sig, wait in ((signal.SIGTERM, 10), (getattr(signal, "SIGKILL", signal.SIGTERM), None)):
+        try:
+            killpg(proc.pid, sig) if killpg else proc.terminate() if wait else proc.kill()
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
