@@ -5,7 +5,6 @@ benchmarking around it live in lifecycle.LaunchMachine."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time
@@ -14,7 +13,8 @@ from pathlib import Path
 
 from ..hardware.rig import MIB, Rig
 from ..model.info import ModelInfo
-from ..planner import Plan, PlanSettings, make_plan
+from ..planner import Plan, PlanSettings
+from ..planner.recovery import recover
 from .diagnose import Failure, classify
 from .logparse import BufferReport, parse_log
 from .process import ServerProcess
@@ -103,38 +103,13 @@ def record_calibration(plan: Plan, comparison: list[DeviceComparison], model: Mo
         pass
 
 
-def smaller_plan(model: ModelInfo, rig: Rig, settings: PlanSettings, plan: Plan, failure: Failure,
-                 margin_mib: float = 256.0) -> PlanSettings | None:
-    """Move layers off the failing device (its shortfall plus a margin), to GPUs with room if the
-    plan says they fit, otherwise back to the CPU. None when nothing is left to move."""
-    counts = [d.layers for d in plan.gpus]
-    if not counts or sum(counts) == 0:
-        return None
-    dev = failure.device if failure.device is not None and failure.device < len(counts) else None
-    if dev is None:  # unknown device: the tightest one
-        dev = min(range(len(counts)), key=lambda i: plan.gpus[i].headroom_bytes)
-    per_layer = max(1, plan.gpus[dev].weights_bytes // max(1, plan.gpus[dev].layers))
-    need = (failure.requested_mib or 0) * MIB + margin_mib * MIB
-    k = max(1, math.ceil(need / per_layer))
-    k = min(k, counts[dev])
-    trial = counts[:]
-    trial[dev] -= k
-    order = sorted((i for i in range(len(counts)) if i != dev), key=lambda i: -plan.gpus[i].headroom_bytes)
-    for _ in range(k):
-        placed = False
-        for i in order:
-            t2 = trial[:]
-            t2[i] += 1
-            s2 = settings.with_(gpulayers=sum(t2), tensor_split=tuple(float(c) for c in t2))
-            p2 = make_plan(model, rig, s2)
-            if all(g.fits for j, g in enumerate(p2.gpus) if j != dev):
-                trial, placed = t2, True
-                break
-        if not placed:
-            break
-    if sum(trial) == 0:
-        return settings.with_(gpulayers=0, tensor_split=None)
-    return settings.with_(gpulayers=sum(trial), tensor_split=tuple(float(c) for c in trial))
+def smaller_plan(model: ModelInfo, rig: Rig, settings: PlanSettings, plan: Plan, failure: Failure) -> PlanSettings | None:
+    """The fastest plan that fits once the out-of-memory is taken into account (planner/recovery.py);
+    None, with the reason added to the failure's sentence, when none does."""
+    r = recover(model, rig, plan, failure.device, failure.requested_mib)
+    if r.settings is None:
+        failure.message = f"{failure.message} {r.reason}"
+    return r.settings
 
 
 class Launch:
