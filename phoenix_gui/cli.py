@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from . import validate as v
 
 MIB = 1 << 20
 DEMO_PRESET = "qwen2.5-32b-instruct-q4_k_m"
@@ -105,36 +106,89 @@ def cmd_inspect(args) -> int:
 
 
 def _settings_from_args(args, rig):
+    """PlanSettings from the plan arguments, every value checked (validate.py): a bad one is a
+    UserError sentence, never a plan."""
     from .planner import PlanSettings
     from .planner.engines import engine_for
 
-    devices = None
-    if args.devices:
-        try:
-            devices = tuple(int(x) for x in args.devices.split(","))
-        except ValueError:
-            raise UserError("--devices takes GPU indices separated by commas, e.g. 0,2.") from None
-        bad = [d for d in devices if not 0 <= d < len(rig.gpus)]
-        if bad:
-            raise UserError(f"There is no GPU {bad[0]} on this rig (it has {len(rig.gpus)}).")
-    for name in ("overhead", "margin", "display_reserve"):
-        v = getattr(args, name)
-        if v is not None and not 0 <= v <= 65536:
-            raise UserError(f"--{name.replace('_', '-')} takes MiB between 0 and 65536.")
-    if args.batch < 1 or args.batch > 65536:
-        raise UserError("The batch size must be between 1 and 65536.")
-    if args.ctx < 256:
-        raise UserError("The context must be at least 256 tokens.")
-    if args.split and any(x < 0 for x in args.split):
-        raise UserError("Split weights cannot be negative.")
-    return PlanSettings(
-        context=args.ctx, cache_type_k=args.kv, cache_type_v=args.kv, flash_attn=not args.no_flash_attn,
-        batch=args.batch, gpulayers=args.gpulayers, tensor_split=tuple(args.split) if args.split else None,
-        moecpu=args.moecpu, split_mode=args.split_mode, backend=args.backend,
-        engine=engine_for(args.backend, args.era) if args.era == "old" else None, devices=devices,
-        host=args.host, port=args.port, cuda_overhead_mib=args.overhead, margin_mib=args.margin,
-        display_reserve_mib=args.display_reserve,
-    )
+    try:
+        return PlanSettings(
+            context=v.context(args.ctx, args.backend), cache_type_k=args.kv, cache_type_v=args.kv,
+            flash_attn=not args.no_flash_attn, batch=v.batch(args.batch), gpulayers=_gpulayers(args.gpulayers),
+            tensor_split=_split(args, rig), moecpu=v.moecpu(args.moecpu), split_mode=args.split_mode,
+            backend=args.backend, engine=engine_for(args.backend, args.era) if args.era == "old" else None,
+            devices=_devices(args.devices, rig), host=v.host(args.host), port=v.port(args.port),
+            cuda_overhead_mib=_opt_mib(args.overhead, "--overhead"), margin_mib=v.mib(args.margin, "--margin"),
+            display_reserve_mib=_opt_mib(args.display_reserve, "--display-reserve"),
+        )
+    except v.InputError as e:
+        raise UserError(str(e)) from None
+
+
+def _check_launch_args(args) -> None:
+    """The launch/bench-only arguments: a NaN timeout would never time out."""
+    try:
+        v.timeout(args.timeout)
+        v.integer(args.retries, "--retries", 0, 10)
+        if getattr(args, "prompt_tokens", None) is not None:
+            v.integer(args.prompt_tokens, "--prompt-tokens", 1, 1 << 20)
+            v.integer(args.gen_tokens, "--gen-tokens", 1, 1 << 20)
+        if args.exe is not None:
+            v.text(args.exe, "The executable path")
+    except v.InputError as e:
+        raise UserError(str(e)) from None
+
+
+def _gpulayers(n):
+    if n is not None and n < 0:
+        raise v.InputError("--gpulayers takes 0 or more layers (leave it out for all).")
+    return v.gpulayers(n)
+
+
+def _opt_mib(x, what: str):
+    return None if x is None else v.mib(x, what)
+
+
+def _devices(text: str | None, rig):
+    if not text:
+        return None
+    try:
+        ids = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise v.InputError("--devices takes GPU indices separated by commas, e.g. 0,2.") from None
+    return v.devices(ids, len(rig.gpus))
+
+
+def _split(args, rig):
+    if not args.split:
+        return None
+    n = len(args.devices.split(",")) if args.devices else len(rig.gpus)
+    if n == 0:
+        raise v.InputError("--split needs a GPU, and this rig has none.")
+    return v.split(args.split, n)
+
+
+def _output_paths(args, model_path: str) -> None:
+    """--kcpps/--script: never over a model, over another file only with --force; checked before
+    anything is written, so a refusal leaves every file as it was."""
+    outs = [(o, w) for o, w in ((args.kcpps, "config"), (args.script, "launcher")) if o]
+    if len(outs) == 2 and _same_file(outs[0][0], outs[1][0]):
+        raise UserError("--kcpps and --script name the same file; give each its own.")
+    try:
+        for out, what in outs:
+            if _same_file(out, model_path):
+                raise v.InputError(f"{Path(out).name} is the model file; Phoenix never writes over a model.")
+            v.check_writable(out, args.force, what)
+    except v.InputError as e:
+        raise UserError(str(e)) from None
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve() or (Path(a).exists() and Path(b).exists()
+                                                          and os.path.samefile(a, b))
+    except (OSError, ValueError):
+        return False
 
 
 def cmd_plan(args) -> int:
@@ -146,16 +200,25 @@ def cmd_plan(args) -> int:
     rig = _load_rig(args, args.demo)
     model, model_path = _load_model(args)
     settings = _settings_from_args(args, rig)
+    _output_paths(args, model_path)
+    if args.exe is not None:
+        try:
+            v.text(args.exe, "The executable path")
+        except v.InputError as e:
+            raise UserError(str(e)) from None
     if args.auto:
         fit = auto_fit(model, rig, settings, args.auto)
         plan = fit.plan
     else:
         plan = make_plan(model, rig, settings)
     cmd = launch_command(plan, rig, model_path, args.exe)
-    if args.kcpps:
-        write_kcpps(plan, rig, model_path, args.kcpps)
-    if args.script:
-        write_launcher(cmd, args.script)
+    try:
+        if args.kcpps:
+            write_kcpps(plan, rig, model_path, args.kcpps)
+        if args.script:
+            write_launcher(cmd, args.script)
+    except OSError as e:
+        raise UserError(f"Cannot write {e.filename or 'the file'} ({e.strerror or e}).") from None
     if args.json:
         d = plan.to_dict()
         d.update(rig=rig.name, backend=settings.backend, argv=cmd.argv, env=cmd.env, objective=args.auto)
@@ -209,7 +272,11 @@ def cmd_skeleton(args) -> int:
         return 0
     if not args.out:
         raise UserError("Give the output file: phoenix skeleton PRESET OUT.gguf")
-    try:
+    try:  # a skeleton is a .gguf, so only an existing file's own --force may replace it
+        if os.path.lexists(args.out) and not args.force:
+            raise UserError(f"{args.out} already exists; give --force to replace it, or choose another name.")
+        if os.path.lexists(args.out) and not os.path.isfile(args.out):
+            raise UserError(f"{args.out} exists and is not a regular file; Phoenix does not write over it.")
         p = load_preset(args.preset)
         out = write_skeleton(p, args.out, random_data=args.random)
     except ValueError as e:
@@ -237,6 +304,7 @@ def _plan_for_launch(args):
 
     if not args.model:
         raise UserError("Give the model file to launch.")
+    _check_launch_args(args)
     rig = _load_rig(args, False)
     model, model_path = _load_model(args)
     settings = _settings_from_args(args, rig)
@@ -350,6 +418,10 @@ def cmd_gui(args) -> int:
         page, out = args.screenshot
         if page not in pages:
             raise UserError(f"Unknown page {page!r}; choose one of {', '.join(pages)}.")
+        try:  # an earlier screenshot may be replaced; a model or any other file may not
+            v.check_writable(out, force=_is_png(out), what="screenshot")
+        except v.InputError as e:
+            raise UserError(str(e)) from None
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         from .ui.app import screenshot
 
@@ -360,11 +432,26 @@ def cmd_gui(args) -> int:
             and not os.environ.get("QT_QPA_PLATFORM")):
         raise UserError("No display was found, so the wizard cannot open; the command line works without one: "
                         "phoenix plan --demo")
+    from .ui.desktop_check import probe
+
+    problem = probe()  # Qt aborts the process when the desktop plugin's libraries are missing: ask first
+    if problem:
+        raise UserError(problem)
     try:
         from .ui.app import run
     except ImportError as e:
         raise UserError(f"The wizard needs PySide6 ({e}); the command line still works: phoenix plan --demo") from None
     return run(args.gui_demo, args.gui_rig, args.gui_model, args.gui_kcpps)
+
+
+def _is_png(path: str) -> bool:
+    try:  # isfile first: opening a FIFO would block
+        if not os.path.isfile(path) or os.path.islink(path):
+            return False
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89PNG\r\n\x1a\n"
+    except (OSError, ValueError):
+        return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -416,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--list", action="store_true", help="list the presets")
     k.add_argument("--random", action="store_true", help="fill with random weights (F16/F32 presets only)")
     k.add_argument("--json", action="store_true")
+    k.add_argument("--force", action="store_true", help="replace OUT if it exists")
     k.set_defaults(func=cmd_skeleton)
     return ap
 
@@ -451,6 +539,7 @@ def _plan_args(p, launching: bool) -> None:
     if not launching:
         p.add_argument("--kcpps", help="also write a koboldcpp .kcpps config here")
         p.add_argument("--script", help="also write a launcher (.bat or .sh) here")
+        p.add_argument("--force", action="store_true", help="replace an existing --kcpps/--script file (never a model)")
         p.add_argument("--json", action="store_true")
 
 
@@ -471,6 +560,14 @@ def self_test() -> int:
     import pkgutil
     import tempfile
 
+    from .ui.desktop_check import needs_probe, probe
+
+    # The wizard below builds offscreen; the desktop plugin the real window needs is checked apart.
+    desktop = "desktop plugin loads" if needs_probe() else "no display, offscreen only"
+    problem = probe()
+    if problem:
+        print(f"phoenix self-test FAILED: {problem}", file=sys.stderr)
+        return 1
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ["PHOENIX_CONFIG_DIR"] = tempfile.mkdtemp(prefix="phoenix-selftest-")
     import phoenix_gui
@@ -484,7 +581,7 @@ def self_test() -> int:
     import pynvml  # noqa: F401 - the GPU library must be bundled even where no driver exists
 
     print(f"phoenix self-test OK: {len(names)} modules, wizard built, demo plan {plan.predicted_tokens_per_s:.1f} "
-          f"tokens/s on {len(plan.gpus)} GPUs, {len(argv)} launch arguments")
+          f"tokens/s on {len(plan.gpus)} GPUs, {len(argv)} launch arguments, {desktop}")
     return 0
 
 
@@ -501,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func = cmd_gui
     try:
         return args.func(args)
-    except UserError as e:
+    except (UserError, v.InputError) as e:
         print(f"phoenix: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,18 +1,30 @@
 """User settings: last rig, model, context, split, executable, window geometry.
 
-Stored as JSON in the user's config directory, written atomically (temp file + rename). A
-corrupt file is moved aside and reported, never fatal.
+Stored as JSON in the user's config directory, written atomically (temp file + rename). The file
+is checked field by field: a bad field falls back to its default and the rest is kept; the
+original file is then set aside under a new name (never over an earlier copy), the repaired
+settings are written back, and load_settings returns one sentence to show the user once.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from . import validate as v
+
 MAX_RECENT = 10
+_MAX_BYTES = 1 << 20
+_TMP = re.compile(r"^settings\.json\.(\d+)\.tmp$")
+_TMP_STALE_S = 60.0  # a save takes milliseconds: an older temp file is a leftover of an interrupted one
+
+
+class SettingsSaveError(OSError):
+    """Settings could not be written; the message is one sentence for the user."""
 
 
 @dataclass
@@ -40,6 +52,52 @@ class UserSettings:
         self.recent_models = [path] + [p for p in self.recent_models if p != path][: MAX_RECENT - 1]
 
 
+def _optional(check):
+    return lambda x: None if x is None else check(x)
+
+
+def _str_list(x, what: str, max_items: int = 64) -> list[str]:
+    if not isinstance(x, list) or len(x) > max_items:
+        raise v.InputError(f"{what} must be a list.")
+    return [v.text(p, what) for p in x]
+
+
+def _executables(x) -> dict[str, str]:
+    if not isinstance(x, dict):
+        raise v.InputError("executables must be an object.")
+    return {v.choice(k, "backend", v.BACKENDS): v.text(p, "An executable path") for k, p in x.items()}
+
+
+def _flag(x) -> bool:
+    if not isinstance(x, bool):
+        raise v.InputError(f"{x!r} is not true or false.")
+    return x
+
+
+# one check per field: returns the value to keep or raises InputError
+_CHECKS = {
+    "rig_path": _optional(lambda x: v.text(x, "rig_path")),
+    "model_path": _optional(lambda x: v.text(x, "model_path")),
+    "preset": _optional(lambda x: v.text(x, "preset", 200)),
+    "context": lambda x: v.context(x, "llama-server"),
+    "cache_type": lambda x: v.choice(x, "KV cache type", v.CACHE_TYPES),
+    "flash_attn": _flag,
+    "batch": v.batch,
+    "moecpu": v.moecpu,
+    "gpulayers": v.gpulayers,
+    "split": _optional(lambda x: list(v.split(x))),
+    "devices": _optional(lambda x: _str_list(x, "devices", v.MAX_DEVICES)),
+    "backend": lambda x: v.choice(x, "backend", v.BACKENDS),
+    "executables": _executables,
+    "host": v.host,
+    "port": v.port,
+    "objective": lambda x: v.choice(x, "objective", v.OBJECTIVES),
+    "recent_models": lambda x: _str_list(x, "recent_models")[:MAX_RECENT],
+    "geometry": _optional(lambda x: v.text(x, "geometry", 65536)),
+}
+assert set(_CHECKS) == {f.name for f in fields(UserSettings)}
+
+
 def config_dir() -> Path:
     env = os.environ.get("PHOENIX_CONFIG_DIR")
     if env:
@@ -53,49 +111,117 @@ def settings_path() -> Path:
     return config_dir() / "settings.json"
 
 
+def check_fields(data: dict) -> tuple[UserSettings, list[str]]:
+    """(settings with every bad field at its default, the names of the fields that were bad)."""
+    kept, bad = {}, []
+    for name, check in _CHECKS.items():
+        if name in data:
+            try:
+                kept[name] = check(data[name])
+            except v.InputError:
+                bad.append(name)
+    return UserSettings(**kept), bad
+
+
 def load_settings(path: Path | None = None) -> tuple[UserSettings, str]:
     """(settings, a sentence to show the user or "")."""
     path = path or settings_path()
+    clean_temp_files(path.parent)
+    notes = [] if _writable(path.parent) else [f"Your settings folder {path.parent} is read-only, so changes will not be kept."]
     try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return UserSettings(), ""
-    except OSError as e:
-        return UserSettings(), f"Your settings could not be read ({e.strerror or e}); defaults are used."
+        st = v.regular_file(path, "Your settings file")
+        if st.st_size > _MAX_BYTES:
+            raise ValueError("too large")
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_BYTES)
+    except v.InputError as e:
+        if not path.exists() and not path.is_symlink():
+            return UserSettings(), " ".join(notes)
+        return UserSettings(), " ".join(notes + [f"{e} Defaults are used."])
+    except (OSError, ValueError) as e:
+        return UserSettings(), " ".join(notes + [f"Your settings could not be read ({getattr(e, 'strerror', None) or e}); "
+                                                 "defaults are used."])
     try:
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError("not an object")
-        known = {k: v for k, v in data.items() if k in UserSettings.__dataclass_fields__}
-        s = UserSettings(**known)
-        _validate(s)
-        return s, ""
-    except (ValueError, TypeError):
-        aside = path.with_name(f"settings.corrupt-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        # undecodable bytes become lone surrogates, which the text checks reject field by field
+        data = json.loads(raw.decode("utf-8", errors="surrogateescape"))
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        s, bad = UserSettings(), ["everything"]
+    else:
+        s, bad = check_fields(data)
+    if not bad:
+        return s, " ".join(notes)
+    aside = set_aside(path, raw)
+    where = f" (the old file is kept as {aside.name})" if aside else ""
+    what = "was damaged and has been replaced with defaults" if bad == ["everything"] else (
+        f"had bad values ({', '.join(bad)}); those are back to their defaults and the rest is kept")
+    try:
+        save_settings(s, path)
+    except SettingsSaveError:
+        pass  # the folder is read-only: already said above
+    return s, " ".join(notes + [f"Your settings file {what}{where}."])
+
+
+def set_aside(path: Path, raw: bytes) -> Path | None:
+    """Copy the damaged file to a new name, never over an earlier copy; None if it cannot be written."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        aside = path.with_name(f"settings.damaged-{stamp}{'' if n == 1 else f'-{n}'}.json")
         try:
-            os.replace(path, aside)
+            with open(aside, "xb") as f:  # "x": fails rather than replace an existing copy
+                f.write(raw)
+            return aside
+        except FileExistsError:
+            continue
         except OSError:
-            aside = path
-        return UserSettings(), f"Your settings file was damaged and has been replaced with defaults (the old one is kept as {aside.name})."
+            return None
+    return None
 
 
-def _validate(s: UserSettings) -> None:
-    if not isinstance(s.context, int) or s.context < 256:
-        raise ValueError("context")
-    if not isinstance(s.recent_models, list) or not all(isinstance(p, str) for p in s.recent_models):
-        raise ValueError("recent")
-    if s.split is not None and not all(isinstance(x, (int, float)) for x in s.split):
-        raise ValueError("split")
-    if not isinstance(s.executables, dict):
-        raise ValueError("executables")
+def clean_temp_files(folder: Path) -> None:
+    """Remove settings.json.<pid>.tmp left by an interrupted save (not one a running save is writing)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    import psutil
+
+    now = time.time()
+    for e in entries:
+        m = _TMP.match(e.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            if e.is_file(follow_symlinks=False) and (not psutil.pid_exists(int(m.group(1)))
+                                                     or now - e.stat(follow_symlinks=False).st_mtime > _TMP_STALE_S):
+                os.remove(e.path)
+        except (OSError, OverflowError):
+            pass
+
+
+def _writable(folder: Path) -> bool:
+    if not folder.exists():
+        parent = next((p for p in folder.parents if p.exists()), None)
+        return parent is None or os.access(parent, os.W_OK)
+    return os.access(folder, os.W_OK)
 
 
 def save_settings(s: UserSettings, path: Path | None = None) -> None:
+    """Write atomically; raises SettingsSaveError (an OSError) with one sentence when it cannot."""
     path = path or settings_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(asdict(s), f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(asdict(s), f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, ValueError, TypeError) as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise SettingsSaveError(f"Your settings could not be saved in {path.parent} "
+                                f"({getattr(e, 'strerror', None) or e}).") from None

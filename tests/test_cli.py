@@ -67,7 +67,7 @@ def test_detect_json_on_this_machine_and_demo():
 
 @pytest.mark.parametrize("args,words", [
     (("plan", "--demo", "--devices", "7"), "no GPU 7"),
-    (("plan", "--demo", "--ctx", "10"), "at least 256"),
+    (("plan", "--demo", "--ctx", "10"), "between 256 and 262144"),
     (("plan", "--demo", "--rig", "/nope/rig.toml"), "does not exist"),
     (("plan",), "Give a model file"),
 ])

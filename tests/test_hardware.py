@@ -115,7 +115,7 @@ def test_shipped_rigs_load():
 @pytest.mark.parametrize("text,words", [
     ("this is = not toml [", "not valid TOML"),
     ("[system]\nram_gib = 8\n[[gpu]]\nname = 'Mystery'\nvram_mib = 100\n", "spec table"),
-    ("[[gpu]]\nname = 'NVIDIA GeForce RTX 2080'\nvram_mib = 8192\n", "malformed"),
+    ("[[gpu]]\nname = 'NVIDIA GeForce RTX 2080'\nvram_mib = 8192\n", "needs ram_gib"),
 ])
 def test_bad_rig_files_give_one_sentence(tmp_path, text, words):
     p = tmp_path / "rig.toml"

@@ -106,13 +106,19 @@ def test_a_simulated_rigs_split_is_not_saved_as_this_pcs(st):
     assert us.devices is None and us.split is None
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", json.dumps({"context": "big"}), json.dumps({"recent_models": 5})])
-def test_corrupt_settings_are_reported_and_replaced(tmp_path, content):
+@pytest.mark.parametrize("content,words", [("{not json", "damaged"), ("[1, 2]", "damaged"),
+                                           (json.dumps({"context": "big"}), "bad values (context)"),
+                                           (json.dumps({"recent_models": 5}), "bad values (recent_models)")])
+def test_corrupt_settings_are_reported_and_replaced(tmp_path, content, words):
+    # a bad field falls back to its default (tests/test_settings_file.py: the rest is kept); the
+    # original is set aside and the repaired file written back, so the next start is quiet
     p = tmp_path / "settings.json"
     p.write_text(content)
     s, msg = load_settings(p)
-    assert s == UserSettings() and "damaged" in msg
-    assert not p.exists() and list(tmp_path.glob("settings.corrupt-*.json"))
+    assert s == UserSettings() and words in msg
+    aside = list(tmp_path.glob("settings.damaged-*.json"))
+    assert len(aside) == 1 and aside[0].read_text() == content and aside[0].name in msg
+    assert load_settings(p) == (UserSettings(), "")
 
 
 def test_kcpps_import_gives_a_baseline(st, tmp_path):

@@ -1,4 +1,8 @@
-"""Read a koboldcpp .kcpps config: the user's hand-tuned setup, for import and comparison."""
+"""Read a koboldcpp .kcpps config: the user's hand-tuned setup, for import and comparison.
+
+Every value is checked against koboldcpp 1.115.1's own argument rules before it reaches the
+wizard or the planner (a NaN split or a 2^31 gpulayers used to crash the wizard on Next).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,17 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import validate as v
 from ..planner.settings import PlanSettings
 
-_LEGACY_KV = {0: "f16", 1: "q8_0", 2: "q4_0", 3: "bf16"}
+# koboldcpp's --quantkv: names, and the legacy index strings/ints it still parses
+_QUANTKV = {"f16": "f16", "bf16": "bf16", "q8_0": "q8_0", "q5_1": "q5_1", "q4_0": "q4_0",
+            "0": "f16", "1": "q8_0", "2": "q4_0", "3": "bf16"}
+_USECUDA = ("0", "1", "2", "3", "all", "mmq", "nommq", "normal", "lowvram", "rowsplit")
+_KCPPS_BYTES = 4 << 20
 
 
-class KcppsError(ValueError):
+class KcppsError(v.InputError):
     """A .kcpps file cannot be used; the message is one sentence."""
 
 
@@ -27,69 +36,109 @@ class KcppsImport:
 def read_kcpps(path: str | Path, base: PlanSettings | None = None) -> KcppsImport:
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise KcppsError(f"The config {path} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise KcppsError(f"The config {path.name} cannot be read ({e}).") from None
-    except json.JSONDecodeError:
+        data = json.loads(v.read_text(path, "The config", _KCPPS_BYTES, encoding="utf-8-sig"))
+    except v.InputError as e:
+        raise KcppsError(str(e)) from None
+    except (json.JSONDecodeError, RecursionError):
         raise KcppsError(f"{path.name} is not a koboldcpp config (it is not JSON).") from None
     if not isinstance(data, dict):
         raise KcppsError(f"{path.name} is not a koboldcpp config (no settings object).")
-    notes: list[str] = []
-    s = base or PlanSettings()
+    try:
+        return _parse(data, path, base or PlanSettings())
+    except v.InputError as e:
+        raise KcppsError(f"{path.name}: {e}") from None
+
+
+def _given(data: dict, key: str) -> bool:
+    return data.get(key) is not None
+
+
+def _flag(data: dict, key: str) -> bool:
+    x = data.get(key)
+    if x is None or x in (0, 1):  # koboldcpp writes true/false; 0/1 from hand edits are the same
+        return bool(x)
+    raise v.InputError(f"{key} must be true or false, not {x!r}.")
+
+
+def _model(data: dict) -> str | None:
     model = data.get("model_param") or data.get("model")
     if isinstance(model, list):
         model = model[0] if model else None
-    if model is not None and not isinstance(model, str):
-        model = None
+    if model is None or model == "":
+        return None
+    return v.text(model, "The model path")
+
+
+def _parse(data: dict, path: Path, s: PlanSettings) -> KcppsImport:
+    notes: list[str] = []
+    model = _model(data)
     kw: dict = {"backend": "koboldcpp"}
-    try:
-        if isinstance(data.get("contextsize"), (int, float)):
-            kw["context"] = int(data["contextsize"])
-        bs = data.get("batchsize", data.get("blasbatchsize"))
-        if isinstance(bs, (int, float)) and bs > 0:
-            kw["batch"] = int(bs)
-        gl = data.get("gpulayers")
-        if isinstance(gl, (int, float)) and gl >= 0:
-            kw["gpulayers"] = int(gl)
-        elif gl == -1:
+    if _given(data, "contextsize"):
+        kw["context"] = v.integer(data["contextsize"], "contextsize", v.CONTEXT_MIN, v.CONTEXT_MAX["koboldcpp"])
+    key = "batchsize" if _given(data, "batchsize") else "blasbatchsize"
+    if _given(data, key):
+        bs = v.integer(data[key], key)
+        if bs not in v.KOBOLD_BATCHES:
+            raise v.InputError(f"{key} {bs} is not one koboldcpp accepts ({', '.join(map(str, v.KOBOLD_BATCHES))}).")
+        kw["batch"] = 1 if bs == -1 else bs  # -1: no batching, koboldcpp processes one token at a time
+        if bs == -1:
+            notes.append("The config turned batching off (batchsize -1): prompts are processed one token at a time.")
+    if _given(data, "gpulayers"):
+        gl = v.integer(data["gpulayers"], "gpulayers", -1, v.INT32_MAX)
+        if gl == -1:
             notes.append("The config let koboldcpp choose the GPU layers (-1); Phoenix plans all layers.")
-        ts = data.get("tensor_split")
-        if isinstance(ts, list) and ts and all(isinstance(x, (int, float)) for x in ts):
-            kw["tensor_split"] = tuple(float(x) for x in ts)
-        q = data.get("quantkv")
-        if isinstance(q, int):
-            q = _LEGACY_KV.get(q, "f16")
-        if isinstance(q, str) and q:
-            kw["cache_type_k"] = kw["cache_type_v"] = q
-        if "noflashattention" in data:
-            kw["flash_attn"] = not bool(data["noflashattention"])
-        elif "flashattention" in data:  # legacy opt-in key
-            kw["flash_attn"] = bool(data["flashattention"])
-        mc = data.get("moecpu")
-        if isinstance(mc, (int, float)) and mc > 0:
-            kw["moecpu"] = int(mc)
-        if data.get("lowvram"):
-            kw["lowvram"] = True
-        if data.get("splitmode") == "row" or "rowsplit" in (data.get("usecublas") or []):
+        else:
+            kw["gpulayers"] = gl
+    ts = data.get("tensor_split")
+    if ts is not None and ts != []:
+        if not isinstance(ts, list):
+            raise v.InputError(f"tensor_split must be a list of numbers, not {ts!r}.")
+        vals = tuple(v.number(x, "Each tensor_split value", 0) for x in ts)
+        if len(vals) > v.MAX_DEVICES:
+            raise v.InputError(f"tensor_split has {len(vals)} values; koboldcpp takes at most {v.MAX_DEVICES}.")
+        if sum(vals) > 0:
+            kw["tensor_split"] = vals
+        else:
+            notes.append("The config's tensor_split is all zeros, which koboldcpp ignores (split by free memory).")
+    if _given(data, "quantkv"):
+        q = data["quantkv"]
+        name = _QUANTKV.get(str(q).lower()) if isinstance(q, str) or (isinstance(q, int) and not isinstance(q, bool)) else None
+        if name is None:
+            raise v.InputError(f"quantkv {q!r} is not one koboldcpp accepts (f16, bf16, q8_0, q5_1, q4_0 or 0-3).")
+        kw["cache_type_k"] = kw["cache_type_v"] = name
+    if "noflashattention" in data:
+        kw["flash_attn"] = not _flag(data, "noflashattention")
+    elif "flashattention" in data:  # legacy opt-in key
+        kw["flash_attn"] = _flag(data, "flashattention")
+    if _given(data, "moecpu"):
+        kw["moecpu"] = v.integer(data["moecpu"], "moecpu", 0, v.INT32_MAX)
+    if _flag(data, "lowvram"):
+        kw["lowvram"] = True
+    if _given(data, "splitmode"):
+        mode = v.choice(data["splitmode"], "splitmode", ("layer", "row", "tensor"))
+        if mode == "tensor":
+            raise v.InputError("splitmode tensor is not something Phoenix can plan (use layer or row).")
+        kw["split_mode"] = mode
+    cuda = data.get("usecuda") if _given(data, "usecuda") else data.get("usecublas")
+    if cuda is not None:
+        if not isinstance(cuda, list) or not all(isinstance(x, str) and x in _USECUDA for x in cuda):
+            raise v.InputError(f"usecuda must be a list of {', '.join(_USECUDA)}, not {cuda!r}.")
+        if "rowsplit" in cuda:
             kw["split_mode"] = "row"
-        port = data.get("port_param") if data.get("port_param") not in (None, 5001) else data.get("port")
-        if isinstance(port, int):
-            kw["port"] = port
-        if isinstance(data.get("host"), str) and data["host"]:
-            kw["host"] = data["host"]
-        if "usemmap" in data:
-            kw["use_mmap"] = bool(data["usemmap"])
-    except (TypeError, ValueError) as e:
-        raise KcppsError(f"{path.name} has a malformed value ({e}).") from None
-    cuda = data.get("usecuda") or data.get("usecublas")
+        if "lowvram" in cuda:
+            kw["lowvram"] = True
+    ports = [v.port(data[k]) for k in ("port_param", "port") if _given(data, k)]
+    if ports:  # koboldcpp copies port_param over port whenever it is not the default 5001
+        kw["port"] = ports[0] if ports[0] != 5001 or len(ports) == 1 else ports[1]
+    if _given(data, "host") and data["host"] != "":
+        kw["host"] = v.host(data["host"])
+    if _given(data, "usemmap"):
+        kw["use_mmap"] = _flag(data, "usemmap")
     gpu_ids = None
-    if isinstance(cuda, list):
-        ids = [int(x) for x in cuda if isinstance(x, str) and x.isdigit()]
-        if ids and not kw.get("tensor_split"):
-            gpu_ids = ids[:1]  # a digit without a split masks to that one GPU
-            notes.append(f"The config used only GPU {ids[0]}.")
-    if data.get("usecpu") or data.get("noblas"):
+    ids = [int(x) for x in (cuda or []) if x.isdigit()]
+    if ids and "tensor_split" not in kw:
+        gpu_ids = ids[:1]  # a digit without a split masks to that one GPU
+        notes.append(f"The config used only GPU {ids[0]}.")
+    if _flag(data, "usecpu") or _flag(data, "noblas"):
         kw["gpulayers"] = 0
     return KcppsImport(path, model, s.with_(**kw), gpu_ids, notes)

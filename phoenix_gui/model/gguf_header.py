@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..validate import InputError, regular_file
 from .errors import ModelFileError
 
 GGUF_MAGIC = b"GGUF"
@@ -194,6 +195,10 @@ def _skip(c: _Cursor, n: int) -> None:
 def read_header(path: str | Path) -> GGUFHeader:
     """Read metadata and the tensor table of one GGUF file (one part of a split model)."""
     path = Path(path)
+    try:  # a FIFO or a device named x.gguf would block open() or read forever: regular files only
+        regular_file(path, "The model file")
+    except InputError as e:
+        raise ModelFileError(str(e)) from None
     try:
         f = open(path, "rb")
     except FileNotFoundError:

@@ -10,7 +10,7 @@ from .compute import ComputeInputs, device_compute, host_compute
 from .kv import kv_cells, kv_bytes_per_layer
 from .ledger import DevicePlan, Plan
 from .placement import CPU, layer_counts, plan_layers
-from .settings import PlanSettings
+from .settings import PlanSettings, check_settings
 from .speed import SpeedDevice, cpu_theoretical_bandwidth, prompt_tokens_per_second, tokens_per_second
 
 
@@ -46,6 +46,7 @@ def _layer_bytes(model: ModelInfo, moecpu: int) -> tuple[list[int], list[int]]:
 
 def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     s = settings
+    check_settings(s, len(rig.gpus))  # a plan is never built on nonsense (raises InputError)
     eng = s.profile  # every engine-version rule comes from here
     gpus = selected_gpus(rig, s)
     n_gpu = len(gpus)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from .. import validate as v
+from ..validate import BACKENDS, CACHE_TYPES, OBJECTIVES  # noqa: F401 - the planner's names for them
 from .engines import CURRENT, EngineProfile, profile_named
-
-CACHE_TYPES = ("f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl", "f32")
-BACKENDS = ("koboldcpp", "llama-server")
-OBJECTIVES = ("fastest", "context", "headroom")
 
 
 @dataclass(frozen=True)
@@ -63,3 +61,35 @@ class PlanSettings:
         if not self.flash_attn and v not in ("f16", "bf16", "f32"):
             v = "f16"
         return self.cache_type_k, v
+
+
+def check_settings(s: PlanSettings, n_gpus: int) -> None:
+    """The planner's last line of defence: nonsense that arrives from Python (a repeated device, a
+    NaN split, a negative batch) raises InputError here instead of becoming a plan. The boundaries
+    (CLI, wizard, files) check the same rules earlier, with their own wording."""
+    v.context(s.context, "llama-server")  # the widest engine limit; koboldcpp's is checked where it is chosen
+    v.choice(s.cache_type_k, "KV cache type", CACHE_TYPES)
+    v.choice(s.cache_type_v, "KV cache type", CACHE_TYPES)
+    v.batch(s.batch)
+    v.gpulayers(s.gpulayers)
+    v.moecpu(s.moecpu)
+    v.choice(s.split_mode, "split mode", ("layer", "row"))
+    v.choice(s.backend, "backend", BACKENDS)
+    if s.devices is not None:
+        v.devices(s.devices, n_gpus)
+    n_dev = n_gpus if s.devices is None else len(s.devices)
+    if s.tensor_split is not None:
+        vals = [v.number(x, "Each split weight", 0) for x in s.tensor_split]
+        if len(vals) > max(n_dev, 1) or len(vals) > v.MAX_DEVICES:
+            raise v.InputError(f"{len(vals)} split values for {n_dev} GPU(s): give at most one per GPU.")
+    for name in ("cuda_overhead_mib", "display_reserve_mib"):
+        if getattr(s, name) is not None:
+            v.mib(getattr(s, name), name)
+    v.mib(s.margin_mib, "margin_mib")
+    v.mib(s.ram_margin_mib, "ram_margin_mib", 1 << 24)
+    if s.kv_fill is not None:
+        v.integer(s.kv_fill, "kv_fill", 0, v.INT32_MAX)
+    if s.threads is not None:
+        v.integer(s.threads, "threads", 1, 4096)
+    v.host(s.host)
+    v.port(s.port)

@@ -63,11 +63,13 @@ def _apply_theme(app) -> None:
         app.setPalette(pal)
 
 
-def make_app():
+def make_app(handle_errors: bool = True):
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Phoenix")
+    if handle_errors:
+        install_error_handler(app)
     _apply_theme(app)
     try:
         from PySide6.QtGui import QIcon
@@ -78,6 +80,106 @@ def make_app():
     except Exception:  # noqa: BLE001 - an icon is not worth failing over
         pass
     return app
+
+
+# --- the last-resort handler: no exception in a Qt slot or a worker thread ends the app ---
+
+ERROR_LOG = "errors.log"
+_ERROR_LOG_MAX = 1 << 20  # then rotated once to errors.log.1
+_handler = None  # the installed relay (kept alive here)
+
+
+def install_error_handler(app) -> None:
+    """sys.excepthook and threading.excepthook -> one sentence on the current page's error banner
+    (or a non-modal message when no wizard page is shown), the traceback to the data folder's
+    errors.log; the event loop keeps running. PySide6 hands an exception raised in a slot to
+    sys.excepthook and carries on, so this is where the user is told instead of a dead window."""
+    global _handler
+    if _handler is not None:
+        return
+    from PySide6.QtCore import QObject, Qt, Signal
+
+    class Relay(QObject):
+        raised = Signal(object, object, object)  # queued to the GUI thread from any thread
+
+    relay = Relay()
+    relay.moveToThread(app.thread())
+    relay.raised.connect(_report, Qt.QueuedConnection)
+    previous = sys.excepthook
+
+    def hook(t, e, tb):
+        if issubclass(t, KeyboardInterrupt):
+            return previous(t, e, tb)
+        try:
+            relay.raised.emit(t, e, tb)
+        except RuntimeError:  # the relay is gone (app shutting down): the log still gets it
+            log_error(t, e, tb)
+
+    import threading
+
+    sys.excepthook = hook
+    threading.excepthook = lambda a: hook(a.exc_type, a.exc_value, a.exc_traceback)
+    _handler = (relay, hook)
+
+
+def error_sentence(e: BaseException, log: Path | None) -> str:
+    from ..validate import InputError
+
+    if isinstance(e, (InputError, ModelFileError)):
+        return str(e)
+    where = f" (details in {log})" if log else ""
+    msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    return f"Something went wrong ({type(e).__name__}: {msg}); the wizard is still usable{where}."
+
+
+def log_error(t, e, tb) -> Path | None:
+    """Append the traceback to the data folder's errors.log (rotated at 1 MiB); None if it cannot."""
+    import time
+    import traceback
+
+    from ..backends.launch import data_dir
+
+    try:
+        log = data_dir() / ERROR_LOG
+        log.parent.mkdir(parents=True, exist_ok=True)
+        if log.exists() and log.stat().st_size > _ERROR_LOG_MAX:
+            log.replace(log.with_name(ERROR_LOG + ".1"))
+        with open(log, "a", encoding="utf-8", errors="replace") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}\n{''.join(traceback.format_exception(t, e, tb))}")
+        return log
+    except OSError:
+        return None
+
+
+def _report(t, e, tb) -> None:
+    try:
+        sentence = error_sentence(e, log_error(t, e, tb))
+        show_error(sentence)
+    except Exception:  # noqa: BLE001 - the handler itself must never raise into Qt
+        import traceback
+
+        traceback.print_exception(t, e, tb)
+
+
+def show_error(sentence: str) -> None:
+    """On the shown wizard page's error banner, else in a non-modal message box."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication, QLabel, QMessageBox, QWizard
+
+    app = QApplication.instance()
+    wizards = [w for w in app.topLevelWidgets() if isinstance(w, QWizard) and w.isVisible()]
+    if not wizards:
+        print(f"phoenix: {sentence}", file=sys.stderr)
+        return
+    label = getattr(wizards[0].currentPage(), "error", None)
+    if isinstance(label, QLabel):
+        label.setText(sentence)
+        label.setVisible(True)
+        return
+    box = QMessageBox(QMessageBox.Warning, "Phoenix", sentence, QMessageBox.Ok, wizards[0])
+    box.setModal(False)
+    box.setAttribute(Qt.WA_DeleteOnClose)
+    box.show()
 
 
 def make_wizard(demo: bool = False, rig_path: str | None = None, model_path: str | None = None, persist: bool = True,
@@ -101,7 +203,7 @@ def make_wizard(demo: bool = False, rig_path: str | None = None, model_path: str
 
 def screenshot(page: str, out: str, demo: bool, rig_path=None, model_path=None, size=(1280, 860)) -> Path:
 
-    app = make_app()
+    app = make_app(handle_errors=False)  # a rendering tool: an error should fail it loudly
     w = make_wizard(demo, rig_path, model_path, persist=False, measure=False)
     w.resize(*size)
     w.show()
@@ -162,7 +264,7 @@ def self_test_gui():
 
     from ..planner import make_plan
 
-    make_app()
+    make_app(handle_errors=False)  # the self-test must fail on any error, not report and carry on
     w = make_wizard(demo=True, persist=False, measure=False)
     fit = w.state.run_auto_fit("fastest")
     plan = make_plan(w.state.model, w.state.rig, fit.settings)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .. import validate as v
 from ..backends.commandline import LaunchCommand, launch_command
 from ..backends.kcpps import KcppsImport
 from ..config import UserSettings
@@ -34,8 +35,19 @@ _PLAN_INPUTS = {RIG, DEVICES, SPLIT, MODEL, CONTEXT, LAUNCH}
 Listener = Callable[[frozenset], None]
 
 
-class SettingError(ValueError):
-    """A value the wizard cannot use; the message is one sentence for the user."""
+class SettingError(v.InputError):
+    """A value the wizard cannot use; the message is one sentence for the user (the shared
+    validate.InputError, so the wizard and the command line refuse the same values alike)."""
+
+
+def _checked(check, *args):
+    """Run a shared validator; its InputError becomes the wizard's SettingError (same sentence)."""
+    try:
+        return check(*args)
+    except SettingError:
+        raise
+    except v.InputError as e:
+        raise SettingError(str(e)) from None
 
 
 def parse_split(text: str) -> list[float]:
@@ -45,9 +57,7 @@ def parse_split(text: str) -> list[float]:
         vals = [float(p) for p in parts]
     except ValueError:
         raise SettingError("A split is numbers separated by spaces, like 1.5 4.5 3.") from None
-    if not vals or any(not (v >= 0) or v == float("inf") for v in vals) or sum(vals) <= 0:
-        raise SettingError("Split weights must be finite, not negative, and not all zero.")
-    return vals
+    return list(_checked(v.split, vals))
 
 
 @dataclass
@@ -279,9 +289,7 @@ class WizardState:
         self._emit(CONTEXT)
 
     def set_cache_type(self, kind: str) -> None:
-        if kind not in CACHE_TYPES:
-            raise SettingError(f"Unknown KV cache type {kind!r}; choose one of {', '.join(CACHE_TYPES)}.")
-        self.cache_type = kind
+        self.cache_type = _checked(v.choice, kind, "KV cache type", CACHE_TYPES)
         self._emit(CONTEXT)
 
     def set_flash_attn(self, on: bool) -> None:
@@ -289,9 +297,7 @@ class WizardState:
         self._emit(CONTEXT)
 
     def set_batch(self, tokens: int) -> None:
-        if not 1 <= int(tokens) <= 8192:
-            raise SettingError("The batch size must be between 1 and 8192 tokens.")
-        self.batch = int(tokens)
+        self.batch = _checked(v.batch, tokens)
         self._emit(CONTEXT)
 
     def set_moecpu(self, n: int) -> None:
@@ -310,16 +316,11 @@ class WizardState:
         self._emit(LAUNCH)
 
     def set_host(self, host: str) -> None:
-        host = (host or "").strip() or "127.0.0.1"
-        if any(c.isspace() or ord(c) < 32 for c in host) or len(host) > 253:
-            raise SettingError(f"{host!r} is not a host name or address.")
-        self.host = host
+        self.host = _checked(v.host, (host or "").strip() or "127.0.0.1")
         self._emit(LAUNCH)
 
     def set_port(self, port: int) -> None:
-        if not 1 <= int(port) <= 65535:
-            raise SettingError("A port is a number from 1 to 65535.")
-        self.port = int(port)
+        self.port = _checked(v.port, port)
         self._emit(LAUNCH)
 
     def set_objective(self, objective: str) -> None:

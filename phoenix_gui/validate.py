@@ -1,0 +1,270 @@
+"""The one validation layer: every value that crosses a boundary (command line, rig file, .kcpps,
+settings file, wizard field) is checked here, and a bad one raises InputError with one sentence.
+
+Qt-free and at the bottom of the layers, so the CLI, the wizard, the file readers and the planner's
+last-line check all share the same rules and the same wording.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+from pathlib import Path
+
+# the engines' own limits (llama.cpp: GGML_CUDA_MAX_DEVICES = 16; koboldcpp 1.115.1's argparse rules)
+MAX_DEVICES = 16
+CONTEXT_MIN = 256
+CONTEXT_MAX = {"koboldcpp": 262144, "llama-server": 1 << 24}
+KOBOLD_BATCHES = (-1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+BATCH_MAX = 8192
+INT32_MAX = (1 << 31) - 1
+TIMEOUT_MAX_S = 7 * 24 * 3600.0
+GGUF_MAGIC = b"GGUF"
+
+CACHE_TYPES = ("f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl", "f32")
+BACKENDS = ("koboldcpp", "llama-server")
+OBJECTIVES = ("fastest", "context", "headroom")
+
+_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+
+class InputError(ValueError):
+    """A value Phoenix cannot use; the message is one plain sentence for the user."""
+
+
+# --- numbers ---
+
+def number(value, what: str, lo: float | None = None, hi: float | None = None) -> float:
+    """A finite real number (not a bool, not text) within [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{what} must be a number, not {_show(value)}.")
+    try:
+        v = float(value)
+    except OverflowError:
+        raise InputError(f"{what} is far too large ({_show(value)}).") from None
+    if not math.isfinite(v):
+        raise InputError(f"{what} must be a finite number, not {_show(value)}.")
+    if lo is not None and v < lo or hi is not None and v > hi:
+        raise InputError(f"{what} must be {_range(lo, hi)}, not {_show(value)}.")
+    return v
+
+
+def integer(value, what: str, lo: int | None = None, hi: int | None = None) -> int:
+    """A whole number within [lo, hi]; 4096.0 is accepted, 4096.5, True and "4096" are not."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{what} must be a whole number, not {_show(value)}.")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise InputError(f"{what} must be {_range(lo, hi)}, not {_show(value)}.")
+    return value
+
+
+def _range(lo, hi) -> str:
+    fmt = lambda x: f"{x:g}" if isinstance(x, float) else str(x)  # noqa: E731
+    if lo is not None and hi is not None:
+        return f"between {fmt(lo)} and {fmt(hi)}"
+    return f"at least {fmt(lo)}" if lo is not None else f"at most {fmt(hi)}"
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --- plan settings ---
+
+def context(value, backend: str = "koboldcpp") -> int:
+    hi = CONTEXT_MAX.get(backend, CONTEXT_MAX["koboldcpp"])
+    return integer(value, "The context", CONTEXT_MIN, hi)
+
+
+def batch(value) -> int:
+    return integer(value, "The batch size", 1, BATCH_MAX)
+
+
+def gpulayers(value) -> int | None:
+    """None = every layer; otherwise 0 .. 2^31-1 (the engines read it as a C int)."""
+    if value is None:
+        return None
+    return integer(value, "The GPU layers", 0, INT32_MAX)
+
+
+def moecpu(value) -> int:
+    return integer(value, "The MoE expert offload (moecpu)", 0, INT32_MAX)
+
+
+def split(values, n_devices: int | None = None) -> tuple[float, ...]:
+    """Split weights: finite, not negative, not all zero, at most one per device (and at most 16)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise InputError(f"A split is a list of numbers, not {_show(values)}.")
+    vals = tuple(number(v, "Each split weight", 0) for v in values)
+    if not vals:
+        raise InputError("A split needs at least one weight.")
+    limit = MAX_DEVICES if n_devices is None else min(n_devices, MAX_DEVICES)
+    if len(vals) > limit:
+        if n_devices is not None and n_devices < MAX_DEVICES:
+            raise InputError(f"{len(vals)} split values for {n_devices} GPU(s): give at most one per GPU.")
+        raise InputError(f"{len(vals)} split values: llama.cpp takes at most {MAX_DEVICES}.")
+    if sum(vals) <= 0:
+        raise InputError("Split weights cannot all be zero.")
+    return vals
+
+
+def devices(indices, n_gpus: int) -> tuple[int, ...]:
+    """GPU indices in engine order: each once, each on the rig, at most 16."""
+    out = tuple(integer(i, "A GPU index", 0) for i in indices)
+    for i in out:
+        if i >= n_gpus:
+            raise InputError(f"There is no GPU {i} on this rig (it has {n_gpus}).")
+    seen = set()
+    for i in out:
+        if i in seen:
+            raise InputError(f"GPU {i} is listed twice; list each GPU once.")
+        seen.add(i)
+    if len(out) > MAX_DEVICES:
+        raise InputError(f"{len(out)} GPUs: llama.cpp uses at most {MAX_DEVICES}.")
+    return out
+
+
+def choice(value, what: str, options) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise InputError(f"Unknown {what} {_show(value)}; choose one of {', '.join(options)}.")
+    return value
+
+
+def mib(value, what: str, hi: float = 65536.0) -> float:
+    return number(value, what, 0.0, hi)
+
+
+def timeout(value) -> float:
+    """Seconds to wait: finite and positive (NaN would never time out)."""
+    return number(value, "The timeout (seconds)", 0.001, TIMEOUT_MAX_S)
+
+
+# --- network ---
+
+def port(value) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    return integer(value, "The port", 1, 65535)
+
+
+def host(value) -> str:
+    """An IPv4/IPv6 address or a DNS host name: no spaces, no control characters, no shell syntax."""
+    if not isinstance(value, str):
+        raise InputError(f"The host must be text, not {_show(value)}.")
+    h = value.strip()
+    if not h:
+        raise InputError("The host is empty; give an address such as 127.0.0.1.")
+    if len(h) > 253 or not h.isascii() or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in h):
+        raise InputError(f"{_show(h)} is not a host name or address.")
+    if ":" in h:  # IPv6, possibly in brackets
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(h.strip("[]").split("%")[0])
+        except ValueError:
+            raise InputError(f"{_show(h)} is not a host name or address.") from None
+        return h
+    labels = h.rstrip(".").split(".")
+    if not all(_LABEL.match(label) for label in labels):
+        raise InputError(f"{_show(h)} is not a host name or address.")
+    if all(label.isdigit() for label in labels):
+        import ipaddress
+
+        try:
+            ipaddress.IPv4Address(h)
+        except ValueError:
+            raise InputError(f"{_show(h)} is not an IP address.") from None
+    return h
+
+
+# --- text ---
+
+def text(value, what: str, max_len: int = 4096) -> str:
+    """Plain text: a string without control characters (a NUL or CR/LF would break a path or a script)."""
+    if not isinstance(value, str):
+        raise InputError(f"{what} must be text, not {_show(value)}.")
+    if len(value) > max_len or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InputError(f"{what} contains control characters or is too long.")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise InputError(f"{what} is not valid UTF-8 text.")
+    return value
+
+
+# --- files ---
+
+def regular_file(path: str | Path, what: str = "The file") -> os.stat_result:
+    """stat() a path that must be an existing regular file. Opening a FIFO or a device blocks or
+    reads forever, so this is checked before any open()."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist.") from None
+    except ValueError:  # an embedded NUL
+        raise InputError(f"{what} name contains a NUL character.") from None
+    except OSError as e:
+        raise InputError(f"{what} {path} cannot be read ({e.strerror or e}).") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{path} is a folder, not a file.")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{path} is not a regular file (a pipe, socket or device), so Phoenix does not open it.")
+    return st
+
+
+def read_text(path: str | Path, what: str = "The file", max_bytes: int = 16 << 20, encoding: str = "utf-8") -> str:
+    """A small text file, checked to be a regular file first; raises InputError with one sentence."""
+    st = regular_file(path, what)
+    if st.st_size > max_bytes:
+        raise InputError(f"{what} {Path(path).name} is too large ({st.st_size:,} bytes) for what it should hold.")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as e:
+        raise InputError(f"{what} {path} cannot be read ({e.strerror or e}).") from None
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {Path(path).name} is not UTF-8 text.") from None
+
+
+def is_gguf(path: str | Path) -> bool:
+    """A .gguf name, or any regular file that starts with the GGUF magic (a renamed model)."""
+    p = Path(path)
+    if p.suffix.lower() == ".gguf":
+        return True
+    try:
+        st = os.stat(p)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        with open(p, "rb") as f:
+            return f.read(4) == GGUF_MAGIC
+    except (OSError, ValueError):
+        return False
+
+
+def check_writable(path: str | Path, force: bool = False, what: str = "file") -> Path:
+    """May Phoenix write `path`? Never over a model (a .gguf or a file with the GGUF magic), never
+    over anything that is not a regular file, and over an existing file only with force.
+    Raises InputError with one sentence; returns the path."""
+    if isinstance(path, str):
+        text(path, f"The {what} name")
+    p = Path(path)
+    if is_gguf(p):
+        raise InputError(f"{p.name} is a model file; Phoenix never writes over a model (choose another name).")
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        if not p.parent.is_dir():
+            raise InputError(f"The folder {p.parent} does not exist.") from None
+        return p
+    except OSError as e:
+        raise InputError(f"Cannot write {p} ({e.strerror or e}).") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{p} exists and is not a regular file; Phoenix does not write over it.")
+    if not force:
+        raise InputError(f"{p} already exists; give --force to replace it, or choose another name.")
+    return p
