@@ -11,6 +11,7 @@ from .kv import kv_cells, kv_bytes_per_layer
 from .ledger import DevicePlan, Plan
 from .placement import CPU, layer_counts, plan_layers
 from .settings import PlanSettings, check_settings
+from .calibration import calibrated_tokens_per_second, extra_bytes
 from .speed import SpeedDevice, cpu_theoretical_bandwidth, prompt_tokens_per_second, tokens_per_second
 
 
@@ -145,7 +146,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         devices.append(DevicePlan(
             name=g.short_name, kind="gpu", gpu_index=rig.gpus.index(g), layers=layers[i], first_layer=first[i],
             last_layer=last[i], has_output=out_dev == i, weights_bytes=w[i], kv_bytes=kvb[i], compute_bytes=comp,
-            overhead_bytes=overhead, reserve_bytes=reserve, capacity_bytes=g.total_bytes, free_bytes=g.free_bytes,
+            overhead_bytes=overhead + extra_bytes(rig, g), reserve_bytes=reserve, capacity_bytes=g.total_bytes, free_bytes=g.free_bytes,
             bandwidth_gbs=g.bandwidth_gbs, scratch_bytes=scratch if i == 0 else 0,
         ))
     host = host_compute(model, ci, cpu_layers=cpu_layers > (1 if out_dev == CPU else 0), cpu_output=out_dev == CPU,
@@ -170,6 +171,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
 
     speed_devs = _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells)
     tps = tokens_per_second(speed_devs, file_type=model.file_type)
+    tps = calibrated_tokens_per_second(rig, gpus, speed_devs, model.file_type, tps)  # measured on this PC, if any
     pp = prompt_tokens_per_second(speed_devs, s.batch)
     return Plan(
         model_name=model.name, n_layer=n_layer, gpulayers=ngl, tensor_split=[round(x, 4) for x in split],
