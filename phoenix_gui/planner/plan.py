@@ -171,7 +171,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
 
     speed_devs = _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells)
     tps = tokens_per_second(speed_devs, file_type=model.file_type)
-    tps = calibrated_tokens_per_second(rig, gpus, speed_devs, model.file_type, tps)  # measured on this PC, if any
+    tps = calibrated_tokens_per_second(rig, gpus, speed_devs, tps)  # measured on this PC, if any
     pp = prompt_tokens_per_second(speed_devs, s.batch)
     return Plan(
         model_name=model.name, n_layer=n_layer, gpulayers=ngl, tensor_split=[round(x, 4) for x in split],
