@@ -201,10 +201,25 @@ def clean_temp_files(folder: Path) -> None:
 
 
 def _writable(folder: Path) -> bool:
-    if not folder.exists():
-        parent = next((p for p in folder.parents if p.exists()), None)
-        return parent is None or os.access(parent, os.W_OK)
-    return os.access(folder, os.W_OK)
+    """Can settings be saved here? Tried, not guessed: os.access is wrong for root, ACLs and
+    read-only mounts. A folder that does not exist yet is judged by its nearest existing parent."""
+    import tempfile
+
+    where = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if where is None:
+        return True
+    if not where.is_dir():
+        return False
+    try:
+        fd, name = tempfile.mkstemp(prefix=".phoenix-write-test-", dir=where)
+    except OSError:
+        return False
+    os.close(fd)
+    try:
+        os.remove(name)
+    except OSError:
+        pass
+    return True
 
 
 def save_settings(s: UserSettings, path: Path | None = None) -> None:

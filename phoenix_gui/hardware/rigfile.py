@@ -112,7 +112,9 @@ def _parse(data: dict, path: Path) -> Rig:
         cc = _cc(g, name, spec)
         arch = architecture_for(cc)
         if "architecture" in g:  # optional; must agree with what the compute capability says
-            v.choice(g["architecture"], f"architecture for GPU {name!r}", ARCHITECTURES)
+            if g["architecture"] not in ARCHITECTURES:
+                raise v.InputError(f"GPU {name!r} has architecture {g['architecture']!r}, which Phoenix does not "
+                                   f"know; choose one of {', '.join(ARCHITECTURES)}.")
             if g["architecture"] != arch:
                 raise v.InputError(f"GPU {name!r} says architecture {g['architecture']} but compute capability "
                                    f"{cc[0]}.{cc[1]} is {arch}.")
