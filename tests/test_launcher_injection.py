@@ -165,3 +165,29 @@ def test_displayed_command_lines_never_show_a_second_command():
 
 def test_check_value_accepts_printable_text():
     assert check_value("C:\\Program Files\\ü 100% & (x)") == "C:\\Program Files\\ü 100% & (x)"
+
+
+def test_launchers_and_kcpps_never_write_over_a_file_without_force(tmp_path):
+    cmd = LaunchCommand(["koboldcpp", "--port", "5001"])
+    for name in ("run.sh", "run.bat"):
+        out = tmp_path / name
+        out.write_text("hand-tuned")
+        with pytest.raises(ValueError, match="already exists"):
+            write_launcher(cmd, out)
+        assert out.read_text() == "hand-tuned"
+        write_launcher(cmd, out, force=True)
+        assert "koboldcpp" in out.read_text()
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(60))
+    with pytest.raises(ValueError, match="model"):
+        write_launcher(cmd, model, force=True)
+    assert model.read_bytes()[:4] == b"GGUF"
+    rig = load_rig(demo_rig_path())
+    plan = make_plan(preset_model_info("qwen2.5-32b-instruct-q4_k_m"), rig, PlanSettings())
+    k = tmp_path / "old.kcpps"
+    k.write_text("{}")
+    with pytest.raises(ValueError, match="already exists"):
+        write_kcpps(plan, rig, "m.gguf", k)
+    assert k.read_text() == "{}"
+    write_kcpps(plan, rig, "m.gguf", k, force=True)
+    assert '"port": 5001' in k.read_text()

@@ -19,6 +19,7 @@ from ..hardware.rig import Rig
 from ..planner.ledger import Plan
 from ..planner.plan import selected_gpus
 from ..planner.settings import PlanSettings
+from ..validate import InputError, check_writable
 
 KOBOLD_KV_TYPES = ("f16", "bf16", "q8_0", "q5_1", "q4_0")
 
@@ -156,12 +157,13 @@ def kcpps_config(plan: Plan, rig: Rig, model_path: str | Path) -> dict:
     }
 
 
-def write_kcpps(plan: Plan, rig: Rig, model_path, out: str | Path) -> Path:
+def write_kcpps(plan: Plan, rig: Rig, model_path, out: str | Path, force: bool = False) -> Path:
+    """Write a .kcpps; over an existing file only with force, never over a model."""
     cfg = kcpps_config(plan, rig, model_path)
     # koboldcpp puts these on its own command lines and in its launcher
-    for v in (cfg["model_param"], cfg["host"]):
-        check_value(v)
-    out = Path(out)
+    check_value(cfg["model_param"], "The model path")
+    check_value(cfg["host"], "The host")
+    out = check_writable(out, force, "config")
     out.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
     return out
 
@@ -181,8 +183,8 @@ def _is_control(c: str) -> bool:
 def check_value(value: str, what: str = "A value") -> str:
     """Refuse text with control characters: in a command line or a script they start a new command."""
     if any(_is_control(c) for c in value):
-        raise ValueError(f"{what} contains a control character (such as a line break), which cannot go into a "
-                         f"command line or script: {_short(value)}")
+        raise InputError(f"{what} ({_short(value)}) contains a control character such as a line break, "
+                         "which cannot go into a command line or a script.")
     return value
 
 
@@ -193,13 +195,13 @@ def _short(value: str) -> str:
 
 def _check_env_name(name: str) -> None:
     if not _ENV_NAME.match(name):
-        raise ValueError(f"{_short(name)} is not an environment variable name.")
+        raise InputError(f"{_short(name)} is not an environment variable name.")
 
 
 def _check_bat_value(value: str, what: str) -> str:
     check_value(value, what)
     if '"' in value:
-        raise ValueError(f"{what} contains a double quote, which cmd.exe cannot pass safely: {_short(value)}")
+        raise InputError(f"{what} ({_short(value)}) contains a double quote, which cmd.exe cannot pass safely.")
     return value
 
 
@@ -244,11 +246,15 @@ def sh_script(cmd: LaunchCommand) -> str:
     return "\n".join(lines)
 
 
-def write_launcher(cmd: LaunchCommand, out: str | Path) -> Path:
-    out = Path(out)
-    if out.suffix.lower() in (".bat", ".cmd"):
-        out.write_bytes(bat_script(cmd).encode("utf-8"))
+def write_launcher(cmd: LaunchCommand, out: str | Path, force: bool = False) -> Path:
+    """Write a .bat/.cmd or .sh launcher; over an existing file only with force, never over a model.
+    The script is built (and every value checked) before anything is written."""
+    bat = Path(out).suffix.lower() in (".bat", ".cmd")
+    text = bat_script(cmd) if bat else sh_script(cmd)
+    out = check_writable(out, force, "launcher")
+    if bat:
+        out.write_bytes(text.encode("utf-8"))
     else:
-        out.write_text(sh_script(cmd), encoding="utf-8")
+        out.write_text(text, encoding="utf-8")
         out.chmod(0o755)
     return out

@@ -77,7 +77,8 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
                         + (f"({s.backend} quantizes only K)." if eng.quant_v_without_fa == "k_only"
                           else f"({s.backend} would refuse it)."))
     cells = kv_cells(s.context, eng)
-    kv = kv_bytes_per_layer(model, s.context, type_k, type_v, s.flash_attn, s.batch, eng)
+    n_seq = eng.n_seq(s.parallel)
+    kv = kv_bytes_per_layer(model, s.context, type_k, type_v, s.flash_attn, s.batch, eng, n_seq)
     n_ubatch = min(s.batch, cells)
     ci = ComputeInputs(n_ubatch=n_ubatch, n_kv=cells, flash_attn=s.flash_attn,
                        n_outputs=n_ubatch if eng.logits_full_ubatch else 1)
@@ -150,7 +151,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
             bandwidth_gbs=g.bandwidth_gbs, scratch_bytes=scratch if i == 0 else 0,
         ))
     host = host_compute(model, ci, cpu_layers=cpu_layers > (1 if out_dev == CPU else 0), cpu_output=out_dev == CPU,
-                        any_gpu=n_gpu > 0)
+                        any_gpu=n_gpu > 0, n_seq=n_seq)
     sysinfo = rig.system
     cpu_first = next((il for il in range(n_layer + 1) if assign[il] == CPU), None)
     cpu_last = max((il for il in range(n_layer + 1) if assign[il] == CPU), default=None)

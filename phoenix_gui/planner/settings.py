@@ -35,6 +35,9 @@ class PlanSettings:
     host: str = "127.0.0.1"
     port: int = 5001
     threads: int | None = None
+    # parallel slots: llama-server -np N (with --kv-unified), koboldcpp --parallelrequests N. The slots
+    # share one cache of `context` cells; the sliding-window cache and the logits buffer grow with N
+    parallel: int = 1
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
@@ -91,5 +94,6 @@ def check_settings(s: PlanSettings, n_gpus: int) -> None:
         v.integer(s.kv_fill, "kv_fill", 0, v.INT32_MAX)
     if s.threads is not None:
         v.integer(s.threads, "threads", 1, 4096)
+    v.integer(s.parallel, "parallel slots", 1, 32)  # koboldcpp's --parallelrequests range
     v.host(s.host)
     v.port(s.port)
