@@ -33,6 +33,8 @@ if (-not (Test-Path $makensis)) {
     $makensis = "${env:ProgramFiles(x86)}\NSIS\makensis.exe"
 }
 $version = & $py -c "import phoenix_gui; print(phoenix_gui.__version__)"
-& $makensis /V2 "/DVERSION=$version" "/DDIST=$PWD\dist\Phoenix" "/DOUTFILE=$PWD\dist\Phoenix-Setup-$version.exe" installer\phoenix.nsi
+$fileversion = & $py installer\file_version.py $version
+if ($LASTEXITCODE -ne 0) { throw "no Windows file version for $version" }
+& $makensis /V2 "/DVERSION=$version" "/DFILEVERSION=$fileversion" "/DDIST=$PWD\dist\Phoenix" "/DOUTFILE=$PWD\dist\Phoenix-Setup-$version.exe" installer\phoenix.nsi
 if ($LASTEXITCODE -ne 0) { throw "makensis failed" }
 Write-Host "built dist\Phoenix-Setup-$version.exe"

@@ -17,6 +17,7 @@ if ! command -v makensis >/dev/null 2>&1; then
   fi
 fi
 VERSION=$("$PY" -c "import phoenix_gui; print(phoenix_gui.__version__)")
-makensis -V2 -DFAST -DVERSION="$VERSION" -DDIST="$PWD/build/pyi/dist/Phoenix" \
+FILEVERSION=$("$PY" installer/file_version.py "$VERSION")
+makensis -V2 -DFAST -DVERSION="$VERSION" -DFILEVERSION="$FILEVERSION" -DDIST="$PWD/build/pyi/dist/Phoenix" \
   -DOUTFILE="$PWD/build/pyi/Phoenix-Setup-$VERSION-linuxcheck.exe" installer/phoenix.nsi
 echo "packaging check OK: frozen self-test passed, installer script compiled"

@@ -1,5 +1,7 @@
 ; Phoenix installer (NSIS). Per-user install, no admin rights needed.
-;   makensis -DVERSION=0.1.0 -DDIST=..\dist\Phoenix -DOUTFILE=..\dist\Phoenix-Setup-0.1.0.exe installer\phoenix.nsi
+;   makensis -DVERSION=0.2.0rc1 -DFILEVERSION=0.2.0.30001 -DDIST=..\dist\Phoenix -DOUTFILE=..\dist\Phoenix-Setup-0.2.0rc1.exe installer\phoenix.nsi
+; FILEVERSION (four numbers) comes from `python installer/file_version.py VERSION`: Windows wants four
+; numbers, a PEP 440 version may be 0.2.0rc1. Checked under Wine by installer/check_wine.sh.
 ; NSIS rather than Inno Setup: it compiles on Linux too (Debian's nsis package), so CI checks this
 ; script on every change, and its per-user (HKCU) install needs no elevation.
 
@@ -9,6 +11,9 @@ Unicode true
 
 !ifndef VERSION
   !define VERSION "0.1.0"
+!endif
+!ifndef FILEVERSION
+  !error "FILEVERSION is missing: pass -DFILEVERSION=<output of python installer/file_version.py VERSION>"
 !endif
 !ifndef DIST
   !define DIST "..\dist\Phoenix"
@@ -45,15 +50,39 @@ RequestExecutionLevel user
 !insertmacro MUI_UNPAGE_INSTFILES
 !insertmacro MUI_LANGUAGE "English"
 
-VIProductVersion "${VERSION}.0"
+VIProductVersion "${FILEVERSION}"
 VIAddVersionKey "ProductName" "${APP}"
 VIAddVersionKey "FileDescription" "${APP} installer"
 VIAddVersionKey "FileVersion" "${VERSION}"
 VIAddVersionKey "ProductVersion" "${VERSION}"
 VIAddVersionKey "LegalCopyright" "Phoenix contributors"
 
+; A running Phoenix.exe (and its _internal DLLs) cannot be replaced or deleted: touching the files
+; anyway leaves half an install. Windows refuses to open a running program's file for writing, so
+; that is the test; Retry after closing it, Cancel stops with nothing changed (/S: exit code 2).
+!macro CHECK_NOT_RUNNING UN
+Function ${UN}CheckNotRunning
+  retry:
+    IfFileExists "$INSTDIR\${EXE}" 0 free
+    ClearErrors
+    FileOpen $0 "$INSTDIR\${EXE}" a
+    IfErrors running
+    FileClose $0
+    Goto free
+  running:
+    MessageBox MB_RETRYCANCEL|MB_ICONEXCLAMATION "Phoenix is running from $INSTDIR.$\r$\nClose it, then click Retry." /SD IDCANCEL IDRETRY retry
+    DetailPrint "Phoenix is running from $INSTDIR: nothing was changed."
+    SetErrorLevel 2
+    Abort
+  free:
+FunctionEnd
+!macroend
+!insertmacro CHECK_NOT_RUNNING ""
+!insertmacro CHECK_NOT_RUNNING "un."
+
 Section "Phoenix (required)" SecMain
   SectionIn RO
+  Call CheckNotRunning
   ; Upgrade: remove the previous version's program files first. Settings live elsewhere
   ; (%LOCALAPPDATA%\phoenix) and are kept.
   IfFileExists "$INSTDIR\${EXE}" 0 +3
@@ -74,7 +103,11 @@ Section "Phoenix (required)" SecMain
   WriteRegStr HKCU "${UNINST_KEY}" "QuietUninstallString" '"$INSTDIR\Uninstall.exe" /S'
   WriteRegDWORD HKCU "${UNINST_KEY}" "NoModify" 1
   WriteRegDWORD HKCU "${UNINST_KEY}" "NoRepair" 1
-  ${GetSize} "$INSTDIR" "/S=0K" $0 $1 $2
+  ; What this installer put there (the section's files, known when it was compiled, plus the
+  ; uninstaller), not the whole folder: it may hold the user's own files.
+  SectionGetSize ${SecMain} $0
+  ${GetSize} "$INSTDIR" "/M=Uninstall.exe /S=0K /G=0" $1 $2 $3
+  IntOp $0 $0 + $1
   WriteRegDWORD HKCU "${UNINST_KEY}" "EstimatedSize" $0
   CreateDirectory "$SMPROGRAMS\${APP}"
   CreateShortcut "$SMPROGRAMS\${APP}\${APP}.lnk" "$INSTDIR\${EXE}" "" "$INSTDIR\${EXE}" 0
@@ -85,7 +118,7 @@ Section "Desktop shortcut" SecDesktop
   CreateShortcut "$DESKTOP\${APP}.lnk" "$INSTDIR\${EXE}" "" "$INSTDIR\${EXE}" 0
 SectionEnd
 
-Section "Open .gguf and .kcpps files with Phoenix" SecAssoc
+Section "Open-with entries" SecAssoc  ; short: the components list cuts longer names
   ; "Open with" entries, per user; the user's current default program is left alone.
   WriteRegStr HKCU "Software\Classes\Phoenix.gguf" "" "GGUF model"
   WriteRegStr HKCU "Software\Classes\Phoenix.gguf\DefaultIcon" "" "$INSTDIR\${EXE},0"
@@ -103,7 +136,7 @@ SectionEnd
 
 LangString DESC_Main ${LANG_ENGLISH} "The Phoenix wizard."
 LangString DESC_Desktop ${LANG_ENGLISH} "A Phoenix icon on the desktop."
-LangString DESC_Assoc ${LANG_ENGLISH} "Offer Phoenix in 'Open with' for .gguf models and .kcpps configs."
+LangString DESC_Assoc ${LANG_ENGLISH} "Open .gguf models and .kcpps configs with Phoenix: adds it to their 'Open with' list (your default program is kept)."
 !insertmacro MUI_FUNCTION_DESCRIPTION_BEGIN
   !insertmacro MUI_DESCRIPTION_TEXT ${SecMain} $(DESC_Main)
   !insertmacro MUI_DESCRIPTION_TEXT ${SecDesktop} $(DESC_Desktop)
@@ -111,6 +144,7 @@ LangString DESC_Assoc ${LANG_ENGLISH} "Offer Phoenix in 'Open with' for .gguf mo
 !insertmacro MUI_FUNCTION_DESCRIPTION_END
 
 Section "Uninstall"
+  Call un.CheckNotRunning
   RMDir /r "$INSTDIR\_internal"
   Delete "$INSTDIR\${EXE}"
   Delete "$INSTDIR\Uninstall.exe"
@@ -125,6 +159,11 @@ Section "Uninstall"
   DeleteRegKey HKCU "Software\Classes\Phoenix.kcpps"
   DeleteRegValue HKCU "Software\Classes\.gguf\OpenWithProgids" "Phoenix.gguf"
   DeleteRegValue HKCU "Software\Classes\.kcpps\OpenWithProgids" "Phoenix.kcpps"
+  ; the keys only when nothing else (another program's entry, a default) is left in them
+  DeleteRegKey /ifempty HKCU "Software\Classes\.gguf\OpenWithProgids"
+  DeleteRegKey /ifempty HKCU "Software\Classes\.kcpps\OpenWithProgids"
+  DeleteRegKey /ifempty HKCU "Software\Classes\.gguf"
+  DeleteRegKey /ifempty HKCU "Software\Classes\.kcpps"
   DeleteRegKey HKCU "Software\Classes\Applications\${EXE}"
   System::Call 'shell32::SHChangeNotify(i 0x08000000, i 0, p 0, p 0)'
   ; user settings in %LOCALAPPDATA%\phoenix are kept on purpose
