@@ -214,9 +214,11 @@ def cmd_plan(args) -> int:
     cmd = launch_command(plan, rig, model_path, args.exe)
     try:
         if args.kcpps:
-            write_kcpps(plan, rig, model_path, args.kcpps)
+            write_kcpps(plan, rig, model_path, args.kcpps, force=args.force)
         if args.script:
-            write_launcher(cmd, args.script)
+            write_launcher(cmd, args.script, force=args.force)
+    except v.InputError as e:
+        raise UserError(str(e)) from None
     except OSError as e:
         raise UserError(f"Cannot write {e.filename or 'the file'} ({e.strerror or e}).") from None
     if args.json:
