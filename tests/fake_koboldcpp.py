@@ -44,6 +44,8 @@ def parse():
     ap.add_argument("--lowvram", "-nkvo", action="store_true")
     ap.add_argument("--usemmap", action="store_true")
     ap.add_argument("--threads", "-t", type=int, default=-1)
+    ap.add_argument("--parallelrequests", "--continuous-batching", "--contbatch", type=int, default=1)
+    ap.add_argument("--overridetensors", "--override-tensor", "-ot", default="")
     ap.add_argument("--host", default="")
     ap.add_argument("--port", type=int, default=5001)
     ap.add_argument("--multiuser", type=int, nargs="?", const=1, default=10)
