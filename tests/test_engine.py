@@ -68,3 +68,27 @@ def test_log_parser_reads_koboldcpp_style_lines():
     assert r.mib("gpu0", "compute") == 310.0  # a re-reserve replaces
     assert r.n_ctx == 4352 and r.offloaded == (40, 65)
     assert r.devices() == ["cpu", "gpu0", "gpu1"]
+
+
+@pytest.mark.parametrize("preset,ctx,parallel", [("gemma-3-12b-it-q4_k_m", 8192, 4), ("qwen2.5-7b-instruct-q4_k_m", 4096, 3)])
+def test_parallel_slots_match_llama_server(skeletons, preset, ctx, parallel):
+    from phoenix_gui.backends.commandline import llama_server_command
+
+    path = skeletons(preset)
+    s = PlanSettings(context=ctx, backend="llama-server", parallel=parallel)
+    plan = make_plan(read_model(path), _cpu_rig(), s)
+    argv = llama_server_command(plan, _cpu_rig(), path).argv
+    slots = argv[argv.index("-np"):argv.index("-np") + 2] + [a for a in argv if a == "--kv-unified"]
+    assert slots == ["-np", str(parallel), "--kv-unified"]  # the slots share the whole context
+    rep, log = probe_buffers(path, ["-c", str(ctx), "-ngl", "0", "-b", "512", "-ub", "512", "-fa", "on",
+                                    "--fit", "off", "--no-repack", *slots])
+    cpu = plan.cpu
+    assert rep.n_ctx == plan.kv_cells
+    assert rep.mib("cpu", "KV") == pytest.approx(cpu.kv_bytes / MIB, abs=0.01)
+    assert rep.mib("cpu", "output") == pytest.approx(parallel * plan_vocab_mib(path), abs=0.01)
+    logged = rep.mib("cpu", "compute") + rep.mib("cpu", "output")
+    assert logged * 0.99 <= cpu.compute_bytes / MIB <= logged * 1.15 + 4, (cpu.compute_bytes / MIB, logged)
+
+
+def plan_vocab_mib(path):
+    return read_model(path).n_vocab * 4 / MIB

@@ -1,5 +1,5 @@
 from phoenix_gui.model import preset_model_info
-from phoenix_gui.planner.kv import kv_bytes_per_layer, kv_cells, swa_cells
+from phoenix_gui.planner.kv import kv_bytes_per_layer, kv_cells, pad, swa_cells
 
 MIB = 1 << 20
 
@@ -56,3 +56,25 @@ def test_mla_geometry():
     m.__dict__.pop("_kv_cache", None)
     kv = kv_bytes_per_layer(m, 4096, "f16", "f16", True, 512, "llama-server")
     assert kv[0] == 4096 * (576 + 512) * 2
+
+
+def test_parallel_slots_share_one_cache_and_widen_the_sliding_window():
+    # llama-server -np 4 --kv-unified logged 4608 SWA cells for Gemma-3 at 8192 (1024 x 4 + 512);
+    # koboldcpp --parallelrequests 4 asks for one sequence more (n_seq_max = 5)
+    from phoenix_gui.planner import PlanSettings, make_plan
+    from phoenix_gui.hardware.rig import GIB, Rig, SystemInfo
+
+    assert swa_cells(8192, 1024, 512, n_seq=4) == 4608
+    g = preset_model_info("gemma-3-12b-it-q4_k_m")
+    width = 8 * 256 * 2 * 2
+    kv4 = kv_bytes_per_layer(g, 8192, "f16", "f16", True, 512, "llama-server", n_seq=4)
+    assert kv4[0] == 4608 * width and kv4[5] == 8192 * width
+    rig = Rig("cpu", [], SystemInfo(64 * GIB, 60 * GIB, 2, 2, 20.0, "table"))
+    for backend, n_seq in (("llama-server", 4), ("koboldcpp", 5)):
+        one = make_plan(g, rig, PlanSettings(context=8192, backend=backend)).cpu
+        four = make_plan(g, rig, PlanSettings(context=8192, backend=backend, parallel=4)).cpu
+        assert four.kv_bytes - one.kv_bytes == 40 * (min(8192, pad(1024 * n_seq + 512)) - 1536) * width
+        assert four.compute_bytes - one.compute_bytes == (n_seq - 1) * g.n_vocab * 4  # one logits row per sequence
+    dense = preset_model_info("qwen2.5-7b-instruct-q4_k_m")
+    assert (make_plan(dense, rig, PlanSettings(parallel=8)).cpu.kv_bytes
+            == make_plan(dense, rig, PlanSettings()).cpu.kv_bytes)  # no sliding window: the same cells

@@ -95,6 +95,8 @@ def koboldcpp_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None) ->
         argv += ["--usemmap"]
     if s.threads:
         argv += ["--threads", str(s.threads)]
+    if s.parallel > 1:
+        argv += ["--parallelrequests", str(s.parallel)]  # slots sharing one unified cache
     argv += ["--host", s.host, "--port", str(s.port), "--multiuser", "1"]
     argv += ["--singleinstance"]  # lets /api/extra/shutdown stop it cleanly
     return LaunchCommand(argv, env, "koboldcpp")
@@ -122,7 +124,9 @@ def llama_server_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None)
     else:
         argv += ["-ngl", "0"]
     argv += ["-c", str(s.context), "-b", str(s.batch), "-ub", str(s.batch), "-ctk", type_k, "-ctv", type_v,
-             "-fa", "on" if s.flash_attn else "off", "-np", "1", "--fit", "off"]
+             "-fa", "on" if s.flash_attn else "off", "-np", str(s.parallel), "--fit", "off"]
+    if s.parallel > 1:
+        argv += ["--kv-unified"]  # every slot may use the whole context, as koboldcpp's slots do
     if s.threads:
         argv += ["-t", str(s.threads)]
     argv += ["--host", s.host, "--port", str(s.port)]
@@ -153,7 +157,7 @@ def kcpps_config(plan: Plan, rig: Rig, model_path: str | Path) -> dict:
         "moecpu": s.moecpu, "overridetensors": "", "contextsize": s.context, "quantkv": kv,
         "noflashattention": not s.flash_attn, "batchsize": s.batch, "threads": s.threads or -1,
         "blasthreads": 0, "usemmap": s.mmap, "host": s.host, "port": s.port, "port_param": s.port,
-        "multiuser": 1, "quiet": False, "skiplauncher": True, "istemplate": False,
+        "multiuser": 1, "parallelrequests": s.parallel, "quiet": False, "skiplauncher": True, "istemplate": False,
     }
 
 

@@ -114,6 +114,8 @@ def _parse(data: dict, path: Path, s: PlanSettings) -> KcppsImport:
         kw["moecpu"] = v.integer(data["moecpu"], "moecpu", 0, v.INT32_MAX)
     if _flag(data, "lowvram"):
         kw["lowvram"] = True
+    if _given(data, "parallelrequests"):  # 0 and 1 both mean one sequence
+        kw["parallel"] = max(1, v.integer(data["parallelrequests"], "parallelrequests", 0, 32))
     if _given(data, "splitmode"):
         mode = v.choice(data["splitmode"], "splitmode", ("layer", "row", "tensor"))
         if mode == "tensor":

@@ -37,6 +37,14 @@ class EngineProfile:
     process_ram_mib: int  # the server process itself in RAM (interpreter, libraries)
     # a quantized V cache without flash attention: "k_only" (V silently stays f16) or "refused"
     quant_v_without_fa: str
+    # sequences llama.cpp gets for N parallel slots beyond N: koboldcpp's continuous batching asks for
+    # n_seq_max = slots + 1 (gpttype_adapter.cpp, 1.115.1); llama-server -np N gives N. Every slot shares
+    # one unified cache of n_ctx cells; the sliding-window cache and the host logits grow with n_seq_max
+    extra_batching_seqs: int = 0
+
+    def n_seq(self, parallel: int) -> int:
+        """n_seq_max for a number of parallel slots (1 = no parallel batching)."""
+        return 1 if parallel <= 1 else parallel + self.extra_batching_seqs
 
 
 KOBOLDCPP_1115 = EngineProfile(
@@ -56,6 +64,7 @@ KOBOLDCPP_1115 = EngineProfile(
     op_offload_min_batch=32,
     process_ram_mib=600,
     quant_v_without_fa="k_only",  # "Without FA only K is quantised (warning)"
+    extra_batching_seqs=1,  # --parallelrequests N > 1 -> n_seq_max = N + 1, kv_unified always
 )
 
 LLAMA_SERVER_CURRENT = EngineProfile(
