@@ -349,6 +349,13 @@ def _start(args, rig, model, model_path, plan, quiet: bool):
 
 
 def cmd_launch(args) -> int:
+    from .backends.process import stop_on_signals
+
+    with stop_on_signals():  # SIGTERM and SIGHUP (a closed terminal) stop the server as Ctrl-C does
+        return _launch(args)
+
+
+def _launch(args) -> int:
     import time
 
     rig, model, model_path, plan = _plan_for_launch(args)
@@ -374,6 +381,13 @@ def cmd_launch(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from .backends.process import stop_on_signals
+
+    with stop_on_signals():  # the server is stopped on SIGTERM and SIGHUP too
+        return _bench(args)
+
+
+def _bench(args) -> int:
     import time
 
     from .backends.lifecycle import State
