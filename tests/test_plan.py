@@ -163,3 +163,38 @@ def test_every_shipped_rig_and_preset_autofits():
         for key in list_presets():
             f = auto_fit(preset_model_info(key), rig, PlanSettings(context=4096))
             assert f.plan.fits, (rig.name, key, f.plan.reasons())
+
+
+def test_tensor_overrides_move_weights_and_moecpu_is_one_of_them():
+    from phoenix_gui.hardware import demo_rig_path, load_rig
+    from phoenix_gui.model import preset_model_info
+    from phoenix_gui.planner import PlanSettings, make_plan
+    from phoenix_gui.planner.settings import check_overrides, format_overrides, parse_overrides
+    from phoenix_gui.validate import InputError
+
+    rig = load_rig(demo_rig_path())
+    moe = preset_model_info("qwen3-30b-a3b-q4_k_m")
+    base = PlanSettings(tensor_split=(1, 1, 1))
+    by_moecpu = make_plan(moe, rig, base.with_(moecpu=moe.n_layer))
+    every = parse_overrides(r"ffn_(up|down|gate)_exps=CPU")
+    by_override = make_plan(moe, rig, base.with_(overrides=every))
+    assert [d.weights_bytes for d in by_override.devices] == [d.weights_bytes for d in by_moecpu.devices]
+    assert not by_override.pipeline_parallel  # any override turns pipeline parallelism off
+    # first match wins: the user's pattern keeps block 0's experts on CUDA1, --moecpu takes the rest
+    mixed = make_plan(moe, rig, base.with_(overrides=((r"blk\.0\.ffn_.*_exps", "CUDA1"),), moecpu=2))
+    plain = make_plan(moe, rig, base.with_(moecpu=2))
+    blk0 = moe.layers[0].expert_bytes
+    assert mixed.cpu.weights_bytes == plain.cpu.weights_bytes - blk0
+    assert mixed.gpus[1].weights_bytes == plain.gpus[1].weights_bytes + blk0
+    assert sum(d.weights_bytes for d in mixed.devices) == sum(d.weights_bytes for d in plain.devices)
+    # a CPU-only plan: the engine has one device and ignores overrides
+    cpu_only = make_plan(moe, rig, base.with_(gpulayers=0, overrides=every))
+    assert cpu_only.cpu.weights_bytes == make_plan(moe, rig, base.with_(gpulayers=0)).cpu.weights_bytes
+    assert format_overrides(parse_overrides(" a=CPU, b=CUDA0 ")) == "a=CPU,b=CUDA0"
+    for bad in ("exps", "=CPU", "x=", "("):
+        with pytest.raises(InputError):
+            check_overrides(parse_overrides(bad if "=" in bad else bad + "=CPU"), 3) if bad == "(" else parse_overrides(bad)
+    with pytest.raises(InputError):
+        check_overrides((("exps", "CUDA3"),), 3)
+    with pytest.raises(InputError):
+        make_plan(moe, rig, base.with_(overrides=(("exps", "GPU7"),)))

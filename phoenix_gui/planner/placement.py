@@ -6,6 +6,7 @@ embeddings always stay on the CPU.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 
 CPU = -1
@@ -68,3 +69,43 @@ def layer_counts(assign: list[int], n_devices: int) -> list[int]:
 def exact_split(counts: list[int]) -> list[float]:
     """A tensor split of integer layer counts gives each device exactly that many layers."""
     return [float(c) for c in counts]
+
+
+# --- tensor overrides (-ot REGEX=BUFT, koboldcpp --overridetensors; --moecpu is a special case) ---
+
+_BUFT = re.compile(r"^(?:CUDA|Vulkan|RPC)(\d+)(?:\[[^\]]*\])?$")
+
+
+def override_device(buft: str) -> int | None:
+    """The device an override's buffer type names: CPU, or the n-th GPU of the plan ("CUDA1" -> 1; an
+    RPC device "RPC0[host:port]" -> 0). None: not a buffer type Phoenix knows."""
+    if buft == "CPU":
+        return CPU
+    m = _BUFT.match(buft)
+    return int(m.group(1)) if m else None
+
+
+def moecpu_overrides(moecpu: int) -> list[tuple[str, str]]:
+    """--moecpu N / --n-cpu-moe N as the overrides the engines add after the user's own."""
+    return [(rf"blk\.{i}\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU") for i in range(moecpu)]
+
+
+def tensor_moves(model, assign: list[int], overrides) -> tuple[list[dict[int, int]], int]:
+    """Per layer (index n_layer = the output layer): bytes of the tensors an override sends away from
+    the layer's own device, by destination; and the largest matrix sent to the CPU (the first GPU copies
+    it for a big-batch matmul). llama.cpp tries the patterns in order with regex_search and the first
+    match wins; a tensor matched to its own layer's device stays."""
+    pats = [(re.compile(rx), override_device(buft)) for rx, buft in overrides]
+    moves: list[dict[int, int]] = []
+    largest = 0
+    groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
+    for il, tensors in enumerate(groups):
+        out: dict[int, int] = {}
+        for t in tensors:
+            dest = next((d for rx, d in pats if rx.search(t.name)), None)
+            if dest is not None and dest != assign[il]:
+                out[dest] = out.get(dest, 0) + t.nbytes
+                if dest == CPU and len(t.shape) > 1:
+                    largest = max(largest, t.nbytes)
+        moves.append(out)
+    return moves, largest

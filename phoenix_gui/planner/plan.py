@@ -9,7 +9,7 @@ from ..model.info import ModelInfo
 from .compute import ComputeInputs, device_compute, host_compute
 from .kv import kv_cells, kv_bytes_per_layer
 from .ledger import DevicePlan, Plan
-from .placement import CPU, layer_counts, plan_layers
+from .placement import CPU, layer_counts, moecpu_overrides, plan_layers, tensor_moves
 from .settings import PlanSettings, check_settings
 from .calibration import calibrated_tokens_per_second, extra_bytes
 from .speed import SpeedDevice, cpu_theoretical_bandwidth, prompt_tokens_per_second, tokens_per_second
@@ -70,7 +70,8 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         split = [float(c) for c in layer_counts(assign, n_gpu)]
 
     moecpu = s.moecpu if model.is_moe else 0
-    dev_bytes, cpu_expert = _layer_bytes(model, moecpu)
+    # with tensor overrides, --moecpu's patterns follow the user's (first match wins): all moved below
+    dev_bytes, cpu_expert = _layer_bytes(model, 0 if s.overrides else moecpu)
     type_k, type_v = s.kv_types()
     if (type_v != s.cache_type_v):
         warnings.append("A quantized V cache needs flash attention; V stays f16 "
@@ -123,9 +124,23 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         layers[out_dev] += 1
         first[out_dev] = n_layer if first[out_dev] is None else first[out_dev]
         last[out_dev] = n_layer
+    moves: list[dict[int, int]] = []
+    if s.overrides and n_gpu:  # a CPU-only engine has one device and ignores overrides
+        moves, largest = tensor_moves(model, assign, [*s.overrides, *moecpu_overrides(moecpu)])
+        cpu_matrix = max(cpu_matrix, largest)
+        for il, mv in enumerate(moves):
+            for dest, b in mv.items():
+                for d, sign in ((assign[il], -1), (dest, 1)):
+                    if d == CPU:
+                        cpu_w += sign * b
+                    else:
+                        w[d] += sign * b
+                if dest == CPU and il < n_layer:
+                    cpu_expert[il] += b  # the speed model reads these layers' experts from RAM
 
     all_offloaded = n_gpu > 0 and all(a != CPU for a in assign)
-    pipeline = (n_gpu > 1 and all_offloaded and s.split_mode == "layer" and not s.lowvram and moecpu == 0)
+    pipeline = (n_gpu > 1 and all_offloaded and s.split_mode == "layer" and not s.lowvram and moecpu == 0
+                and not s.overrides)
     scratch = cpu_matrix if (n_gpu and cpu_matrix and s.batch >= eng.op_offload_min_batch) else 0
 
     approximate = False
@@ -139,7 +154,8 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     display_reserve = (s.display_reserve_mib if s.display_reserve_mib is not None
                        else (512 if rig.os == "windows" else 256)) * MIB
     for i, g in enumerate(gpus):
-        comp = device_compute(model, ci, has_layers=layers[i] - (1 if out_dev == i else 0) > 0,
+        comp = device_compute(model, ci, has_layers=layers[i] - (1 if out_dev == i else 0) > 0
+                              or any(mv.get(i) for mv in moves),
                               has_output=out_dev == i, gpu=True,
                               host_weight_scratch=scratch if i == 0 else 0,
                               pipeline_copies=eng.pipeline_copies if pipeline else 1)

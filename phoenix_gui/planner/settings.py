@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from .. import validate as v
@@ -97,3 +98,41 @@ def check_settings(s: PlanSettings, n_gpus: int) -> None:
     v.integer(s.parallel, "parallel slots", 1, 32)  # koboldcpp's --parallelrequests range
     v.host(s.host)
     v.port(s.port)
+
+
+def check_overrides(overrides, n_gpus: int) -> None:
+    """Each override is a (regex, buffer type) pair whose regex compiles and whose device exists."""
+    from .placement import CPU, override_device
+
+    if not isinstance(overrides, tuple):
+        raise v.InputError(f"Tensor overrides must be a tuple of (pattern, device) pairs, not {overrides!r}.")
+    for pair in overrides:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise v.InputError(f"A tensor override must be a (pattern, device) pair, not {pair!r}.")
+        rx, buft = pair
+        try:
+            re.compile(rx)
+        except re.error as e:
+            raise v.InputError(f"The tensor override pattern {rx!r} is not a valid regular expression ({e}).") from None
+        d = override_device(buft)
+        if d is None or (d != CPU and d >= max(n_gpus, 0)):
+            raise v.InputError(f"The tensor override device {buft!r} is not CPU or one of the plan's "
+                               f"{n_gpus} GPU(s) (CUDA0 ... CUDA{max(n_gpus - 1, 0)}).")
+
+
+def parse_overrides(text: str) -> tuple[tuple[str, str], ...]:
+    """koboldcpp's --overridetensors / llama-server's -ot text, "regex=DEVICE,regex=DEVICE", as pairs.
+    Like both engines, it splits on commas and on the first "=" of each part."""
+    pairs = []
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        rx, eq, buft = part.partition("=")
+        if not eq or not rx.strip() or not buft.strip():
+            raise v.InputError(f"The tensor override {part.strip()!r} is not PATTERN=DEVICE (e.g. exps=CPU).")
+        pairs.append((rx.strip(), buft.strip()))
+    return tuple(pairs)
+
+
+def format_overrides(overrides) -> str:
+    return ",".join(f"{rx}={buft}" for rx, buft in overrides)
