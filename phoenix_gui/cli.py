@@ -116,7 +116,7 @@ def _settings_from_args(args, rig):
             context=v.context(args.ctx, args.backend), cache_type_k=args.kv, cache_type_v=args.kv,
             flash_attn=not args.no_flash_attn, batch=v.batch(args.batch), gpulayers=_gpulayers(args.gpulayers),
             tensor_split=_split(args, rig), moecpu=v.moecpu(args.moecpu), split_mode=args.split_mode,
-            parallel=v.integer(args.parallel, "--parallel", 1, 32),
+            parallel=v.integer(args.parallel, "--parallel", 1, 32), overrides=_overrides(args.override_tensors),
             backend=args.backend, engine=engine_for(args.backend, args.era) if args.era == "old" else None,
             devices=_devices(args.devices, rig), host=v.host(args.host), port=v.port(args.port),
             cuda_overhead_mib=_opt_mib(args.overhead, "--overhead"), margin_mib=v.mib(args.margin, "--margin"),
@@ -124,6 +124,12 @@ def _settings_from_args(args, rig):
         )
     except v.InputError as e:
         raise UserError(str(e)) from None
+
+
+def _overrides(text):
+    from .planner.settings import parse_overrides
+
+    return parse_overrides(text or "")
 
 
 def _check_launch_args(args) -> None:
@@ -546,6 +552,8 @@ def _plan_args(p, launching: bool) -> None:
     p.add_argument("--split-mode", default="layer", choices=["layer", "row"])
     p.add_argument("--parallel", type=int, default=1, metavar="N",
                    help="parallel slots sharing the context (llama-server -np, koboldcpp --parallelrequests)")
+    p.add_argument("--override-tensors", metavar="RE=DEV,...",
+                   help="tensor overrides, first match wins: e.g. 'ffn_.*_exps=CPU' (DEV: CPU or CUDA<n>, the n-th GPU)")
     p.add_argument("--era", default="current", choices=["current", "old"], help="n_gpu_layers rule (old: builds before Dec 2025)")
     p.add_argument("--overhead", type=float, metavar="MIB", help="CUDA context + runtime per GPU (default 300 Linux, 450 Windows)")
     p.add_argument("--margin", type=float, default=256.0, metavar="MIB", help="safety margin per GPU (default 256)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import re
 import shlex
 import sys
 import unicodedata
@@ -18,7 +19,7 @@ from pathlib import Path
 from ..hardware.rig import Rig
 from ..planner.ledger import Plan
 from ..planner.plan import selected_gpus
-from ..planner.settings import PlanSettings
+from ..planner.settings import PlanSettings, format_overrides
 from ..validate import InputError, check_writable
 
 KOBOLD_KV_TYPES = ("f16", "bf16", "q8_0", "q5_1", "q4_0")
@@ -81,6 +82,8 @@ def koboldcpp_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None) ->
             argv += ["--tensor_split", *(_num(x) for x in plan.tensor_split)]
         if s.split_mode == "row" and len(plan.gpus) > 1:
             argv += ["--splitmode", "row"]
+        if s.overrides:  # koboldcpp applies them before --moecpu's own
+            argv += ["--overridetensors", format_overrides(s.overrides)]
         if s.moecpu:
             argv += ["--moecpu", str(s.moecpu)]
         if s.lowvram:
@@ -117,6 +120,9 @@ def llama_server_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None)
         if len(plan.gpus) > 1:
             argv += ["-ts", ",".join(_num(x) for x in plan.tensor_split)]
             argv += ["-sm", "row" if s.split_mode == "row" else "layer"]
+        for rx, buft in s.overrides:  # before --n-cpu-moe: the first matching pattern wins
+            gpu = re.match(r"CUDA(\d+)$", buft)  # the plan's n-th GPU, by its --device name
+            argv += ["-ot", f"{rx}={names[int(gpu.group(1))] if gpu else buft}"]
         if s.moecpu:
             argv += ["--n-cpu-moe", str(s.moecpu)]
         if s.lowvram:
@@ -154,7 +160,7 @@ def kcpps_config(plan: Plan, rig: Rig, model_path: str | Path) -> dict:
         "tensor_split": [float(x) for x in plan.tensor_split] if gpu and len(plan.gpus) > 1 else None,
         "maingpu": -1, "splitmode": "row" if s.split_mode == "row" else "layer", "device": "",
         "lowvram": s.lowvram, "nopipelineparallel": False, "autofit": False, "autofitpadding": 1024,
-        "moecpu": s.moecpu, "overridetensors": "", "contextsize": s.context, "quantkv": kv,
+        "moecpu": s.moecpu, "overridetensors": format_overrides(s.overrides) if gpu else "", "contextsize": s.context, "quantkv": kv,
         "noflashattention": not s.flash_attn, "batchsize": s.batch, "threads": s.threads or -1,
         "blasthreads": 0, "usemmap": s.mmap, "host": s.host, "port": s.port, "port_param": s.port,
         "multiuser": 1, "parallelrequests": s.parallel, "quiet": False, "skiplauncher": True, "istemplate": False,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import validate as v
-from ..planner.settings import PlanSettings
+from ..planner.settings import PlanSettings, parse_overrides
 
 # koboldcpp's --quantkv: names, and the legacy index strings/ints it still parses
 _QUANTKV = {"f16": "f16", "bf16": "bf16", "q8_0": "q8_0", "q5_1": "q5_1", "q4_0": "q4_0",
@@ -114,6 +114,10 @@ def _parse(data: dict, path: Path, s: PlanSettings) -> KcppsImport:
         kw["moecpu"] = v.integer(data["moecpu"], "moecpu", 0, v.INT32_MAX)
     if _flag(data, "lowvram"):
         kw["lowvram"] = True
+    if _given(data, "overridetensors") and data["overridetensors"] != "":
+        if not isinstance(data["overridetensors"], str):
+            raise v.InputError(f"overridetensors must be text like exps=CPU, not {data['overridetensors']!r}.")
+        kw["overrides"] = parse_overrides(data["overridetensors"])
     if _given(data, "parallelrequests"):  # 0 and 1 both mean one sequence
         kw["parallel"] = max(1, v.integer(data["parallelrequests"], "parallelrequests", 0, 32))
     if _given(data, "splitmode"):
