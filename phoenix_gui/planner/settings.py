@@ -39,6 +39,9 @@ class PlanSettings:
     # parallel slots: llama-server -np N (with --kv-unified), koboldcpp --parallelrequests N. The slots
     # share one cache of `context` cells; the sliding-window cache and the logits buffer grow with N
     parallel: int = 1
+    # tensor overrides (-ot REGEX=BUFT, koboldcpp --overridetensors), in order, first match wins: pairs of
+    # (regex, "CPU" or "CUDA<n>", the n-th GPU of the plan); applied after the layer rule, before --moecpu's
+    overrides: tuple[tuple[str, str], ...] = ()
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
@@ -96,6 +99,7 @@ def check_settings(s: PlanSettings, n_gpus: int) -> None:
     if s.threads is not None:
         v.integer(s.threads, "threads", 1, 4096)
     v.integer(s.parallel, "parallel slots", 1, 32)  # koboldcpp's --parallelrequests range
+    check_overrides(s.overrides, n_dev)
     v.host(s.host)
     v.port(s.port)
 
