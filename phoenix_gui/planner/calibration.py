@@ -7,8 +7,8 @@ between devices; it also adds the memory the engine was seen to need beyond the 
     time per token = base + sum over devices of scale[device] x model time[device]
                    + hop scale x the model's cost of moving between devices
 
-The factors are fitted by least squares on measured token times, pulled toward the model (ridge), so a
-device that few runs exercised stays near what the model says. The planner applies a calibration found
+The factors are fitted by least squares on measured token times, pulled toward the model (ridge, as a
+prior with its own uncertainty), so a device that few runs exercised stays near what the model says. The planner applies a calibration found
 in rig.extra["calibration"] (see with_calibration); nothing here reads or writes files.
 """
 
@@ -22,7 +22,8 @@ import numpy as np
 from ..hardware.rig import MIB, GpuInfo, Rig
 from .speed import token_seconds
 
-RIDGE = 0.02  # pull toward the model, relative to what the runs show about each factor
+NOISE = 0.01  # relative noise of one measured run (fixed prompt and token counts)
+PRIOR_SD = 0.5  # how far off the speed model may be for one device, as a factor
 CPU = "cpu"
 
 
@@ -130,8 +131,11 @@ class Run:
     seconds_per_token: float
 
 
-def fit(runs: list[Run], uuids: list[str], prior: Calibration | None = None, ridge: float = RIDGE) -> Calibration:
-    """Least squares on relative error, ridge toward the prior (default: the speed model as it is)."""
+def fit(runs: list[Run], uuids: list[str], prior: Calibration | None = None, noise: float = NOISE,
+        prior_sd: float = PRIOR_SD) -> Calibration:
+    """Least squares on relative error, pulled toward the prior (default: the speed model as it is) as
+    much as the prior's uncertainty (prior_sd, in factor units) against the runs' noise (relative)
+    warrants: a factor the runs pin down follows them, one they barely touch stays near the model."""
     prior = prior or Calibration()
     n = len(uuids) + 2  # GPUs, CPU, hops
     theta0 = np.array([prior.scale_for(u) for u in uuids] + [prior.cpu_scale, prior.hop_scale])
@@ -140,10 +144,8 @@ def fit(runs: list[Run], uuids: list[str], prior: Calibration | None = None, rid
     X = np.array([list(r.times) + [r.hops] for r in runs], dtype=float)
     y = np.array([r.seconds_per_token - r.base for r in runs])
     w = 1.0 / np.array([r.seconds_per_token for r in runs]) ** 2
-    strength = (w[:, None] * X ** 2).mean(axis=0)
-    pen = ridge * np.maximum(strength, 1e-9 * max(float(strength.max()), 1e-30))
-    A = X.T @ (w[:, None] * X) / len(runs) + np.diag(pen)
-    b = X.T @ (w * (y - X @ theta0)) / len(runs)
+    A = X.T @ (w[:, None] * X) + np.eye(n) * (max(noise, 1e-4) / prior_sd) ** 2
+    b = X.T @ (w * (y - X @ theta0))
     theta = np.clip(theta0 + np.linalg.solve(A, b), 0.02, 50.0)
     return replace(prior, gpu_scale={u: float(theta[i]) for i, u in enumerate(uuids)}, cpu_scale=float(theta[n - 2]),
                    hop_scale=float(theta[-1]), runs=len(runs), created=time.time())

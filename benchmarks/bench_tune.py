@@ -1,0 +1,136 @@
+"""How well tuning learns a rig: synthetic rigs whose true per-device costs are known and hidden.
+
+Each rig is 2 or 3 GPUs drawn from the shipped rigs, with random free memory, running Qwen2.5-7B Q4_K_M.
+Its truth is a calibration with random factors (0.5-2 on each GPU and the CPU, 0.3-3 on the hops) on
+the speed model; a "measurement" is the truth's tokens/s times 1 + N(0, noise). The tuner measures its
+candidates (planner/tuning.py), fits, picks the calibrated best and measures it once more; all runs
+count. Reported:
+  runs needed   - measured runs (candidates + the final check), at most --max-runs
+  cost error    - the largest |learned - true| / true over the per-device costs (time per layer on
+                  each GPU and on the CPU) that some run exercised; the hop factor is shown apart
+  picked-fastest - the pick's true speed is the true fastest among all fitting plans, within the noise
+                  of one run (plans closer than that cannot be told apart by measuring them),
+                  found by enumerating every layer split on every set of the rig's cards
+
+Run: .venv/bin/python benchmarks/bench_tune.py [--rigs 200] [--noise 0.01] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from phoenix_gui.hardware import list_rigs, load_rig  # noqa: E402
+from phoenix_gui.hardware.rig import MIB  # noqa: E402
+from phoenix_gui.model import preset_model_info  # noqa: E402
+from phoenix_gui.planner import PlanSettings, make_plan  # noqa: E402
+from phoenix_gui.planner.calibration import Calibration, with_calibration  # noqa: E402
+from phoenix_gui.planner.tuning import calibrated_best, candidates, keep, learned, with_counts  # noqa: E402
+
+MODEL = "qwen2.5-7b-instruct-q4_k_m"
+
+
+def random_rig(rng: random.Random, pool, base_rig, model_bytes: int, k: int):
+    gpus = []
+    for i, g in enumerate(rng.sample(pool, k)):
+        share = rng.uniform(0.3, 0.8) * model_bytes + 800 * MIB  # room for part of the model
+        free = int(min(g.total_bytes, share))
+        gpus.append(dataclasses.replace(g, index=i, uuid=f"GPU-bench-{i}-{rng.random():.6f}", free_bytes=free,
+                                        used_bytes=g.total_bytes - free, display_attached=False))
+    return dataclasses.replace(base_rig, name="bench", gpus=gpus, simulated=True)
+
+
+def random_truth(rng: random.Random, rig) -> Calibration:
+    return Calibration(gpu_scale={g.uuid: rng.uniform(0.5, 2.0) for g in rig.gpus}, cpu_scale=rng.uniform(0.5, 2.0),
+                       hop_scale=rng.uniform(0.3, 3.0))
+
+
+def true_tps(model, rig, truth, s) -> float:
+    return make_plan(model, with_calibration(rig, truth), s).predicted_tokens_per_s
+
+
+def true_fastest(model, rig, truth, base) -> float:
+    """Every split of the layers over every set of cards (the rest in RAM) that fits: the best true speed."""
+    total = model.n_layer + 1
+    cal_rig = with_calibration(rig, truth)
+    best = make_plan(model, cal_rig, base.with_(devices=(), gpulayers=0, tensor_split=None)).predicted_tokens_per_s
+    n = len(rig.gpus)
+    for k in range(1, n + 1):
+        for sub in itertools.combinations(range(n), k):
+            for counts in itertools.product(range(1, total + 1), repeat=k):
+                if sum(counts) > total:
+                    continue
+                p = make_plan(model, cal_rig, with_counts(base, dict(zip(sub, counts))))
+                if p.fits and p.predicted_tokens_per_s > best:
+                    best = p.predicted_tokens_per_s
+    return best
+
+
+def tune_one(model, rig, truth, base, rng, noise: float, max_runs: int):
+    measure = lambda s: true_tps(model, rig, truth, s) * (1 + rng.gauss(0, noise))  # noqa: E731
+    runs = [(s, measure(s)) for s in candidates(model, rig, base, limit=max_runs - 1)]
+    cal = learned(model, rig, runs, noise=noise)
+    pick = calibrated_best(model, with_calibration(rig, cal), base)
+    runs.append((pick, measure(pick)))  # the final check, which also teaches
+    cal = learned(model, rig, runs, noise=noise)
+    pick = keep(model, rig, runs, cal)  # among the measured plans
+    used = {d for s, _ in runs for d in (s.devices or ()) if s.tensor_split and s.tensor_split[(s.devices or ()).index(d)] > 0}
+    errs = [abs(cal.gpu_scale[rig.gpus[d].uuid] - truth.gpu_scale[rig.gpus[d].uuid]) / truth.gpu_scale[rig.gpus[d].uuid]
+            for d in used]
+    cpu_used = any(make_plan(model, rig, s).cpu.layers > 0 for s, _ in runs)
+    if cpu_used:
+        errs.append(abs(cal.cpu_scale - truth.cpu_scale) / truth.cpu_scale)
+    hop_err = abs(cal.hop_scale - truth.hop_scale) / truth.hop_scale
+    return len(runs), max(errs), hop_err, true_tps(model, rig, truth, pick)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rigs", type=int, default=200)
+    ap.add_argument("--noise", type=float, default=0.01, help="relative measurement noise (default 0.01)")
+    ap.add_argument("--max-runs", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    rng = random.Random(a.seed)
+    model = preset_model_info(MODEL)
+    rigs = [load_rig(p) for p in list_rigs()]
+    pool = [g for r in rigs for g in r.gpus]
+    base_rig = rigs[0]
+    base = PlanSettings(context=4096)
+    t0 = time.time()
+    rows = []
+    for i in range(a.rigs):
+        rig = random_rig(rng, pool, base_rig, model.tensor_bytes, rng.choice((2, 3)))
+        truth = random_truth(rng, rig)
+        n, err, hop_err, got = tune_one(model, rig, truth, base, rng, a.noise, a.max_runs)
+        best = true_fastest(model, rig, truth, base)
+        rows.append((len(rig.gpus), n, err, hop_err, got >= best * (1 - max(a.noise, 0.001)), got / best))
+    print(f"bench_tune: {a.rigs} synthetic rigs, {MODEL}, noise {a.noise:.1%}, at most {a.max_runs} runs each "
+          f"({time.time() - t0:.0f} s)")
+    print(f"{'GPUs':>4}  {'rigs':>4}  {'runs (max)':>10}  {'cost err median':>15}  {'p95':>6}  {'max':>6}  "
+          f"{'within 5%':>9}  {'hop err med':>11}  {'picked fastest':>14}  {'worst pick':>10}")
+    for label, sel in (("2", [r for r in rows if r[0] == 2]), ("3", [r for r in rows if r[0] == 3]), ("all", rows)):
+        if not sel:
+            continue
+        errs = sorted(r[2] for r in sel)
+        print(f"{label:>4}  {len(sel):>4}  {statistics.mean(r[1] for r in sel):>5.1f} ({max(r[1] for r in sel)})  "
+              f"{statistics.median(errs):>15.2%}  {errs[int(0.95 * (len(errs) - 1))]:>6.2%}  {errs[-1]:>6.2%}  "
+              f"{sum(e <= 0.05 for e in errs) / len(errs):>9.1%}  {statistics.median(r[3] for r in sel):>11.1%}  "
+              f"{sum(r[4] for r in sel) / len(sel):>14.1%}  {min(r[5] for r in sel):>10.3f}")
+    ok_cost = sum(r[2] <= 0.05 for r in rows) / len(rows)
+    ok_pick = sum(r[4] for r in rows) / len(rows)
+    print(f"targets: costs within 5 % after <= 6 runs: {ok_cost:.1%} of rigs; picked the true fastest: {ok_pick:.1%} "
+          f"(needs >= 95 %)")
+    return 0 if ok_pick >= 0.95 and max(r[1] for r in rows) <= 6 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
