@@ -70,6 +70,18 @@ def test_log_parser_reads_koboldcpp_style_lines():
     assert r.devices() == ["cpu", "gpu0", "gpu1"]
 
 
+def test_log_parser_reads_rpc_device_lines():
+    # koboldcpp 1.115.1 --rpcmode connect: the remote device's buffers carry its endpoint
+    from phoenix_gui.backends.logparse import parse_log
+
+    r = parse_log("load_tensors: RPC0[127.0.0.1:5651] model buffer size =    31.66 MiB\n"
+                  "load_tensors:   CPU_Mapped model buffer size =     7.81 MiB\n"
+                  "llama_kv_cache: RPC0[127.0.0.1:5651] KV buffer size =     6.00 MiB\n"
+                  "sched_reserve: RPC0[127.0.0.1:5651] compute buffer size =    68.50 MiB\n")
+    assert r.mib("rpc0", "model") == 31.66 and r.mib("rpc0", "KV") == 6.0 and r.mib("rpc0", "compute") == 68.5
+    assert r.mib("cpu", "model") == 7.81 and r.devices() == ["cpu", "rpc0"]
+
+
 @pytest.mark.parametrize("preset,ctx,parallel", [("gemma-3-12b-it-q4_k_m", 8192, 4), ("qwen2.5-7b-instruct-q4_k_m", 4096, 3)])
 def test_parallel_slots_match_llama_server(skeletons, preset, ctx, parallel):
     from phoenix_gui.backends.commandline import llama_server_command

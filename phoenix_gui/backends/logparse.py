@@ -6,16 +6,22 @@ import re
 from dataclasses import dataclass, field
 
 MIB = 1 << 20
-_LINE = re.compile(r"(?P<buf>[\w.\-]+)\s+(?P<kind>model|KV|compute|output|RS) buffer size =\s+(?P<mib>[\d.]+) MiB")
+# an RPC device's buffers carry its endpoint: "RPC0[127.0.0.1:5651] model buffer size = ..."
+_LINE = re.compile(r"(?P<buf>[\w.\-]+(?:\[[^\]\s]*\])?)\s+(?P<kind>model|KV|compute|output|RS) buffer size =\s+(?P<mib>[\d.]+) MiB")
 _NCTX = re.compile(r"\bn_ctx\s+=\s+(\d+)")
 _OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 _CUDA = re.compile(r"^CUDA(\d+)(?:_Split)?$")
+_RPC = re.compile(r"^RPC(\d+)(?:\[.*\])?$")
 
 
 def device_of_buffer(name: str) -> str:
-    """'CUDA1' -> 'gpu1'; host buffers (CPU, CPU_Mapped, CUDA_Host, CPU_REPACK ...) -> 'cpu'."""
+    """'CUDA1' -> 'gpu1'; 'RPC0[host:port]' -> 'rpc0' (a remote device, first in llama.cpp's list);
+    host buffers (CPU, CPU_Mapped, CUDA_Host, CPU_REPACK ...) -> 'cpu'."""
     m = _CUDA.match(name)
-    return f"gpu{m.group(1)}" if m else "cpu"
+    if m:
+        return f"gpu{m.group(1)}"
+    m = _RPC.match(name)
+    return f"rpc{m.group(1)}" if m else "cpu"
 
 
 @dataclass
