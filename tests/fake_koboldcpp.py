@@ -12,6 +12,8 @@ documented API fields. What the "engine" does is set by environment variables:
                       silently falls back to koboldcpp_default and every buffer is a CPU one
   FAKE_KCPP_NO_LIBRARY  "1": the engine library next to the script is missing; loading it raises the real
                       ctypes OSError ("... cannot open shared object file: No such file or directory")
+  FAKE_KCPP_CHATTER_MB  print this many MB of console lines after loading, as fast as possible (a chatty
+                      server, e.g. per-token debug output), then serve
 """
 
 import argparse
@@ -194,6 +196,13 @@ def main():
         err(f"sched_reserve: {name:>10} compute buffer size = {comp:8.2f} MiB")
     out("Starting model warm up, please wait a moment...")
     out("Load Text Model OK: True")
+    chatter = float(os.environ.get("FAKE_KCPP_CHATTER_MB", "0"))
+    if chatter > 0:
+        line = b"[chatter] " + b"token debug output " * 4 + b"\n"
+        block = line * (1048576 // len(line))
+        for _ in range(int(chatter * 1048576 / len(block))):
+            sys.stdout.buffer.write(block)
+        out("chatter done")
     serve(args)
 
 

@@ -13,6 +13,7 @@ Listeners hear every transition as callback(old, new, info) on that same thread.
 
 from __future__ import annotations
 
+import collections
 import enum
 import queue
 import threading
@@ -58,6 +59,7 @@ ALLOWED: dict[State, set[State]] = {
 }
 CANCELLED = "Loading was cancelled."
 PROBE_EVERY_S = 0.1
+PENDING_LINES = 5000  # server lines waiting for the next poll(); more are dropped (the log file keeps them)
 
 
 class IllegalTransition(RuntimeError):
@@ -73,6 +75,35 @@ class Transition:
 
 
 Listener = Callable[[State, State, dict], None]
+
+
+class _PendingLines:
+    """Server lines on their way from the reader thread to poll(). A server can print far faster than
+    a window can show: then the oldest waiting lines are dropped and one line says how many."""
+
+    def __init__(self, limit: int = PENDING_LINES):
+        self.limit = limit
+        self._q: collections.deque[str] = collections.deque()
+        self._lock = threading.Lock()
+        self._dropped = 0
+
+    def put(self, line: str) -> None:
+        with self._lock:
+            if len(self._q) >= self.limit:
+                self._q.popleft()
+                self._dropped += 1
+            self._q.append(line)
+
+    def take(self, n: int) -> list[str]:
+        with self._lock:
+            batch = [self._q.popleft() for _ in range(min(n, len(self._q)))]
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            batch.insert(0, f"[phoenix: {dropped} lines of server output skipped here; the log file has them]")
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._q)
 
 
 class _Worker:
@@ -118,7 +149,7 @@ class LaunchMachine:
         self.message = ""  # one line about the last transition, for a status bar
         self._listeners: list[Listener] = []
         self._line_listeners: list[Callable[[list[str]], None]] = []
-        self._lines: "queue.SimpleQueue[str]" = queue.SimpleQueue()
+        self._lines = _PendingLines()
         self._results: "queue.SimpleQueue" = queue.SimpleQueue()
         self._worker: _Worker | None = None
         self._pending: tuple | None = None  # the worker job whose result the machine waits for
@@ -331,12 +362,7 @@ class LaunchMachine:
                                      f"{r.gen_tokens_per_s:.1f} tokens/s (predicted {r.predicted_tokens_per_s:.1f})")
 
     def _deliver_lines(self) -> None:
-        batch = []
-        try:
-            while len(batch) < 5000:
-                batch.append(self._lines.get_nowait())
-        except queue.Empty:
-            pass
+        batch = self._lines.take(PENDING_LINES)
         if batch:
             for cb in list(self._line_listeners):
                 cb(batch)

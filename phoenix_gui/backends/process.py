@@ -32,7 +32,7 @@ from typing import Callable, Iterable
 
 _live: "weakref.WeakSet[ServerProcess]" = weakref.WeakSet()
 
-MAX_LINE_CHARS = 8192  # a longer line (or MBs without a newline) is cut into pieces of this size
+MAX_LINE_CHARS = 4096  # a longer line (or MBs without a newline) is cut into pieces of this size
 TAIL_LINES = 20000
 TAIL_CHARS = 8 << 20  # the in-memory tail for diagnosis and the buffer report
 LOG_MAX_BYTES = 20 << 20  # then the log moves to <log>.1 and a new one starts
