@@ -12,6 +12,9 @@ documented API fields. What the "engine" does is set by environment variables:
                       silently falls back to koboldcpp_default and every buffer is a CPU one
   FAKE_KCPP_NO_LIBRARY  "1": the engine library next to the script is missing; loading it raises the real
                       ctypes OSError ("... cannot open shared object file: No such file or directory")
+  FAKE_KCPP_COST_LAW  JSON {"gpus": [[uuid, ms per layer], ...] in PCI order, "cpu_ms", "hop_ms", "base_ms",
+                      "layers" (blocks + output)}: generation takes base + layers x ms on each device + a hop
+                      per extra device, per token, reported through /api/extra/perf (hidden from Phoenix)
   FAKE_KCPP_CHATTER_MB  print this many MB of console lines after loading, as fast as possible (a chatty
                       server, e.g. per-token debug output), then serve
 """
@@ -64,7 +67,27 @@ def err(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def law_ms_per_token(args, cuda):
+    """Token time under FAKE_KCPP_COST_LAW: the offloaded (last) layers split over the visible GPUs by
+    --tensor_split as llama.cpp does, the rest on the CPU."""
+    law = json.loads(os.environ["FAKE_KCPP_COST_LAW"])
+    ms = dict(law["gpus"])
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
+    uuids = vis.split(",") if vis else [u for u, _ in law["gpus"]]
+    total = law["layers"]
+    ngl = min(max(args.gpulayers, 0), total) if cuda else 0
+    ts = args.tensor_split or [1.0] * len(uuids)
+    cum = [sum(ts[: j + 1]) / (sum(ts) or 1.0) for j in range(len(uuids))]
+    counts = [0] * len(uuids)
+    for i in range(ngl):
+        counts[next(j for j, c in enumerate(cum) if i / ngl < c)] += 1
+    used = [n for n in counts if n] + ([total - ngl] if total - ngl else [])
+    return (law["base_ms"] + sum(n * ms[u] for u, n in zip(uuids, counts)) + (total - ngl) * law["cpu_ms"]
+            + law["hop_ms"] * (len(used) - 1))
+
+
 class State:
+    token_ms = None  # set from FAKE_KCPP_COST_LAW
     perf = {"last_process": 0, "last_eval": 0, "last_token_count": 0, "last_input_count": 0, "last_process_time": 0,
             "last_eval_time": 0, "last_seed": -1, "total_gens": 0, "stop_reason": -1, "queue": 0, "idle": 1,
             "uptime": 0, "idletime": 0, "last_process_speed": 0, "last_eval_speed": 0, "total_img_gens": 0,
@@ -109,10 +132,13 @@ def serve(args):
                 prompt_tokens = max(1, len(body.get("prompt", "")) // 4)
                 gen = int(body.get("max_length", 100))
                 pp_s, tg_s = prompt_tokens / 400.0, gen / 25.0
+                if State.token_ms:
+                    tg_s = gen * State.token_ms / 1000
                 State.perf["idle"] = 0  # busy while generating, as koboldcpp reports it
                 time.sleep(min(1.0, (pp_s + tg_s) / 20))
                 State.perf.update(last_process_speed=round(prompt_tokens / pp_s, 2), last_eval_speed=round(gen / tg_s, 2),
                                   last_token_count=gen, last_input_count=prompt_tokens, stop_reason=0,
+                                  last_process=round(1000 * pp_s / prompt_tokens, 3), last_eval=round(1000 * tg_s / gen, 3),
                                   total_gens=State.perf["total_gens"] + 1, last_seed=1, idle=1)
                 out(f"[{time.strftime('%H:%M:%S')}] CtxLimit:{prompt_tokens + gen}/{args.contextsize}, Init:0.01s, "
                     f"Processed:{prompt_tokens} in {pp_s:.2f}s ({prompt_tokens / pp_s:.2f}T/s), Generated:{gen}/{gen} in "
@@ -194,6 +220,8 @@ def main():
         err(f"llama_kv_cache: {name:>10} KV buffer size = {kv:8.2f} MiB")
     for name, (_, _, comp) in bufs.items():
         err(f"sched_reserve: {name:>10} compute buffer size = {comp:8.2f} MiB")
+    if os.environ.get("FAKE_KCPP_COST_LAW"):
+        State.token_ms = law_ms_per_token(args, cuda)
     out("Starting model warm up, please wait a moment...")
     out("Load Text Model OK: True")
     chatter = float(os.environ.get("FAKE_KCPP_CHATTER_MB", "0"))
