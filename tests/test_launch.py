@@ -294,3 +294,53 @@ def test_cli_launch_port_in_use_is_one_sentence(tiny):
         s.listen()
         r = _phoenix("launch", str(tiny), "--backend", "llama-server", "--port", str(s.getsockname()[1]))
     assert r.returncode == 2 and "already in use" in r.stderr and "Traceback" not in r.stderr
+
+
+def _with(m, **values):
+    """Settings past any earlier check (the CLI and the wizard refuse these first): preflight is the last line."""
+    for k, v in values.items():
+        object.__setattr__(m.launch.settings, k, v)
+    return m
+
+
+@pytest.mark.parametrize("host, port, says", [
+    ("127.0.0.1", 70000, "between 1 and 65535"),
+    ("127.0.0.1", 0, "between 1 and 65535"),
+    ("127.0.0.1", -5, "between 1 and 65535"),
+    ("127.0.0.1 evil", 5001, "is not a host name or address"),
+    ("local host", 5001, "is not a host name or address"),
+    ("127.0.0.1\r\ncalc.exe", 5001, "is not a host name or address"),
+    ("no-such-host.invalid", 5001, "resolve"),
+    ("192.0.2.1", 5001, "not an address of this computer"),  # TEST-NET-1: never a local address
+])
+def test_bad_host_or_port_is_one_precise_sentence_never_port_in_use(tiny, host, port, says):
+    m, _, _ = llama_machine(tiny)
+    _with(m, host=host, port=port)
+    m.start()
+    assert m.state is State.FAILED and m.launch.process is None
+    msg = m.failure.message
+    assert says in msg or (says == "resolve" and "looked up" in msg), msg
+    assert "in use" not in msg and "\n" not in msg and "\r" not in msg
+
+
+def test_a_free_port_on_a_real_host_name_passes_preflight(tiny):
+    m, _, _ = llama_machine(tiny)
+    _with(m, host="localhost")
+    assert m.launch.preflight() is None
+
+
+def test_a_control_character_in_the_command_never_reaches_the_process(tiny, tmp_path):
+    m, _, _ = llama_machine(tiny)
+    argv = m.launch.command.argv
+    argv[argv.index("-m") + 1] = str(tiny) + "\x00x"
+    m.launch.model_path = None
+    m.start()
+    assert m.state is State.FAILED and m.launch.process is None
+    assert m.failure.kind == "input" and "control character" in m.failure.message
+
+
+@pytest.mark.parametrize("args, says", [(["--port", "70000"], "65535"), (["--host", "a b"], "host")])
+def test_cli_launch_bad_port_or_host_is_one_sentence(tiny, args, says):
+    r = _phoenix("launch", str(tiny), "--backend", "llama-server", *args, timeout=60)
+    assert r.returncode == 2 and says in r.stderr and "in use" not in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "unexpected error" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -4,9 +4,11 @@ benchmarking around it live in lifecycle.LaunchMachine."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,24 +17,77 @@ from ..hardware.rig import MIB, Rig
 from ..model.info import ModelInfo
 from ..planner import Plan, PlanSettings
 from ..planner.recovery import recover
+from ..validate import InputError
+from ..validate import host as valid_host
+from ..validate import port as valid_port
+from .commandline import check_value
 from .diagnose import Failure, classify
 from .logparse import BufferReport, parse_log
 from .process import ServerProcess
 from .servers import ServerBackend, backend_for
 
 
+RESOLVE_TIMEOUT_S = 5.0
+
+
 def port_free(host: str, port: int) -> bool:
-    h = "127.0.0.1" if host in ("", "0.0.0.0") else host
-    fam = socket.AF_INET6 if ":" in h else socket.AF_INET
+    """Could a server listen on host:port now? False for a bad host or port too."""
+    return address_problem(host, port) is None
+
+
+def address_problem(host: str, port) -> str | None:
+    """Why a server could not listen on host:port, as one sentence (None when it could): a port
+    outside 1..65535, a malformed host, a host name that does not resolve, an address that is not
+    this computer's, or a port another program holds. Only the last one is "in use"."""
+    try:
+        port = valid_port(port)
+        if host not in ("", "0.0.0.0", "::"):
+            valid_host(host)
+    except InputError as e:
+        return str(e)
+    h = "127.0.0.1" if host in ("", "0.0.0.0") else host.strip().strip("[]")
+    addr = _resolve(h, port)
+    if isinstance(addr, str):
+        return addr
+    fam, sockaddr = addr
     with socket.socket(fam, socket.SOCK_STREAM) as s:
         if os.name != "nt":
             # as the servers do: connections in TIME_WAIT do not block a new listener
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((h, port))
-        except OSError:
-            return False
-    return True
+            s.bind(sockaddr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE or getattr(e, "winerror", None) == 10048:
+                return f"Port {port} is already in use by another program; choose another port."
+            if e.errno == errno.EADDRNOTAVAIL or getattr(e, "winerror", None) == 10049:
+                return (f"{host} is not an address of this computer, so a server cannot listen on it; use 127.0.0.1 "
+                        "(this computer only) or 0.0.0.0 (the whole network).")
+            if e.errno == errno.EACCES:
+                return f"Port {port} needs administrator rights here; choose a port from 1024 to 65535."
+            return f"A server cannot listen on {host} port {port} ({e.strerror or e})."
+    return None
+
+
+def _resolve(host: str, port: int):
+    """(family, sockaddr) of the host's first address, or a sentence. A name lookup can hang on a broken
+    network, so it gets RESOLVE_TIMEOUT_S."""
+    got: list = []
+
+    def look():
+        try:
+            got.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as e:
+            got.append(e)
+
+    t = threading.Thread(target=look, daemon=True, name="resolve-host")
+    t.start()
+    t.join(RESOLVE_TIMEOUT_S)
+    if not got:
+        return f"The host name {host} could not be looked up within {RESOLVE_TIMEOUT_S:.0f} s; use an address such as 127.0.0.1."
+    if isinstance(got[0], Exception) or not got[0]:
+        return f"The host name {host} cannot be resolved to an address; use an address such as 127.0.0.1."
+    fam, _, _, _, sockaddr = got[0][0]
+    return fam, sockaddr
 
 
 def data_dir() -> Path:
@@ -145,8 +200,14 @@ class Launch:
             return Failure("model", f"The program {self.exe} does not exist.")
         if self.model_path and not Path(self.model_path).exists():
             return Failure("model", f"The model file {self.model_path} does not exist.")
-        if not port_free(self.host, self.port):
-            return Failure("port", f"Port {self.port} is already in use by another program; choose another port.")
+        for value in [*self.command.argv, *self.command.env.values()]:
+            try:
+                check_value(value, "A value of the command line")
+            except InputError as e:
+                return Failure("input", str(e))
+        problem = address_problem(self.host, self.port)
+        if problem:
+            return Failure("port", problem)
         return None
 
     def start(self) -> None:

@@ -271,8 +271,9 @@ class LaunchMachine:
         self._to(State.STARTING, argv=la.command.argv)
         try:
             la.start()
-        except OSError as e:
-            self._fail(Failure("model", f"The program {la.exe} could not be started ({e.strerror or e})."))
+        except (OSError, ValueError) as e:  # ValueError: a NUL in an argument, should preflight miss one
+            self._fail(Failure("model", f"The program {la.exe} could not be started "
+                                        f"({getattr(e, 'strerror', None) or e})."))
             return
         self._last_probe = 0.0
         self._to(State.LOADING, pid=la.process.pid,
