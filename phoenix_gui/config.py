@@ -62,6 +62,13 @@ def _str_list(x, what: str, max_items: int = 64) -> list[str]:
     return [v.text(p, what) for p in x]
 
 
+def _uuids(x) -> list[str]:
+    out = _str_list(x, "devices", v.MAX_DEVICES)
+    if len(set(out)) != len(out):
+        raise v.InputError("A GPU is listed twice in devices.")
+    return out
+
+
 def _executables(x) -> dict[str, str]:
     if not isinstance(x, dict):
         raise v.InputError("executables must be an object.")
@@ -86,7 +93,7 @@ _CHECKS = {
     "moecpu": v.moecpu,
     "gpulayers": v.gpulayers,
     "split": _optional(lambda x: list(v.split(x))),
-    "devices": _optional(lambda x: _str_list(x, "devices", v.MAX_DEVICES)),
+    "devices": _optional(_uuids),
     "backend": lambda x: v.choice(x, "backend", v.BACKENDS),
     "executables": _executables,
     "host": v.host,

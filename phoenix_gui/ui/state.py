@@ -200,7 +200,11 @@ class WizardState:
         """Set every control from PlanSettings. Devices keep the user's order for the chosen GPUs,
         left-out ones after them; a missing split starts from llama.cpp's default (free memory)."""
         n = len(self.rig.gpus)
+        if s.devices is not None:
+            _checked(v.devices, s.devices, n)  # a GPU twice would be counted twice
         chosen = list(dict.fromkeys(i for i in (s.devices if s.devices is not None else range(n)) if 0 <= i < n))
+        if s.tensor_split and sum(s.tensor_split) > 0:
+            _checked(v.split, s.tensor_split, len(chosen))  # more values than GPUs are refused, never dropped
         with self.grouped():
             self.order = chosen + [i for i in self.order if i not in chosen]
             self.order += [i for i in range(n) if i not in self.order]
