@@ -139,9 +139,11 @@ def fits(rig: Rig, plan: Plan, budgets: Budgets) -> bool:
     return not shortfalls(rig, plan, budgets)
 
 
-def fastest_fitting(model: ModelInfo, rig: Rig, settings: PlanSettings, budgets: Budgets) -> PlanSettings | None:
+def fastest_fitting(model: ModelInfo, rig: Rig, settings: PlanSettings, budgets: Budgets,
+                    keep_listed: bool = True) -> PlanSettings | None:
     """Auto-fit (fastest) with the corrected budgets, on the GPUs the settings list. A GPU auto-fit leaves
-    empty stays listed with no layers (the engine gets the same cards) when it still fits there. A retry
+    empty stays listed with no layers (the engine gets the same cards) when it still fits there, unless
+    keep_listed is False. A retry
     keeps the model on GPUs when a GPU plan fits, even where the speed model prefers RAM (tiny models)."""
     devices = settings.devices if settings.devices is not None else tuple(range(len(rig.gpus)))
     base = settings.with_(devices=devices)
@@ -153,7 +155,7 @@ def fastest_fitting(model: ModelInfo, rig: Rig, settings: PlanSettings, budgets:
             counts, _ = _fill(_Evaluator(model, crig), base.with_(moecpu=0), devices)
             if sum(counts):
                 s = base.with_(moecpu=0, gpulayers=sum(counts), tensor_split=tuple(float(c) for c in counts))
-        for cand in (_relist(s, devices), s):
+        for cand in ((_relist(s, devices), s) if keep_listed else (s,)):
             p = make_plan(model, rig, cand)
             if fits(rig, p, budgets):
                 return budgets.into(cand)

@@ -59,15 +59,17 @@ def candidates(model: ModelInfo, rig: Rig, base: PlanSettings, budgets: Budgets 
     budgets = budgets or Budgets()
     if not rig.gpus or base.devices == ():
         return _cpu_candidates(model, rig, base, budgets, limit)
-    best = fastest_fitting(model, rig, base, budgets)
+    best = fastest_fitting(model, rig, base, budgets, keep_listed=False)
     if best is None:
         return []
     out: list[PlanSettings] = []
     seen: set = set()
+    total = model.n_layer + 1
 
     def add(s: PlanSettings) -> None:
         key = (s.devices, s.gpulayers, s.tensor_split, s.threads, s.batch, s.context)
-        if key not in seen and len(out) < limit and _ok(model, rig, s, budgets):
+        if (key not in seen and len(out) < limit and (s.gpulayers or 0) <= total
+                and min(s.tensor_split or (0,)) >= 0 and _ok(model, rig, s, budgets)):
             seen.add(key)
             out.append(budgets.into(s))
 
@@ -77,24 +79,27 @@ def candidates(model: ModelInfo, rig: Rig, base: PlanSettings, budgets: Budgets 
     for d in used:  # layers off one card to RAM: that card's cost, the CPU's
         k = max(1, round(c[d] * 0.3))
         add(with_counts(best, {**c, d: c[d] - k}))
+    everyone = base.devices if base.devices is not None else tuple(range(len(rig.gpus)))
+    for d in (d for d in everyone if d not in used):  # a card auto-fit left out gets layers once: is it slower?
+        donor = max(used, key=c.__getitem__) if used else None
+        k = max(1, round(c[donor] * 0.3)) if donor is not None else 4
+        before = len(out)
+        for trial in ({**c, d: k} if sum(c.values()) + k <= total else None,
+                      {**c, donor: c[donor] - k, d: k} if donor is not None else None):
+            if trial is not None and len(out) == before:
+                add(with_counts(best, trial))
     if used:  # fewer GPU layers everywhere: more RAM, the CPU's cost again at another load
         add(with_counts(best, {d: max(0, n - max(1, round(n * 0.15))) for d, n in c.items()}))
     for a, b in combinations(used, 2):  # between cards, where there is room
         for src, dst in ((a, b), (b, a)):
             k = max(1, round(c[src] * 0.2))
             add(with_counts(best, {**c, src: c[src] - k, dst: c[dst] + k}))
-    idle = [d for d in (base.devices if base.devices is not None else range(len(rig.gpus))) if d not in used]
-    for d in idle:  # a card auto-fit left out gets a few layers once: is it really slower?
-        donor = max(used, key=c.__getitem__) if used else None
-        k = max(1, round(c[donor] * 0.3)) if donor is not None else 4
-        trial = {**c, d: k} if donor is None else {**c, donor: c[donor] - k, d: k}
-        add(with_counts(best, trial))
-        add(with_counts(best, {**c, d: k}))
     if len(used) > 1:  # without the card the model ranks slowest per layer: one hop less
         probe = features(model, rig, best)
         per_layer = {d: probe.times[d] / max(1, c[d]) for d in used}
         slow = max(used, key=per_layer.__getitem__)
-        rest = fastest_fitting(model, rig, best.with_(devices=tuple(d for d in used if d != slow)), budgets)
+        rest = fastest_fitting(model, rig, best.with_(devices=tuple(d for d in used if d != slow)), budgets,
+                               keep_listed=False)
         if rest is not None:
             add(rest)
     return out
@@ -125,7 +130,7 @@ def calibrated_best(model: ModelInfo, rig: Rig, base: PlanSettings, budgets: Bud
     starts = []
     for k in range(len(devices), 0, -1):
         for sub in combinations(devices, k):
-            s = fastest_fitting(model, rig, base.with_(devices=sub), budgets)
+            s = fastest_fitting(model, rig, base.with_(devices=sub), budgets, keep_listed=False)
             if s is not None:
                 starts.append(s)
     best_s, best_t = None, 0.0

@@ -1,0 +1,390 @@
+"""Tune on this PC: measure candidate plans with the real engine, learn the rig, keep the fastest.
+
+A Tuner is driven like the launch machine: start(), then poll() from the same thread until done (the
+CLI's loop, the wizard's QTimer); poll() never blocks. Every run goes through LaunchMachine: launch,
+wait until ready, the fixed benchmark, stop. An out-of-memory is data: the card's budget shrinks
+(planner/recovery.py) and the remaining candidates are checked against it. After the candidates the
+calibration is fitted (planner/tuning.py), auto-fit re-runs with it, and its winner is measured once
+more. cancel() stops at once and leaves no process.
+
+The calibration is saved in the data folder as plain JSON, keyed by the GPUs' UUIDs, the driver and
+the engine and its version; export/import are plain files too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..hardware.rig import MIB, Rig
+from ..model.info import ModelInfo
+from ..planner import PlanSettings, make_plan
+from ..planner.calibration import Calibration, memory_corrections, with_calibration
+from ..planner.recovery import Budgets, fits, learn
+from ..planner.tuning import calibrated_best, candidates, counts_of, features, keep, learned
+from .launch import data_dir
+from .lifecycle import LaunchMachine, State
+
+N_PROMPT, N_GEN = 128, 32  # the fixed benchmark of every run: short, the same for all
+FIRST_RUN_GUESS_S = 30.0  # time-left estimate before any run has finished
+
+
+# --- the calibration store ---
+
+def rig_key(rig: Rig, backend: str, version: str) -> dict:
+    return {"gpus": sorted(g.uuid for g in rig.gpus), "driver": rig.gpus[0].driver_version if rig.gpus else "",
+            "engine": backend, "version": version}
+
+
+def _path_for(key: dict) -> Path:
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return data_dir() / "calibrations" / f"{key['engine']}-{h}.json"
+
+
+def save(cal: Calibration) -> Path:
+    p = _path_for(cal.key)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cal.to_dict(), indent=1), encoding="utf-8")
+    tmp.replace(p)
+    return p
+
+
+def _all() -> list[Calibration]:
+    out = []
+    for p in sorted((data_dir() / "calibrations").glob("*.json")):
+        try:
+            out.append(Calibration.from_dict(json.loads(p.read_text(encoding="utf-8"))))
+        except (OSError, ValueError):
+            continue  # a damaged file is not a calibration; the next tune replaces it
+    return out
+
+
+def find(rig: Rig, backend: str, version: str | None = None) -> tuple[Calibration | None, str]:
+    """The calibration for this rig and engine (the newest, when the version is not known) and one
+    sentence: what applies, or why an earlier calibration no longer does ("" when there is none)."""
+    mine = [c for c in _all() if c.key.get("engine") == backend]
+    gpus = sorted(g.uuid for g in rig.gpus)
+    driver = rig.gpus[0].driver_version if rig.gpus else ""
+    same_rig = [c for c in mine if c.key.get("gpus") == gpus and c.key.get("driver") == driver]
+    match = [c for c in same_rig if version is None or c.key.get("version") == version]
+    if match:
+        c = max(match, key=lambda c: c.created)
+        return c, describe(c)
+    if same_rig:
+        c = max(same_rig, key=lambda c: c.created)
+        return None, (f"The calibration from {_date(c)} no longer applies: {backend} is now {version} "
+                      f"(it was measured with {c.key.get('version')}); tune again.")
+    if mine:
+        c = max(mine, key=lambda c: c.created)
+        why = "the driver changed" if c.key.get("gpus") == gpus else "the GPUs changed"
+        return None, f"The calibration from {_date(c)} no longer applies: {why}; tune again."
+    return None, ""
+
+
+def describe(c: Calibration) -> str:
+    return f"calibrated on this PC ({c.runs} runs, {_date(c)})"
+
+
+def _date(c: Calibration) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(c.created))
+
+
+def export_to(cal: Calibration, path: str, force: bool = False) -> Path:
+    p = Path(path)
+    if p.exists() and not force:
+        raise FileExistsError(f"{p} already exists; choose another name (or --force to replace it).")
+    p.write_text(json.dumps(cal.to_dict(), indent=1), encoding="utf-8")
+    return p
+
+
+def import_from(path: str) -> Calibration:
+    """Read a shared calibration and keep it; raises ValueError with one sentence."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"{path} could not be read ({e.strerror or e}).") from None
+    except ValueError:
+        raise ValueError(f"{path} is not a Phoenix calibration (not JSON).") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} is not a Phoenix calibration.")
+    cal = Calibration.from_dict(d)
+    if not cal.key.get("engine"):
+        raise ValueError(f"{path} does not say which PC and engine it was measured on.")
+    save(cal)
+    return cal
+
+
+# --- the tuner ---
+
+@dataclass
+class TuneRun:
+    label: str
+    settings: PlanSettings
+    predicted_tps: float  # the speed model's, before tuning
+    measured_tps: float | None = None
+    calibrated_tps: float | None = None  # after tuning, for the table
+    outcome: str = ""  # "ok", "out of memory", or the failure
+    seconds: float = 0.0
+    devices: list[tuple[str, int, int | None]] = field(default_factory=list)  # name, predicted, logged bytes
+
+    @property
+    def split(self) -> str:
+        s = self.settings
+        if not s.tensor_split or not s.gpulayers:
+            return "CPU only" + (f", {s.threads} threads" if s.threads else "") + \
+                (f", batch {s.batch}" if s.batch != 512 else "") + f", ctx {s.context}"
+        return f"{s.gpulayers} layers, split {':'.join(f'{x:g}' for x in s.tensor_split)} on GPUs {s.devices}"
+
+
+class Tuner:
+    def __init__(self, model: ModelInfo, rig: Rig, model_path: str, base: PlanSettings, exe: str | None, *,
+                 budget_s: float = 300.0, max_runs: int = 6, n_prompt: int = N_PROMPT, n_gen: int = N_GEN,
+                 load_timeout: float = 600.0, version: str = "unknown", yours: PlanSettings | None = None):
+        self.model, self.model_path, self.exe = model, model_path, exe
+        self.rig = with_calibration(rig, None)  # tuning measures against the bare speed model
+        self.base, self.yours = base, yours
+        self.budget_s, self.max_runs = float(budget_s), max(2, int(max_runs))
+        self.n_prompt, self.n_gen, self.load_timeout, self.version = n_prompt, n_gen, load_timeout, version
+        self.runs: list[TuneRun] = []
+        self.queue: list[TuneRun] = []
+        self.budgets = Budgets()
+        self.state = "idle"  # running, done, cancelled, failed
+        self.message = ""
+        self.calibration: Calibration | None = None
+        self.winner: TuneRun | None = None
+        self._m: LaunchMachine | None = None
+        self._cur: TuneRun | None = None
+        self._t0 = self._run_t0 = 0.0
+        self._final_queued = False
+        self.on_run = None  # callback(TuneRun) after each run
+
+    # --- commands ---
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self.state = "running"
+        plans = candidates(self.model, self.rig, self.base, self.budgets, limit=self.max_runs - 1)
+        if not plans:
+            self._finish("failed", "No candidate plan fits this PC, so there is nothing to measure.")
+            return
+        self.queue = [TuneRun("predicted best" if i == 0 else f"candidate {i + 1}", s, self._predict(s))
+                      for i, s in enumerate(plans)]
+        if self.yours is not None and self._fits(self.yours) and not any(self._same(r.settings, self.yours) for r in self.queue):
+            self.queue.insert(1, TuneRun("your config", self.yours, self._predict(self.yours)))
+            del self.queue[self.max_runs - 1:]
+        self.message = f"Tuning: {len(self.queue)} plans to measure, then the calibrated winner."
+        self._next()
+
+    def poll(self) -> bool:
+        """Advance; True while tuning goes on."""
+        if self.state != "running":
+            return False
+        m = self._m
+        if m is None:
+            self._next()
+            return self.state == "running"
+        st = m.poll()
+        if st is State.READY and self._cur.measured_tps is None and not self._cur.outcome:
+            bench = [t for t in m.history if t.old is State.BENCHMARKING]
+            if not bench:
+                self._cur.devices = [(c.name, c.predicted_bytes, c.actual_bytes) for c in m.outcome.comparison]
+                m.benchmark(self.n_prompt, self.n_gen)
+            else:
+                res = bench[-1].info.get("result")
+                self._end_run("ok" if res else f"the benchmark failed ({bench[-1].info.get('error')})",
+                              res.gen_tokens_per_s if res else None)
+        elif st is State.FAILED:
+            f = m.failure
+            if f is not None and f.is_oom:
+                _, self.budgets = learn(self.rig, m.plan, f.device, f.requested_mib, self.budgets)
+                self._end_run("out of memory", None)
+                self.queue = [r for r in self.queue if self._fits(r.settings)]
+            else:
+                self._end_run(f.message if f else "failed", None)
+                if not any(r.outcome == "ok" for r in self.runs):
+                    self._finish("failed", f.message if f else "The engine did not start.")
+                    return False
+        elif not m.done and time.monotonic() - self._t0 > self.budget_s + 5 and self._cur.label != "calibrated winner":
+            self._end_run("stopped at the time budget", None)
+        return self.state == "running"
+
+    def cancel(self) -> None:
+        """Stop now; nothing is left running."""
+        if self._m is not None:
+            self._m.stop()
+            self._m = None
+        if self.state in ("running", "idle"):
+            self._finish("cancelled", "Tuning was cancelled; nothing is left running.")
+
+    # --- progress ---
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._t0 if self._t0 else 0.0
+
+    def time_left(self) -> float:
+        done = [r.seconds for r in self.runs if r.seconds > 0]
+        per = sum(done) / len(done) if done else FIRST_RUN_GUESS_S
+        cur = time.monotonic() - self._run_t0 if self._m is not None else 0.0
+        todo = len(self.queue) + (0 if self._final_queued else 1) + (1 if self._m is not None else 0)
+        return max(0.0, min(self.budget_s - self.elapsed, todo * per - min(cur, per)))
+
+    def fraction(self) -> float:
+        if self.state != "running":
+            return 1.0
+        left = self.time_left()
+        return self.elapsed / max(1e-6, self.elapsed + left)
+
+    # --- internals ---
+    def _predict(self, s: PlanSettings) -> float:
+        return make_plan(self.model, self.rig, s).predicted_tokens_per_s
+
+    def _fits(self, s: PlanSettings) -> bool:
+        p = make_plan(self.model, self.rig, s)
+        return p.fits and fits(self.rig, p, self.budgets)
+
+    @staticmethod
+    def _same(a: PlanSettings, b: PlanSettings) -> bool:
+        return (a.devices, a.gpulayers, a.tensor_split, a.threads, a.batch, a.context) == \
+            (b.devices, b.gpulayers, b.tensor_split, b.threads, b.batch, b.context)
+
+    def _per_run_s(self) -> float:
+        done = [r.seconds for r in self.runs if r.seconds > 0]
+        return sum(done) / len(done) if done else 0.0
+
+    def _next(self) -> None:
+        spare = self.budget_s - self.elapsed
+        per = self._per_run_s()
+        # keep room for the final check of the winner
+        if self.queue and (not self.runs or spare > 2 * per) and len(self.runs) < self.max_runs - 1:
+            self._launch(self.queue.pop(0))
+            return
+        if not self._final_queued:
+            self._final_queued = True
+            self.queue = []
+            w = self._learn_and_pick()
+            if w is not None and (not self.runs or spare > per) and len(self.runs) < self.max_runs:
+                self._launch(TuneRun("calibrated winner", w, self._predict(w)))
+                return
+        self._conclude()
+
+    def _launch(self, run: TuneRun) -> None:
+        self._cur, self._run_t0 = run, time.monotonic()
+        plan = make_plan(self.model, self.rig, run.settings)
+        self._m = LaunchMachine(plan, self.rig, self.model, self.model_path, self.exe, timeout=self.load_timeout)
+        self.message = f"Run {len(self.runs) + 1}: {run.label} — {run.split}"
+        self._m.start()
+
+    def _end_run(self, outcome: str, tps: float | None) -> None:
+        run, m = self._cur, self._m
+        run.outcome, run.measured_tps, run.seconds = outcome, tps, time.monotonic() - self._run_t0
+        if m is not None:
+            m.stop()
+        self._m = self._cur = None
+        self.runs.append(run)
+        if self.on_run:
+            self.on_run(run)
+        self._next()
+
+    def measured(self) -> list[tuple[PlanSettings, float]]:
+        return [(r.settings, r.measured_tps) for r in self.runs if r.outcome == "ok" and r.measured_tps]
+
+    def _learn_and_pick(self) -> PlanSettings | None:
+        data = self.measured()
+        if not data:
+            return None
+        self.calibration = self._calibrate(data)
+        cal_rig = with_calibration(self.rig, self.calibration)
+        best = calibrated_best(self.model, cal_rig, self.base, self.budgets)
+        if best is None:  # CPU-only: what was measured fastest
+            best = keep(self.model, self.rig, data, self.calibration)
+        return best
+
+    def _calibrate(self, data) -> Calibration:
+        cal = learned(self.model, self.rig, data)
+        pairs = []
+        for r in self.runs:
+            if r.outcome != "ok":
+                continue
+            p = make_plan(self.model, self.rig, r.settings)
+            for d, (_, pred, act) in zip(p.gpus, r.devices):
+                if act is not None:
+                    pairs.append((self.rig.gpus[d.gpu_index].uuid, pred, act))
+        cal.mem_extra_mib = memory_corrections(pairs)
+        cal.key = rig_key(self.rig, self.base.backend, self.version)
+        cal.model = self.model.name
+        return cal
+
+    def _conclude(self) -> None:
+        data = self.measured()
+        if not data:
+            self._finish("failed", "No run finished, so nothing was learned.")
+            return
+        self.calibration = self._calibrate(data)
+        self.calibration.per_layer_ms = self._per_layer_ms()
+        cal_rig = with_calibration(self.rig, self.calibration)
+        for r in self.runs:
+            r.calibrated_tps = make_plan(self.model, cal_rig, r.settings).predicted_tokens_per_s
+        kept = keep(self.model, self.rig, data, self.calibration)
+        ok = [r for r in self.runs if r.outcome == "ok" and r.measured_tps]
+        self.winner = next((r for r in reversed(ok) if self._same(r.settings, kept)), max(ok, key=lambda r: r.measured_tps))
+        save(self.calibration)
+        self._finish("done", f"Kept: {self.winner.split} at {self.winner.measured_tps:.1f} tokens/s (measured).")
+
+    def _per_layer_ms(self) -> dict[str, float]:
+        """Time per layer on each device for this model, as learned: on each device's most loaded run."""
+        plans = [s for s, _ in self.measured()]
+        out = {}
+        for i, g in enumerate(self.rig.gpus):
+            s = max(plans, key=lambda s: counts_of(s, self.rig).get(i, 0))
+            n = counts_of(s, self.rig).get(i, 0)
+            if n:
+                out[g.short_name] = round(1000 * features(self.model, self.rig, s).times[i] * self.calibration.scale_for(g.uuid) / n, 4)
+        s = max(plans, key=lambda s: make_plan(self.model, self.rig, s).cpu.layers)
+        n = make_plan(self.model, self.rig, s).cpu.layers
+        if n:
+            out["CPU"] = round(1000 * features(self.model, self.rig, s).times[-1] * self.calibration.cpu_scale / n, 4)
+        return out
+
+    def _finish(self, state: str, message: str) -> None:
+        if self._m is not None:
+            self._m.stop()
+            self._m = None
+        self.state, self.message = state, message
+
+    # --- the report ---
+    def speedups(self) -> list[str]:
+        """'x times faster than ...' lines, both sides measured."""
+        if self.winner is None or not self.winner.measured_tps:
+            return []
+        out = []
+        for label in ("predicted best", "your config"):
+            r = next((r for r in self.runs if r.label == label and r.outcome == "ok" and r.measured_tps), None)
+            if r is not None:
+                out.append(f"{self.winner.measured_tps / r.measured_tps:.2f}x the speed of the {label} "
+                           f"({self.winner.measured_tps:.1f} vs {r.measured_tps:.1f} tokens/s, both measured)")
+        return out
+
+    def table(self) -> list[str]:
+        lines = [f"Benchmark of every run: {self.n_prompt} prompt tokens, then {self.n_gen} generated tokens.",
+                 f"{'#':>2}  {'run':<18} {'plan':<46} {'predicted':>9} {'calibrated':>10} {'measured':>8}  outcome"]
+        for i, r in enumerate(self.runs, 1):
+            fmt = lambda x: f"{x:.2f}" if x else "—"  # noqa: E731
+            lines.append(f"{i:>2}  {r.label:<18} {r.split[:46]:<46} {fmt(r.predicted_tps):>9} {fmt(r.calibrated_tps):>10} "
+                         f"{fmt(r.measured_tps):>8}  {r.outcome} ({r.seconds:.1f} s)")
+        return lines
+
+    def report(self) -> dict:
+        c = self.calibration
+        return {"state": self.state, "message": self.message, "n_prompt": self.n_prompt, "n_gen": self.n_gen,
+                "runs": [{"label": r.label, "plan": r.split, "devices": r.settings.devices, "gpulayers": r.settings.gpulayers,
+                          "tensor_split": r.settings.tensor_split, "threads": r.settings.threads, "batch": r.settings.batch,
+                          "context": r.settings.context, "predicted_tps": r.predicted_tps,
+                          "calibrated_tps": r.calibrated_tps, "measured_tps": r.measured_tps, "outcome": r.outcome,
+                          "seconds": round(r.seconds, 2),
+                          "devices_mib": [{"name": n, "predicted": round(p / MIB), "actual": None if a is None else round(a / MIB)}
+                                          for n, p, a in r.devices]} for r in self.runs],
+                "winner": None if self.winner is None else self.winner.label, "speedups": self.speedups(),
+                "calibration": None if c is None else c.to_dict()}
