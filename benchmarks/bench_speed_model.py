@@ -18,33 +18,12 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fit_speed_model import leave_one_source_out  # noqa: E402
+from fit_speed_model import leave_one_source_out, table  # noqa: E402
 from phoenix_gui.planner.plan import make_plan  # noqa: E402
 from speed_data import load_cases  # noqa: E402
-
-GROUPS = ("all", "single_gpu", "multi_gpu", "hybrid", "cpu", "moe", "era old", "era current")
-
-
-def table(cases, pred: dict[int, float]) -> dict[str, dict]:
-    out = {}
-    for g in GROUPS:
-        idx = [i for i, cs in enumerate(cases) if i in pred and (g == "all" or g in cs.labels)]
-        if not idx:
-            continue
-        ratio = np.array([pred[i] / cases[i].tg for i in idx])
-        err = np.abs(ratio - 1)
-        out[g] = {"n": len(idx), "sources": len({cases[i].source for i in idx}),
-                  "median": float(np.median(err)), "p90": float(np.percentile(err, 90)),
-                  "bias": float(np.median(ratio) - 1),
-                  # the band a plan shows: measured / predicted between these (10th..90th percentile)
-                  "band": [float(np.percentile(1 / ratio, 10)), float(np.percentile(1 / ratio, 90))]}
-    return out
-
 
 def main() -> int:
     ap = argparse.ArgumentParser()

@@ -29,26 +29,39 @@ OUT = Path(__file__).resolve().parents[1] / "phoenix_gui" / "data" / "speed-mode
 
 # (constant, starting value = prior, lower, upper, prior weight on its log). A fitted constant is
 # pulled towards its prior, so a constant few rows inform stays physical instead of fitting noise.
+ARCHS = ["Pascal", "Turing", "Ampere", "Ada Lovelace", "Hopper", "Blackwell"]
 PARAMS = [
-    ("eff.Pascal", 0.55, 0.2, 1.0, 0.3), ("eff.Turing", 0.62, 0.2, 1.0, 0.3), ("eff.Ampere", 0.68, 0.2, 1.0, 0.3),
-    ("eff.Ada Lovelace", 0.72, 0.2, 1.0, 0.3), ("eff.Hopper", 0.6, 0.2, 1.0, 0.3), ("eff.Blackwell", 0.7, 0.2, 1.0, 0.3),
-    ("eff_cpu", 0.55, 0.1, 1.0, 0.3), ("gpu_layer_ms", 0.04, 1e-3, 2.0, 0.3), ("cpu_layer_ms", 0.1, 1e-3, 5.0, 0.3),
-    ("hop_ms", 0.3, 1e-3, 5.0, 0.3), ("base_ms", 1.0, 1e-2, 20.0, 0.3), ("bw_cap_gbs", 3000.0, 300.0, 1e5, 0.03),
-    ("lowbit_factor", 1.0, 1.0, 4.0, 0.3), ("cpu_cap_gbs", 200.0, 20.0, 1e4, 0.03),
+    # one achieved-bandwidth fraction for all GPUs, and per architecture a ratio to it, pulled
+    # towards 1: an architecture that few sources show keeps the common value
+    ("eff_gpu", 0.8, 0.2, 1.0, 0.3),
+    *[(f"ratio.{a}", 1.0, 0.3, 1.6, 1.0) for a in ARCHS],
+    ("gpu_flop", 4.0, 0.5, 100.0, 0.3), ("gpu_overlap", 0.5, 0.01, 1.0, 0.3), ("lowbit_ops", 2.0, 1.0, 6.0, 0.3),
+    ("bw_cap_gbs", 10000.0, 300.0, 1e5, 0.03),
+    ("eff_cpu", 0.6, 0.1, 1.0, 0.3), ("cpu_cap_gbs", 300.0, 20.0, 1e4, 0.03), ("core_gweights", 2.0, 0.1, 50.0, 0.3),
+    ("gpu_layer_ms", 0.04, 1e-3, 2.0, 0.3), ("cpu_layer_ms", 0.1, 1e-3, 5.0, 0.3), ("hop_ms", 0.15, 1e-3, 5.0, 0.3),
+    ("base_ms.current", 1.0, 1e-2, 20.0, 0.3), ("base_ms.old", 1.5, 1e-2, 20.0, 0.3),
 ]
 
 
 def unpack(x) -> dict:
     c = json.loads(json.dumps(DEFAULT_CONSTANTS))
-    for (name, *_), v in zip(PARAMS, np.exp(x)):
-        if name.startswith("eff."):
-            c["eff"][name[4:]] = float(v)
+    v = dict(zip([p[0] for p in PARAMS], np.exp(x)))
+    for name, val in v.items():
+        head, _, key = name.partition(".")
+        if head == "ratio" or name == "eff_gpu":
+            continue
+        if key:
+            c[head][key] = float(val)
         else:
-            c[name] = float(v)
-    archs = [n[4:] for n, *_ in PARAMS if n.startswith("eff.")]
-    c["eff"]["unknown"] = float(np.median([c["eff"][a] for a in archs]))
-    c["eff"]["Maxwell"] = c["eff"]["Pascal"] * 0.8
+            c[name] = float(val)
+    common = v["eff_gpu"]
+    for a in ARCHS:
+        c["eff"][a] = float(min(1.0, common * v["ratio." + a]))
+    # architectures without rows: Volta as Turing; Maxwell and Kepler below Pascal (priors, no data)
+    c["eff"]["unknown"] = float(common)
     c["eff"]["Volta"] = c["eff"]["Turing"]
+    c["eff"]["Maxwell"] = c["eff"]["Pascal"] * 0.85
+    c["eff"]["Kepler"] = c["eff"]["Pascal"] * 0.75
     return c
 
 
@@ -58,12 +71,12 @@ def x0() -> np.ndarray:
 
 def prepare(cases: list[Case]) -> list[tuple[Case, list]]:
     """Each case planned once: the speed inputs make_plan recorded."""
-    return [(cs, make_plan(cs.model, cs.rig, cs.settings).speed_devices) for cs in cases]
+    return [(cs, make_plan(cs.model, cs.rig, cs.settings).speed_inputs) for cs in cases]
 
 
 def residuals(x, prepared) -> np.ndarray:
     c = unpack(x)
-    return np.array([np.log(1.0 / token_seconds(devs, c, cs.model.file_type) / cs.tg) for cs, devs in prepared])
+    return np.array([np.log(1.0 / token_seconds(inp, c) / cs.tg) for cs, inp in prepared])
 
 
 def fit(prepared) -> np.ndarray:
@@ -96,6 +109,40 @@ def leave_one_source_out(cases: list[Case]) -> dict[int, float]:
     return out
 
 
+def fit_prompt(prepared, c: dict) -> dict:
+    """Rough prompt-speed multipliers: one for GPU-only rows, one for rows with weights in RAM."""
+    from phoenix_gui.planner.speed import prompt_tokens_per_second
+
+    c = dict(c)
+    for key, sel in (("pp_gpu_mult", lambda inp: inp.devices[-1].bytes_per_token < 1e6),
+                     ("pp_cpu_mult", lambda inp: inp.devices[-1].bytes_per_token >= 1e6)):
+        rows = [(cs, inp) for cs, inp in prepared if cs.row.get("pp_tps") and sel(inp)]
+        if rows:
+            r = [np.log(cs.row["pp_tps"] / prompt_tokens_per_second(inp.devices, 512, c)) for cs, inp in rows]
+            c[key] = float(c[key] * np.exp(np.median(r)))
+    return c
+
+
+GROUPS = ("all", "single_gpu", "multi_gpu", "hybrid", "cpu", "moe", "era old", "era current")
+
+
+def table(cases: list[Case], pred: dict[int, float]) -> dict[str, dict]:
+    """Per group: rows, sources, median and 90th percentile of |predicted / measured - 1|, the
+    median bias, and the band a plan shows: measured / predicted at the 10th and 90th percentile."""
+    out = {}
+    for g in GROUPS:
+        idx = [i for i, cs in enumerate(cases) if i in pred and (g == "all" or g in cs.labels)]
+        if not idx:
+            continue
+        ratio = np.array([pred[i] / cases[i].tg for i in idx])
+        err = np.abs(ratio - 1)
+        out[g] = {"n": len(idx), "sources": len({cases[i].source for i in idx}),
+                  "median": float(np.median(err)), "p90": float(np.percentile(err, 90)),
+                  "bias": float(np.median(ratio) - 1),
+                  "band": [float(np.percentile(1 / ratio, 10)), float(np.percentile(1 / ratio, 90))]}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", action="store_true", help=f"write {OUT.relative_to(OUT.parents[2])}")
@@ -104,17 +151,20 @@ def main() -> int:
     prepared = prepare(cases)
     x = fit(prepared)
     ins = np.abs(np.exp(residuals(x, prepared)) - 1)
-    c = unpack(x)
+    c = fit_prompt(prepared, unpack(x))
     print(f"rows used: {len(cases)}, skipped: {len(skipped)}; fitted constants: {len(PARAMS)}")
     print(f"in-sample |error|: median {np.median(ins) * 100:.1f} %, p90 {np.percentile(ins, 90) * 100:.1f} %"
           " (held-out: benchmarks/bench_speed_model.py)")
     print(json.dumps(c, indent=1))
     if args.write:
-        old = json.loads(OUT.read_text(encoding="utf-8")) if OUT.exists() else {}
-        old.update({"about": "Constants of phoenix_gui.planner.speed, fitted by benchmarks/fit_speed_model.py on "
-                             "phoenix_gui/data/speed-calibration.jsonl (public llama.cpp benchmark results).",
-                    "rows": len(cases), "constants": {**old.get("constants", {}), **c}})
-        OUT.write_text(json.dumps(old, indent=1) + "\n", encoding="utf-8")
+        held = table(cases, leave_one_source_out(cases))
+        bands = {g: {k: round(v[k], 4) if isinstance(v[k], float) else v[k] for k in ("n", "sources", "median", "p90", "bias")}
+                 | {"band": [round(x, 4) for x in v["band"]]} for g, v in held.items()}
+        out = {"about": "Constants of phoenix_gui.planner.speed, fitted by benchmarks/fit_speed_model.py on "
+                        "phoenix_gui/data/speed-calibration.jsonl (public llama.cpp benchmark results); bands: "
+                        "held-out error per regime (leave one source out), which plans show as 'likely'.",
+               "rows": len(cases), "fitted_constants": len(PARAMS), "constants": c, "bands": bands}
+        OUT.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {OUT}")
     return 0
 

@@ -241,7 +241,9 @@ def synth_settings(r: dict, model: ModelInfo, rig: Rig, threads: int | None) -> 
     eng = LLAMA_CPP_OLD if era_of(r) == "old" else LLAMA_SERVER_CURRENT
     base = PlanSettings(context=max(256, int(r.get("ctx") or 512)), backend="llama-server", engine=eng.name,
                         kv_fill=_kv_fill(r), threads=threads, lowvram="nkvo" in (r.get("test") or ""),
-                        flash_attn=False)
+                        # llama-bench and llama-server ran without flash attention until it became
+                        # "auto" (on for CUDA) in 2025
+                        flash_attn=era_of(r) == "current")
     if r["kind"] == "cpu" or n_gpu == 0:
         return base.with_(devices=(), gpulayers=0), ""
     if (r.get("split_mode") or "").startswith("row"):

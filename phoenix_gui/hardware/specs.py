@@ -19,6 +19,8 @@ class GpuSpec:
     bus_bits: int
     bandwidth_gbs: float
     pcie_gen: str
+    chip: str = ""
+    fp32_tflops: float = 0.0  # the chip's size for the speed model: SMs x clock
 
 
 def _num(s: str, cast=float, default=0):
@@ -37,7 +39,8 @@ def gpu_specs() -> tuple[GpuSpec, ...]:
             if not bw:
                 continue
             out.append(GpuSpec(row["name"], row["architecture"], row["compute_capability"],
-                               _num(row["vram_gib"]), _num(row["memory_bus_bits"], int), bw, row.get("pcie_gen", "")))
+                               _num(row["vram_gib"]), _num(row["memory_bus_bits"], int), bw, row.get("pcie_gen", ""),
+                               row.get("chip", ""), _num(row.get("fp32_tflops"))))
     return tuple(out)
 
 
@@ -46,8 +49,10 @@ def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", name).strip()
 
 
+@lru_cache(maxsize=256)
 def find_spec(name: str, vram_gib: float | None = None) -> GpuSpec | None:
-    """Best spec-table match for an NVML/marketing name, using VRAM to pick between variants."""
+    """Best spec-table match for an NVML/marketing name, using VRAM to pick between variants.
+    Cached: the planner asks for every GPU of every plan."""
     want = _norm(name)
     if not want:
         return None

@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..hardware.rig import Rig
+from ..hardware.specs import find_spec
 from ..model.info import ModelInfo
 from .kv import pad
 from .ledger import Plan
 from .plan import make_plan, selected_gpus
 from .settings import PlanSettings
-from .speed import speed_constants
+from .speed import gpu_rate, noise
 
 
 @dataclass
@@ -32,6 +33,7 @@ class FitResult:
 class _Evaluator:
     def __init__(self, model: ModelInfo, rig: Rig):
         self.model, self.rig, self.count = model, rig, 0
+        self.rivals: dict[int, tuple[float, float, str]] = {}  # id(plan) -> a rival within noise
 
     def plan(self, s: PlanSettings) -> Plan:
         self.count += 1
@@ -39,8 +41,9 @@ class _Evaluator:
 
 
 def _gpu_speed(g) -> float:
-    eff = speed_constants()["eff"]
-    return g.bandwidth_gbs * eff.get(g.architecture, eff["unknown"])
+    """Decode rate of a card alone (bandwidth, architecture and chip size): the fill order."""
+    spec = find_spec(g.name, round(g.total_bytes / (1 << 30)))
+    return gpu_rate(g.bandwidth_gbs, g.architecture, spec.fp32_tflops if spec else 0.0, g.compute_capability >= (6, 1))
 
 
 def _with_counts(base: PlanSettings, devices: tuple[int, ...], counts: list[int]) -> PlanSettings:
@@ -141,22 +144,22 @@ def _fastest(ev: _Evaluator, base: PlanSettings) -> tuple[PlanSettings, Plan]:
     rig, model = ev.rig, ev.model
     devices = tuple(rig.gpus.index(g) for g in selected_gpus(rig, base))
     cpu_only = base.with_(devices=(), gpulayers=0, tensor_split=None, moecpu=0)
-    best_s, best_p = cpu_only, ev.plan(cpu_only)
+    fitting: list[tuple[PlanSettings, Plan]] = []
+    first = ev.plan(cpu_only)
     if not devices:
-        return best_s, best_p
+        return cpu_only, first
 
     def consider(s: PlanSettings, p: Plan):
-        nonlocal best_s, best_p
-        if _gpus_fit(p) and (not _gpus_fit(best_p) or p.predicted_tokens_per_s > best_p.predicted_tokens_per_s * 1.0001):
-            best_s, best_p = s, p
+        if _gpus_fit(p):
+            fitting.append((s, p))
 
+    consider(cpu_only, first)
     candidates = [devices]
     # Leaving the slowest GPUs out can pay when the rest hold the whole model.
     by_speed = sorted(devices, key=lambda i: _gpu_speed(rig.gpus[i]))
     for k in range(1, len(devices)):
         drop = set(by_speed[:k])
         candidates.append(tuple(d for d in devices if d not in drop))
-    moecpu_options = [0]
     for cand in candidates:
         counts, p = _fill(ev, base.with_(moecpu=0), cand)
         full = sum(counts) == model.n_layer + 1
@@ -165,11 +168,37 @@ def _fastest(ev: _Evaluator, base: PlanSettings) -> tuple[PlanSettings, Plan]:
         consider(s, ev.plan(s) if c2 != counts else p)
         if not full:
             if model.is_moe and cand == devices:
-                moecpu_options = _moe_candidates(ev, base, cand)
-                for s2, p2 in moecpu_options:
+                for s2, p2 in _moe_candidates(ev, base, cand):
                     consider(s2, p2)
             break  # fewer GPUs can only hold less
-    return best_s, best_p
+    if not fitting:
+        return cpu_only, first
+    return _pick(ev, fitting)
+
+
+def _pick(ev: _Evaluator, fitting: list[tuple[PlanSettings, Plan]]) -> tuple[PlanSettings, Plan]:
+    """The fastest candidate, unless a rival is within the speed model's noise: the typical
+    held-out error of the plan's regime (planner/speed.py noise). Then the one that stays faster
+    as the context fills wins, and the plan says the candidates were within noise."""
+    ranked = sorted(fitting, key=lambda sp: -sp[1].predicted_tokens_per_s)
+    best_s, best_p = ranked[0]
+    margin = noise(best_p.speed_regime)
+    close = [sp for sp in ranked[1:] if sp[1].speed_regime and
+             best_p.predicted_tokens_per_s <= sp[1].predicted_tokens_per_s * (1 + margin)]
+    if not close:
+        return best_s, best_p
+    pick_s, pick_p = max([ranked[0], *close], key=lambda sp: sp[1].tokens_per_s_full)
+    other = best_p if pick_p is not best_p else max(close, key=lambda sp: sp[1].predicted_tokens_per_s)[1]
+    ev.rivals[id(pick_p)] = (other.predicted_tokens_per_s, margin, _describe(other))
+    return pick_s, pick_p
+
+
+def _describe(p: Plan) -> str:
+    gpus = [d.name for d in p.gpus if d.layers]
+    if not gpus:
+        return "the CPU alone"
+    extra = f" with the experts of {p.settings.moecpu} blocks in RAM" if p.settings.moecpu else ""
+    return f"{p.gpulayers} layers on {', '.join(gpus)}{extra}"
 
 
 def _moe_candidates(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...]):
@@ -246,11 +275,11 @@ def auto_fit(model: ModelInfo, rig: Rig, base: PlanSettings, objective: str = "f
         s, p = _headroom(ev, s, p)
     elif objective == "context":
         s, p = _longest_context(ev, base, s, p)
-    p.explanation = explain(p, rig, objective)
+    p.explanation = explain(p, rig, objective, ev.rivals.get(id(p)))
     return FitResult(p, s, objective, ev.count)
 
 
-def explain(p: Plan, rig: Rig, objective: str) -> list[str]:
+def explain(p: Plan, rig: Rig, objective: str, rival: tuple[float, float, str] | None = None) -> list[str]:
     lines = []
     gib = 1 << 30
     ranked = sorted(p.gpus, key=lambda d: -_gpu_speed(rig.gpus[d.gpu_index]))
@@ -269,6 +298,11 @@ def explain(p: Plan, rig: Rig, objective: str) -> list[str]:
     for i in left:
         lines.append(f"{rig.gpus[i].short_name}: left out — the model runs faster without it"
                      + (" (it would only add a slow hop)." if p.gpulayers == p.n_layer + 1 else "."))
+    if rival:
+        tps, margin, what = rival
+        lines.append(f"Within noise: {what} predicts {tps:.1f} tokens/s against {p.predicted_tokens_per_s:.1f}, "
+                     f"less apart than the speed model's typical error (±{margin * 100:.0f} %); this split "
+                     f"stays faster as the context fills ({p.tokens_per_s_full:.1f} tokens/s at full context).")
     cpu = p.cpu
     if cpu.layers or cpu.expert_bytes_on_cpu:
         extra = f", experts of the first {p.settings.moecpu} blocks" if p.settings.moecpu else ""

@@ -125,8 +125,15 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     explanation: list[str] = field(default_factory=list)
     layer_bytes: int = 0  # weights + KV of the largest repeating layer: what "room for a layer" means
-    # what the speed model read for this plan (per device bytes and layers); not in to_dict
-    speed_devices: list = field(default_factory=list, repr=False)
+    # what the speed model read for this plan (planner/speed.py SpeedInputs); not in to_dict
+    speed_inputs: object = field(default=None, repr=False)
+    # the likely range of the measured tokens/s (held-out error of the plan's regime), the
+    # regime ("single_gpu", "multi_gpu", "hybrid", "cpu"), and the speed with an empty and a
+    # full KV cache (predicted_tokens_per_s is at the plan's kv_fill)
+    speed_band: tuple[float, float] = (0.0, 0.0)
+    speed_regime: str = ""
+    tokens_per_s_empty: float = 0.0
+    tokens_per_s_full: float = 0.0
 
     @property
     def gpus(self) -> list[DevicePlan]:
@@ -191,6 +198,9 @@ class Plan:
             "tensor_split": self.tensor_split, "context": self.context, "kv_cells": self.kv_cells,
             "devices": [d.to_dict() for d in self.devices], "fits": self.fits,
             "predicted_tokens_per_s": round(self.predicted_tokens_per_s, 2),
+            "predicted_tokens_per_s_band": [round(x, 2) for x in self.speed_band], "speed_regime": self.speed_regime,
+            "predicted_tokens_per_s_empty_context": round(self.tokens_per_s_empty, 2),
+            "predicted_tokens_per_s_full_context": round(self.tokens_per_s_full, 2),
             "predicted_prompt_tokens_per_s": round(self.predicted_prompt_tokens_per_s, 1),
             "prompt_estimate_is_rough": True, "pipeline_parallel": self.pipeline_parallel,
             "approximate": self.approximate, "warnings": self.warnings, "explanation": self.explanation,

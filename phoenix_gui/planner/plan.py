@@ -5,14 +5,17 @@ from __future__ import annotations
 from operator import add
 
 from ..hardware.rig import MIB, GpuInfo, Rig
+from ..hardware.specs import find_spec
 from ..model.info import ModelInfo
 from .compute import ComputeInputs, device_compute, host_compute
+from .engines import OLD
 from .kv import kv_cells, kv_bytes_per_layer
 from .ledger import DevicePlan, Plan
 from .placement import CPU, layer_counts, moecpu_overrides, plan_layers, tensor_moves
 from .settings import PlanSettings, check_settings
 from .calibration import calibrated_tokens_per_second, extra_bytes
-from .speed import SpeedDevice, cpu_theoretical_bandwidth, prompt_tokens_per_second, tokens_per_second
+from .speed import (LOWBIT_QUANTS, SpeedDevice, SpeedInputs, cpu_theoretical_bandwidth, default_threads,
+                    prompt_tokens_per_second, speed_band, tokens_per_second)
 
 
 def cuda_overhead(settings: PlanSettings, rig: Rig) -> int:
@@ -186,47 +189,77 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         old = ", ".join(sorted({g.short_name for g in gpus if g.compute_capability < (7, 5)}))
         warnings.append(f"{old} need a CUDA 12 build (koboldcpp_cu12): CUDA 13 dropped cards older than Turing.")
 
-    speed_devs = _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells)
-    tps = tokens_per_second(speed_devs, file_type=model.file_type)
-    tps = calibrated_tokens_per_second(rig, gpus, speed_devs, tps)  # measured on this PC, if any
-    pp = prompt_tokens_per_second(speed_devs, s.batch)
+    speed = _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells)
+    tps = tokens_per_second(speed)
+    tps = calibrated_tokens_per_second(rig, gpus, speed, tps)  # measured on this PC, if any
+    pp = prompt_tokens_per_second(speed.devices, s.batch)
+    # the same with an empty and a full cache, scaled like the calibrated figure
+    empty, full = (tps * tokens_per_second(speed, fill=f) / tokens_per_second(speed) for f in (0.0, 1.0))
     return Plan(
         model_name=model.name, n_layer=n_layer, gpulayers=ngl, tensor_split=[round(x, 4) for x in split],
         context=s.context, kv_cells=cells, devices=devices, assign=assign, predicted_tokens_per_s=tps,
         predicted_prompt_tokens_per_s=pp, pipeline_parallel=pipeline, approximate=approximate, settings=s,
-        warnings=warnings, layer_bytes=max(map(add, dev_bytes, kv), default=0), speed_devices=speed_devs,
+        warnings=warnings, layer_bytes=max(map(add, dev_bytes, kv), default=0), speed_inputs=speed,
+        speed_band=speed_band(tps, speed.regime, speed.moe), speed_regime=speed.regime,
+        tokens_per_s_empty=empty, tokens_per_s_full=full,
     )
 
 
-def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) -> list[SpeedDevice]:
-    fill = s.kv_fill if s.kv_fill is not None else max(1, s.context // 4)
+def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) -> SpeedInputs:
+    """What a generated token reads on each device, how the devices hand it on, and which build
+    era and regime the plan is in (planner/speed.py turns this into tokens/s)."""
     cells = max(1, cells)
+    fill = min(1.0, (s.kv_fill if s.kv_fill is not None else max(1, s.context // 4)) / cells)
     frac_active = (model.n_expert_used / model.n_expert) if model.is_moe else 1.0
     n = len(gpus)
-    read = [0.0] * (n + 1)  # last entry: CPU
+    read = [0.0] * (n + 1)  # weights read per token; last entry: CPU
+    kv_full = [0.0] * (n + 1)
+    hops = 0
     for il, layer in enumerate(model.layers):
         d = assign[il]
         idx = n if d == CPU else d
-        dense = layer.dense_bytes
-        experts = layer.expert_bytes
-        exp_read = experts * frac_active
+        exp_read = layer.expert_bytes * frac_active
         if cpu_expert[il]:
             read[n] += exp_read
-            read[idx] += dense
+            read[idx] += layer.dense_bytes
+            hops += 2 if d != CPU else 0  # to the CPU for the experts and back
         else:
-            read[idx] += dense + exp_read
-        kv_idx = n if (d == CPU or s.lowvram) else d
-        read[kv_idx] += kv[il] * min(fill, cells) / cells
+            read[idx] += layer.dense_bytes + exp_read
+        # without flash attention every query head reads its group's K and V again (GQA)
+        reads = 1 if s.flash_attn else max(1, model.n_head[il] // max(1, model.n_head_kv[il]))
+        kv_full[n if (d == CPU or s.lowvram) else d] += kv[il] * reads
+        if s.lowvram and d != CPU:
+            hops += 2  # attention runs where the cache is: to the CPU and back every layer
+    hops += sum(1 for a, b in zip(assign, assign[1:]) if a != b)  # layer boundaries, output layer
     out = assign[model.n_layer]
-    read[n if out == CPU else out] += sum(t.nbytes for t in model.output_tensors) or model.token_embd_bytes
+    read[n if out == CPU else out] += model.output_bytes  # with tied embeddings: token_embd again
     read[n] += model.n_embd * 4  # one embedding row
+    bpw = model.tensor_bytes * 8 / model.n_params if model.n_params else 4.5
+    lowbit = (model.file_type or "").upper().startswith(LOWBIT_QUANTS)
     sd = []
     for i, g in enumerate(gpus):
-        sd.append(SpeedDevice("gpu", g.architecture, g.bandwidth_gbs, read[i], devices[i].layers, devices[i].weights_bytes))
+        spec = find_spec(g.name, round(g.total_bytes / (1 << 30)))
+        sd.append(SpeedDevice("gpu", g.architecture, g.bandwidth_gbs, read[i] + kv_full[i] * fill, devices[i].layers,
+                              devices[i].weights_bytes, kv_full[i] * fill, kv_full[i],
+                              spec.fp32_tflops if spec else 0.0, g.compute_capability >= (6, 1), bpw, lowbit))
     cpu = devices[-1]
-    bw = cpu_theoretical_bandwidth(rig.system.ram_bandwidth_gbs, rig.system.ram_bandwidth_source)
-    sd.append(SpeedDevice("cpu", "cpu", bw, read[n], cpu.layers, cpu.weights_bytes - model.input_bytes))
-    return sd
+    sysinfo = rig.system
+    bw = cpu_theoretical_bandwidth(sysinfo.ram_bandwidth_gbs, sysinfo.ram_bandwidth_source)
+    threads = s.threads or default_threads(s.backend, sysinfo.logical_cores, sysinfo.physical_cores, sysinfo.cpu_name)
+    if sysinfo.physical_cores:
+        threads = min(threads, sysinfo.physical_cores)  # a second hyperthread adds no arithmetic units
+    sd.append(SpeedDevice("cpu", "cpu", bw, read[n] + kv_full[n] * fill, cpu.layers,
+                          cpu.weights_bytes - model.input_bytes, kv_full[n] * fill, kv_full[n],
+                          threads=threads, bits_per_weight=bpw, lowbit=lowbit))
+    used = [i for i in range(n) if read[i] > 0]
+    if not used:
+        regime = "cpu"
+    elif cpu.layers or any(cpu_expert) or (s.lowvram and any(kv)):
+        regime = "hybrid"
+    else:
+        regime = "multi_gpu" if len(used) > 1 else "single_gpu"
+    era = "old" if s.profile in OLD.values() else "current"
+    return SpeedInputs(sd, hops, era, fill, regime, model.is_moe)
 
 
 def _row_split_weights(model, assign, gpus, s, dev_bytes, w) -> list[int]:
