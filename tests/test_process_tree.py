@@ -209,3 +209,27 @@ def test_stop_reports_the_exit_status_and_keeps_the_output(scripts):
     sp.proc.wait(10)
     sp.wait_output()
     assert sp.stop() == 0 and list(sp.lines) == ["hello", "bye"]
+
+
+def test_version_of_a_launcher_that_hangs_returns_and_leaves_nothing(tmp_path):
+    """`exe --version` through a launcher whose child keeps the output pipe open and never answers:
+    subprocess.run's timeout would wait for that pipe forever."""
+    from phoenix_gui.backends.servers import KoboldCppBackend
+
+    exe = tmp_path / "koboldcpp.py"
+    exe.write_text("import subprocess, sys, time\n"
+                   "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+                   "print('child', c.pid, flush=True)\ntime.sleep(300)\n")
+    before = set(descendants(os.getpid()))
+    t0 = time.monotonic()
+    v = KoboldCppBackend().version(str(exe), timeout=2)
+    assert time.monotonic() - t0 < 10 and v.startswith("unknown (") and "2 s" in v
+    assert gone(set(descendants(os.getpid())) - before - {os.getpid()}, timeout=5)
+
+
+def test_version_of_the_real_llama_server():
+    from phoenix_gui.backends.servers import LlamaServerBackend
+
+    b = LlamaServerBackend()
+    v = b.version(b.find())
+    assert v[0].isdigit(), v

@@ -341,9 +341,7 @@ class ServerProcess:
         else:
             _tell_watchdog(f"+{self.proc.pid}")
         _live.add(self)
-        found = _descendants(self.proc.pid)
-        self._root = found[0] if found else None
-        self._record()
+        self._adopt(self.proc)
         self._reader = threading.Thread(target=self._read, name="server-output", daemon=True)
         self._reader.start()
         self._sampler = threading.Thread(target=self._sample, name="server-tree", daemon=True)
@@ -399,6 +397,18 @@ class ServerProcess:
             self._reader.join(timeout)
 
     # --- the process tree ---
+    def _adopt(self, proc: subprocess.Popen) -> subprocess.Popen:
+        self.proc = proc
+        found = _descendants(proc.pid)
+        self._root = found[0] if found else None
+        self._record()
+        return proc
+
+    def _kill_tree(self) -> None:
+        if self._members():
+            self._signal_tree(signal.SIGKILL if os.name != "nt" else None)
+            self._wait_gone(5.0)
+
     def _sample(self) -> None:
         """Record the tree while any of it runs (an orphaned grandchild outlives the direct child)."""
         while not self._stopping.wait(SAMPLE_EVERY_S):
@@ -565,6 +575,27 @@ def _session_members(sid: int, children_of_phoenix_only: bool = False) -> list:
         except Exception:  # noqa: BLE001 - gone, or another user's
             pass
     return out
+
+
+def run_briefly(argv: list[str], timeout: float = 30.0) -> str:
+    """Run a short command (e.g. `exe --version`) and return its output. On timeout the whole tree is
+    killed: subprocess.run kills only the direct child and then waits for a pipe that a grandchild
+    (a launcher's real program) still holds, which never ends. Raises OSError or TimeoutError."""
+    kw: dict = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if os.name == "nt":
+        kw["creationflags"] = 0x08000000  # CREATE_NO_WINDOW
+    else:
+        kw["start_new_session"] = True
+    tree = ServerProcess(argv)  # for its tree handling only
+    proc = tree._adopt(subprocess.Popen(tree.argv, **kw))
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tree._kill_tree()
+        proc.stdout.close()
+        raise TimeoutError(f"{Path(tree.argv[0]).name} did not answer within {timeout:g} s") from None
+    tree._kill_tree()  # a launcher's child may outlive the answer
+    return out.decode("utf-8", "replace")
 
 
 def stop_on_signals(signals: Iterable[str] = ("SIGTERM", "SIGHUP")):

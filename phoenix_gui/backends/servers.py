@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from ..hardware.rig import Rig
 from ..planner.ledger import Plan
 from .commandline import LaunchCommand, exe_argv, koboldcpp_command, llama_server_command
 from .http import HttpError, base_url, get_json, post_json, request
+from .process import run_briefly
 
 KOBOLD_NAMES = ("koboldcpp", "koboldcpp.exe", "koboldcpp_cu12.exe", "koboldcpp_cu12", "koboldcpp_nocuda.exe",
                 "koboldcpp_oldpc.exe", "koboldcpp-linux-x64-cuda1210", "koboldcpp-linux-x64", "koboldcpp.py")
@@ -71,11 +71,9 @@ class ServerBackend:
 
     def version(self, exe: str, timeout: float = 30.0) -> str:
         try:
-            r = subprocess.run(exe_argv(exe, self.name) + ["--version"], capture_output=True, text=True, timeout=timeout,
-                               errors="replace")
-        except (OSError, subprocess.TimeoutExpired) as e:
+            out = run_briefly(exe_argv(exe, self.name) + ["--version"], timeout).strip()
+        except (OSError, ValueError, TimeoutError) as e:
             return f"unknown ({e})"
-        out = (r.stdout + r.stderr).strip()
         m = re.search(r"(\d+\.\d+(?:\.\d+)?)", out)
         return m.group(1) if m else (out.splitlines()[0] if out else "unknown")
 
