@@ -262,8 +262,10 @@ def _print_plan(plan, rig, cmd, objective, demo) -> None:
         print(f"  ! {r}")
     for w in plan.warnings:
         print(f"  note: {w}")
-    print(f"Predicted generation: {plan.predicted_tokens_per_s:.1f} tokens/s "
-          f"(prompt processing, rough: {plan.predicted_prompt_tokens_per_s:.0f} tokens/s)")
+    lo, hi = plan.speed_band
+    print(f"Predicted generation: {plan.predicted_tokens_per_s:.1f} tokens/s, likely {lo:.1f}-{hi:.1f} "
+          f"({plan.tokens_per_s_full:.1f} at full context; prompt processing, rough: "
+          f"{plan.predicted_prompt_tokens_per_s:.0f} tokens/s)")
     print("Fits." if plan.fits else "Does NOT fit.")
     for line in plan.explanation:
         print(f"  {line}")
