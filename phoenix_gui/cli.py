@@ -204,7 +204,7 @@ def cmd_plan(args) -> int:
     from .planner.autofit import auto_fit
 
     demo = args.demo or (not args.model and not args.rig and args.preset is not None)
-    rig = _load_rig(args, args.demo)
+    rig = _calibrated(args, _load_rig(args, args.demo))
     model, model_path = _load_model(args)
     settings = _settings_from_args(args, rig)
     _output_paths(args, model_path)
@@ -316,7 +316,7 @@ def _plan_for_launch(args):
     if not args.model:
         raise UserError("Give the model file to launch.")
     _check_launch_args(args)
-    rig = _load_rig(args, False)
+    rig = _calibrated(args, _load_rig(args, False))
     model, model_path = _load_model(args)
     settings = _settings_from_args(args, rig)
     plan = auto_fit(model, rig, settings, args.auto).plan if args.auto else make_plan(model, rig, settings)
@@ -437,6 +437,89 @@ def _bench(args) -> int:
     return 0
 
 
+def _calibrated(args, rig):
+    """The rig with this PC's calibration for the chosen engine, when one applies (phoenix tune)."""
+    from .backends.tune import find
+    from .planner.calibration import with_calibration
+
+    cal, note = find(rig, args.backend)
+    if note:
+        print(f"phoenix: {note}", file=sys.stderr)
+    return with_calibration(rig, cal)
+
+
+def cmd_tune(args) -> int:
+    """Measure candidate plans with the real engine, learn this PC, keep the fastest."""
+    import time
+
+    from .backends.servers import backend_for
+    from .backends.tune import Tuner, describe, export_to, find, import_from
+
+    if args.import_file:
+        try:
+            cal = import_from(args.import_file)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        print(f"Imported: {describe(cal)}, {cal.key.get('engine')} {cal.key.get('version')}; it applies on the PC "
+              "with the same GPUs, driver and engine version.")
+        return 0
+    if not args.model:
+        raise UserError("Give the model file to tune with.")
+    _check_launch_args(args)
+    if not 10 <= args.budget_s <= 86400:  # also refuses NaN
+        raise UserError("--budget-s takes seconds between 10 and 86400.")
+    try:
+        v.integer(args.max_runs, "--max-runs", 2, 50)
+    except v.InputError as e:
+        raise UserError(str(e)) from None
+    if args.export and Path(args.export).exists() and not args.force:
+        raise UserError(f"{args.export} already exists; choose another name (or --force to replace it).")
+    rig = _load_rig(args, False)
+    model, model_path = _load_model(args)
+    settings = _settings_from_args(args, rig)
+    yours = settings if (args.split or args.gpulayers is not None) else None
+    backend = backend_for(settings.backend)
+    exe = args.exe or backend.find()
+    if not exe:
+        raise UserError(f"No {backend.name} program was found; give it with --exe.")
+    version = backend.version(exe)
+    _, note = find(rig, backend.name, version)
+    if note and not note.startswith("calibrated"):
+        print(f"phoenix: {note}", file=sys.stderr)
+    t = Tuner(model, rig, model_path, settings, exe, budget_s=args.budget_s, max_runs=args.max_runs,
+              n_prompt=args.prompt_tokens, n_gen=args.gen_tokens, load_timeout=args.timeout, version=version,
+              yours=yours)
+    if not args.json:
+        t.on_run = lambda r: print(f"phoenix: run {len(t.runs)}: {r.label}, {r.split}: "
+                                   + (f"{r.measured_tps:.2f} tokens/s" if r.measured_tps else r.outcome)
+                                   + f" — about {t.time_left():.0f} s left", file=sys.stderr, flush=True)
+        print(f"phoenix: tuning {model.name} with {backend.name} {version}: each run is {t.n_prompt} prompt tokens "
+              f"then {t.n_gen} generated; at most {args.max_runs} runs in {args.budget_s:.0f} s", file=sys.stderr)
+    try:
+        t.start()
+        while t.poll():
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        t.cancel()
+        raise UserError("Tuning was cancelled; nothing is left running.") from None
+    if t.state != "done":
+        raise UserError(t.message)
+    if args.export:
+        export_to(t.calibration, args.export, force=True)
+    if args.json:
+        print(json.dumps(t.report(), indent=2))
+        return 0
+    print("\n".join(t.table()))
+    for line in t.speedups():
+        print(line)
+    c = t.calibration
+    print(f"Learned ({describe(c)}): time per layer "
+          + ", ".join(f"{k} {ms:.3f} ms" for k, ms in c.per_layer_ms.items())
+          + f"; hop cost x{c.hop_scale:.2f} of the model's")
+    print(t.message + (f" Calibration exported to {args.export}." if args.export else ""))
+    return 0
+
+
 def cmd_gui(args) -> int:
     pages = ("hardware", "model", "context", "split", "launch", "monitor")
     if args.screenshot:
@@ -521,6 +604,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gen-tokens", type=int, default=128)
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench, demo=False, preset=None, kcpps=None, script=None)
+
+    tu = sub.add_parser("tune", help="measure candidate plans on this PC, learn it, keep the fastest")
+    _plan_args(tu, launching=True)
+    tu.add_argument("--budget-s", type=float, default=300.0, help="time for the whole tune (default 300 s)")
+    tu.add_argument("--max-runs", type=int, default=6, help="measured runs at most, the final check included")
+    tu.add_argument("--prompt-tokens", type=int, default=128, help="prompt tokens of every run's benchmark")
+    tu.add_argument("--gen-tokens", type=int, default=32, help="generated tokens of every run's benchmark")
+    tu.add_argument("--export", metavar="FILE", help="also write the calibration to this file")
+    tu.add_argument("--import", dest="import_file", metavar="FILE", help="keep a calibration shared as a file, then stop")
+    tu.add_argument("--force", action="store_true", help="let --export replace an existing file")
+    tu.add_argument("--json", action="store_true")
+    tu.set_defaults(func=cmd_tune, demo=False, preset=None, kcpps=None, script=None)
 
     k = sub.add_parser("skeleton", help="write a sparse GGUF with a preset's real header and tensor shapes")
     k.add_argument("preset", nargs="?")

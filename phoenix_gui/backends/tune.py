@@ -133,11 +133,19 @@ class TuneRun:
 
     @property
     def split(self) -> str:
-        s = self.settings
-        if not s.tensor_split or not s.gpulayers:
-            return "CPU only" + (f", {s.threads} threads" if s.threads else "") + \
-                (f", batch {s.batch}" if s.batch != 512 else "") + f", ctx {s.context}"
-        return f"{s.gpulayers} layers, split {':'.join(f'{x:g}' for x in s.tensor_split)} on GPUs {s.devices}"
+        return describe_plan(self.settings)
+
+
+def describe_plan(s: PlanSettings) -> str:
+    """'29 layers 20:9 on GPUs 1,2' or 'CPU only, 4 threads, batch 256, ctx 2048'."""
+    cpu = f"{s.threads} threads, " if s.threads else ""
+    tail = (f"batch {s.batch}, " if s.batch != 512 else "") + f"ctx {s.context}"
+    if s.gpulayers == 0 or s.devices == ():
+        return f"CPU only, {cpu}{tail}"
+    layers = "all layers" if s.gpulayers is None else f"{s.gpulayers} layers"
+    split = ":".join(f"{x:g}" for x in s.tensor_split) if s.tensor_split else "by free memory"
+    gpus = "all GPUs" if s.devices is None else "GPU" + ("s " if len(s.devices) > 1 else " ") + ",".join(map(str, s.devices))
+    return f"{layers} {split} on {gpus}"
 
 
 class Tuner:
@@ -360,10 +368,10 @@ class Tuner:
         if self.winner is None or not self.winner.measured_tps:
             return []
         out = []
-        for label in ("predicted best", "your config"):
+        for label, name in (("predicted best", "the predicted best"), ("your config", "your config")):
             r = next((r for r in self.runs if r.label == label and r.outcome == "ok" and r.measured_tps), None)
             if r is not None:
-                out.append(f"{self.winner.measured_tps / r.measured_tps:.2f}x the speed of the {label} "
+                out.append(f"{self.winner.measured_tps / r.measured_tps:.2f} times as fast as {name} "
                            f"({self.winner.measured_tps:.1f} vs {r.measured_tps:.1f} tokens/s, both measured)")
         return out
 

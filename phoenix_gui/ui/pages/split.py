@@ -252,6 +252,10 @@ class SplitPage(StatePage):
             self.speed.setText("does not fit")
             _colour(self.speed, STATUS_COLOUR["short"])
         lines = []
+        if plan.fits:
+            # how sure: the held-out error of plans like this one, and the cost of a full cache
+            lo, hi = plan.speed_band
+            lines.append(f"likely {lo:.1f}–{hi:.1f} · {plan.tokens_per_s_full:.1f} at full context")
         b = st.baseline
         if b is not None:
             if not b.fits:
