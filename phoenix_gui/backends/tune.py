@@ -208,8 +208,8 @@ class Tuner:
             f = m.failure
             if f is not None and f.is_oom:
                 _, self.budgets = learn(self.rig, m.plan, f.device, f.requested_mib, self.budgets)
+                self.queue = self._replan()
                 self._end_run("out of memory", None)
-                self.queue = [r for r in self.queue if self._fits(r.settings)]
             else:
                 self._end_run(f.message if f else "failed", None)
                 if not any(r.outcome == "ok" for r in self.runs):
@@ -257,6 +257,14 @@ class Tuner:
     def _same(a: PlanSettings, b: PlanSettings) -> bool:
         return (a.devices, a.gpulayers, a.tensor_split, a.threads, a.batch, a.context) == \
             (b.devices, b.gpulayers, b.tensor_split, b.threads, b.batch, b.context)
+
+    def _replan(self) -> list[TuneRun]:
+        """After an out-of-memory: the candidates again, with the card's smaller budget, less what ran."""
+        left = self.max_runs - 2 - len(self.runs)
+        fresh = candidates(self.model, self.rig, self.base, self.budgets, limit=self.max_runs)
+        fresh = [s for s in fresh if not any(self._same(s, r.settings) for r in self.runs)][:max(0, left)]
+        return [TuneRun("predicted best" if i == 0 and not any(r.outcome == "ok" for r in self.runs)
+                        else f"candidate {len(self.runs) + i + 2}", s, self._predict(s)) for i, s in enumerate(fresh)]
 
     def _per_run_s(self) -> float:
         done = [r.seconds for r in self.runs if r.seconds > 0]

@@ -1,0 +1,213 @@
+"""Tune on this PC (backends/tune.py) end to end through the launch machine: koboldcpp's stand-in with a
+hidden per-device cost law for the GPU split (the tune must find the law's fastest split and learn its
+costs), an out-of-memory as data, cancel, the calibration store, and the CLI."""
+
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from phoenix_gui.backends import tune as tune_mod
+from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.tune import Tuner, export_to, find, import_from, save
+from phoenix_gui.cli import main
+from phoenix_gui.hardware import demo_rig_path, load_rig
+from phoenix_gui.model import read_model
+from phoenix_gui.planner import PlanSettings, make_plan
+from phoenix_gui.planner.calibration import Calibration, with_calibration
+from phoenix_gui.planner.tuning import with_counts
+from machine_helpers import gone
+
+FAKE = str(Path(__file__).with_name("fake_koboldcpp.py"))
+LAW_MS = [3.0, 1.2, 0.8]  # per layer on the 1050 Ti, 2080, 1060: the 1060 is fastest, unlike the model says
+CPU_MS, HOP_MS, BASE_MS = 6.0, 0.5, 1.0
+
+
+def law(rig, n):
+    return {"gpus": [[g.uuid, ms] for g, ms in zip(rig.gpus, LAW_MS)], "cpu_ms": CPU_MS, "hop_ms": HOP_MS,
+            "base_ms": BASE_MS, "layers": n}
+
+
+def law_tps(plan):
+    """What the stand-in will measure for a plan, from the law (the test knows it, Phoenix does not)."""
+    used = [(d, d.layers) for d in plan.gpus if d.layers]
+    cpu = plan.n_layer + 1 - sum(n for _, n in used)
+    ms = BASE_MS + sum(n * LAW_MS[d.gpu_index] for d, n in used) + cpu * CPU_MS
+    return 1000 / (ms + HOP_MS * (len(used) + (1 if cpu else 0) - 1))
+
+
+@pytest.fixture
+def q7(skeletons, monkeypatch):
+    path = skeletons("qwen2.5-7b-instruct-q4_k_m")
+    rig = load_rig(demo_rig_path())
+    model = read_model(path)
+    monkeypatch.setenv("FAKE_KCPP_COST_LAW", json.dumps(law(rig, model.n_layer + 1)))
+    return rig, model, str(path)
+
+
+def tuner(q7, **kw):
+    rig, model, path = q7
+    return Tuner(model, rig, path, PlanSettings(context=2048, port=free_port()), FAKE, version="1.115.1", **kw)
+
+
+def run(t, timeout=120):
+    t.start()
+    end = time.monotonic() + timeout
+    while t.poll():
+        assert time.monotonic() < end, t.message
+        time.sleep(0.02)
+    return t
+
+
+def law_fastest(rig, model):
+    """Every split over every set of cards that Phoenix says fits: the law's best speed."""
+    best = 0.0
+    total = model.n_layer + 1
+    base = PlanSettings(context=2048)
+    for k in (1, 2, 3):
+        for sub in itertools.combinations(range(3), k):
+            for counts in itertools.product(range(1, total + 1), repeat=k):
+                if sum(counts) <= total:
+                    p = make_plan(model, rig, with_counts(base, dict(zip(sub, counts))))
+                    if p.fits:
+                        best = max(best, law_tps(p))
+    return best
+
+
+def test_the_tune_finds_the_laws_fastest_split_and_learns_its_costs(q7):
+    rig, model, _ = q7
+    t = run(tuner(q7))
+    assert t.state == "done", t.message
+    assert len(t.runs) <= 6 and all(r.outcome == "ok" for r in t.runs)
+    for r in t.runs:  # the stand-in measured what the law says
+        assert r.measured_tps == pytest.approx(law_tps(make_plan(model, rig, r.settings)), rel=0.01)
+    assert t.winner.measured_tps == pytest.approx(law_fastest(rig, model), rel=0.001)
+    best = next(r for r in t.runs if r.label == "predicted best")
+    assert t.winner.measured_tps > 1.4 * best.measured_tps  # the model's pick (the 2080) is slower here
+    learned = t.calibration.per_layer_ms
+    for name, ms in zip(("GTX 1050 Ti", "RTX 2080", "GTX 1060 6GB"), LAW_MS):
+        assert learned[name] == pytest.approx(ms, rel=0.2)
+    assert learned["RTX 2080"] == pytest.approx(1.2, rel=0.05) and learned["GTX 1060 6GB"] == pytest.approx(0.8, rel=0.05)
+    assert learned["CPU"] == pytest.approx(CPU_MS, rel=0.05)
+    for r in t.runs:  # after tuning the calibrated model predicts every run
+        assert r.calibrated_tps == pytest.approx(r.measured_tps, rel=0.05)
+    assert "times as fast as the predicted best" in t.speedups()[0]
+    # saved, found by key, and it changes later predictions on this rig
+    cal, note = find(rig, "koboldcpp", "1.115.1")
+    assert cal is not None and note.startswith(f"calibrated on this PC ({len(t.runs)} runs, ")
+    s = t.winner.settings
+    assert make_plan(model, with_calibration(rig, cal), s).predicted_tokens_per_s == pytest.approx(
+        t.winner.measured_tps, rel=0.05)
+    assert make_plan(model, rig, s).predicted_tokens_per_s < 0.7 * t.winner.measured_tps
+
+
+def test_an_out_of_memory_is_data_and_the_tune_goes_on(q7, monkeypatch):
+    rig, model, _ = q7
+    monkeypatch.setenv("FAKE_KCPP_MAX_LAYERS", "15")  # engine device 0 holds 15 layers at most
+    monkeypatch.setenv("FAKE_KCPP_OOM_MODE", "clean")
+    t = run(tuner(q7))
+    assert t.state == "done", t.message
+    oom = [r for r in t.runs if r.outcome == "out of memory"]
+    assert oom and oom[0].label == "predicted best"  # 29 layers on the 2080 alone
+    cap = t.budgets.get(rig.gpus[1].uuid).free_cap_bytes
+    assert cap is not None and cap < rig.gpus[1].free_bytes
+    later = t.runs[t.runs.index(oom[0]) + 1:]
+    assert later and all(r.outcome == "ok" for r in later)  # nothing else broke the learned budget
+    assert t.winner.outcome == "ok"
+
+
+def test_cancel_leaves_nothing_running(q7, monkeypatch):
+    monkeypatch.setenv("FAKE_KCPP_LOAD_S", "20")
+    t = tuner(q7)
+    t.start()
+    end = time.monotonic() + 20
+    while not (t._m and t._m.launch.process):
+        assert time.monotonic() < end
+        t.poll()
+        time.sleep(0.02)
+    pid = t._m.launch.process.pid
+    assert psutil.pid_exists(pid) and 0 < t.time_left() <= t.budget_s and 0 <= t.fraction() < 1
+    t0 = time.monotonic()
+    t.cancel()
+    assert time.monotonic() - t0 < 12
+    assert t.state == "cancelled" and not t.poll() and gone([pid])
+
+
+def test_budget_stops_the_runs(q7):
+    t = run(tuner(q7, budget_s=2.0, max_runs=20))
+    assert t.state == "done" and t.elapsed < 12
+    assert len(t.runs) < 6 and t.runs[-1].label == "calibrated winner"
+
+
+def test_a_calibration_applies_by_key_and_a_change_says_why(q7):
+    rig, model, _ = q7
+    key = tune_mod.rig_key(rig, "koboldcpp", "1.115.1")
+    cal = Calibration(gpu_scale={g.uuid: 2.0 for g in rig.gpus}, cpu_scale=2.0, runs=5, key=key, created=0.0)
+    save(cal)
+    got, note = find(rig, "koboldcpp", "1.115.1")
+    assert got == cal and note == "calibrated on this PC (5 runs, 1970-01-01)"
+    assert find(rig, "koboldcpp")[0] == cal  # the version unknown (phoenix plan): the newest for these GPUs
+    assert find(rig, "koboldcpp", "1.116")[1] == ("The calibration from 1970-01-01 no longer applies: koboldcpp is now "
+                                                  "1.116 (it was measured with 1.115.1); tune again.")
+    other = load_rig(Path(demo_rig_path()).with_name("gaming-upgrade-3090-2070.toml"))
+    assert find(other, "koboldcpp", "1.115.1") == (None, "The calibration from 1970-01-01 no longer applies: the GPUs "
+                                                         "changed; tune again.")
+    assert find(rig, "llama-server") == (None, "")
+    s = PlanSettings(context=2048)
+    bare = make_plan(model, rig, s).predicted_tokens_per_s
+    assert make_plan(model, with_calibration(rig, got), s).predicted_tokens_per_s == pytest.approx(bare / 2, rel=0.05)
+
+
+def test_export_never_overwrites_and_import_checks(tmp_path):
+    cal = Calibration(runs=3, key={"gpus": [], "driver": "", "engine": "llama-server", "version": "b1"})
+    out = tmp_path / "mine.json"
+    out.write_text("the user's file")
+    with pytest.raises(FileExistsError):
+        export_to(cal, str(out))
+    assert out.read_text() == "the user's file"
+    export_to(cal, str(tmp_path / "shared.json"))
+    assert import_from(str(tmp_path / "shared.json")) == cal
+    for text, why in (("{", "not JSON"), ('{"gpu_scale": {"x": "fast"}}', "not a Phoenix calibration"),
+                      ('{"cpu_scale": 1e9, "key": {"engine": "koboldcpp"}}', "impossible numbers"),
+                      ('{"cpu_scale": 1.0}', "does not say which PC")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=why):
+            import_from(str(bad))
+
+
+def test_phoenix_tune_and_then_plan_use_the_calibration(q7, capsys):
+    rig, model, path = q7
+    rigfile = str(demo_rig_path())
+    rc = main(["tune", path, "--rig", rigfile, "--exe", FAKE, "--ctx", "2048", "--port", str(free_port()),
+               "--split", "1", "1", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "Benchmark of every run: 128 prompt tokens, then 32 generated tokens." in out
+    assert "times as fast as your config" in out and "Kept:" in out and "about" in err
+    assert "your config        all layers 1:1:1 on all GPUs" in out
+    rc = main(["plan", path, "--rig", rigfile, "--ctx", "2048", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "calibrated on this PC (" in err
+    plain = make_plan(model, rig, PlanSettings(context=2048)).predicted_tokens_per_s
+    assert not math.isclose(json.loads(out)["predicted_tokens_per_s"], plain, rel_tol=0.05)
+    rc = main(["tune", path, "--rig", rigfile, "--exe", FAKE, "--budget-s", "nan"])
+    assert rc == 2 and "--budget-s takes seconds" in capsys.readouterr().err
+    rc = main(["tune", "--import", str(Path(path))])
+    assert rc == 2 and "not a Phoenix calibration" in capsys.readouterr().err
+
+
+def test_the_tune_json(q7, capsys):
+    rig, _, path = q7
+    rc = main(["tune", path, "--rig", str(demo_rig_path()), "--exe", FAKE, "--ctx", "2048",
+               "--port", str(free_port()), "--max-runs", "3", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["state"] == "done" and len(d["runs"]) == 3 and d["n_gen"] == 32
+    assert d["runs"][-1]["label"] == "calibrated winner" and d["calibration"]["runs"] == 3
+    assert all(r["measured_tps"] > 0 for r in d["runs"])
