@@ -138,7 +138,7 @@ class TuneRun:
 
 def describe_plan(s: PlanSettings) -> str:
     """'29 layers 20:9 on GPUs 1,2' or 'CPU only, 4 threads, batch 256, ctx 2048'."""
-    cpu = f"{s.threads} threads, " if s.threads else ""
+    cpu = f"{s.threads} thread{'s' if s.threads > 1 else ''}, " if s.threads else ""
     tail = (f"batch {s.batch}, " if s.batch != 512 else "") + f"ctx {s.context}"
     if s.gpulayers == 0 or s.devices == ():
         return f"CPU only, {cpu}{tail}"

@@ -173,10 +173,21 @@ def _climb(model, rig, s: PlanSettings, budgets: Budgets, max_steps: int = 200) 
 
 def keep(model: ModelInfo, rig: Rig, runs: list[tuple[PlanSettings, float]], cal: Calibration) -> PlanSettings | None:
     """What to keep among the measured plans: the fastest by the calibration fitted on all of them,
-    which pools every run and so separates plans closer than one run's noise."""
-    ok = [s for s, t in runs if t > 0]
+    which pools every run and so separates plans closer than one run's noise. Plans the calibration
+    cannot tell apart (within 1 %: e.g. thread counts, which the speed model does not see) are
+    decided by their measured speed, averaged over their runs."""
+    ok = [(s, t) for s, t in runs if t > 0]
+    if not ok:
+        return None
     cal_rig = with_calibration(rig, cal)
-    return max(ok, key=lambda s: make_plan(model, cal_rig, s).predicted_tokens_per_s) if ok else None
+    pred = [make_plan(model, cal_rig, s).predicted_tokens_per_s for s, _ in ok]
+    top = max(pred)
+    near = [s for (s, _), p in zip(ok, pred) if p >= top * 0.99]
+
+    def measured(s):
+        got = [t for s2, t in ok if s2 == s]
+        return sum(got) / len(got)
+    return max(near, key=measured)
 
 
 def learned(model: ModelInfo, rig: Rig, runs: list[tuple[PlanSettings, float]], prior: Calibration | None = None,

@@ -1,0 +1,54 @@
+"""Tune on this PC with the real llama-server on the CPU: the candidates differ in what the CPU can change
+(threads, batch), every run is a real launch and a real benchmark, the calibration is saved and used, and
+nothing is left running."""
+
+import time
+
+import psutil
+import pytest
+
+from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.servers import backend_for
+from phoenix_gui.backends.tune import Tuner, find
+from phoenix_gui.hardware import detect_system
+from phoenix_gui.hardware.rig import Rig
+from phoenix_gui.model import read_model, write_skeleton
+from phoenix_gui.planner import PlanSettings, make_plan
+from phoenix_gui.planner.calibration import with_calibration
+
+pytestmark = pytest.mark.engine
+
+
+def test_tune_with_the_real_llama_server_on_the_cpu(tmp_path):
+    path = write_skeleton("tiny-llama-f16", tmp_path / "tiny.gguf", random_data=True)
+    model = read_model(path)
+    rig = Rig("this PC", [], detect_system(False))
+    backend = backend_for("llama-server")
+    exe = backend.find()
+    version = backend.version(exe)
+    base = PlanSettings(context=1024, backend="llama-server", port=free_port())
+    t = Tuner(model, rig, str(path), base, exe, budget_s=240, max_runs=4, n_prompt=64, n_gen=64, version=version)
+    t.start()
+    pids = set()
+    end = time.monotonic() + 300
+    while t.poll():
+        assert time.monotonic() < end, t.message
+        if t._m is not None and t._m.launch.process is not None:
+            pids.add(t._m.launch.process.pid)
+        time.sleep(0.05)
+    assert t.state == "done", t.message
+    assert len(t.runs) == 4 and all(r.outcome == "ok" and r.measured_tps > 0 for r in t.runs), t.table()
+    assert len(pids) >= 3  # real launches, one per run
+    settings = [(r.settings.threads, r.settings.batch, r.settings.context) for r in t.runs[:-1]]
+    assert len(set(settings)) == 3 and all(r.settings.gpulayers == 0 for r in t.runs)
+    assert t.runs[-1].label == "calibrated winner"
+    assert t.winner.measured_tps == max(r.measured_tps for r in t.runs if r.settings == t.winner.settings)
+    cal, note = find(rig, "llama-server", version)
+    assert cal is not None and cal.runs == 4 and note.startswith("calibrated on this PC (4 runs")
+    assert cal.per_layer_ms.get("CPU", 0) > 0
+    bare = make_plan(model, rig, base.with_(devices=(), gpulayers=0)).predicted_tokens_per_s
+    used = make_plan(model, with_calibration(rig, cal), base.with_(devices=(), gpulayers=0)).predicted_tokens_per_s
+    assert used != pytest.approx(bare, rel=0.02)  # the calibration changes later predictions
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    print("\n".join(t.table()))
