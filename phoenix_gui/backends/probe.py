@@ -47,9 +47,10 @@ def probe_buffers(model: str | Path, args: list[str], timeout: float = 120.0, bi
 
 def probe_koboldcpp(argv: list[str], timeout: float = 300.0) -> tuple[BufferReport, str]:
     """The same for a koboldcpp command line (Phoenix's own: commandline.koboldcpp_command(...).argv, on a
-    free port). Its llama.cpp logs the buffer lines on stderr; it is loaded once `Load Text Model OK: True`
-    is printed (after its warm-up, which may re-reserve a compute buffer)."""
-    return probe_argv(argv, ("Load Text Model OK: True", "Please connect to custom endpoint"), timeout, "koboldcpp")
+    free port). Its llama.cpp logs the buffer lines on stderr, the compute buffers last, just before
+    `graph splits`; stopping there skips koboldcpp's warm-up, which has no off switch and would read every
+    weight (a 17 GB sparse skeleton through the page cache)."""
+    return probe_argv(argv, ("sched_reserve: graph splits", "Load Text Model OK: True"), timeout, "koboldcpp")
 
 
 def probe_argv(argv: list[str], loaded: tuple[str, ...], timeout: float, name: str) -> tuple[BufferReport, str]:
