@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout
 from ..binding import bind
 from ..membar import STATUS_COLOUR, MemoryBar, legend_html, mib
 from ..state import DEVICES, MODEL, PLAN, SPLIT
+from ..tune_panel import TunePanel, apply_calibration, calibration_note
 from .base import StatePage, banner
 
 OBJECTIVES = [("fastest", "fastest"), ("context", "longest context"), ("headroom", "most headroom")]
@@ -135,6 +136,12 @@ class SplitPage(StatePage):
         arow = QHBoxLayout()
         arow.addWidget(self.objective)
         arow.addWidget(self.autofit)
+        self.tune = QPushButton("Tune on this PC…")
+        self.tune.setToolTip("Launch a few candidate plans with the real engine, measure each, learn this PC and "
+                             "keep the fastest (about 5 minutes).")
+        self.tune.clicked.connect(self.run_tune)
+        self.tune_panel: TunePanel | None = None
+        arow.addWidget(self.tune)
         arow.addStretch(1)
         self.explain = QLabel()
         self.explain.setWordWrap(True)
@@ -156,6 +163,9 @@ class SplitPage(StatePage):
         self.legend.setWordWrap(True)
         right = QVBoxLayout()
         right.addWidget(self.speed)
+        self.calibrated = QLabel()  # "calibrated on this PC (N runs, DATE)" when a tune's calibration applies
+        self.calibrated.setText(apply_calibration(st))
+        right.addWidget(self.calibrated)
         right.addWidget(self.compare)
         right.addWidget(self.verdict)
         right.addWidget(self.bars_box)
@@ -178,6 +188,16 @@ class SplitPage(StatePage):
         if self.state.model is None:
             return
         self.state.run_auto_fit(self.objective.currentData())
+
+    def run_tune(self) -> None:
+        panel = TunePanel(self.state, self)
+        why = panel.start()
+        if why:
+            self.say(why)
+            return
+        panel.finished_tune.connect(lambda t: self.calibrated.setText(calibration_note(self.state)))
+        self.tune_panel = panel
+        panel.show()
 
     # --- rows ---
     def _range_layers(self) -> None:
@@ -221,6 +241,8 @@ class SplitPage(StatePage):
         for w in (self.sliders_box, self.split_edit, self.layers, self.layers_spin):
             w.setEnabled(gpu_plan)
         self.autofit.setEnabled(st.model is not None)
+        self.tune.setEnabled(st.model is not None)
+        self.calibrated.setText(calibration_note(st))
         plan = st.plan()
         if plan is None:
             self.speed.setText("—")

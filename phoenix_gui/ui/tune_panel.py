@@ -1,0 +1,166 @@
+"""The Tune dialog of the split page: measures candidate plans on this PC (backends/tune.Tuner), shows
+progress with time left, a table and a predicted-vs-measured plot, and can put the winner on the
+sliders. The tuner is driven by a QTimer on the GUI thread through its non-blocking poll(), as the
+server session drives its launch machine; the engine's version is read on a worker thread."""
+
+from __future__ import annotations
+
+import threading
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout)
+
+from ..backends.servers import backend_for
+from ..backends.tune import N_GEN, N_PROMPT, Tuner, describe, find
+from ..planner.calibration import calibration_of, with_calibration
+
+COLUMNS = ("#", "run", "plan", "predicted", "measured", "calibrated", "outcome")
+
+
+def apply_calibration(state, version: str | None = None) -> str:
+    """Put this PC's calibration for the chosen engine on the wizard's rig (or take off one that no
+    longer applies); returns the sentence to show next to the prediction ("" when there is none)."""
+    cal, note = find(state.rig, state.backend, version)
+    if calibration_of(state.rig) != cal:
+        state.rig = with_calibration(state.rig, cal)
+        state.changed()
+    return note
+
+
+def calibration_note(state) -> str:
+    cal = calibration_of(state.rig)
+    return describe(cal) if cal is not None else ""
+
+
+class TunePanel(QDialog):
+    finished_tune = Signal(object)  # the Tuner, done, failed or cancelled
+
+    def __init__(self, state, parent=None, budget_s: float = 300.0, max_runs: int = 6):
+        super().__init__(parent)
+        self.setWindowTitle("Tune on this PC")
+        self.state = state
+        self.budget_s, self.max_runs = budget_s, max_runs
+        self.tuner: Tuner | None = None
+        self._version: str | None = None
+        self.header = QLabel(f"Each plan is launched, given a fixed benchmark ({N_PROMPT} prompt tokens, then {N_GEN} "
+                             f"generated tokens) and stopped; at most {max_runs} runs in {budget_s:.0f} s.")
+        self.header.setWordWrap(True)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.left = QLabel()
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.plot = pg.PlotWidget()
+        self.plot.setLabel("bottom", "predicted tokens/s (speed model)")
+        self.plot.setLabel("left", "measured tokens/s")
+        self.plot.setMinimumHeight(200)
+        self.scatter = pg.ScatterPlotItem(size=10, brush=pg.mkBrush(40, 110, 200))
+        self.plot.addItem(self.scatter)
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.use_btn = QPushButton("Use the winner")
+        self.use_btn.setToolTip("Put the plan that measured fastest on the sliders.")
+        self.use_btn.setEnabled(False)
+        self.use_btn.clicked.connect(self.use_winner)
+        close = QPushButton("Close")
+        close.clicked.connect(self.close)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.cancel_btn)
+        buttons.addStretch(1)
+        buttons.addWidget(self.use_btn)
+        buttons.addWidget(close)
+        lay = QVBoxLayout(self)
+        for w in (self.header, self.bar, self.left, self.status, self.table, self.plot, self.summary):
+            lay.addWidget(w)
+        lay.addLayout(buttons)
+        self.timer = QTimer(self)
+        self.timer.setInterval(100)
+        self.timer.timeout.connect(self._tick)
+        self.resize(900, 700)
+
+    # --- commands ---
+    def start(self) -> str:
+        """Begin (the first launch starts from the timer, once the engine's version is known). Returns
+        why tuning cannot start, or ""."""
+        st = self.state
+        if st.model is None or not st.model_path:
+            return "Tuning needs a model file (the demo preset has none)."
+        backend = backend_for(st.backend)
+        exe = st.executable or backend.find()
+        if not exe:
+            return f"No {backend.name} program was found; choose its executable on the Launch page."
+        self._exe = exe
+        self.status.setText(f"Reading the version of {exe}…")
+        threading.Thread(target=lambda: setattr(self, "_version", backend.version(exe)), daemon=True).start()
+        self.timer.start()
+        return ""
+
+    def cancel(self) -> None:
+        self.timer.stop()
+        if self.tuner is not None:
+            self.tuner.cancel()
+            self._show()
+            self.finished_tune.emit(self.tuner)
+        self.cancel_btn.setEnabled(False)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if self.tuner is not None and self.tuner.state == "running" or self.timer.isActive():
+            self.cancel()
+        super().closeEvent(event)
+
+    def use_winner(self) -> None:
+        if self.tuner is not None and self.tuner.winner is not None:
+            self.state.apply(self.tuner.winner.settings)
+
+    # --- the loop ---
+    def _tick(self) -> None:
+        if self.tuner is None:
+            if self._version is None:
+                return
+            st = self.state
+            self.tuner = Tuner(st.model, st.rig, st.model_path, st.settings(), self._exe, budget_s=self.budget_s,
+                               max_runs=self.max_runs, version=self._version)
+            self.tuner.start()
+        running = self.tuner.poll()
+        self._show()
+        if not running:
+            self.timer.stop()
+            self.cancel_btn.setEnabled(False)
+            if self.tuner.state == "done":
+                apply_calibration(self.state, self._version)
+                self.use_btn.setEnabled(True)
+            self.finished_tune.emit(self.tuner)
+
+    def _show(self) -> None:
+        t = self.tuner
+        self.bar.setValue(int(1000 * t.fraction()))
+        self.left.setText(f"about {t.time_left():.0f} s left" if t.state == "running" else "")
+        self.status.setText(t.message)
+        if self.table.rowCount() != len(t.runs) or t.state != "running":
+            self.table.setRowCount(len(t.runs))
+            for i, r in enumerate(t.runs):
+                cells = (str(i + 1), r.label, r.split, _num(r.predicted_tps), _num(r.measured_tps),
+                         _num(r.calibrated_tps), r.outcome)
+                for j, text in enumerate(cells):
+                    self.table.setItem(i, j, QTableWidgetItem(text))
+            self.table.resizeColumnsToContents()
+            pts = [(r.predicted_tps, r.measured_tps) for r in t.runs if r.measured_tps]
+            self.scatter.setData([p for p, _ in pts], [m for _, m in pts])
+        if t.state == "done":
+            c = t.calibration
+            self.summary.setText("<br>".join(t.speedups() + [
+                f"Learned ({describe(c)}): time per layer " + ", ".join(f"{k} {v:.3f} ms" for k, v in c.per_layer_ms.items()),
+                t.message]))
+
+
+def _num(x) -> str:
+    return f"{x:.2f}" if x else "—"
