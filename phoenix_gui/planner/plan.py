@@ -190,11 +190,11 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         warnings.append(f"{old} need a CUDA 12 build (koboldcpp_cu12): CUDA 13 dropped cards older than Turing.")
 
     speed = _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells)
-    tps = tokens_per_second(speed)
-    tps = calibrated_tokens_per_second(rig, gpus, speed, tps)  # measured on this PC, if any
+    model_tps = tokens_per_second(speed)
+    tps = calibrated_tokens_per_second(rig, gpus, speed, model_tps)  # measured on this PC, if any
     pp = prompt_tokens_per_second(speed.devices, s.batch)
     # the same with an empty and a full cache, scaled like the calibrated figure
-    empty, full = (tps * tokens_per_second(speed, fill=f) / tokens_per_second(speed) for f in (0.0, 1.0))
+    empty, full = (tps * tokens_per_second(speed, fill=f) / model_tps for f in (0.0, 1.0))
     return Plan(
         model_name=model.name, n_layer=n_layer, gpulayers=ngl, tensor_split=[round(x, 4) for x in split],
         context=s.context, kv_cells=cells, devices=devices, assign=assign, predicted_tokens_per_s=tps,
@@ -215,6 +215,8 @@ def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) 
     read = [0.0] * (n + 1)  # weights read per token; last entry: CPU
     kv_full = [0.0] * (n + 1)
     hops = 0
+    # without flash attention every query head reads its group's K and V again (GQA)
+    gqa = [max(1, h // max(1, k)) for h, k in zip(model.n_head, model.n_head_kv)]
     for il, layer in enumerate(model.layers):
         d = assign[il]
         idx = n if d == CPU else d
@@ -225,9 +227,7 @@ def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) 
             hops += 2 if d != CPU else 0  # to the CPU for the experts and back
         else:
             read[idx] += layer.dense_bytes + exp_read
-        # without flash attention every query head reads its group's K and V again (GQA)
-        reads = 1 if s.flash_attn else max(1, model.n_head[il] // max(1, model.n_head_kv[il]))
-        kv_full[n if (d == CPU or s.lowvram) else d] += kv[il] * reads
+        kv_full[n if (d == CPU or s.lowvram) else d] += kv[il] * (1 if s.flash_attn else gqa[il])
         if s.lowvram and d != CPU:
             hops += 2  # attention runs where the cache is: to the CPU and back every layer
     hops += sum(1 for a, b in zip(assign, assign[1:]) if a != b)  # layer boundaries, output layer
