@@ -73,8 +73,15 @@ def test_explain_without_missing_libraries_gives_qts_reason_not_the_xcb_cursor_l
     assert "xcb-cursor" not in s
 
 
-def test_explain_uses_the_log_when_the_plugin_file_is_gone():
-    assert dc.explain(REAL_LOG) == dc.install_hint(["libxcb-icccm.so.4"])
+def test_explain_adds_what_ldd_finds_missing_for_the_installed_plugin():
+    expected = list(dict.fromkeys(["libxcb-icccm.so.4"] + _plugin_missing()))
+    assert dc.explain(REAL_LOG) == dc.install_hint(expected)
+
+
+def test_explain_a_qt_library_failing_at_import():
+    # minimal Debian: PySide6.QtGui itself does not load, the log names no plugin
+    log = "ImportError: libEGL.so.1: cannot open shared object file: No such file or directory\n"
+    assert dc.explain(log) == dc.install_hint(list(dict.fromkeys(["libEGL.so.1"] + _plugin_missing())))
 
 
 def test_no_probe_offscreen_or_without_a_display(monkeypatch):
@@ -91,6 +98,7 @@ def _plugin_missing() -> list[str]:
     import PySide6
 
     plugin = Path(PySide6.__file__).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+    assert dc.xcb_plugin() == str(plugin)
     return list(dict.fromkeys(dc._ldd_missing(str(plugin))))
 
 

@@ -8,6 +8,7 @@ the user gets one sentence with the apt and dnf commands that install them.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -100,10 +101,25 @@ def _ldd_missing(plugin: str) -> list[str]:
     return _LDD.findall(r.stdout)
 
 
+def xcb_plugin() -> str | None:
+    """Qt's xcb plugin in the installed PySide6 (found without loading Qt)."""
+    try:
+        spec = importlib.util.find_spec("PySide6")
+    except (ImportError, ValueError):
+        return None
+    for where in (spec.submodule_search_locations or []) if spec else []:
+        plugin = os.path.join(where, "Qt", "plugins", "platforms", "libqxcb.so")
+        if os.path.isfile(plugin):
+            return plugin
+    return None
+
+
 def explain(log: str) -> str:
     """The sentence for a probe that failed, from its plugin log."""
     libs = missing_libraries(log)
-    for plugin in dict.fromkeys(_PLUGIN.findall(log)):
+    # The log names one library at a time (and a Qt library missing its own dependencies fails
+    # at import, naming no plugin); ldd on the plugins lists every one, Qt's own dependencies included.
+    for plugin in dict.fromkeys(_PLUGIN.findall(log) + [xcb_plugin() or ""]):
         libs += _ldd_missing(plugin)
     if libs:
         return install_hint(list(dict.fromkeys(libs)))
