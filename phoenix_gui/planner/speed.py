@@ -3,8 +3,10 @@ device after device, and each device also has to do the arithmetic on what it re
 
 time per token = engine overhead of the build era
   + per GPU: bytes read / (spec bandwidth x efficiency of its architecture)
-             + weights read x arithmetic per weight / the chip's FP32 rate (small chips: GP107,
-               TU117, Kepler/Maxwell Teslas without int8 dot products are slower than their bandwidth)
+             + weights read x arithmetic per weight / the chip's FP32 rate (SMs x clock), partly
+               hidden behind the reads; x no_dp4a_factor on chips without int8 dot products
+               (Kepler/Maxwell Teslas, GP100). The data fits this term small: chip size matters
+               less than the architecture once per-layer costs are counted.
              + a fixed cost per layer (kernel launches)
   + CPU:     max(bytes read / achieved RAM bandwidth, weights read / (threads x per-core rate))
              + a fixed cost per layer
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 from ..resources import resource
@@ -122,7 +124,6 @@ class SpeedInputs:
     fill: float = 0.25  # fraction of the context that is cached at the plan's prediction point
     regime: str = "single_gpu"
     moe: bool = False
-    extra: dict = field(default_factory=dict, compare=False)
 
 
 def cpu_effective_gbs(bandwidth_gbs: float, c: dict) -> float:
@@ -132,11 +133,10 @@ def cpu_effective_gbs(bandwidth_gbs: float, c: dict) -> float:
     return bw / (1.0 + bw / c["cpu_cap_gbs"])
 
 
-def token_seconds(inp: SpeedInputs | list[SpeedDevice], c: dict | None = None, file_type: str = "",
-                  fill: float | None = None) -> float:
-    """Seconds per generated token. A bare list of devices is taken as one current-era plan
-    without hops (the per-device view planner/calibration.py scales); file_type is not needed any
-    more (each device knows its bits per weight) and kept for those callers."""
+def token_seconds(inp: SpeedInputs | list[SpeedDevice], c: dict | None = None, fill: float | None = None) -> float:
+    """Seconds per generated token; `fill` (0..1) replaces the plan's cache fill. A bare list of
+    devices is taken as one current-era plan without hops (the per-device view that
+    planner/calibration.py scales)."""
     if not isinstance(inp, SpeedInputs):
         inp = SpeedInputs(list(inp))
     c = c or speed_constants()
@@ -162,9 +162,8 @@ def token_seconds(inp: SpeedInputs | list[SpeedDevice], c: dict | None = None, f
     return t + inp.hops * c["hop_ms"] / 1000
 
 
-def tokens_per_second(inp: SpeedInputs | list[SpeedDevice], c: dict | None = None, file_type: str = "",
-                      fill: float | None = None) -> float:
-    return 1.0 / token_seconds(inp, c, file_type, fill)
+def tokens_per_second(inp: SpeedInputs | list[SpeedDevice], c: dict | None = None, fill: float | None = None) -> float:
+    return 1.0 / token_seconds(inp, c, fill)
 
 
 def gpu_rate(bandwidth_gbs: float, architecture: str, tflops: float = 0.0, dp4a: bool = True) -> float:
