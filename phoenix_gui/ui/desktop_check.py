@@ -117,9 +117,9 @@ def xcb_plugin() -> str | None:
 def explain(log: str) -> str:
     """The sentence for a probe that failed, from its plugin log."""
     libs = missing_libraries(log)
-    # The log names one library at a time (and a Qt library missing its own dependencies fails
+    # The linker names one library at a time (and a Qt library missing its own dependencies fails
     # at import, naming no plugin); ldd on the plugins lists every one, Qt's own dependencies included.
-    for plugin in dict.fromkeys(_PLUGIN.findall(log) + [xcb_plugin() or ""]):
+    for plugin in dict.fromkeys(_PLUGIN.findall(log) + [xcb_plugin() or ""]) if libs else ():
         libs += _ldd_missing(plugin)
     if libs:
         return install_hint(list(dict.fromkeys(libs)))
