@@ -155,9 +155,13 @@ def serve(args):
 
     try:
         srv = ThreadingHTTPServer((args.host or "0.0.0.0", args.port), H)
-    except OSError as e:
-        out(f"Error: could not bind to port {args.port}: [Errno {e.errno}] Address already in use")
-        sys.exit(1)
+    except OSError:
+        # the real 1.115.1: the model is loaded, the endpoint announced, then the bind fails and it exits 0
+        out(f"Please connect to custom endpoint at http://{args.host or 'localhost'}:{args.port}")
+        out(f"Warning: Port {args.port} already appears to be in use by another program.")
+        out("IPv4 Socket Failed to Bind.\nIPv6 Socket Failed to Bind. IPv6 will be unavailable.")
+        out("ERROR: Both IPv4 and IPv6 cannot bind. Server features will not work.")
+        sys.exit(0)
     out(f"Please connect to custom endpoint at http://{args.host or 'localhost'}:{args.port}")
     srv.serve_forever()
 
@@ -178,6 +182,9 @@ def main():
         ctypes.CDLL(os.path.join(os.path.dirname(os.path.abspath(__file__)), lib))  # raises the real OSError
     out(f"Namespace(contextsize={args.contextsize}, gpulayers={args.gpulayers}, port={args.port})")
     model = args.model[0] if args.model else ""
+    if model and not os.path.exists(model):  # the real one checks before loading and exits 2
+        out(f"\nCannot find text model file: {model}")
+        sys.exit(2)
     out(f"Loading Text Model: {model}")
     if not model or not os.path.exists(model):
         err(f"gguf_init_from_file: failed to open GGUF file '{model}'")
