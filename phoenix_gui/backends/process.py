@@ -107,7 +107,7 @@ _job = None
 # records each session's processes (pid and start time, from /proc) and, when its stdin reaches end of
 # file (Phoenix exited or was killed, even by SIGKILL), terminates and then kills what is left of them.
 # Standard library only, run with -I -S: it starts in milliseconds and imports nothing of Phoenix.
-_WATCHDOG = r"""
+_WATCHDOG = r"""# Phoenix watchdog: stops a server that Phoenix left behind when it died
 import os, select, signal, sys, time
 for s in (signal.SIGINT, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
