@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import re
 import shlex
 import sys
 import unicodedata
