@@ -259,3 +259,16 @@ def test_launch_page_refuses_a_bad_host_in_one_sentence(wiz, qtbot):
     assert page.host.text() == "127.0.0.1"  # the refused text is replaced by what is in force
     page.port.setValue(5123)
     assert wiz.state.port == 5123 and "--port 5123" in page.cmd.toPlainText()
+
+
+def test_export_replaces_a_file_the_dialog_asked_about_but_never_a_model(wiz, tmp_path, skeletons):
+    wiz.go_to("launch")
+    page = wiz.page("launch")
+    old = tmp_path / "mine.kcpps"
+    old.write_text("{}")
+    assert page.export_to("kcpps", str(old)).startswith("Saved")
+    assert json.loads(old.read_text())["gpulayers"] == wiz.state.plan().gpulayers
+    model = skeletons("tiny-llama-f16")
+    before = model.read_bytes()[:64]
+    msg = page.export_to("sh", str(model))
+    assert msg.startswith("Could not save") and model.read_bytes()[:64] == before

@@ -28,7 +28,7 @@ _LIBNAME = re.compile(r"([\w.+\-]+\.(?:so(?:\.\d+)*|dll|dylib))\b", re.I)
 
 @dataclass
 class Failure:
-    kind: str  # "oom", "port", "model", "library", "unsupported", "crash", "signal", "cancelled"
+    kind: str  # "oom", "port", "model", "library", "unsupported", "crash", "signal", "cancelled", "input"
     message: str
     device: int | None = None  # CUDA index in the engine's device list
     requested_mib: float | None = None

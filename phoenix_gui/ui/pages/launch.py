@@ -10,7 +10,7 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPlainTextEdit,
                                QPushButton, QSpinBox, QVBoxLayout)
 
-from ...backends import kcpps_config, write_launcher
+from ...backends.commandline import write_kcpps, write_launcher
 from ...backends.servers import backend_for
 from ..binding import bind
 from ..state import LAUNCH
@@ -134,16 +134,14 @@ class LaunchPage(StatePage):
             self.export_to(kind, path)
 
     def export_to(self, kind: str, path: str) -> str:
+        """The save dialog has already asked before replacing a file (force); a model is never replaced."""
         st = self.state
         plan, cmd = st.plan(), st.command()
         try:
             if kind == "kcpps":
-                import json
-
-                Path(path).write_text(json.dumps(kcpps_config(plan, st.rig, st.model_path or f"{plan.model_name}.gguf"),
-                                                 indent=2), encoding="utf-8")
+                write_kcpps(plan, st.rig, st.model_path or f"{plan.model_name}.gguf", path, force=True)
             else:
-                write_launcher(cmd, path)
+                write_launcher(cmd, path, force=True)
             msg = f"Saved {path}."
         except (OSError, ValueError) as e:
             msg = f"Could not save {path}: {e}"
