@@ -272,3 +272,24 @@ def test_export_replaces_a_file_the_dialog_asked_about_but_never_a_model(wiz, tm
     before = model.read_bytes()[:64]
     msg = page.export_to("sh", str(model))
     assert msg.startswith("Could not save") and model.read_bytes()[:64] == before
+
+
+def test_sigterm_closes_the_wizard_cleanly(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PHOENIX_CONFIG_DIR": str(tmp_path / "cfg")}
+    p = subprocess.Popen([sys.executable, "-m", "phoenix_gui", "--demo"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    try:
+        time.sleep(6)  # the window is up (a few seconds on 2 cores)
+        assert p.poll() is None
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 0  # closed through the window, not killed by the signal
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert (tmp_path / "cfg" / "settings.json").exists()  # the close path saved the settings

@@ -286,4 +286,22 @@ def run(demo: bool = False, rig_path: str | None = None, model_path: str | None 
         w.page("model").import_kcpps(kcpps_path)
     elif model_path:
         w.go_to("model")
+    _close_on_signals(w)
     return app.exec()
+
+
+def _close_on_signals(w) -> None:
+    """SIGTERM / SIGHUP (a logout, `kill`) close the window as its close button would, without the
+    question: settings are saved and the server is stopped cleanly. Python runs signal handlers only
+    between bytecodes, so a timer keeps giving it the chance while Qt's loop waits."""
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, lambda *_: QTimer.singleShot(0, w.close))
+    w._signal_tick = QTimer(w)
+    w._signal_tick.timeout.connect(lambda: None)
+    w._signal_tick.start(200)
