@@ -104,3 +104,34 @@ def test_parallel_slots_match_llama_server(skeletons, preset, ctx, parallel):
 
 def plan_vocab_mib(path):
     return read_model(path).n_vocab * 4 / MIB
+
+
+# koboldcpp 1.115.1 (its CPU build): the same rules through its own profile (context + 128, the logits of
+# the whole ubatch). Its compute constants were never fitted to it; gemma3 and qwen3moe are also held out
+# of the llama-server fit in benchmarks/calibrate_compute.py.
+KCPP_CASES = [
+    # preset, ctx, flash attention, batch, KV type, parallel slots
+    ("qwen2.5-7b-instruct-q4_k_m", 4096, True, 512, "f16", 1),
+    ("qwen2.5-7b-instruct-q4_k_m", 8192, False, 256, "f16", 1),
+    ("llama-3.1-8b-instruct-q4_k_m", 4096, True, 1024, "q8_0", 1),
+    ("gemma-3-12b-it-q4_k_m", 8192, True, 512, "q8_0", 3),
+    ("qwen3-30b-a3b-q4_k_m", 4096, True, 512, "f16", 2),
+]
+
+
+@pytest.mark.parametrize("preset,ctx,fa,batch,kv,parallel", KCPP_CASES)
+def test_cpu_buffers_match_koboldcpp(kcpp_script, skeletons, preset, ctx, fa, batch, kv, parallel):
+    from phoenix_gui.backends.commandline import koboldcpp_command
+    from phoenix_gui.backends.probe import free_port, probe_koboldcpp
+
+    path = skeletons(preset)
+    s = PlanSettings(context=ctx, flash_attn=fa, batch=batch, cache_type_k=kv, cache_type_v=kv, parallel=parallel,
+                     use_mmap=True, threads=2, port=free_port())
+    plan = make_plan(read_model(path), _cpu_rig(), s)
+    rep, log = probe_koboldcpp(koboldcpp_command(plan, _cpu_rig(), path, exe=kcpp_script).argv)
+    cpu = plan.cpu
+    assert rep.n_ctx == plan.kv_cells
+    assert rep.mib("cpu", "model") == pytest.approx(cpu.weights_bytes / MIB, abs=0.01)
+    assert rep.mib("cpu", "KV") == pytest.approx(cpu.kv_bytes / MIB, abs=0.01)
+    logged = rep.mib("cpu", "compute") + rep.mib("cpu", "output")
+    assert logged * 0.99 <= cpu.compute_bytes / MIB <= logged * 1.15 + 4, (cpu.compute_bytes / MIB, logged)

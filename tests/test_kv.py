@@ -38,13 +38,18 @@ def test_sliding_window_cache():
     assert sum(kv) == (8 * 8192 + 40 * 1536) * width
 
 
-def test_swa_cache_stays_f16_in_recent_engines():
-    # koboldcpp 1.115.1 has PR #21277 (SWA cache never quantized); builds before it quantize it
+def test_koboldcpp_sliding_window_cache_follows_the_kv_type_and_has_its_own_reserve():
+    # the real koboldcpp 1.115.1 logged, for gemma-3 at context 8192, ubatch 512, --quantkv q8_0:
+    # "1664 cells, 40 layers, 1/1 seqs), K (q8_0)" - quantized like the rest, 1536 + 128 cells
     g = preset_model_info("gemma-3-12b-it-q4_k_m")
-    quant = kv_bytes_per_layer(g, 8192, "q8_0", "q8_0", True, 512, "koboldcpp-old")
-    f16swa = kv_bytes_per_layer(g, 8192, "q8_0", "q8_0", True, 512, "koboldcpp-1.115")
-    assert f16swa[0] > quant[0] and f16swa[5] == quant[5]
-    assert kv_bytes_per_layer(g, 8192, "q8_0", "q8_0", True, 512, "koboldcpp") == f16swa  # the current profile
+    kcpp = kv_bytes_per_layer(g, 8192, "q8_0", "q8_0", True, 512, "koboldcpp-1.115")
+    lcpp = kv_bytes_per_layer(g, 8192, "q8_0", "q8_0", True, 512, "llama-server")
+    width = 8 * 256 * 34 // 32 * 2  # q8_0: 34 bytes per 32 values, K + V
+    assert kcpp[0] == 1664 * width and lcpp[0] == 1536 * width
+    assert kcpp[5] == 8448 * width  # the global layers: context + 128, padded to 256
+    assert kv_bytes_per_layer(g, 8192, "q8_0", "q8_0", True, 512, "koboldcpp") == kcpp  # the current profile
+    assert swa_cells(8192, 1024, 512, n_seq=4, reserve=128) == 4736  # logged with --parallelrequests 3
+    assert swa_cells(1024, 1024, 512, reserve=128) == 1024  # never more than the whole cache
 
 
 def test_mla_geometry():
@@ -73,7 +78,7 @@ def test_parallel_slots_share_one_cache_and_widen_the_sliding_window():
     for backend, n_seq in (("llama-server", 4), ("koboldcpp", 5)):
         one = make_plan(g, rig, PlanSettings(context=8192, backend=backend)).cpu
         four = make_plan(g, rig, PlanSettings(context=8192, backend=backend, parallel=4)).cpu
-        assert four.kv_bytes - one.kv_bytes == 40 * (min(8192, pad(1024 * n_seq + 512)) - 1536) * width
+        assert four.kv_bytes - one.kv_bytes == 40 * (pad(1024 * n_seq + 512) - 1536) * width
         assert four.compute_bytes - one.compute_bytes == (n_seq - 1) * g.n_vocab * 4  # one logits row per sequence
     dense = preset_model_info("qwen2.5-7b-instruct-q4_k_m")
     assert (make_plan(dense, rig, PlanSettings(parallel=8)).cpu.kv_bytes

@@ -41,6 +41,9 @@ class EngineProfile:
     # n_seq_max = slots + 1 (gpttype_adapter.cpp, 1.115.1); llama-server -np N gives N. Every slot shares
     # one unified cache of n_ctx cells; the sliding-window cache and the host logits grow with n_seq_max
     extra_batching_seqs: int = 0
+    # cells added to the sliding-window cache after its 256 padding (koboldcpp: the same 128 as
+    # context_reserve, plus --swapadding; src/llama-kv-cache-iswa.cpp of the 1.115.1 tree)
+    swa_reserve: int = 0
 
     def n_seq(self, parallel: int) -> int:
         """n_seq_max for a number of parallel slots (1 = no parallel batching)."""
@@ -53,7 +56,9 @@ KOBOLDCPP_1115 = EngineProfile(
     output_layer_first=True,
     context_reserve=128,  # `n_ctx = contextsize + 128` in 1.115.1 (koboldcpp.md §7.1)
     context_pad=256,
-    swa_kv_f16=True,  # 1.115.1 includes PR #21277
+    # its logged SWA cache follows --quantkv (gemma-3 q8_0: "1664 cells, 40 layers ... K (q8_0)"), so
+    # whatever PR #21277 changed upstream, 1.115.1's llama.cpp quantizes it
+    swa_kv_f16=False,
     # its llama.cpp reserves the prompt graph with n_outputs = min(n_ubatch, n_outputs_max), and
     # n_outputs_max defaults to n_batch because koboldcpp never sets it (src/llama-context.cpp:
     # lines 212, 617, 3460 of the 1.115.1 tree): the full n_vocab x n_ubatch logits
@@ -65,6 +70,7 @@ KOBOLDCPP_1115 = EngineProfile(
     process_ram_mib=600,
     quant_v_without_fa="k_only",  # "Without FA only K is quantised (warning)"
     extra_batching_seqs=1,  # --parallelrequests N > 1 -> n_seq_max = N + 1, kv_unified always
+    swa_reserve=128,  # logged: 1664 SWA cells for gemma-3 at 8192 / ubatch 512 (1536 + 128)
 )
 
 LLAMA_SERVER_CURRENT = EngineProfile(
@@ -100,7 +106,6 @@ KOBOLDCPP_OLD = replace(
     output_layer_first=False,
     # not re-measured: older builds reserved 80 or 120 cells; 128 over-estimates by < 1 %
     context_reserve=128,
-    swa_kv_f16=False,  # before PR #21277 the SWA cache followed the KV type
 )
 
 PROFILES: dict[str, EngineProfile] = {p.name: p for p in (KOBOLDCPP_1115, LLAMA_SERVER_CURRENT, LLAMA_CPP_OLD, KOBOLDCPP_OLD)}
