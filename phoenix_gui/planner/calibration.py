@@ -83,23 +83,14 @@ def calibration_of(rig: Rig) -> Calibration | None:
 
 def device_times(inputs) -> tuple[float, list[float], float]:
     """(base seconds, the model's seconds per token on each device alone, the rest: its hop costs),
-    from the speed model. `inputs` is what make_plan gives the speed model (speed.SpeedInputs, or the
-    list of SpeedDevice of the earlier model)."""
-    if hasattr(inputs, "devices"):
-        devices = list(inputs.devices)
+    from the speed model's inputs for one plan (speed.SpeedInputs)."""
 
-        def alone(ds):
-            return token_seconds(replace(inputs, devices=ds, hops=0))
-        total = token_seconds(inputs)
-    else:  # the earlier speed model's signature: a list of devices
-        devices = list(inputs)
+    def alone(ds):
+        return token_seconds(replace(inputs, devices=ds, hops=0))
 
-        def alone(ds):
-            return token_seconds(ds)
-        total = token_seconds(devices) if devices else alone([])
     base = alone([])
-    times = [alone([d]) - base if (d.bytes_per_token > 0 or d.layers > 0) else 0.0 for d in devices]
-    return base, times, max(0.0, total - base - sum(times))
+    times = [alone([d]) - base if (d.bytes_per_token > 0 or d.layers > 0) else 0.0 for d in inputs.devices]
+    return base, times, max(0.0, token_seconds(inputs) - base - sum(times))
 
 
 def calibrated_tokens_per_second(rig: Rig, gpus: list[GpuInfo], inputs, model_tps: float) -> float:

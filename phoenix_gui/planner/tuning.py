@@ -77,12 +77,12 @@ def candidates(model: ModelInfo, rig: Rig, base: PlanSettings, budgets: Budgets 
     c = counts_of(best, rig)
     used = [d for d, n in c.items() if n > 0]
     for d in used:  # layers off one card to RAM: that card's cost, the CPU's
-        k = max(1, round(c[d] * 0.3))
+        k = max(1, round(c[d] * 0.5))
         add(with_counts(best, {**c, d: c[d] - k}))
     everyone = base.devices if base.devices is not None else tuple(range(len(rig.gpus)))
     for d in (d for d in everyone if d not in used):  # a card auto-fit left out gets layers once: is it slower?
         donor = max(used, key=c.__getitem__) if used else None
-        k = max(1, round(c[donor] * 0.3)) if donor is not None else 4
+        k = max(1, round(c[donor] * 0.5)) if donor is not None else 4
         before = len(out)
         for trial in ({**c, d: k} if sum(c.values()) + k <= total else None,
                       {**c, donor: c[donor] - k, d: k} if donor is not None else None):
