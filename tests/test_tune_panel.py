@@ -78,3 +78,25 @@ def test_tune_without_a_model_file_says_so(qtbot):
     page = w.page("split")
     qtbot.mouseClick(page.tune, Qt.LeftButton)
     assert page.tune_panel is None and page.error.text() == "Tuning needs a model file (the demo preset has none)."
+
+
+def test_the_wizard_loads_the_calibration_by_key_and_says_when_it_no_longer_applies(qtbot, skeletons):
+    from phoenix_gui.backends import tune
+    from phoenix_gui.planner.calibration import Calibration
+
+    rig = load_rig(demo_rig_path())
+    tune.save(Calibration(gpu_scale={g.uuid: 2.0 for g in rig.gpus}, cpu_scale=2.0, runs=4, created=0.0,
+                          key=tune.rig_key(rig, "koboldcpp", "1.115.1")))
+    w = make_wizard(rig_path=str(demo_rig_path()), model_path=str(skeletons("qwen2.5-7b-instruct-q4_k_m")),
+                    persist=False, measure=False)
+    qtbot.addWidget(w)
+    st, page = w.state, w.page("split")
+    assert page.calibrated.text() == "calibrated on this PC (4 runs, 1970-01-01)"
+    calibrated = st.plan().predicted_tokens_per_s
+    st.set_rig(load_rig(Path(demo_rig_path()).with_name("gaming-upgrade-3090-2070.toml")))
+    assert page.calibrated.text() == "The calibration from 1970-01-01 no longer applies: the GPUs changed; tune again."
+    st.set_rig(rig)
+    assert page.calibrated.text().startswith("calibrated on this PC (4 runs")
+    assert st.plan().predicted_tokens_per_s == calibrated
+    st.set_backend("llama-server")
+    assert page.calibrated.text() == ""  # no llama-server calibration on this rig

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout
 
 from ..binding import bind
 from ..membar import STATUS_COLOUR, MemoryBar, legend_html, mib
-from ..state import DEVICES, MODEL, PLAN, SPLIT
+from ..state import DEVICES, LAUNCH, MODEL, PLAN, RIG, SPLIT
 from ..tune_panel import TunePanel, apply_calibration, calibration_note
 from .base import StatePage, banner
 
@@ -165,6 +165,8 @@ class SplitPage(StatePage):
         right.addWidget(self.speed)
         self.calibrated = QLabel()  # "calibrated on this PC (N runs, DATE)" when a tune's calibration applies
         self.calibrated.setText(apply_calibration(st))
+        # another rig or engine: its own calibration, or a sentence saying why the old one no longer applies
+        st.on((RIG, LAUNCH), lambda topics: self.calibrated.setText(apply_calibration(st)))
         right.addWidget(self.calibrated)
         right.addWidget(self.compare)
         right.addWidget(self.verdict)
@@ -242,7 +244,6 @@ class SplitPage(StatePage):
             w.setEnabled(gpu_plan)
         self.autofit.setEnabled(st.model is not None)
         self.tune.setEnabled(st.model is not None)
-        self.calibrated.setText(calibration_note(st))
         plan = st.plan()
         if plan is None:
             self.speed.setText("—")
