@@ -169,7 +169,10 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
             overhead_bytes=overhead + extra_bytes(rig, g), reserve_bytes=reserve, capacity_bytes=g.total_bytes, free_bytes=g.free_bytes,
             bandwidth_gbs=g.bandwidth_gbs, scratch_bytes=scratch if i == 0 else 0,
         ))
-    host = host_compute(model, ci, cpu_layers=cpu_layers > (1 if out_dev == CPU else 0), cpu_output=out_dev == CPU,
+    # layers whose tensors an override keeps in RAM are computed there too (logged on koboldcpp over RPC)
+    host = host_compute(model, ci, cpu_layers=cpu_layers > (1 if out_dev == CPU else 0)
+                        or any(mv.get(CPU) for mv in moves[:n_layer]),
+                        cpu_output=out_dev == CPU or bool(moves and moves[n_layer].get(CPU)),
                         any_gpu=n_gpu > 0, n_seq=n_seq)
     sysinfo = rig.system
     cpu_first = next((il for il in range(n_layer + 1) if assign[il] == CPU), None)
