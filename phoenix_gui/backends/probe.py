@@ -89,3 +89,11 @@ def _stop(proc: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def koboldcpp_over_rpc(argv: list[str], target: str) -> list[str]:
+    """Phoenix's koboldcpp command for a one-GPU plan, with the GPU replaced by an RPC device at
+    `target` (host:port of a `koboldcpp --rpcmode host`): how a CPU build shows per-device buffers."""
+    i = argv.index("--usecuda")
+    out = argv[:i] + ["--rpcmode", "connect", "--rpctargets", target] + argv[i + 1:]
+    return [a.replace("=CUDA0", f"=RPC0[{target}]") for a in out]
