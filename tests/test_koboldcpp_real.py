@@ -86,7 +86,11 @@ def test_import_of_a_config_the_real_koboldcpp_exported(kcpp_script, tmp_path):
     assert (s.gpulayers, s.tensor_split, s.context) == (40, (1.5, 4.5, 3.0), 4096)
     assert (s.batch, s.cache_type_k, s.flash_attn, s.port) == (512, "f16", True, 5001)
     assert imp.gpu_ids is None  # ids with a split do not mask (koboldcpp.md §6.2)
-    assert imp.model_path is None
+    assert imp.model_path is None and not any("autofit" in n for n in imp.notes)
+    # the engine's own fit: said plainly, not predicted
+    exported(kcpp_script, tmp_path / "fit.kcpps", *SEED, "--autofit", "--parallelrequests", "4")
+    imp = read_kcpps(tmp_path / "fit.kcpps")
+    assert any("cannot predict" in n for n in imp.notes) and imp.settings.parallel == 4
 
 
 # --- a whole launch through the one launch path ---

@@ -147,4 +147,8 @@ def _parse(data: dict, path: Path, s: PlanSettings) -> KcppsImport:
         notes.append(f"The config used only GPU {ids[0]}.")
     if _flag(data, "usecpu") or _flag(data, "noblas"):
         kw["gpulayers"] = 0
+    if _flag(data, "autofit"):  # llama.cpp's own fit (koboldcpp.md §5): Phoenix cannot foresee its choice
+        notes.append("The config lets koboldcpp fit the layers itself (autofit), which discards its tensor_split, "
+                     "overridetensors and moecpu; Phoenix cannot predict that choice: it plans the values given, "
+                     "and its own launch turns autofit off.")
     return KcppsImport(path, model, s.with_(**kw), gpu_ids, notes)
