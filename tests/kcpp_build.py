@@ -85,7 +85,10 @@ def build(jobs: int = 2, echo=None) -> Path:
             if old.name != "lock":
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
         with tarfile.open(TARBALL) as tf:
-            tf.extractall(folder, filter="data")
+            try:
+                tf.extractall(folder, filter="data")  # no links or paths out of the folder
+            except TypeError:  # a Python without extraction filters (before 3.11.4 / 3.10.12)
+                tf.extractall(folder)
         tree = _tree(folder)
         if tree is None:
             raise BuildError(f"{TARBALL.name} holds no koboldcpp.py.")
