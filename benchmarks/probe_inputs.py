@@ -289,9 +289,7 @@ def run_settings(p, work, state_factory):
     st.apply_user_settings(s)
     st.plan()
     if msg:
-        from phoenix_gui.validate import InputError
-
-        raise InputError(msg)  # told, with the rest kept: the clear outcome for a bad file
+        raise Told(msg)  # told, with the rest kept: the clear outcome for a bad file
     return "accepted"
 
 
@@ -383,26 +381,24 @@ def run_gui(p, work, wiz, qapp, tiny):
         while page.loading is not None and time.monotonic() < deadline:
             qapp.processEvents()
             time.sleep(0.01)
+        if page.loading is not None:
+            raise Hung(f"the model page still reads {path.name} after 10 s")
         wait_for_workers(1000)
         qapp.processEvents()
         told = st.model_error
         if told:
-            from phoenix_gui.validate import InputError
-
             wiz.go_to("context")  # Next must refuse without a model, and nothing may break
-            raise InputError(told)
+            raise Told(told)
     for key in ("context", "split", "launch"):
         wiz.go_to(key)
         qapp.processEvents()
     if st.model is None or st.plan() is None:
         raise AssertionError("the wizard has no plan after the probe")
     if told:
-        from phoenix_gui.validate import InputError
-
         if before is not None and after != before:
             diff = [k for k in before.__dataclass_fields__ if getattr(before, k) != getattr(after, k)]
             raise AssertionError(f"refused value changed the state ({', '.join(diff)})")
-        raise InputError(told)
+        raise Told(told)
     return "accepted"
 
 
@@ -456,6 +452,29 @@ def run_gguf(p, work, tiny):
     return f"{m.n_layer} layers"
 
 
+class Hung(Exception):
+    """A read that never finished (seen from the GUI thread, which must not block itself)."""
+
+
+class Told(Exception):
+    """The user was shown this sentence (a notice or a field's refusal) and nothing went wrong."""
+
+
+def _refusals() -> tuple:
+    """The error types that carry a sentence for the user (older checkouts had one per boundary,
+    so the probe can also measure the code before the validation layer)."""
+    from phoenix_gui.backends.kcpps import KcppsError
+    from phoenix_gui.hardware import RigFileError
+    from phoenix_gui.model import ModelFileError
+    from phoenix_gui.ui.state import SettingError
+
+    try:
+        from phoenix_gui.validate import InputError
+    except ImportError:
+        InputError = SettingError  # noqa: N806
+    return Told, InputError, ModelFileError, KcppsError, RigFileError, SettingError
+
+
 def worker(surface: str) -> int:
     """Run one in-process surface; print one JSON line per probe (flushed, so a crash loses only the rest)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -463,9 +482,9 @@ def worker(surface: str) -> int:
     os.environ["PHOENIX_CONFIG_DIR"] = str(work / "config")
     os.environ["PHOENIX_DATA_DIR"] = str(work / "data")
     from phoenix_gui.hardware import demo_rig_path, load_rig
-    from phoenix_gui.model import ModelFileError, preset_model_info, write_skeleton
+    from phoenix_gui.model import preset_model_info, write_skeleton
     from phoenix_gui.ui.state import WizardState
-    from phoenix_gui.validate import InputError
+    refused = _refusals()
 
     tiny = write_skeleton("tiny-llama-f16", work / "tiny.gguf")
     rig = load_rig(demo_rig_path())
@@ -503,7 +522,9 @@ def worker(surface: str) -> int:
                     box["ok"] = run_gguf(p, work, tiny)
                 else:
                     box["ok"] = run_gui(p, work, wiz, qapp, tiny)
-            except (InputError, ModelFileError) as e:
+            except Hung as e:
+                box["hang"] = str(e)
+            except refused as e:
                 box["error"] = str(e)
             except Exception as e:  # noqa: BLE001 - a defect, reported
                 box["exc"] = f"{type(e).__name__}: {e}"
@@ -525,7 +546,7 @@ def worker(surface: str) -> int:
             got, detail = ("error", box["error"]) if one_sentence(box["error"]) else ("traceback", box["error"])
         elif "exc" in box:
             got, detail = "traceback", box["exc"]
-        else:
+        else:  # "hang"
             got, detail = "hang", box["hang"]
         print(json.dumps({"surface": surface, "name": p["name"], "expect": p["expect"], "got": got,
                           "detail": str(detail)}), flush=True)
