@@ -124,3 +124,20 @@ def test_a_damaged_settings_notice_survives_page_refreshes(qtbot, config_dir):
     assert page.banner.isVisible() and "(cache_type, gpulayers)" in page.banner.text()
     assert w.state.port == 5010 and w.state.cache_type == "f16"
     w.close()
+
+
+@pytest.mark.qt_no_exception_capture
+def test_more_split_values_than_gpus_is_refused_not_dropped(qtbot, handler, wiz, tmp_path):
+    """WizardState.apply refuses a split longer than the chosen GPUs; from a click it reaches the page."""
+    k = tmp_path / "four.kcpps"
+    k.write_text(json.dumps({"contextsize": 4096, "usecuda": ["normal"], "tensor_split": [1, 2, 3, 4]}))
+    wiz.go_to("model")
+    before = wiz.state.settings()
+    page = wiz.page("model")
+    b = QPushButton("import", page)
+    b.clicked.connect(lambda: page.import_kcpps(str(k)))
+    b.click()
+    qtbot.waitUntil(lambda: page.error.isVisible(), timeout=5000)
+    assert "4 split values for 3 GPU(s)" in page.error.text() and wiz.state.settings() == before
+    wiz.go_to("split")
+    assert _title(wiz) == "Split"
