@@ -39,11 +39,11 @@ def _cores(rig, physical: int, logical: int):
 def test_koboldcpp_default_threads(logical, name, want):
     # koboldcpp 1.115.1 get_default_threads: half the logical CPUs, minus one above 3 (at least
     # 3), at most 8 on Intel CPUs, at most 64
-    assert default_threads("koboldcpp", logical, logical // 2, name) == want
+    assert default_threads("half_minus_one", logical, logical // 2, name) == want
 
 
 def test_llama_server_uses_the_physical_cores():
-    assert default_threads("llama-server", 16, 8, "Intel") == 8
+    assert default_threads("physical", 16, 8, "Intel") == 8
 
 
 def test_few_cores_make_the_ram_part_compute_bound(q32, seed_rig):

@@ -248,7 +248,8 @@ def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) 
     cpu = devices[-1]
     sysinfo = rig.system
     bw = cpu_theoretical_bandwidth(sysinfo.ram_bandwidth_gbs, sysinfo.ram_bandwidth_source)
-    threads = s.threads or default_threads(s.backend, sysinfo.logical_cores, sysinfo.physical_cores, sysinfo.cpu_name)
+    rule = getattr(s.profile, "default_threads", "physical")  # the engine profile's thread rule
+    threads = s.threads or default_threads(rule, sysinfo.logical_cores, sysinfo.physical_cores, sysinfo.cpu_name)
     if sysinfo.physical_cores:
         threads = min(threads, sysinfo.physical_cores)  # a second hyperthread adds no arithmetic units
     sd.append(SpeedDevice("cpu", "cpu", bw, read[n] + kv_full[n] * fill, cpu.layers,

@@ -196,11 +196,13 @@ def noise(regime: str) -> float:
     return float(_band(regime).get("median", 0.1))
 
 
-def default_threads(backend: str, logical_cores: int, physical_cores: int, cpu_name: str = "") -> int:
-    """Threads the engine uses when none are given. koboldcpp: half the logical CPUs, minus one
-    above 3 (at least 3), at most 8 on Intel CPUs (to avoid E-cores), at most 64 (its
-    get_default_threads). llama-server: the physical cores."""
-    if backend == "koboldcpp":
+def default_threads(rule: str, logical_cores: int, physical_cores: int, cpu_name: str = "") -> int:
+    """Threads an engine uses when none are given, by its profile's rule (EngineProfile
+    default_threads, when engines.py carries it):
+    "half_minus_one" - koboldcpp's get_default_threads: half the logical CPUs, minus one above 3
+                       (at least 3), at most 8 on Intel CPUs (to avoid E-cores), at most 64;
+    "physical"       - llama.cpp's default: the physical cores."""
+    if rule == "half_minus_one":
         half = max(1, logical_cores // 2)
         n = half if half <= 3 else max(3, half - 1)
         if "intel" in cpu_name.lower():
