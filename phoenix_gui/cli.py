@@ -696,7 +696,8 @@ def self_test() -> int:
     os.environ["PHOENIX_CONFIG_DIR"] = tempfile.mkdtemp(prefix="phoenix-selftest-")
     import phoenix_gui
 
-    names = [m.name for m in pkgutil.walk_packages(phoenix_gui.__path__, "phoenix_gui.")]
+    # not __main__: importing it runs main() again, a second self-test inside this one
+    names = [m.name for m in pkgutil.walk_packages(phoenix_gui.__path__, "phoenix_gui.") if m.name != "phoenix_gui.__main__"]
     for n in names:
         importlib.import_module(n)
     from .ui.app import self_test_gui

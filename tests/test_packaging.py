@@ -202,3 +202,13 @@ def test_the_data_lives_inside_the_package():
     assert resource().parent == ROOT / "phoenix_gui"
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert re.search(r'phoenix_gui = \[.*"data/\*\*/\*"', text)
+
+
+def test_self_test_in_process_runs_once_and_says_offscreen(monkeypatch, capsys, tmp_path, qapp):
+    # importing phoenix_gui.__main__ used to run main() again: a self-test inside the self-test
+    monkeypatch.setenv("PHOENIX_CONFIG_DIR", str(tmp_path))
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert cli.main(["--self-test"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("phoenix self-test OK") == 1 and out.rstrip().endswith("no display, offscreen only"), out
