@@ -44,6 +44,9 @@ class EngineProfile:
     # cells added to the sliding-window cache after its 256 padding (koboldcpp: the same 128 as
     # context_reserve, plus --swapadding; src/llama-kv-cache-iswa.cpp of the 1.115.1 tree)
     swa_reserve: int = 0
+    # threads when the user gives none: "physical" (llama.cpp: the physical cores) or
+    # "half_minus_one" (koboldcpp's get_default_threads: half the logical CPUs, minus one)
+    default_threads: str = "physical"
 
     def n_seq(self, parallel: int) -> int:
         """n_seq_max for a number of parallel slots (1 = no parallel batching)."""
@@ -69,6 +72,7 @@ KOBOLDCPP_1115 = EngineProfile(
     op_offload_min_batch=32,
     process_ram_mib=600,
     quant_v_without_fa="k_only",  # "Without FA only K is quantised (warning)"
+    default_threads="half_minus_one",
     extra_batching_seqs=1,  # --parallelrequests N > 1 -> n_seq_max = N + 1, kv_unified always
     swa_reserve=128,  # logged: 1664 SWA cells for gemma-3 at 8192 / ubatch 512 (1536 + 128)
 )

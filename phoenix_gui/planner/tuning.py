@@ -174,7 +174,7 @@ def _climb(model, rig, s: PlanSettings, budgets: Budgets, max_steps: int = 200) 
 def keep(model: ModelInfo, rig: Rig, runs: list[tuple[PlanSettings, float]], cal: Calibration) -> PlanSettings | None:
     """What to keep among the measured plans: the fastest by the calibration fitted on all of them,
     which pools every run and so separates plans closer than one run's noise. Plans the calibration
-    cannot tell apart (within 1 %: e.g. thread counts, which the speed model does not see) are
+    cannot tell apart (within 1 %) are
     decided by their measured speed, averaged over their runs."""
     ok = [(s, t) for s, t in runs if t > 0]
     if not ok:
