@@ -115,6 +115,9 @@ if __name__ == "__main__":
     try:
         t = build(echo=print)
     except BuildError as e:
+        logs = sorted(CACHE.glob("koboldcpp-*/build.log"), key=lambda p: p.stat().st_mtime)
+        if logs:  # CI shows why, not only where the log was
+            print("".join(logs[-1].read_text(errors="replace").splitlines(True)[-40:]), file=sys.stderr)
         print(f"koboldcpp build: {e}", file=sys.stderr)
         sys.exit(1)
     print(f"koboldcpp ready: {t} (build took {build_seconds(t)})")
