@@ -334,3 +334,52 @@ def test_tensor_overrides_on_a_second_device(kcpp_script, qwen7b, rpc_target):
     for key, dev in (("rpc0", gpu), ("cpu", cpu)):
         logged = rep.mib(key, "compute") + rep.mib(key, "output")
         assert logged <= dev.compute_bytes / MIB <= logged * 1.35 + 4, (key, dev.compute_bytes / MIB, logged)
+
+
+# --- the build cache itself (tests/kcpp_build.py), on a stand-in source tarball: no compiler run ---
+
+def _tarball(tmp_path, recipe: str) -> Path:
+    import tarfile
+
+    src = tmp_path / "src" / "koboldcpp-x"
+    src.mkdir(parents=True)
+    (src / "koboldcpp.py").write_text("print('stand-in')\n")
+    (src / "Makefile").write_text(f"koboldcpp_default:\n\t{recipe}\n")
+    out = tmp_path / "kcpp.tar.xz"
+    with tarfile.open(out, "w:xz") as tf:
+        tf.add(src, arcname="koboldcpp-x")
+    return out
+
+
+def test_build_cache_is_keyed_locked_and_reused(tmp_path, monkeypatch):
+    import threading
+
+    import kcpp_build
+
+    if kcpp_build.missing_tools():
+        pytest.skip("no make")
+    counter = tmp_path / "makes"
+    monkeypatch.setattr(kcpp_build, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(kcpp_build, "TARBALL", _tarball(tmp_path, f"sleep 0.5; echo x >> {counter}; touch koboldcpp_default.so"))
+    assert kcpp_build.built_tree() is None
+    trees = []
+    runs = [threading.Thread(target=lambda: trees.append(kcpp_build.build())) for _ in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    assert len(trees) == 2 and trees[0] == trees[1] and counter.read_text() == "x\n"  # one make for two callers
+    assert trees[0].parent.name == "koboldcpp-" + kcpp_build.tarball_hash()[:16]
+    assert kcpp_build.built_tree() == trees[0] and kcpp_build.build() == trees[0] and counter.read_text() == "x\n"
+
+
+def test_a_failed_build_is_an_error_and_not_reused(tmp_path, monkeypatch):
+    import kcpp_build
+
+    if kcpp_build.missing_tools():
+        pytest.skip("no make")
+    monkeypatch.setattr(kcpp_build, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(kcpp_build, "TARBALL", _tarball(tmp_path, "touch koboldcpp_default.so; exit 3"))
+    with pytest.raises(kcpp_build.BuildError, match=r"failed \(exit 2\); see .*build\.log"):
+        kcpp_build.build()
+    assert kcpp_build.built_tree() is None  # a half-built .so without the stamp is never used
