@@ -139,8 +139,9 @@ def test_cancel_leaves_nothing_running(q7, monkeypatch):
 
 def test_budget_stops_the_runs(q7):
     t = run(tuner(q7, budget_s=2.0, max_runs=20))
-    assert t.state == "done" and t.elapsed < 12
-    assert len(t.runs) < 6 and t.runs[-1].label == "calibrated winner"
+    assert t.state == "done" and t.winner is not None
+    # a run starts only while the budget has room for it: the tune ends within one run of the budget
+    assert 1 <= len(t.runs) < 6 and t.elapsed <= 2.0 + max(r.seconds for r in t.runs) + 1.0
 
 
 def test_a_calibration_applies_by_key_and_a_change_says_why(q7):
