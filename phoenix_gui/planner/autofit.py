@@ -19,7 +19,6 @@ from .kv import pad
 from .ledger import Plan
 from .plan import make_plan, selected_gpus
 from .settings import PlanSettings
-from .calibration import calibration_of
 from .speed import gpu_rate, noise
 
 
@@ -41,13 +40,10 @@ class _Evaluator:
         return make_plan(self.model, self.rig, s)
 
 
-def _gpu_speed(g, rig: Rig | None = None) -> float:
-    """Decode rate of a card alone (bandwidth, architecture and chip size), divided by what a tune
-    measured on this PC when a calibration applies: the fill order."""
+def _gpu_speed(g) -> float:
+    """Decode rate of a card alone (bandwidth, architecture and chip size): the fill order."""
     spec = find_spec(g.name, round(g.total_bytes / (1 << 30)))
-    rate = gpu_rate(g.bandwidth_gbs, g.architecture, spec.fp32_tflops if spec else 0.0, g.compute_capability >= (6, 1))
-    cal = calibration_of(rig) if rig is not None else None
-    return rate / cal.scale_for(g.uuid) if cal else rate
+    return gpu_rate(g.bandwidth_gbs, g.architecture, spec.fp32_tflops if spec else 0.0, g.compute_capability >= (6, 1))
 
 
 def _with_counts(base: PlanSettings, devices: tuple[int, ...], counts: list[int]) -> PlanSettings:
@@ -66,7 +62,7 @@ def _fill(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...], polish_w
     total = model.n_layer + 1
     counts = [0] * n
     gpus = [ev.rig.gpus[i] for i in devices]
-    order = sorted(range(n), key=lambda i: -_gpu_speed(gpus[i], ev.rig))
+    order = sorted(range(n), key=lambda i: -_gpu_speed(gpus[i]))
     for i in order:
         room = total - sum(counts)
         lo, hi = 0, room  # lo fits (0 always "fits" for this device); find the largest fitting
@@ -160,7 +156,7 @@ def _fastest(ev: _Evaluator, base: PlanSettings) -> tuple[PlanSettings, Plan]:
     consider(cpu_only, first)
     candidates = [devices]
     # Leaving the slowest GPUs out can pay when the rest hold the whole model.
-    by_speed = sorted(devices, key=lambda i: _gpu_speed(rig.gpus[i], rig))
+    by_speed = sorted(devices, key=lambda i: _gpu_speed(rig.gpus[i]))
     for k in range(1, len(devices)):
         drop = set(by_speed[:k])
         candidates.append(tuple(d for d in devices if d not in drop))
@@ -286,7 +282,7 @@ def auto_fit(model: ModelInfo, rig: Rig, base: PlanSettings, objective: str = "f
 def explain(p: Plan, rig: Rig, objective: str, rival: tuple[float, float, str] | None = None) -> list[str]:
     lines = []
     gib = 1 << 30
-    ranked = sorted(p.gpus, key=lambda d: -_gpu_speed(rig.gpus[d.gpu_index], rig))
+    ranked = sorted(p.gpus, key=lambda d: -_gpu_speed(rig.gpus[d.gpu_index]))
     rank = {id(d): k for k, d in enumerate(ranked)}
     for d in p.gpus:
         g = rig.gpus[d.gpu_index]
