@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..hardware.rig import Rig
+from ..validate import CONTEXT_MAX
 from ..hardware.specs import find_spec
 from ..model.info import ModelInfo
 from .kv import pad
@@ -251,7 +252,8 @@ def _longest_context(ev: _Evaluator, base: PlanSettings, fast_s: PlanSettings, f
     """The largest context at which the fastest fit keeps as many layers on the GPUs."""
     model = ev.model
     want = fast_p.gpulayers
-    limit = model.n_ctx_train or 131072
+    # the model's trained context, never past what the engine accepts (koboldcpp: 262,144)
+    limit = min(model.n_ctx_train or 131072, CONTEXT_MAX.get(base.backend, CONTEXT_MAX["koboldcpp"]))
     lo, hi = max(256, base.context // 256 * 256), max(256, limit // 256 * 256)
     best = (fast_s, fast_p)
     while lo <= hi:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import sys
 
 from PySide6.QtCore import QByteArray, Qt
 from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit, QMessageBox, QWizard
@@ -126,8 +127,8 @@ class PhoenixWizard(QWizard):
         self.us.geometry = base64.b64encode(bytes(self.saveGeometry())).decode("ascii")
         try:
             save_settings(self.us)
-        except OSError:
-            pass  # settings are a convenience; failing to save must not stop closing
+        except OSError as e:  # one sentence (read-only folder, disk full); never blocks closing
+            print(f"phoenix: {e}", file=sys.stderr)
 
     def done(self, result: int) -> None:
         self.save()

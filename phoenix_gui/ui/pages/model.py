@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout,
 
 from ...backends.kcpps import KcppsError, read_kcpps
 from ...model import ModelFileError, read_model
-from ..state import MODEL, NOTES
+from ..state import MODEL, NOTES, SettingError
 from ..worker import OwnedTask
 from .base import StatePage, banner
 
@@ -119,11 +119,20 @@ class ModelPage(StatePage):
             self.error.setVisible(True)
             return
         if imp.model_path and Path(imp.model_path).exists():
-            self.load(imp.model_path, then=lambda: self.state.apply_kcpps(imp))
-        else:
-            self.state.apply_kcpps(imp)
+            self.load(imp.model_path, then=lambda: self._apply(imp))
+        elif self._apply(imp):
             if imp.model_path:
                 self.state.set_notes(self.state.notes + [f"The config's model {imp.model_path} was not found; choose the file."])
+
+    def _apply(self, imp) -> bool:
+        """The config's settings onto the wizard, or its one sentence (a split longer than the GPUs)."""
+        try:
+            self.state.apply_kcpps(imp)
+        except SettingError as e:
+            self.error.setText(str(e))
+            self.error.setVisible(True)
+            return False
+        return True
 
     def typed_path(self) -> str:
         return self.path.text().strip()
