@@ -165,18 +165,11 @@ def _fail(kcpp_script, tiny, tmp_path, model_path=None, port=None, exe=None):
     return f, "\n".join(la.process.lines)
 
 
-# koboldcpp 1.115.1's own words for these two are not in backends/diagnose.py yet (a change requested from its
-# owner: "Cannot find text model file" and "Both IPv4 and IPv6 cannot bind"); strict, so the fix shows here
-DIAGNOSE_GAP = pytest.mark.xfail(strict=True, reason="diagnose.py does not know koboldcpp 1.115.1's message yet")
-
-
-@DIAGNOSE_GAP
 def test_missing_model(kcpp_script, tiny, tmp_path):
     f, log = _fail(kcpp_script, tiny, tmp_path, model_path=tmp_path / "gone.gguf")
     assert f.kind == "model", (f, log[-800:])
 
 
-@DIAGNOSE_GAP
 def test_port_in_use(kcpp_script, tiny, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,9 +13,11 @@ _OOM_KV = re.compile(r"failed to allocate buffer for kv cache|failed to initiali
 _OOM_COMPUTE = re.compile(r"failed to allocate compute (?:pp )?buffers")
 _OOM_GEN = re.compile(r"CUDA error: out of memory")
 _CUR_DEV = re.compile(r"current device: (\d+)")
-_PORT = re.compile(r"(?:couldn't bind|Address already in use|address already in use|bind\(\) failed|Errno 98|Errno 10048)", re.I)
+# koboldcpp 1.115.1 says "Both IPv4 and IPv6 cannot bind" (a lone "IPv6 Socket Failed to Bind" is harmless)
+_PORT = re.compile(r"(?:couldn't bind|Address already in use|address already in use|bind\(\) failed|Errno 98|Errno 10048|"
+                   r"Both IPv4 and IPv6 cannot bind|IPv4 Socket Failed to Bind)", re.I)
 _NOMODEL = re.compile(r"(?:failed to open|No such file|does not exist|failed to load model|Could not load text model|"
-                      r"error loading model|gguf_init_from_file)", re.I)
+                      r"error loading model|gguf_init_from_file|Cannot find text model file)", re.I)
 _ARCH = re.compile(r"no kernel image is available|no device code compatible|unsupported (?:gpu|architecture)|"
                    r"CUDA driver version is insufficient", re.I)
 _CUDA_BUF = re.compile(r"^CUDA(\d+)")
