@@ -253,7 +253,7 @@ def _longest_context(ev: _Evaluator, base: PlanSettings, fast_s: PlanSettings, f
     model = ev.model
     want = fast_p.gpulayers
     # the model's trained context, never past what the engine accepts (koboldcpp: 262,144)
-    limit = min(model.n_ctx_train or 131072, CONTEXT_MAX.get(base.backend, CONTEXT_MAX["koboldcpp"]))
+    limit = min(model.n_ctx_train or 131072, CONTEXT_MAX.get(base.backend, min(CONTEXT_MAX.values())))
     lo, hi = max(256, base.context // 256 * 256), max(256, limit // 256 * 256)
     best = (fast_s, fast_p)
     while lo <= hi:
