@@ -164,9 +164,9 @@ class SplitPage(StatePage):
         right = QVBoxLayout()
         right.addWidget(self.speed)
         self.calibrated = QLabel()  # "calibrated on this PC (N runs, DATE)" when a tune's calibration applies
-        self.calibrated.setText(apply_calibration(st))
+        self._show_calibrated(apply_calibration(st))
         # another rig or engine: its own calibration, or a sentence saying why the old one no longer applies
-        st.on((RIG, LAUNCH), lambda topics: self.calibrated.setText(apply_calibration(st)))
+        st.on((RIG, LAUNCH), lambda topics: self._show_calibrated(apply_calibration(st)))
         right.addWidget(self.calibrated)
         right.addWidget(self.compare)
         right.addWidget(self.verdict)
@@ -180,6 +180,11 @@ class SplitPage(StatePage):
         rw.setLayout(right)
         cols.addWidget(lw, 6)
         cols.addWidget(rw, 5)
+
+    def _show_calibrated(self, text: str) -> None:
+        """An empty line takes no room under the speed."""
+        self.calibrated.setText(text)
+        self.calibrated.setVisible(bool(text))
 
     def say(self, sentence: str) -> None:
         self.error.setText(sentence)
@@ -197,7 +202,7 @@ class SplitPage(StatePage):
         if why:
             self.say(why)
             return
-        panel.finished_tune.connect(lambda t: self.calibrated.setText(calibration_note(self.state)))
+        panel.finished_tune.connect(lambda t: self._show_calibrated(calibration_note(self.state)))
         self.tune_panel = panel
         panel.show()
 
