@@ -147,7 +147,7 @@ def timeout(value) -> float:
 # --- network ---
 
 def port(value) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # not "¹" or "٣"
         value = int(value.strip())
     return integer(value, "The port", 1, 65535)
 

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, settings, example
 from hypothesis import strategies as st
 
 from phoenix_gui import validate as v
@@ -81,6 +81,8 @@ def test_invalid_hosts(h):
 
 
 @given(st.integers(-10, 70000) | st.floats(allow_nan=True) | st.text(max_size=6))
+@example("¹")  # str.isdigit() says yes, int() says no: found by hypothesis
+@example("٣٠٠٠")
 def test_port(p):
     try:
         got = v.port(p)
@@ -334,3 +336,16 @@ def test_any_kcpps_is_a_plan_or_one_sentence(tmp_path_factory, data):
     st_.set_model(model, None)
     st_.apply_kcpps(imp)
     assert st_.plan() is not None
+
+
+def test_unicode_digits_are_one_sentence_not_a_crash(tmp_path):
+    """str.isdigit() accepts "¹" and "٣"; int() does not (or reads them): never let them through."""
+    from phoenix_gui.hardware import RigFileError, load_rig
+
+    rig = tmp_path / "r.toml"
+    rig.write_text('name = "x"\n[system]\nram_gib = 16\nram_bandwidth_gbs = 20\n[[gpu]]\n'
+                   'name = "NVIDIA GeForce GTX 1060 6GB"\nvram_mib = 6144\ncompute_capability = "¹.²"\n')
+    with pytest.raises(RigFileError, match="compute_capability"):
+        load_rig(rig)
+    with pytest.raises(v.InputError):
+        v.port("¹")

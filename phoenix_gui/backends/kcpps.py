@@ -141,7 +141,7 @@ def _parse(data: dict, path: Path, s: PlanSettings) -> KcppsImport:
     if _given(data, "usemmap"):
         kw["use_mmap"] = _flag(data, "usemmap")
     gpu_ids = None
-    ids = [int(x) for x in (cuda or []) if x.isdigit()]
+    ids = [int(x) for x in (cuda or []) if x.isascii() and x.isdigit()]
     if ids and "tensor_split" not in kw:
         gpu_ids = ids[:1]  # a digit without a split masks to that one GPU
         notes.append(f"The config used only GPU {ids[0]}.")

@@ -70,7 +70,7 @@ def _cc(g: dict, name: str, spec) -> tuple[int, int]:
     if "compute_capability" in g:
         raw = g["compute_capability"]
         parts = str(raw).split(".") if isinstance(raw, (str, float, int)) and not isinstance(raw, bool) else []
-        if len(parts) != 2 or not all(p.isdigit() for p in parts) or not 3 <= int(parts[0]) <= 20:
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts) or not 3 <= int(parts[0]) <= 20:
             raise v.InputError(f"GPU {name!r} has compute_capability {raw!r}; write it like \"6.1\" (3.0 or newer).")
         return int(parts[0]), int(parts[1])
     if spec:
