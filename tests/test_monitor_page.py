@@ -110,20 +110,26 @@ def test_monitor_table_headers_fit(qtbot, tmp_path):
         assert head.sectionSize(c) >= head.sectionSizeHint(c), c
 
 
-def test_oom_in_the_wizard_offers_a_smaller_retry(qtbot, tiny, tmp_path, monkeypatch):
+def _oom_wizard(qtbot, tiny, monkeypatch, mode: str):
+    """The demo rig's wizard on the koboldcpp stand-in, which runs out of memory on any GPU layer
+    ("segv": dies by signal, "clean": exits with CUDA's message), split 1:1:1."""
     from pathlib import Path
 
     from phoenix_gui.hardware import demo_rig_path
 
     monkeypatch.setenv("FAKE_KCPP_MAX_LAYERS", "0")
-    monkeypatch.setenv("FAKE_KCPP_OOM_MODE", "segv")
+    monkeypatch.setenv("FAKE_KCPP_OOM_MODE", mode)
     w = make_wizard(rig_path=str(demo_rig_path()), model_path=str(tiny), persist=False, measure=False)
     qtbot.addWidget(w)
+    w.state.set_executable(str(Path(__file__).with_name("fake_koboldcpp.py")))
+    w.state.set_port(free_port())
+    w.state.set_split_text("1 1 1")
+    return w
+
+
+def test_oom_in_the_wizard_offers_a_smaller_retry(qtbot, tiny, tmp_path, monkeypatch):
+    w = _oom_wizard(qtbot, tiny, monkeypatch, "segv")
     st = w.state
-    st.set_executable(str(Path(__file__).with_name("fake_koboldcpp.py")))
-    st.set_port(free_port())
-    st.shares = {i: 1.0 for i in st.devices}
-    st.changed()
     with qtbot.waitSignal(w.session.failed, timeout=60000) as blocker:
         w.session.start(auto_retry=False)
     f = blocker.args[0]
@@ -138,20 +144,10 @@ def test_oom_in_the_wizard_offers_a_smaller_retry(qtbot, tiny, tmp_path, monkeyp
 
 
 def test_auto_retry_in_the_wizard_shows_the_smaller_plan(qtbot, tiny, tmp_path, monkeypatch):
-    from pathlib import Path
-
     from phoenix_gui.backends.lifecycle import State
-    from phoenix_gui.hardware import demo_rig_path
 
-    monkeypatch.setenv("FAKE_KCPP_MAX_LAYERS", "0")
-    monkeypatch.setenv("FAKE_KCPP_OOM_MODE", "clean")
-    w = make_wizard(rig_path=str(demo_rig_path()), model_path=str(tiny), persist=False, measure=False)
-    qtbot.addWidget(w)
+    w = _oom_wizard(qtbot, tiny, monkeypatch, "clean")
     st = w.state
-    st.set_executable(str(Path(__file__).with_name("fake_koboldcpp.py")))
-    st.set_port(free_port())
-    st.shares = {i: 1.0 for i in st.devices}
-    st.changed()
     assert st.plan().gpus[0].layers == 1
     seen = []
     w.session.transition.connect(lambda old, new, info: seen.append(new))
