@@ -6,6 +6,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# In CI, property tests draw the same examples every run (a red CI is a real regression, not a new
+# random draw) and slow shared machines do not trip the per-example deadline; locally they explore.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    _hypothesis_settings.load_profile("ci")
 pytest_plugins = ["conftest_kcpp"]  # the real koboldcpp build fixture (kcpp_tree)
 
 
