@@ -61,3 +61,19 @@ def wiz(qtbot):
     w.resize(1280, 860)
     w.show()
     return w
+
+
+@pytest.fixture(scope="session")
+def q32():
+    """The seed's model: Qwen2.5-32B-Instruct Q4_K_M (preset, no file)."""
+    from phoenix_gui.model import preset_model_info
+
+    return preset_model_info("qwen2.5-32b-instruct-q4_k_m")
+
+
+@pytest.fixture(scope="session")
+def seed_rig():
+    """The seed's rig: GTX 1050 Ti + RTX 2080 + GTX 1060 6GB + quad-channel DDR4 (simulated)."""
+    from phoenix_gui.hardware import demo_rig_path, load_rig
+
+    return load_rig(demo_rig_path())

@@ -7,16 +7,6 @@ from phoenix_gui.planner import PlanSettings, make_plan
 from phoenix_gui.planner.autofit import auto_fit
 
 
-@pytest.fixture(scope="module")
-def q32():
-    return preset_model_info("qwen2.5-32b-instruct-q4_k_m")
-
-
-@pytest.fixture(scope="module")
-def seed_rig():
-    return load_rig(demo_rig_path())
-
-
 SEED = PlanSettings(context=4096, gpulayers=40, tensor_split=(1.5, 4.5, 3))
 
 
@@ -166,7 +156,7 @@ def test_every_shipped_rig_and_preset_autofits():
 
 
 def test_tensor_overrides_move_weights_and_moecpu_is_one_of_them():
-    from phoenix_gui.hardware import demo_rig_path, load_rig
+    from phoenix_gui.hardware import load_rig
     from phoenix_gui.model import preset_model_info
     from phoenix_gui.planner import PlanSettings, make_plan
     from phoenix_gui.planner.settings import check_overrides, format_overrides, parse_overrides

@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pytest
 
-from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import GIB
 from phoenix_gui.model import preset_model_info
 from phoenix_gui.planner import PlanSettings, make_plan
@@ -17,16 +16,6 @@ from phoenix_gui.planner.speed import SpeedDevice, default_threads, gpu_rate, sp
 from phoenix_gui.resources import resource
 
 SEED = PlanSettings(context=4096, gpulayers=40, tensor_split=(1.5, 4.5, 3))
-
-
-@pytest.fixture(scope="module")
-def q32():
-    return preset_model_info("qwen2.5-32b-instruct-q4_k_m")
-
-
-@pytest.fixture(scope="module")
-def seed_rig():
-    return load_rig(demo_rig_path())
 
 
 def _cores(rig, physical: int, logical: int):

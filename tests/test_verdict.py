@@ -4,14 +4,8 @@ import pytest
 
 from phoenix_gui.hardware import GIB, MIB, demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import Rig, SystemInfo
-from phoenix_gui.model import preset_model_info
 from phoenix_gui.planner import PlanSettings, make_plan
 from phoenix_gui.planner.ledger import DevicePlan
-
-
-@pytest.fixture(scope="module")
-def q32():
-    return preset_model_info("qwen2.5-32b-instruct-q4_k_m")
 
 
 @pytest.fixture(scope="module")
