@@ -28,6 +28,13 @@ class GpuInfo:
     display_attached: bool = False
     driver_version: str = ""
     cuda_driver_version: str = ""
+    # "" for a device of this PC; "host:port" of the RPC server that shares it from another PC (llama.cpp's
+    # RPC backend). A rig lists devices in the engine's order: RPC devices first, then this PC's CUDA ones.
+    node: str = ""
+
+    @property
+    def is_remote(self) -> bool:
+        return bool(self.node)
 
     @property
     def short_name(self) -> str:
