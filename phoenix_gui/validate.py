@@ -182,6 +182,42 @@ def host(value) -> str:
     return h
 
 
+
+def rpc_targets(value) -> list[str]:
+    """"ip:port,ip:port" for --rpc / --rpctargets: each a host and a port, none twice. llama.cpp's RPC
+    client splits an endpoint at its first colon and connects over IPv4 only, so IPv6 is refused."""
+    if not isinstance(value, str):
+        raise InputError(f"The RPC address list must be text, not {_show(value)}.")
+    if any(ord(c) < 32 or ord(c) == 127 or 0x80 <= ord(c) <= 0x9F for c in value):
+        raise InputError("The RPC address list contains a control character such as a line break.")
+    parts = [p.strip() for p in value.split(",")]
+    if not any(parts):
+        raise InputError("No RPC address given; write host:port, such as 192.168.1.20:50052.")
+    if len(parts) > MAX_DEVICES:
+        raise InputError(f"{len(parts)} RPC addresses given; llama.cpp uses at most {MAX_DEVICES} devices.")
+    out: list[str] = []
+    for p in parts:
+        if not p:
+            raise InputError(f"The RPC address list {_show(value.strip())} has an empty entry; separate addresses "
+                             "with single commas.")
+        if p.startswith("[") or p.count(":") > 1:
+            raise InputError(f"{_show(p)} is an IPv6 address; llama.cpp's RPC backend connects over IPv4 only, so "
+                             "give the PC's IPv4 address or host name.")
+        h, sep, pt = p.rpartition(":")
+        if not sep or not h:
+            raise InputError(f"{_show(p)} needs a port: write host:port, such as 192.168.1.20:50052.")
+        h = host(h)
+        try:
+            n = port(pt)
+        except InputError:
+            raise InputError(f"{_show(p)} has no valid port (1-65535 after the colon).") from None
+        addr = f"{h.lower()}:{n}"
+        if addr in out:
+            raise InputError(f"{addr} is listed twice; each RPC server can be used once.")
+        out.append(addr)
+    return out
+
+
 # --- text ---
 
 def text(value, what: str, max_len: int = 4096) -> str:
