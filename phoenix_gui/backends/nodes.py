@@ -81,6 +81,8 @@ def _sentence(address: str, e: RpcError) -> str:
         "timeout": f"did not answer in time ({e.detail}): it is off, a firewall drops the packets, or its RPC "
                    "server is busy with another main PC (it serves one at a time).",
         "closed": "closed the connection in the middle of the RPC exchange: its server stopped or crashed.",
+        "denied": "refused this PC: its `phoenix share` lets only the addresses in its --allow list connect; "
+                  "add this PC's address there.",
         "not_rpc": f"is not a llama.cpp RPC server ({e.detail}): check the port; the RPC port is the one "
                    "`phoenix share` prints.",
     }[e.kind]

@@ -32,6 +32,9 @@ CMD_HELLO = 14
 CMD_DEVICE_COUNT = 15
 CAPS_SIZE = 24
 MAX_DEVICES = 64  # more than any PC has; a bigger count is a garbled reply
+# What a `phoenix share` relay writes to a peer that is not on its allow-list before closing: 8 bytes where a
+# reply size would be, so Phoenix can say "not allowed" instead of "not an RPC server".
+REFUSAL = b"PHOENIX!"
 
 
 @dataclass(frozen=True, order=True)
@@ -57,7 +60,7 @@ SPOKEN = Version(4, 0, 1)  # what this client writes; HELLO is read in both the 
 
 
 class RpcError(OSError):
-    """Why talking to a node failed. kind: refused, unreachable, timeout, closed, not_rpc."""
+    """Why talking to a node failed. kind: refused, unreachable, timeout, closed, not_rpc, denied."""
 
     def __init__(self, kind: str, detail: str):
         super().__init__(detail)
@@ -153,7 +156,10 @@ class RpcClient:
             self.sock.sendall(bytes([cmd]) + struct.pack("<Q", len(payload)) + payload)
         except OSError:
             raise RpcError("closed", "it closed the connection") from None
-        (size,) = struct.unpack("<Q", self._read(8))
+        head = self._read(8)
+        if head == REFUSAL:
+            raise RpcError("denied", "its allow-list does not include this PC's address")
+        (size,) = struct.unpack("<Q", head)
         if size != reply_size:
             raise RpcError("not_rpc", f"its reply is not an RPC reply ({size} bytes announced, "
                                       f"{reply_size} expected)")

@@ -1,0 +1,433 @@
+"""Share this PC's devices with a main PC: the engine's RPC host mode, supervised like any server, plus a
+small read-only HTTP info endpoint beside it (RPC port + 1) for what the RPC protocol does not say.
+
+llama.cpp's RPC protocol has no authentication: whoever reaches the port can allocate memory and run
+graphs. So the engine listens on 127.0.0.1 unless the user picks an interface, and with an allow-list it
+always listens on 127.0.0.1 while a Phoenix relay on the chosen address forwards only connections from
+the listed addresses (the engine itself has no such option).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from ..validate import InputError, host as check_host, port as check_port
+from .commandline import exe_argv
+from .launch import address_problem
+from .nodes import INFO_PORT_OFFSET
+from .process import ServerProcess
+from .rpcwire import REFUSAL, RpcClient, RpcError, Version
+
+BLOB_CAP = 256 << 20  # the biggest /blob upload the info endpoint reads (a link test, not storage)
+_DEVICE_LINE = re.compile(r"^\s+(\w+): (.*) \((\d+) MiB, (\d+) MiB free\)\s*$")  # the engine's device list
+LOOPBACK_NAMES = ("localhost",)
+
+
+class ShareError(InputError):
+    """Why sharing could not start, in one sentence."""
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allow_list(items) -> list:
+    """Client addresses or networks ("192.168.1.20", "192.168.1.0/24"), one sentence on a bad one."""
+    if isinstance(items, str):
+        items = [p for p in items.split(",")]
+    out = []
+    for raw in items or []:
+        text = str(raw).strip()
+        try:
+            out.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            shown = text if text.isprintable() and len(text) < 60 else repr(text[:60])
+            raise ShareError(f"{shown!s} in the allow-list is not an IP address or network (such as "
+                             "192.168.1.20 or 192.168.1.0/24).") from None
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ShareHost:
+    """The RPC host of this PC. start() returns once the engine answers the RPC hello; stop() leaves nothing
+    running. port=None takes a free one; info=False serves no info endpoint; cpu_only shares just the CPU."""
+
+    def __init__(self, exe, host: str = "127.0.0.1", port: int | None = 50052, devices=None, allow=None,
+                 info_port: int | None = None, info: bool = True, cpu_only: bool = False, log_path=None,
+                 on_line=None):
+        self.exe = str(exe)
+        self.host = check_host(host) if host not in ("0.0.0.0", "::") else host
+        self.port = check_port(port) if port is not None else _free_port()
+        self.devices = [_device_name(d) for d in (devices or [])]
+        self.allow = allow_list(allow) if allow else []
+        self.info_port = None if not info else check_port(info_port or self.port + INFO_PORT_OFFSET)
+        self.cpu_only = cpu_only
+        self.log_path, self.on_line = log_path, on_line
+        self.version: Version | None = None
+        self.engine_devices: list[dict] = []  # from the engine's own device list, in RPC order
+        self.engine_name = ""
+        self.refused: list[str] = []  # peers the relay turned away
+        self._proc: ServerProcess | None = None
+        self._relay: _AllowRelay | None = None
+        self._info: ThreadingHTTPServer | None = None
+        # with an allow-list the engine sits behind the relay on loopback
+        self.engine_host = "127.0.0.1" if self.allow else ("127.0.0.1" if host in ("localhost",) else self.host)
+        self.engine_port = self.port
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def info_url(self) -> str | None:
+        return f"http://{self.host}:{self.info_port}/info" if self.info_port else None
+
+    def warnings(self) -> list[str]:
+        if is_loopback(self.host):
+            return []
+        w = [f"llama.cpp's RPC protocol has no password or encryption: any computer that can reach {self.address} "
+             "can use this PC's devices and memory."]
+        if self.allow:
+            w.append("Phoenix lets only " + ", ".join(str(a) for a in self.allow) + " connect (the engine listens "
+                     "on 127.0.0.1 behind a Phoenix relay that checks each connection's address).")
+        else:
+            w.append("Give --allow with the main PC's address so that only it may connect.")
+        return w
+
+    # --- life ---
+    def start(self, timeout: float = 60.0) -> "ShareHost":
+        if self.allow:
+            self.engine_port = _free_port()
+        for h, p in {(self.host, self.port), (self.engine_host, self.engine_port)} | (
+                {(self.host, self.info_port)} if self.info_port else set()):
+            problem = address_problem(h, p)
+            if problem:
+                raise ShareError(problem)
+        self.engine_name = self._engine_label()
+        self._proc = ServerProcess(self._argv(), env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, log_path=self.log_path,
+                                   on_line=self.on_line).start()
+        try:
+            self._wait_listening(timeout)
+            self.engine_devices = self._parse_devices()
+            if self.allow:
+                self._relay = _AllowRelay(self.host, self.port, self.engine_port, self.allow, self.refused).start()
+            if self.info_port:
+                self._info = _serve_info(self)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def poll(self) -> int | None:
+        """None while the engine runs, else its exit code."""
+        return self._proc.poll() if self._proc else None
+
+    def stop(self) -> None:
+        if self._info:
+            self._info.shutdown()
+            self._info.server_close()
+            self._info = None
+        if self._relay:
+            self._relay.stop()
+            self._relay = None
+        if self._proc:
+            self._proc.stop(timeout=5.0)
+
+    def __enter__(self) -> "ShareHost":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def output(self) -> list[str]:
+        return list(self._proc.lines) if self._proc else []
+
+    # --- the engine ---
+    def _is_rpc_server(self) -> bool:
+        return "rpc-server" in Path(self.exe).name.lower()
+
+    def _argv(self) -> list[str]:
+        h, p = self.engine_host, str(self.engine_port)
+        if self._is_rpc_server():  # llama.cpp's own
+            return [self.exe, "-H", h, "-p", p] + (["-d", ",".join(self.devices)] if self.devices else [])
+        argv = exe_argv(self.exe, "koboldcpp") + ["--skiplauncher", "--rpcmode", "host", "--rpchost", h, "--rpcport", p]
+        if self.devices:
+            argv += ["--rpcdevice", ",".join(self.devices)]
+        # koboldcpp loads its CUDA library only with --usecuda; without NVIDIA GPUs it shares the CPU
+        return argv + (["--usecpu"] if self.cpu_only or not _has_nvidia() else ["--usecuda"])
+
+    def _engine_label(self) -> str:
+        if self._is_rpc_server():
+            return "llama.cpp rpc-server"
+        from .servers import backend_for
+
+        return f"koboldcpp {backend_for('koboldcpp').version(self.exe, timeout=30.0)}"
+
+    def _wait_listening(self, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            code = self._proc.poll()
+            if code is not None:
+                self._proc.wait_output(2)
+                raise ShareError(f"{Path(self.exe).name} stopped (exit code {code}) before it shared anything: "
+                                 f"{_last_words(self.output())}")
+            try:
+                with RpcClient.open(self.engine_host, self.engine_port, timeout=2.0) as rpc:
+                    self.version = rpc.version
+                    return
+            except RpcError:
+                time.sleep(0.2)
+        raise ShareError(f"{Path(self.exe).name} did not start sharing on {self.engine_host}:{self.engine_port} "
+                         f"within {timeout:g} s.")
+
+    def _parse_devices(self) -> list[dict]:
+        self._proc.wait_output(0.2)
+        lines = self.output()
+        start = max((i for i, s in enumerate(lines) if s.startswith("Starting RPC server v")), default=-1)
+        out = []
+        for line in lines[start + 1:]:
+            m = _DEVICE_LINE.match(line)
+            if m:
+                out.append({"engine_name": m.group(1), "description": m.group(2).strip(),
+                            "total_bytes": int(m.group(3)) << 20, "free_bytes": int(m.group(4)) << 20})
+        return out
+
+    def info(self) -> dict:
+        """What the main PC's describe_node reads: this PC, the engine, and each device in RPC order."""
+        return {"service": "phoenix-share", "name": socket.gethostname(), "engine": self.engine_name,
+                "protocol": str(self.version) if self.version else "", "rpc_port": self.port,
+                "devices": [_enriched(d) for d in self.engine_devices]}
+
+
+def _device_name(d) -> str:
+    text = f"CUDA{d}" if isinstance(d, int) or (isinstance(d, str) and d.strip().isdigit()) else str(d).strip()
+    if not re.fullmatch(r"[A-Za-z]{2,16}\d{0,3}", text):
+        raise ShareError(f"{text[:40]!r} is not a device name such as CUDA0 (or a GPU number such as 0).")
+    return text
+
+
+def _has_nvidia() -> bool:
+    from ..hardware.nvml import detect_gpus
+
+    try:
+        return bool(detect_gpus()[0])
+    except Exception:  # noqa: BLE001 - no NVML: no NVIDIA GPU to share
+        return False
+
+
+def _enriched(d: dict) -> dict:
+    """One engine device with what this PC knows about it: NVML (CUDAn under PCI bus order is NVML's n-th
+    GPU) or, for the CPU, system RAM and its measured bandwidth. Memory is read now, not at start."""
+    out = {"name": d["description"], "engine_name": d["engine_name"], "total_bytes": d["total_bytes"],
+           "free_bytes": d["free_bytes"]}
+    m = re.fullmatch(r"CUDA(\d+)", d["engine_name"])
+    if m:
+        from ..hardware.nvml import detect_gpus
+
+        try:
+            gpus = detect_gpus()[0]
+        except Exception:  # noqa: BLE001
+            gpus = []
+        i = int(m.group(1))
+        if i < len(gpus):
+            g = gpus[i].to_dict()
+            out.update({k: g[k] for k in ("name", "uuid", "pci_bus_id", "total_bytes", "free_bytes", "architecture",
+                                          "compute_capability", "bandwidth_gbs", "bandwidth_source", "bus_width_bits",
+                                          "display_attached", "driver_version")})
+    elif d["engine_name"] == "CPU":
+        import psutil
+
+        from ..hardware.system import ram_bandwidth
+
+        bw, src = ram_bandwidth()
+        out.update({"name": f"CPU ({d['description']})", "architecture": "CPU", "bandwidth_gbs": bw,
+                    "bandwidth_source": f"RAM, {src}", "free_bytes": int(psutil.virtual_memory().available)})
+    return out
+
+
+def _last_words(lines: list[str]) -> str:
+    useful = [s.strip() for s in lines if s.strip()][-3:]
+    return " / ".join(useful)[-300:] or "it printed nothing."
+
+
+# --- the info endpoint ---
+
+def _serve_info(share: ShareHost) -> ThreadingHTTPServer:
+    allowed = share.allow
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the link test's round trips reuse one connection
+
+        def log_message(self, *args):  # no console noise per request
+            pass
+
+        def _send(self, obj: dict, status: int = 200) -> None:
+            body = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            if self.path == "/info":
+                self._send(share.info())
+            elif self.path == "/ping":
+                self._send({})
+            else:
+                self._send({"error": "not found"}, 404)
+
+        def do_POST(self):
+            try:
+                n = int(self.headers.get("Content-Length", "-1"))
+            except ValueError:
+                n = -1
+            if self.path != "/blob" or not 0 <= n <= BLOB_CAP:
+                self.close_connection = True
+                self._send({"error": "POST /blob with a Content-Length up to %d" % BLOB_CAP}, 400)
+                return
+            left = n
+            while left:
+                got = self.rfile.read(min(left, 1 << 16))
+                if not got:
+                    return
+                left -= len(got)
+            self._send({"bytes": n})
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+        def verify_request(self, request, client_address) -> bool:
+            return _allowed(client_address[0], allowed)
+
+    srv = Server((share.host if share.host != "::" else "::", share.info_port), Handler)
+    threading.Thread(target=srv.serve_forever, name="share-info", daemon=True).start()
+    return srv
+
+
+def _allowed(peer: str, allowed: list) -> bool:
+    if not allowed:
+        return True
+    try:
+        ip = ipaddress.ip_address(peer.split("%")[0])
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in allowed)
+
+
+# --- the allow-list relay ---
+
+def _refuse(conn: socket.socket) -> None:
+    """Say why, in a form Phoenix's RPC client recognises, then hang up. What the peer sent is drained
+    first: closing with unread data resets the connection, and a reset can discard our answer."""
+    try:
+        conn.settimeout(1.0)
+        conn.sendall(REFUSAL + b" this address is not on the allow-list\n")
+        conn.shutdown(socket.SHUT_WR)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end and conn.recv(4096):
+            pass
+    except OSError:
+        pass
+    conn.close()
+
+
+class _AllowRelay:
+    """Listens on the shared address; forwards a connection to the engine on 127.0.0.1 only when the peer's
+    address is allowed, else closes it at once (and remembers who)."""
+
+    def __init__(self, host: str, port: int, engine_port: int, allowed: list, refused: list):
+        self.host, self.port, self.engine_port = host, port, engine_port
+        self.allowed, self.refused = allowed, refused
+        self._sock: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def start(self) -> "_AllowRelay":
+        fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((self.host, self.port))
+        s.listen(16)
+        self._sock = s
+        threading.Thread(target=self._accept, name="share-relay", daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                conn, peer = self._sock.accept()
+            except OSError:
+                return
+            if not _allowed(peer[0], self.allowed):
+                self.refused.append(peer[0])
+                threading.Thread(target=_refuse, args=(conn,), name="share-refuse", daemon=True).start()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.engine_port), timeout=5.0)
+                upstream.settimeout(None)
+            except OSError:
+                conn.close()
+                continue
+            for s in (conn, upstream):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._conns |= {conn, upstream}
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(a, b), name="share-pump", daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):  # one side gone: end both, as a direct connection would
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+            with self._lock:
+                self._conns.discard(s)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._sock:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (close alone may not)
+            except OSError:
+                pass
+            self._sock.close()
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
