@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from .rig import GpuInfo, Rig
 
 LOCAL = "this PC"
+CPU_DEVICE = "cpu"  # architecture of a node that shares its CPU and RAM (koboldcpp --rpcmode host --usecpu)
 
 
 @dataclass
@@ -20,6 +21,10 @@ class LinkInfo:
     rtt_ms: float
     throughput_mbs: float
     measured: bool = True  # False: typed into a rig file or assumed, not measured
+
+
+# A link nobody measured or described: 1 Gbit Ethernet (about 940 Mbit/s of TCP payload, 0.5 ms round trip)
+ASSUMED_LINK = LinkInfo(rtt_ms=0.5, throughput_mbs=112.0, measured=False)
 
 
 @dataclass

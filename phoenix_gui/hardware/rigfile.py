@@ -7,11 +7,13 @@ and is not.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from .. import validate as v
 from ..resources import resource
 from ..tomlcompat import tomllib
+from .cluster import CPU_DEVICE, LinkInfo, RemoteNode, cluster_rig
 from .rig import GIB, MIB, GpuInfo, Rig, SystemInfo
 from .specs import _ARCH_BY_CC, architecture_for, find_spec
 
@@ -98,41 +100,7 @@ def _parse(data: dict, path: Path) -> Rig:
         raise v.InputError("each GPU must be a [[gpu]] table.")
     if len(gpu_list) > v.MAX_DEVICES:
         raise v.InputError(f"it lists {len(gpu_list)} GPUs; llama.cpp uses at most {v.MAX_DEVICES}.")
-    gpus = []
-    for i, g in enumerate(gpu_list):
-        if "name" not in g or "vram_mib" not in g:
-            raise v.InputError(f"GPU {i} needs a name and vram_mib.")
-        name = v.text(g["name"], f"GPU {i}'s name", 200)
-        total_mib = v.number(g["vram_mib"], f"GPU {name!r}'s vram_mib", 1, 1 << 24)
-        used_mib = v.number(g.get("used_mib", 0), f"GPU {name!r}'s used_mib", 0)
-        if used_mib > total_mib:
-            raise v.InputError(f"GPU {name!r} uses more memory ({used_mib:g} MiB) than it has ({total_mib:g} MiB).")
-        total, used = int(total_mib * MIB), int(used_mib * MIB)
-        spec = find_spec(name, total / GIB)
-        cc = _cc(g, name, spec)
-        arch = architecture_for(cc)
-        if "architecture" in g:  # optional; must agree with what the compute capability says
-            if g["architecture"] not in ARCHITECTURES:
-                raise v.InputError(f"GPU {name!r} has architecture {g['architecture']!r}, which Phoenix does not "
-                                   f"know; choose one of {', '.join(ARCHITECTURES)}.")
-            if g["architecture"] != arch:
-                raise v.InputError(f"GPU {name!r} says architecture {g['architecture']} but compute capability "
-                                   f"{cc[0]}.{cc[1]} is {arch}.")
-        if "bandwidth_gbs" in g:
-            bw, src = v.number(g["bandwidth_gbs"], f"GPU {name!r}'s bandwidth_gbs", 1, 100000), "rig file"
-        elif spec:
-            bw, src = spec.bandwidth_gbs, "spec table"
-        else:
-            raise v.InputError(f"GPU {name!r} is not in the spec table; give bandwidth_gbs.")
-        gpus.append(GpuInfo(
-            index=i, name=name, uuid=v.text(str(g.get("uuid", f"GPU-simulated-{path.stem}-{i}")), "uuid", 100),
-            pci_bus_id=v.text(str(g.get("pci_bus_id", f"00000000:{i + 1:02X}:00.0")), "pci_bus_id", 40),
-            total_bytes=total, free_bytes=total - used, used_bytes=used, compute_capability=cc, architecture=arch,
-            bandwidth_gbs=bw, bandwidth_source=src, bus_width_bits=spec.bus_bits if spec else 0,
-            pcie_gen=v.integer(g.get("pcie_gen", 3), "pcie_gen", 1, 7),
-            pcie_width=v.integer(g.get("pcie_width", 16), "pcie_width", 1, 32),
-            display_attached=_flag(g.get("display", False), "display"), driver_version=driver, cuda_driver_version=cuda,
-        ))
+    gpus = [_gpu(g, i, path, driver, cuda) for i, g in enumerate(gpu_list)]
     for key in ("uuid", "pci_bus_id"):
         seen: dict[str, str] = {}
         for g in gpus:
@@ -141,10 +109,107 @@ def _parse(data: dict, path: Path) -> Rig:
                 raise v.InputError(f"{g.name!r} and {seen[ident]!r} have the same {key} {getattr(g, key)}; "
                                    "each card needs its own.")
             seen[ident] = g.name
-    return Rig(name=v.text(str(data.get("name", path.stem)), "name", 200), gpus=gpus, system=system, simulated=True,
-               description=v.text(str(data.get("description", "")), "description", 1000),
-               os=v.choice(data.get("os", "linux"), "os", ("linux", "windows")),
-               gpu_note="" if gpus else "This simulated rig has no NVIDIA GPU.")
+    rig = Rig(name=v.text(str(data.get("name", path.stem)), "name", 200), gpus=gpus, system=system, simulated=True,
+              description=v.text(str(data.get("description", "")), "description", 1000),
+              os=v.choice(data.get("os", "linux"), "os", ("linux", "windows")),
+              gpu_note="" if gpus else "This simulated rig has no NVIDIA GPU.")
+    nodes = _nodes(data.get("node", []), path, driver, cuda)
+    if len(gpus) + sum(len(n.devices) for n in nodes) > v.MAX_DEVICES:
+        raise v.InputError(f"its GPUs and its nodes' devices add up to more than the {v.MAX_DEVICES} llama.cpp uses.")
+    return cluster_rig(rig, nodes) if nodes else rig
+
+
+def _nodes(raw, path: Path, driver: str, cuda: str) -> list[RemoteNode]:
+    """[[node]] tables: PCs sharing devices over RPC, so a cluster can be planned without a network.
+    address = "host:port", name, optional rtt_ms and throughput_mbs (the link from this PC), and
+    [[node.device]] tables: name, total_mib, free_mib, like a [[gpu]] otherwise; cpu = true for a node
+    that shares its CPU and RAM (then bandwidth_gbs is its RAM bandwidth)."""
+    if not isinstance(raw, list) or not all(isinstance(n, dict) for n in raw):
+        raise v.InputError("each node must be a [[node]] table.")
+    nodes: list[RemoteNode] = []
+    for i, n in enumerate(raw):
+        if "address" not in n:
+            raise v.InputError(f"node {i} needs an address (host:port).")
+        addrs = v.rpc_targets(n["address"]) if isinstance(n["address"], str) else v.rpc_targets(None)
+        if len(addrs) != 1:
+            raise v.InputError(f"node {i} has {len(addrs)} addresses; give each PC its own [[node]].")
+        address = addrs[0]
+        if any(m.address == address for m in nodes):
+            raise v.InputError(f"node {address} is listed twice.")
+        name = v.text(n.get("name", address), f"node {address}'s name", 200) or address
+        link = None
+        if "rtt_ms" in n or "throughput_mbs" in n:
+            if not ("rtt_ms" in n and "throughput_mbs" in n):
+                raise v.InputError(f"node {name!r} needs both rtt_ms and throughput_mbs for its link, or neither.")
+            link = LinkInfo(v.number(n["rtt_ms"], f"node {name!r}'s rtt_ms", 0, 60000),
+                            v.number(n["throughput_mbs"], f"node {name!r}'s throughput_mbs", 0.01, 1e6), measured=False)
+        devs = n.get("device", [])
+        if not isinstance(devs, list) or not all(isinstance(d, dict) for d in devs):
+            raise v.InputError(f"node {name!r}: each device must be a [[node.device]] table.")
+        if not devs:
+            raise v.InputError(f"node {name!r} lists no device; add a [[node.device]] with name, total_mib and free_mib.")
+        devices = [replace(_node_device(d, j, address, path, driver, cuda), node=address) for j, d in enumerate(devs)]
+        nodes.append(RemoteNode(address, name, devices, link))
+    return nodes
+
+
+def _node_device(d: dict, j: int, address: str, path: Path, driver: str, cuda: str) -> GpuInfo:
+    if "name" not in d or "total_mib" not in d or "free_mib" not in d:
+        raise v.InputError(f"device {j} of node {address} needs a name, total_mib and free_mib.")
+    name = v.text(d["name"], f"device {j} of node {address}'s name", 200)
+    total = v.number(d["total_mib"], f"{name!r}'s total_mib", 1, 1 << 24)
+    free = v.number(d["free_mib"], f"{name!r}'s free_mib", 0, 1 << 24)
+    if free > total:
+        raise v.InputError(f"{name!r} on node {address} has more free memory ({free:g} MiB) than in total ({total:g} MiB).")
+    if not _flag(d.get("cpu", False), "cpu"):
+        g = {k: x for k, x in d.items() if k not in ("total_mib", "free_mib", "cpu")}
+        g.update(vram_mib=total, used_mib=total - free, uuid=d.get("uuid", f"RPC-{address}-{j}"),
+                 pci_bus_id=d.get("pci_bus_id", f"rpc:{address}:{j}"))
+        return _gpu(g, j, path, driver, cuda)
+    if "bandwidth_gbs" not in d:
+        raise v.InputError(f"{name!r} on node {address} is a CPU; give its RAM bandwidth as bandwidth_gbs.")
+    return GpuInfo(index=j, name=name, uuid=f"RPC-{address}-{j}", pci_bus_id=f"rpc:{address}:{j}",
+                   total_bytes=int(total * MIB), free_bytes=int(free * MIB), used_bytes=int((total - free) * MIB),
+                   compute_capability=(0, 0), architecture=CPU_DEVICE,
+                   bandwidth_gbs=v.number(d["bandwidth_gbs"], f"{name!r}'s bandwidth_gbs", 0.1, 100000),
+                   bandwidth_source="rig file")
+
+
+def _gpu(g: dict, i: int, path: Path, driver: str, cuda: str) -> GpuInfo:
+    """One [[gpu]] table (also a node's [[node.device]], in the same words)."""
+    if "name" not in g or "vram_mib" not in g:
+        raise v.InputError(f"GPU {i} needs a name and vram_mib.")
+    name = v.text(g["name"], f"GPU {i}'s name", 200)
+    total_mib = v.number(g["vram_mib"], f"GPU {name!r}'s vram_mib", 1, 1 << 24)
+    used_mib = v.number(g.get("used_mib", 0), f"GPU {name!r}'s used_mib", 0)
+    if used_mib > total_mib:
+        raise v.InputError(f"GPU {name!r} uses more memory ({used_mib:g} MiB) than it has ({total_mib:g} MiB).")
+    total, used = int(total_mib * MIB), int(used_mib * MIB)
+    spec = find_spec(name, total / GIB)
+    cc = _cc(g, name, spec)
+    arch = architecture_for(cc)
+    if "architecture" in g:  # optional; must agree with what the compute capability says
+        if g["architecture"] not in ARCHITECTURES:
+            raise v.InputError(f"GPU {name!r} has architecture {g['architecture']!r}, which Phoenix does not "
+                               f"know; choose one of {', '.join(ARCHITECTURES)}.")
+        if g["architecture"] != arch:
+            raise v.InputError(f"GPU {name!r} says architecture {g['architecture']} but compute capability "
+                               f"{cc[0]}.{cc[1]} is {arch}.")
+    if "bandwidth_gbs" in g:
+        bw, src = v.number(g["bandwidth_gbs"], f"GPU {name!r}'s bandwidth_gbs", 1, 100000), "rig file"
+    elif spec:
+        bw, src = spec.bandwidth_gbs, "spec table"
+    else:
+        raise v.InputError(f"GPU {name!r} is not in the spec table; give bandwidth_gbs.")
+    return GpuInfo(
+        index=i, name=name, uuid=v.text(str(g.get("uuid", f"GPU-simulated-{path.stem}-{i}")), "uuid", 100),
+        pci_bus_id=v.text(str(g.get("pci_bus_id", f"00000000:{i + 1:02X}:00.0")), "pci_bus_id", 40),
+        total_bytes=total, free_bytes=total - used, used_bytes=used, compute_capability=cc, architecture=arch,
+        bandwidth_gbs=bw, bandwidth_source=src, bus_width_bits=spec.bus_bits if spec else 0,
+        pcie_gen=v.integer(g.get("pcie_gen", 3), "pcie_gen", 1, 7),
+        pcie_width=v.integer(g.get("pcie_width", 16), "pcie_width", 1, 32),
+        display_attached=_flag(g.get("display", False), "display"), driver_version=driver, cuda_driver_version=cuda,
+    )
 
 
 def _flag(value, what: str) -> bool:

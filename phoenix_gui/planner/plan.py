@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from operator import add
 
+from ..hardware.cluster import ASSUMED_LINK, CPU_DEVICE, LinkInfo, link_of, machine_of
 from ..hardware.rig import MIB, GpuInfo, Rig
 from ..hardware.specs import find_spec
 from ..model.info import ModelInfo
@@ -16,6 +17,11 @@ from .settings import PlanSettings, check_settings
 from .calibration import calibrated_tokens_per_second, extra_bytes
 from .speed import (LOWBIT_QUANTS, SpeedDevice, SpeedInputs, cpu_theoretical_bandwidth, default_threads,
                     prompt_tokens_per_second, speed_band, tokens_per_second)
+
+
+# A node sharing its CPU and RAM runs koboldcpp --rpcmode host: 68 MiB resident when idle, +2 MiB once a
+# client has loaded (measured, 1.115.1). Counted whole: a rig file's free figure may predate the host.
+REMOTE_CPU_HOST_MIB = 70
 
 
 def cuda_overhead(settings: PlanSettings, rig: Rig) -> int:
@@ -142,9 +148,12 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
                     cpu_expert[il] += b  # the speed model reads these layers' experts from RAM
 
     all_offloaded = n_gpu > 0 and all(a != CPU for a in assign)
+    # llama.cpp runs pipeline parallel only when every device has events; the RPC backend has none
     pipeline = (n_gpu > 1 and all_offloaded and s.split_mode == "layer" and not s.lowvram and moecpu == 0
-                and not s.overrides)
-    scratch = cpu_matrix if (n_gpu and cpu_matrix and s.batch >= eng.op_offload_min_batch) else 0
+                and not s.overrides and not any(g.is_remote for g in gpus))
+    # op offload copies a RAM weight to the first device that offers it; an RPC device does not (no offload_op)
+    scratch_dev = next((i for i, g in enumerate(gpus) if not g.is_remote), None)
+    scratch = cpu_matrix if (scratch_dev is not None and cpu_matrix and s.batch >= eng.op_offload_min_batch) else 0
 
     approximate = False
     if s.split_mode == "row" and n_gpu > 1:
@@ -160,14 +169,15 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         comp = device_compute(model, ci, has_layers=layers[i] - (1 if out_dev == i else 0) > 0
                               or any(mv.get(i) for mv in moves),
                               has_output=out_dev == i, gpu=True,
-                              host_weight_scratch=scratch if i == 0 else 0,
+                              host_weight_scratch=scratch if i == scratch_dev else 0,
                               pipeline_copies=eng.pipeline_copies if pipeline else 1)
-        reserve = int(s.margin_mib * MIB + (display_reserve if g.display_attached else 0))
+        reserve = int((s.ram_margin_mib if g.architecture == CPU_DEVICE else s.margin_mib) * MIB
+                      + (display_reserve if g.display_attached else 0))
         devices.append(DevicePlan(
-            name=g.short_name, kind="gpu", gpu_index=rig.gpus.index(g), layers=layers[i], first_layer=first[i],
+            name=_device_name(rig, g), kind="gpu", gpu_index=rig.gpus.index(g), layers=layers[i], first_layer=first[i],
             last_layer=last[i], has_output=out_dev == i, weights_bytes=w[i], kv_bytes=kvb[i], compute_bytes=comp,
-            overhead_bytes=overhead + extra_bytes(rig, g), reserve_bytes=reserve, capacity_bytes=g.total_bytes, free_bytes=g.free_bytes,
-            bandwidth_gbs=g.bandwidth_gbs, scratch_bytes=scratch if i == 0 else 0,
+            overhead_bytes=_device_overhead(rig, g, overhead), reserve_bytes=reserve, capacity_bytes=g.total_bytes,
+            free_bytes=g.free_bytes, bandwidth_gbs=g.bandwidth_gbs, scratch_bytes=scratch if i == scratch_dev else 0,
         ))
     # layers whose tensors an override keeps in RAM are computed there too (logged on koboldcpp over RPC)
     host = host_compute(model, ci, cpu_layers=cpu_layers > (1 if out_dev == CPU else 0)
@@ -188,10 +198,12 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     ))
     if model.architecture in ("mamba", "mamba2", "rwkv6", "rwkv7", "jamba", "nemotron_h", "qwen3next", "lfm2", "falcon-h1"):
         warnings.append("Recurrent state of this architecture is not modelled; leave extra headroom.")
-    if n_gpu and any(g.compute_capability < (7, 5) for g in gpus):
-        old = ", ".join(sorted({g.short_name for g in gpus if g.compute_capability < (7, 5)}))
+    local_old = [g for g in gpus if not g.is_remote and g.compute_capability < (7, 5)]  # a node runs its own build
+    if local_old:
+        old = ", ".join(sorted({g.short_name for g in local_old}))
         warnings.append(f"{old} need a CUDA 12 build (koboldcpp_cu12): CUDA 13 dropped cards older than Turing.")
 
+    warnings += load_time_notes(rig, gpus, devices)
     speed = _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells)
     model_tps = tokens_per_second(speed)
     tps = calibrated_tokens_per_second(rig, gpus, speed, model_tps)  # measured on this PC, if any
@@ -241,6 +253,11 @@ def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) 
     lowbit = (model.file_type or "").upper().startswith(LOWBIT_QUANTS)
     sd = []
     for i, g in enumerate(gpus):
+        if g.architecture == CPU_DEVICE:  # a node's CPU and RAM: bandwidth only, its thread count is unknown
+            sd.append(SpeedDevice("cpu", "cpu", g.bandwidth_gbs, read[i] + kv_full[i] * fill, devices[i].layers,
+                                  devices[i].weights_bytes, kv_full[i] * fill, kv_full[i], bits_per_weight=bpw,
+                                  lowbit=lowbit))
+            continue
         spec = find_spec(g.name, round(g.total_bytes / (1 << 30)))
         sd.append(SpeedDevice("gpu", g.architecture, g.bandwidth_gbs, read[i] + kv_full[i] * fill, devices[i].layers,
                               devices[i].weights_bytes, kv_full[i] * fill, kv_full[i],
@@ -263,7 +280,71 @@ def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) 
     else:
         regime = "multi_gpu" if len(used) > 1 else "single_gpu"
     era = "old" if s.profile in OLD.values() else "current"
-    return SpeedInputs(sd, hops, era, fill, regime, model.is_moe)
+    net = network_seconds(rig, gpus, assign, model.n_embd, model.n_vocab)
+    return SpeedInputs(sd, hops, era, fill, regime, model.is_moe, network_s=net)
+
+
+# --- the cluster: devices other PCs share over RPC ---
+
+def _device_name(rig: Rig, g: GpuInfo) -> str:
+    return f"{g.short_name} ({machine_of(rig, g)})" if g.is_remote else g.short_name
+
+
+def _device_overhead(rig: Rig, g: GpuInfo, cuda_context: int) -> int:
+    """A local GPU: this PC's CUDA context (+ what a tune saw). A node's GPU: the node's engine keeps its
+    own CUDA context there; a node's CPU: the RPC host process."""
+    if not g.is_remote:
+        return cuda_context + extra_bytes(rig, g)
+    return REMOTE_CPU_HOST_MIB * MIB if g.architecture == CPU_DEVICE else cuda_context
+
+
+def _link(rig: Rig, g: GpuInfo) -> LinkInfo:
+    return link_of(rig, g) or ASSUMED_LINK
+
+
+def network_seconds(rig: Rig, gpus: list[GpuInfo], assign: list[int], n_embd: int, n_vocab: int) -> float:
+    """Network time per generated token. The token starts and ends on this PC (embeddings, sampling); each
+    run of consecutive layers on one node costs a round trip (the main process waits for the node's
+    result) plus the activations sent there and back (n_embd floats; the logits, n_vocab floats, when the
+    output layer is the run's last). Moving between two devices of the same node costs no network."""
+    t = 0.0
+    prev = ""
+    for il, d in enumerate(assign):
+        node = gpus[d].node if d != CPU else ""
+        if node and node != prev:
+            link = _link(rig, gpus[d])
+            t += link.rtt_ms / 1000 + n_embd * 4 / (link.throughput_mbs * 1e6)
+        if node and (il + 1 == len(assign) or (gpus[assign[il + 1]].node if assign[il + 1] != CPU else "") != node):
+            back = n_vocab if il + 1 == len(assign) else n_embd
+            t += back * 4 / (_link(rig, gpus[d]).throughput_mbs * 1e6)
+        prev = node
+    return t
+
+
+def load_time_notes(rig: Rig, gpus: list[GpuInfo], devices: list[DevicePlan]) -> list[str]:
+    """Loading sends each node its weights over the network: say how long that takes."""
+    sent: dict[str, int] = {}
+    for g, d in zip(gpus, devices):
+        if g.is_remote and d.weights_bytes:
+            sent[g.node] = sent.get(g.node, 0) + d.weights_bytes
+    notes = []
+    for addr, nbytes in sent.items():
+        g = next(x for x in gpus if x.node == addr)
+        link = link_of(rig, g)
+        known = link is not None
+        link = link or ASSUMED_LINK
+        secs = nbytes / (link.throughput_mbs * 1e6)
+        how = (f"{'measured' if link.measured else 'given'} link, {link.throughput_mbs:,.0f} MB/s" if known
+               else f"link not measured; assuming 1 Gbit Ethernet, {link.throughput_mbs:,.0f} MB/s")
+        notes.append(f"Loading sends {nbytes / 1e9:,.1f} GB of weights to {machine_of(rig, g)} over the network: "
+                     f"about {_duration(secs)} ({how}).")
+    return notes
+
+
+def _duration(secs: float) -> str:
+    if secs < 90:
+        return f"{max(1, round(secs))} s"
+    return f"{secs / 60:,.1f} min" if secs < 5400 else f"{secs / 3600:,.1f} h"
 
 
 def _row_split_weights(model, assign, gpus, s, dev_bytes, w) -> list[int]:

@@ -12,6 +12,9 @@ time per token = engine overhead of the build era
              + a fixed cost per layer
   + a fixed cost per hop: every time the token's activations move between devices (layer
     boundaries, the output layer on another device, a KV cache or experts kept in RAM).
+  + the network (devices other PCs share over RPC; planner/plan.py network_seconds): per run of
+    layers on another PC, the link's round trip plus the activations there and back over its
+    throughput. Not fitted: the link figures are measured or given.
 The constants are fitted on public measurements (benchmarks/fit_speed_model.py), judged only on
 held-out sources (benchmarks/bench_speed_model.py), and stored with each regime's held-out error
 band in phoenix_gui/data/speed-model.json. Prompt processing is a rough estimate.
@@ -124,6 +127,7 @@ class SpeedInputs:
     fill: float = 0.25  # fraction of the context that is cached at the plan's prediction point
     regime: str = "single_gpu"
     moe: bool = False
+    network_s: float = 0.0  # per token: round trips and activations to and from other PCs (RPC devices)
 
 
 def cpu_effective_gbs(bandwidth_gbs: float, c: dict) -> float:
@@ -159,7 +163,7 @@ def token_seconds(inp: SpeedInputs | list[SpeedDevice], c: dict | None = None, f
             mem = (weights + kv) / (bw * 1e9)
             arith = weights * ops * c["gpu_flop"] * (1.0 if d.dp4a else c["no_dp4a_factor"]) / flops
             t += max(mem, arith) + c["gpu_overlap"] * min(mem, arith) + d.layers * c["gpu_layer_ms"] / 1000
-    return t + inp.hops * c["hop_ms"] / 1000
+    return t + inp.hops * c["hop_ms"] / 1000 + inp.network_s
 
 
 def tokens_per_second(inp: SpeedInputs | list[SpeedDevice], c: dict | None = None, fill: float | None = None) -> float:
