@@ -562,6 +562,41 @@ def _is_png(path: str) -> bool:
         return False
 
 
+def cmd_share(args) -> int:
+    """Share this PC's devices with a main PC over llama.cpp's RPC backend until Ctrl-C or SIGTERM."""
+    import time
+
+    from .backends.process import stop_on_signals
+    from .backends.servers import backend_for
+    from .backends.share import ShareHost
+
+    exe = args.exe or backend_for("koboldcpp").find()
+    if not exe:
+        raise UserError("No koboldcpp found on PATH; give --exe (koboldcpp, koboldcpp.py or llama.cpp's rpc-server).")
+    share = ShareHost(v.text(exe, "The executable"), host=args.host, port=args.port, allow=args.allow,
+                      devices=[d for d in args.devices.split(",") if d.strip()] if args.devices else None)
+    for w in share.warnings():
+        print(f"phoenix: warning: {w}", file=sys.stderr)
+    with stop_on_signals():  # SIGTERM and SIGHUP stop the engine as Ctrl-C does
+        try:
+            print(f"phoenix: starting {Path(exe).name} in RPC host mode…", file=sys.stderr)
+            share.start(timeout=args.timeout)
+            names = ", ".join(d.get("name", "?") for d in share.info()["devices"]) or "its devices"
+            print(f"phoenix: sharing {names} (RPC protocol {share.version}); Ctrl-C stops it", file=sys.stderr)
+            print("On the main PC, add this PC as: " + " or ".join(share.addresses_to_type()), flush=True)
+            while share.poll() is None:
+                time.sleep(0.2)
+            lines = [s for s in share.output() if s.strip()][-1:]
+            print(f"phoenix: the engine stopped (exit code {share.poll()}){': ' + lines[0] if lines else ''}",
+                  file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("phoenix: stopping…", file=sys.stderr)
+            return 0
+        finally:
+            share.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="phoenix", description="Plan and run big GGUF models on mismatched NVIDIA GPUs.")
     ap.add_argument("--version", action="version", version=f"phoenix {__version__}")
@@ -625,6 +660,15 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true")
     k.add_argument("--force", action="store_true", help="replace OUT if it exists")
     k.set_defaults(func=cmd_skeleton)
+
+    sh = sub.add_parser("share", help="share this PC's GPUs with a main PC over llama.cpp's RPC backend")
+    sh.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this PC only)")
+    sh.add_argument("--port", type=v.port, default=50052, help="the RPC port (default 50052; info on the next one)")
+    sh.add_argument("--devices", help="the engine's devices to share, such as 0,1 or CUDA0,CUDA1 (default: all)")
+    sh.add_argument("--allow", help="only these client addresses or networks may connect (192.168.1.20,10.0.0.0/24)")
+    sh.add_argument("--exe", help="koboldcpp, koboldcpp.py or llama.cpp's rpc-server (default: koboldcpp on PATH)")
+    sh.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the engine to listen")
+    sh.set_defaults(func=cmd_share)
     return ap
 
 

@@ -95,6 +95,16 @@ class ShareHost:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def addresses_to_type(self) -> list[str]:
+        """What to type on the main PC: the address itself, or for 0.0.0.0 each IPv4 address of this PC."""
+        if self.host not in ("0.0.0.0", "::"):
+            return [self.address]
+        import psutil
+
+        ips = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+               if a.family == socket.AF_INET and not a.address.startswith("127.")]
+        return [f"{ip}:{self.port}" for ip in ips] or [f"127.0.0.1:{self.port}"]
+
     @property
     def info_url(self) -> str | None:
         return f"http://{self.host}:{self.info_port}/info" if self.info_port else None
@@ -113,6 +123,10 @@ class ShareHost:
 
     # --- life ---
     def start(self, timeout: float = 60.0) -> "ShareHost":
+        import shutil
+
+        if not Path(self.exe).is_file() and not shutil.which(self.exe):
+            raise ShareError(f"{self.exe} does not exist; give koboldcpp, koboldcpp.py or llama.cpp's rpc-server.")
         if self.allow:
             self.engine_port = _free_port()
         for h, p in {(self.host, self.port), (self.engine_host, self.engine_port)} | (
@@ -122,7 +136,12 @@ class ShareHost:
                 raise ShareError(problem)
         self.engine_name = self._engine_label()
         self._proc = ServerProcess(self._argv(), env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, log_path=self.log_path,
-                                   on_line=self.on_line).start()
+                                   on_line=self.on_line)
+        try:
+            self._proc.start()
+        except OSError as e:
+            self._proc = None
+            raise ShareError(f"{self.exe} cannot be started ({e.strerror or e}).") from None
         try:
             self._wait_listening(timeout)
             self.engine_devices = self._parse_devices()
