@@ -47,6 +47,7 @@ class UserSettings:
     objective: str = "fastest"
     recent_models: list[str] = field(default_factory=list)
     geometry: str | None = None  # base64 of QWidget.saveGeometry()
+    nodes: list[str] = field(default_factory=list)  # other PCs sharing devices over RPC, "host:port", --rpc order
 
     def remember_model(self, path: str) -> None:
         self.recent_models = [path] + [p for p in self.recent_models if p != path][: MAX_RECENT - 1]
@@ -67,6 +68,12 @@ def _uuids(x) -> list[str]:
     if len(set(out)) != len(out):
         raise v.InputError("A GPU is listed twice in devices.")
     return out
+
+
+def _node_addresses(x) -> list[str]:
+    """Each address as --rpc takes it, checked by the one rule for RPC targets (no duplicates)."""
+    out = _str_list(x, "nodes", v.MAX_DEVICES)
+    return v.rpc_targets(",".join(out)) if out else []
 
 
 def _executables(x) -> dict[str, str]:
@@ -101,6 +108,7 @@ _CHECKS = {
     "objective": lambda x: v.choice(x, "objective", v.OBJECTIVES),
     "recent_models": lambda x: _str_list(x, "recent_models")[:MAX_RECENT],
     "geometry": _optional(lambda x: v.text(x, "geometry", 65536)),
+    "nodes": _node_addresses,
 }
 assert set(_CHECKS) == {f.name for f in fields(UserSettings)}
 

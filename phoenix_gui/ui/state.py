@@ -10,7 +10,7 @@ wizard's controls (device order, ticks, shares, locks) and the planner's PlanSet
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -18,6 +18,7 @@ from .. import validate as v
 from ..backends.commandline import LaunchCommand, launch_command
 from ..backends.kcpps import KcppsImport
 from ..config import UserSettings
+from ..hardware.cluster import RemoteNode, cluster_rig, machine_of, nodes_of
 from ..hardware.rig import Rig
 from ..model.info import ModelInfo
 from ..planner import Plan, PlanSettings, make_plan
@@ -88,12 +89,22 @@ class WizardState:
     baseline: Plan | None = None  # the imported .kcpps configuration, for "what you had before"
     baseline_name: str = ""
     notes: list[str] = field(default_factory=list)
+    # Other PCs sharing their devices over RPC. `rig` (what the planner sees) is cluster_rig(local part, nodes):
+    # their devices first, in node order, as the engine numbers them.
+    nodes: list[RemoteNode] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)  # address -> why it could not be described
+    saved_nodes: list[str] = field(default_factory=list)  # addresses from the settings, not yet described
+    _local: Rig | None = field(default=None, repr=False)  # this PC's (or the simulated rig's) own devices
     _plan: Plan | None = field(default=None, repr=False)
     _listeners: list[tuple[frozenset, Listener]] = field(default_factory=list, repr=False)
     _pending: set | None = field(default=None, repr=False)
     _parked_shares: dict[int, float] = field(default_factory=dict, repr=False)  # shares of unticked GPUs
 
     def __post_init__(self):
+        self._local, file_nodes = _split_rig(self.rig)
+        self.nodes = self.nodes or file_nodes
+        if self.nodes:
+            self.rig = cluster_rig(self._local, self.nodes)
         if not self.order:
             self.order = list(range(len(self.rig.gpus)))
         if not self.included:
@@ -168,7 +179,11 @@ class WizardState:
     def gpu_label(self, gi: int) -> str:
         """The card's short name, with its index and PCI bus when another card has the same name."""
         g = self.rig.gpus[gi]
-        twins = [x for x in self.rig.gpus if x.short_name == g.short_name]
+        if g.is_remote:  # "CPU on gaming-pc": a remote device is named with its PC, as the engine's RPCn is
+            twins = [x for x in self.rig.gpus if x.node == g.node and x.short_name == g.short_name]
+            name = f"{g.short_name} #{g.index}" if len(twins) > 1 else g.short_name
+            return f"{name} on {machine_of(self.rig, g)}"
+        twins = [x for x in self.rig.gpus if x.short_name == g.short_name and not x.is_remote]
         return f"{g.short_name} #{gi} ({g.pci_bus_id})" if len(twins) > 1 else g.short_name
 
     def settings(self) -> PlanSettings:
@@ -206,14 +221,14 @@ class WizardState:
         if s.tensor_split and sum(s.tensor_split) > 0:
             _checked(v.split, s.tensor_split, len(chosen))  # more values than GPUs are refused, never dropped
         with self.grouped():
-            self.order = chosen + [i for i in self.order if i not in chosen]
-            self.order += [i for i in range(n) if i not in self.order]
+            rest = [i for i in self.order if i not in chosen]
+            self.order = self._engine_order(chosen + rest + [i for i in range(n) if i not in chosen + rest])
             self.included = set(chosen)
             self.locked &= self.included
             ts = [float(x) for x in (s.tensor_split or ())]
             if ts and sum(ts) > 0:
                 ts = ts[:len(chosen)] + [0.0] * max(0, len(chosen) - len(ts))
-                self.shares = dict(zip(chosen, ts))
+                self.shares = dict(zip(chosen, ts))  # keyed by device: the engine's order does not move them
             else:
                 self.reset_shares()
             self._set_gpulayers(s.gpulayers)
@@ -225,12 +240,79 @@ class WizardState:
             self.host, self.port = s.host, int(s.port)
             self._emit(DEVICES, SPLIT, CONTEXT, LAUNCH)
 
+    # --- other PCs (RPC nodes) ---
+    def _engine_order(self, order: list[int]) -> list[int]:
+        """RPC devices first, in the rig's (= --rpc) order, then this PC's in the order given."""
+        return sorted(i for i in order if self.rig.gpus[i].is_remote) + [i for i in order if not self.rig.gpus[i].is_remote]
+
+    def add_node(self, node: RemoteNode) -> None:
+        """Add a described PC (again: its new description replaces the old one, in place)."""
+        if not node.address:
+            raise SettingError("A PC needs an address such as 192.168.1.20:50052.")
+        nodes = [node if n.address == node.address else n for n in self.nodes]
+        if node.address not in {n.address for n in self.nodes}:
+            nodes.append(node)
+        self.set_nodes(nodes)
+
+    def remove_node(self, address: str) -> None:
+        self.unreachable.pop(address, None)
+        self.saved_nodes = [a for a in self.saved_nodes if a != address]
+        self.set_nodes([n for n in self.nodes if n.address != address])
+
+    def set_unreachable(self, address: str, why: str) -> None:
+        """A remembered or typed PC that did not answer: kept in the list (and the settings) with why."""
+        self.saved_nodes = [a for a in self.saved_nodes if a != address]
+        if why:
+            self.unreachable[address] = why
+        else:
+            self.unreachable.pop(address, None)
+        self._emit(RIG)
+
+    def set_nodes(self, nodes: list[RemoteNode]) -> None:
+        """The other PCs, in --rpc order. The user's ticks, shares and locks of devices still present are
+        kept (devices move index when a PC comes or goes); a new PC's devices start ticked, with the share
+        llama.cpp would give them (free memory)."""
+        addresses = [n.address for n in nodes]
+        if len(set(addresses)) != len(addresses):
+            raise SettingError("The same PC is listed twice; each address once.")
+        old = {_key(g): i for i, g in enumerate(self.rig.gpus)}
+        self._local.system = self.rig.system  # measured on a worker after start
+        rig = cluster_rig(self._local, nodes) if nodes else self._local
+        new = [old.get(_key(g)) for g in rig.gpus]  # new index -> old index (None: a new device)
+        back = {o: i for i, o in enumerate(new) if o is not None}
+        with self.grouped():
+            was_included = set(self.included)
+            self.nodes = list(nodes)
+            for a in addresses:
+                self.unreachable.pop(a, None)
+            self.saved_nodes = [a for a in self.saved_nodes if a not in addresses]
+            self.rig = rig
+            self.order = self._engine_order([back[o] for o in self.order if o in back]
+                                            + [i for i, o in enumerate(new) if o is None])
+            self.included = {back[o] for o in was_included if o in back} | {i for i, o in enumerate(new) if o is None}
+            self.locked = {back[o] for o in self.locked if o in back}
+            self._parked_shares = {back[o]: f for o, f in self._parked_shares.items() if o in back}
+            kept = {back[o]: w for o, w in self.shares.items() if o in back}
+            self.shares = kept
+            for i, o in enumerate(new):
+                if o is None:
+                    self.shares[i] = self._default_share(i) if kept else 0.0
+            if not kept or sum(self.shares.values()) <= 0:
+                self.reset_shares()
+            self.baseline = None
+            self._emit(RIG, DEVICES, SPLIT)
+
     # --- hardware page ---
     def set_rig(self, rig: Rig, path: str | None = None) -> None:
+        """A new rig for this PC's part; the other PCs added stay (a rig file listing its own nodes
+        brings those instead)."""
+        local, file_nodes = _split_rig(rig)
         with self.grouped():
-            self.rig = rig
+            self._local = local
+            self.nodes = file_nodes or self.nodes
+            self.rig = cluster_rig(local, self.nodes) if self.nodes else local
             self.rig_path = path if rig.simulated else None
-            self.order = list(range(len(rig.gpus)))
+            self.order = list(range(len(self.rig.gpus)))
             self.included = set(self.order)
             self.locked.clear()
             self._parked_shares.clear()
@@ -259,8 +341,12 @@ class WizardState:
         self._emit(DEVICES, SPLIT)
 
     def move_gpu(self, gpu: int, delta: int) -> None:
+        """Only this PC's devices move, among themselves: the engine puts RPC devices first, in --rpc
+        order, whatever is asked."""
         i = self.order.index(gpu)
         j = max(0, min(len(self.order) - 1, i + delta))
+        if any(self.rig.gpus[self.order[k]].is_remote for k in range(min(i, j), max(i, j) + 1)):
+            return
         if i != j:
             self.order.insert(j, self.order.pop(i))
             self._emit(DEVICES)
@@ -473,8 +559,13 @@ class WizardState:
         if self.model_path:
             us.model_path = self.model_path
         if not self.rig.simulated:  # a simulated rig's GPUs are not this PC's: keep the real PC's split
-            us.split = [self.shares.get(i, 0.0) for i in self.devices]
-            us.devices = [self.rig.gpus[i].uuid for i in self.devices]
+            # this PC's devices only: other PCs are described again at the next start, and their devices
+            # get their share then
+            local = [i for i in self.devices if not self.rig.gpus[i].is_remote]
+            us.split = [self.shares.get(i, 0.0) for i in local]
+            us.devices = [self.rig.gpus[i].uuid for i in local]
+            us.nodes = list(dict.fromkeys([n.address for n in self.nodes] + list(self.unreachable)
+                                          + self.saved_nodes))
         return us
 
     def apply_user_settings(self, us: UserSettings) -> None:
@@ -487,5 +578,22 @@ class WizardState:
                          moecpu=us.moecpu, backend=us.backend, devices=devices, host=us.host, port=us.port)
         with self.grouped():
             self.apply(s)
+            self.saved_nodes = [a for a in us.nodes if a not in {n.address for n in self.nodes}]
             self.objective = us.objective if us.objective in OBJECTIVES else "fastest"
             self.executable = us.executables.get(self.backend)
+
+
+def _key(g) -> tuple:
+    """A device's identity across rigs: its PC and its own id there (indices shift as PCs come and go)."""
+    return (g.node, g.uuid or g.index, g.index)
+
+
+def _split_rig(rig: Rig) -> tuple[Rig, list[RemoteNode]]:
+    """(the rig without its RPC devices, the nodes it lists): a rig file may describe a whole cluster."""
+    nodes = nodes_of(rig)
+    if not nodes and not any(g.is_remote for g in rig.gpus):
+        return rig, []
+    suffix = f" + {', '.join(n.name for n in nodes)}"
+    name = rig.name[: -len(suffix)] if nodes and rig.name.endswith(suffix) else rig.name
+    extra = {k: x for k, x in rig.extra.items() if k != "nodes"}
+    return replace(rig, name=name, gpus=[g for g in rig.gpus if not g.is_remote], extra=extra), nodes

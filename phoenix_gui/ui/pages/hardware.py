@@ -10,18 +10,22 @@ from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHea
                                QPushButton, QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
 
 from ...hardware import RigFileError, detect_rig, load_rig
+from ...hardware.cluster import link_of, machine_of
 from ...hardware.rigfile import rigs_dir
+from ..nodes_panel import NodesPanel, link_text
+from ..share_panel import SharePanel
 from ..state import DEVICES, RIG
 from ..worker import OwnedTask
 from .base import StatePage, banner, gib, quiet
 
-COLUMNS = ["use", "GPU", "architecture", "VRAM used / total", "bandwidth", "PCIe", "display", "order"]
-USE, NAME, ARCH, VRAM, BANDWIDTH, PCIE, DISPLAY, ORDER = range(len(COLUMNS))
+COLUMNS = ["use", "PC", "GPU", "architecture", "VRAM used / total", "bandwidth", "PCIe", "display", "order"]
+USE, PC, NAME, ARCH, VRAM, BANDWIDTH, PCIE, DISPLAY, ORDER = range(len(COLUMNS))
 
 INSTRUCTIONS = ("Tick the cards to use (Space ticks the focused row); ▲/▼ set the order the server numbers "
                 "them in. Every ticked card costs a CUDA context, even with no layers.")
 THIS_PC = "The GPUs Phoenix found in this PC"
 USE_THIS_PC = "Use this PC's hardware"
+SHARE = "Share this PC's GPUs…"
 
 
 def heading_text(rig, rig_path: str | None) -> str:
@@ -86,6 +90,11 @@ class HardwarePage(StatePage):
         self.load_button = QPushButton("Load simulated rig…")
         self.load_button.setToolTip("Plan for another machine described in a TOML file (phoenix_gui/data/rigs has examples).")
         self.load_button.clicked.connect(self.load_rig_dialog)
+        self.share_button = QPushButton(SHARE)
+        self.share_button.setToolTip("Let another PC running Phoenix use this PC's devices over the network "
+                                     "(llama.cpp's RPC host).")
+        self.share_button.clicked.connect(self.show_share)
+        self.share: SharePanel | None = None  # made on first use
         self.banner = banner(kind="warn")
         self.error = banner(kind="error")
         self.table = GpuTable(0, len(COLUMNS))
@@ -103,16 +112,19 @@ class HardwarePage(StatePage):
         self.table.itemChanged.connect(self._item_changed)
         self.system = QLabel()
         self.system.setWordWrap(True)
+        self.nodes = NodesPanel(state, self)
         self._rows: list[tuple[QProgressBar, QToolButton, QToolButton]] = []
         top = QHBoxLayout()
         top.addWidget(self.heading, 1)
         top.addWidget(self.this_pc)
         top.addWidget(self.load_button)
+        top.addWidget(self.share_button)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.banner)
         lay.addWidget(self.error)
         lay.addWidget(self.table, 1)
+        lay.addWidget(self.nodes)
         lay.addWidget(self.system)
         self._filler = QWidget()  # takes the table's room when there is no GPU, so the text stays on top
         lay.addWidget(self._filler, 1)
@@ -138,6 +150,21 @@ class HardwarePage(StatePage):
         self.this_pc.setEnabled(False)
         self.this_pc.setText("Detecting this PC's hardware…")
         self._detect.run(lambda _cancel: detect_rig(measure_bandwidth=False), self._detected, self._detect_failed)
+
+    # --- this PC as a node of another ---
+    def show_share(self) -> SharePanel:
+        if self.share is None:
+            self.share = SharePanel(self.state, self)
+            self.share.changed.connect(self._share_changed)
+        self.share.watch(self.window())  # closing the wizard stops the sharing
+        self.share.show()
+        self.share.raise_()
+        return self.share
+
+    def _share_changed(self) -> None:
+        host = self.share.host if self.share else None
+        sharing = self.share is not None and self.share.sharing
+        self.share_button.setText(f"Sharing on {host.address}…" if host else "Sharing…" if sharing else SHARE)
 
     def _detected(self, rig) -> None:
         self._show_error("")
@@ -177,6 +204,7 @@ class HardwarePage(StatePage):
         self._show_banner()
         self.table.setVisible(bool(st.rig.gpus))
         self._filler.setVisible(not st.rig.gpus)
+        self.table.setColumnHidden(PC, not any(g.is_remote for g in st.rig.gpus))  # one PC: no column to read
         self._updating = True
         try:
             with quiet(self.table):
@@ -206,7 +234,7 @@ class HardwarePage(StatePage):
             use.setToolTip("Use this GPU (Space on the row ticks or unticks it). A listed GPU always costs a "
                            "CUDA context, even with no layers.")
             self.table.setItem(row, USE, use)
-            for col in range(NAME, ORDER):
+            for col in range(PC, ORDER):
                 if col != VRAM:
                     self.table.setItem(row, col, _item())
             bar = QProgressBar()
@@ -226,13 +254,20 @@ class HardwarePage(StatePage):
         use.setData(Qt.AccessibleTextRole, f"Use {label}")
         # A left-out card's row is greyed, so the tick's effect is visible across the row.
         grey = None if gi in st.included else self.palette().color(QPalette.Disabled, QPalette.Text)
-        for col in (NAME, ARCH, BANDWIDTH, PCIE, DISPLAY):
+        for col in (PC, NAME, ARCH, BANDWIDTH, PCIE, DISPLAY):
             it = self.table.item(row, col)
             if it.data(Qt.ForegroundRole) != grey:
                 it.setData(Qt.ForegroundRole, grey)
-        # Index and PCI bus in plain sight: two identical cards differ only there.
-        _set(self.table.item(row, NAME), f"#{gi} {g.short_name}\nPCI {short_pci(g.pci_bus_id)}",
-             f"{g.name}\nUUID {g.uuid}\nPCI {g.pci_bus_id}")
+        if g.is_remote:  # the engine numbers it RPCn, first; its PC and link say where it really is
+            _set(self.table.item(row, PC), f"{machine_of(st.rig, g)}\n{g.node}",
+                 f"Shared over the network by {g.node}; {link_text(link_of(st.rig, g))}.")
+            _set(self.table.item(row, NAME), f"RPC{g.index} {g.short_name}\n[{g.node}]",
+                 f"{g.name}\nThe engine names it RPC{g.index}[{g.node}].")
+        else:
+            _set(self.table.item(row, PC), "this PC", "")
+            # Index and PCI bus in plain sight: two identical cards differ only there.
+            _set(self.table.item(row, NAME), f"#{g.index} {g.short_name}\nPCI {short_pci(g.pci_bus_id)}",
+                 f"{g.name}\nUUID {g.uuid}\nPCI {g.pci_bus_id}")
         _set(self.table.item(row, ARCH), f"{g.architecture} ({g.compute_capability[0]}.{g.compute_capability[1]})",
              "CUDA compute capability; cards older than 7.5 need a CUDA 12 build.")
         bar, up, down = self._rows[row]
@@ -246,6 +281,15 @@ class HardwarePage(StatePage):
              "A card driving a monitor keeps some memory free for the desktop.")
         up.setAccessibleName(f"Move {label} up")
         down.setAccessibleName(f"Move {label} down")
+        pos = st.order.index(gi)
+        up.setEnabled(pos > 0 and self._movable(gi, -1))
+        down.setEnabled(pos < len(st.order) - 1 and self._movable(gi, 1))
+
+    def _movable(self, gi: int, delta: int) -> bool:
+        """RPC devices keep the engine's place (first, in --rpc order): no arrows on them or across them."""
+        st = self.state
+        other = st.order[st.order.index(gi) + delta]
+        return not st.rig.gpus[gi].is_remote and not st.rig.gpus[other].is_remote
 
     def _order_buttons(self, row: int, n: int):
         w = QWidget()

@@ -8,8 +8,10 @@ from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
+from ...hardware.cluster import LOCAL, link_of, machine_of
 from ..binding import bind
 from ..membar import STATUS_COLOUR, MemoryBar, legend_html, mib
+from ..nodes_panel import link_text
 from ..state import DEVICES, LAUNCH, MODEL, PLAN, RIG, SPLIT
 from ..tune_panel import TunePanel, apply_calibration, calibration_note
 from .base import StatePage, banner
@@ -31,6 +33,45 @@ def _colour(label: QLabel, colour: str | None) -> None:
 def split_text(weights: list[float]) -> str:
     """The split as a user would type it for koboldcpp: whole numbers plain, others to 2 decimals."""
     return " ".join(f"{w:.0f}" if abs(w - round(w)) < 1e-9 else f"{w:.2f}".rstrip("0").rstrip(".") for w in weights)
+
+
+def machine_key(rig, d) -> str:
+    """The PC a plan device is in: a node's address, "" for this PC (its GPUs and its CPU / RAM)."""
+    return rig.gpus[d.gpu_index].node if d.kind == "gpu" and d.gpu_index is not None else ""
+
+
+def network_cost(plan, rig, d, n_embd: int) -> tuple[float, float] | None:
+    """(network milliseconds per generated token, seconds to send its weights at load) for a device on
+    another PC; None for this PC's devices or without a link. Per token, the activations (n_embd floats)
+    cross each machine boundary next to the device's block once, with one round trip each; a neighbour on
+    the same PC costs nothing. The load sends the device's weights once over the link."""
+    if machine_key(rig, d) == "" or d.layers == 0:
+        return None
+    link = link_of(rig, rig.gpus[d.gpu_index])
+    if link is None or link.throughput_mbs <= 0:
+        return None
+    holders = [x for x in plan.devices if x.layers > 0]
+    k = next(i for i, x in enumerate(holders) if x is d)
+    here = machine_key(rig, d)
+    # the CPU computes the first, un-offloaded layers on this PC; the output comes back to this PC
+    before = machine_key(rig, holders[k - 1]) if k > 0 else ""
+    after = machine_key(rig, holders[k + 1]) if k + 1 < len(holders) and holders[k + 1].kind == "gpu" else ""
+    crossings = (before != here) + (after != here)
+    act = 4 * n_embd  # f32 activations of one token
+    per_token_ms = crossings * (link.rtt_ms + act / (link.throughput_mbs * 1e6) * 1e3)
+    return per_token_ms, d.weights_bytes / (link.throughput_mbs * 1e6)
+
+
+def network_text(cost: tuple[float, float] | None, d) -> str:
+    if cost is None:
+        return ""
+    ms, load_s = cost
+    return (f"network: {ms:.1f} ms per token · load sends {mib(d.weights_bytes)} of weights to it: "
+            f"about {_duration(load_s)}")
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
 
 
 class CardRow:
@@ -159,6 +200,8 @@ class SplitPage(StatePage):
         self.bars_box = QGroupBox("Memory per device")
         self.bars = QVBoxLayout(self.bars_box)
         self.bar_rows: list[tuple[QLabel, MemoryBar, QLabel]] = []
+        self.net_rows: list[QLabel] = []  # per device: its network cost (devices on other PCs)
+        self.group_heads: list[QLabel] = []  # one per PC, when there is more than this one
         self.legend = QLabel(legend_html())
         self.legend.setWordWrap(True)
         right = QVBoxLayout()
@@ -227,20 +270,43 @@ class SplitPage(StatePage):
             w = self.bars.takeAt(0).widget()
             if w:
                 w.deleteLater()
-        self.bar_rows = []
-        for _ in range(len(st.devices) + 1):
-            head, bar, why = QLabel(), MemoryBar(), QLabel()
-            head.setTextFormat(Qt.PlainText)  # plain text lays out far faster than rich text on every drag
-            why.setTextFormat(Qt.PlainText)
+        self.bar_rows, self.net_rows, self.group_heads = [], [], []
+        # One group per PC, in the engine's order (the other PCs' devices first, then this PC's with its
+        # CPU / RAM): the bars then read in the order the layers flow and the --tensor_split is written,
+        # and each heading is a machine boundary the activations cross.
+        keys = [st.rig.gpus[i].node for i in st.devices] + [""]
+        clustered = any(keys)
+        for k, key in enumerate(keys):
+            if clustered and (k == 0 or keys[k - 1] != key):
+                self.bars.addWidget(self._group_head(key))
+            head, bar, why, net = QLabel(), MemoryBar(), QLabel(), QLabel()
+            for w in (head, why, net):
+                w.setTextFormat(Qt.PlainText)  # plain text lays out far faster than rich text on every drag
             why.setWordWrap(True)
-            for w in (head, bar, why):
+            net.setVisible(bool(key))
+            for w in (head, bar, why, net):
                 self.bars.addWidget(w)
             self.bar_rows.append((head, bar, why))
-        self._row_key = tuple(st.devices)
+            self.net_rows.append(net)
+        self._row_key = (tuple(st.devices), id(st.rig))  # by identity: comparing rigs field by field is slow
+
+    def _group_head(self, node: str) -> QLabel:
+        st = self.state
+        if node:
+            g = next(g for g in st.rig.gpus if g.node == node)
+            name = machine_of(st.rig, g)
+            text = f"{name} ({node}) · {link_text(link_of(st.rig, g))}" if name != node else f"{node} · {link_text(link_of(st.rig, g))}"
+        else:
+            text = LOCAL
+        head = QLabel(text)
+        head.setTextFormat(Qt.PlainText)
+        head.setStyleSheet("font-weight: 600; margin-top: 6px;")
+        self.group_heads.append(head)
+        return head
 
     def refresh(self) -> None:
         st = self.state
-        if tuple(st.devices) != self._row_key:
+        if (tuple(st.devices), id(st.rig)) != self._row_key:
             self._build_rows()
         self._range_layers()
         gpu_plan = bool(st.devices) and st.model is not None
@@ -267,6 +333,8 @@ class SplitPage(StatePage):
             _colour(why, STATUS_COLOUR[d.state])
             if why.isVisibleTo(self) != bool(reason):  # a visibility flip relayouts the page
                 why.setVisible(bool(reason))
+        for net, d in zip(self.net_rows, plan.devices):
+            net.setText(network_text(network_cost(plan, st.rig, d, st.model.n_embd), d))
         self._show_speed(plan)
         self.explain.setText("<br>".join(st.current_explanation() + plan.warnings))
 

@@ -1,0 +1,171 @@
+"""The hardware page's "other PCs" box: add a PC that shares its devices over llama.cpp's RPC backend
+(described and its link measured on a worker), list the PCs with their link, remove one."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout
+
+from .. import validate as v
+from ..hardware.cluster import LinkInfo, RemoteNode
+from .pages.base import banner
+from .state import RIG
+from .worker import OwnedTask
+
+ADD = "Add a PC"
+TIMEOUT_S = 5.0
+
+
+def link_text(link: LinkInfo | None) -> str:
+    if link is None:
+        return "link not measured"
+    how = "measured" if link.measured else "assumed, not measured"
+    return f"link {link.rtt_ms:.1f} ms round trip, {link.throughput_mbs:,.0f} MB/s ({how})"
+
+
+def node_text(node: RemoteNode) -> str:
+    n = len(node.devices)
+    name = node.name if node.name == node.address else f"{node.name} ({node.address})"
+    engine = f" · {node.engine}" if node.engine else ""
+    return f"{name} · {n} device{'s' if n != 1 else ''} · {link_text(node.link)}{engine}"
+
+
+def failure_sentence(address: str, error: BaseException) -> str:
+    """describe_node's own sentence names the PC; anything else becomes one that does."""
+    if isinstance(error, v.InputError):
+        return str(error)
+    what = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+    return f"The PC at {address} could not be asked for its devices ({what})."
+
+
+def describe(address: str) -> RemoteNode:
+    from ..backends.nodes import describe_node  # the network side; imported where it is used
+
+    return describe_node(address, timeout=TIMEOUT_S, measure=True)
+
+
+class NodesPanel(QGroupBox):
+    def __init__(self, state, parent=None):
+        super().__init__("Other PCs sharing their devices (llama.cpp RPC)", parent)
+        self.state = state
+        self._task = OwnedTask(self)
+        self.address = QLineEdit()
+        self.address.setPlaceholderText("address:port of a PC running “Share this PC's GPUs”, e.g. 192.168.1.20:50052")
+        self.address.setAccessibleName("address of the PC to add")
+        self.address.returnPressed.connect(self.add_typed)
+        self.add = QPushButton(ADD)
+        self.add.setToolTip("Ask that PC for its devices and measure the network to it; its devices come first in "
+                            "the engine's order.")
+        self.add.clicked.connect(self.add_typed)
+        self.error = banner(kind="error")
+        self.rows = QGridLayout()
+        self.rows.setColumnStretch(0, 1)
+        top = QHBoxLayout()
+        top.addWidget(self.address, 1)
+        top.addWidget(self.add)
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(self.error)
+        lay.addLayout(self.rows)
+        self._shown_key = None
+        state.on(RIG, lambda _t: self.refresh())
+        self.refresh()
+        if state.saved_nodes:  # remembered from the last run: asked again, they may have changed or gone
+            self._describe(list(state.saved_nodes), typed=False)
+
+    # --- actions ---
+    def add_typed(self) -> None:
+        text = self.address.text().strip()
+        try:
+            addresses = v.rpc_targets(text)
+        except v.InputError as e:
+            self.say(str(e))
+            return
+        self._describe(addresses, typed=True)
+
+    def retry(self, address: str) -> None:
+        self._describe([address], typed=False)
+
+    def remove(self, address: str) -> None:
+        self.state.remove_node(address)
+
+    def _describe(self, addresses: list[str], typed: bool) -> None:
+        """Each PC is asked in turn on the worker; the answers come back together (one job at a time)."""
+        self.say("")
+        self._busy(f"Asking {', '.join(addresses)}…")
+
+        def work(cancel):
+            out = []
+            for a in addresses:
+                if cancel.is_set():
+                    break
+                try:
+                    out.append((a, describe(a), ""))
+                except Exception as e:  # noqa: BLE001 - each failure becomes one sentence naming the PC
+                    out.append((a, None, failure_sentence(a, e)))
+            return out
+
+        self._task.run(work, lambda res: self._described(res, typed), self._failed)
+
+    def _described(self, results, typed: bool) -> None:
+        self._busy("")
+        failures = []
+        with self.state.grouped():
+            for address, node, why in results:
+                if node is not None:
+                    self.state.add_node(node)
+                elif typed:  # a typo is not remembered: the address stays in the box to be corrected
+                    failures.append(why)
+                else:
+                    self.state.set_unreachable(address, why)
+                    failures.append(why)
+        if typed and not failures:
+            self.address.clear()
+        self.say(" ".join(failures))
+
+    def _failed(self, error: BaseException) -> None:
+        self._busy("")
+        self.say(failure_sentence(self.address.text().strip() or "?", error))
+
+    def _busy(self, text: str) -> None:
+        self.add.setEnabled(not text)
+        self.add.setText(text or ADD)
+
+    def say(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.setVisible(bool(text))
+
+    # --- drawing ---
+    def refresh(self) -> None:
+        st = self.state
+        key = ([(n.address, node_text(n)) for n in st.nodes], sorted(st.unreachable.items()))
+        if key == self._shown_key:
+            return
+        self._shown_key = key
+        while self.rows.count():
+            w = self.rows.takeAt(0).widget()
+            if w:
+                w.deleteLater()
+        r = 0
+        for n in st.nodes:
+            self._row(r, node_text(n), n.address, retry=False)
+            r += 1
+        for address, why in st.unreachable.items():
+            self._row(r, f"{address}: not reachable — {why}", address, retry=True)
+            r += 1
+
+    def _row(self, r: int, text: str, address: str, retry: bool) -> None:
+        label = QLabel(text)
+        label.setTextFormat(Qt.PlainText)  # names come from other PCs
+        label.setWordWrap(True)
+        self.rows.addWidget(label, r, 0)
+        if retry:
+            again = QPushButton("Try again")
+            again.setAccessibleName(f"Try {address} again")
+            again.clicked.connect(lambda _=False, a=address: self.retry(a))
+            self.rows.addWidget(again, r, 1)
+        remove = QPushButton("Remove")
+        remove.setAccessibleName(f"Remove {address}")
+        remove.setToolTip("Plan without this PC (it keeps sharing until it is stopped there).")
+        remove.clicked.connect(lambda _=False, a=address: self.remove(a))
+        self.rows.addWidget(remove, r, 2)
