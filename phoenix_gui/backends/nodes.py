@@ -62,6 +62,8 @@ def describe_node(address: str, timeout: float = 5.0, measure: bool = True) -> R
     except RpcError as e:
         raise NodeError(_sentence(address, e)) from None
     info = fetch_info(host, port, min(timeout, 3.0))
+    if info and (not isinstance(info.get("devices"), list) or len(info["devices"]) != len(memory)):
+        info = None  # the info describes another set of devices (another share on the next port)
     devices = [_device(address, i, free, total, _info_device(info, i)) for i, (free, total) in enumerate(memory)]
     link = None
     if measure:
@@ -104,9 +106,9 @@ def fetch_info(host: str, port: int, timeout: float) -> dict | None:
         info = json.loads(body) if r.status == 200 and len(body) <= INFO_MAX_BYTES else None
     except (OSError, http.client.HTTPException, ValueError):
         return None
-    if not isinstance(info, dict) or info.get("service") != "phoenix-share" or info.get("rpc_port") != port:
-        return None  # something else on that port, or the info of another share
-    return info
+    if not isinstance(info, dict) or info.get("service") != "phoenix-share":
+        return None  # something else on that port
+    return info  # its rpc_port may differ from ours behind a relay or a port forward: not checked
 
 
 def _info_device(info: dict | None, i: int) -> dict:
