@@ -105,11 +105,29 @@ def test_the_tune_finds_the_laws_fastest_split_and_learns_its_costs(q7):
     assert make_plan(model, rig, s).predicted_tokens_per_s < 0.7 * t.winner.measured_tps
 
 
-def test_an_out_of_memory_is_data_and_the_tune_goes_on(q7, monkeypatch):
-    rig, model, _ = q7
-    monkeypatch.setenv("FAKE_KCPP_MAX_LAYERS", "15")  # engine device 0 holds 15 layers at most
+def one_card_holds(tmp_path, uuid: str, layers: int, first_uuid: str) -> str:
+    """The stand-in with its out-of-memory tied to one physical card, as a real card's memory is. The
+    stand-in's FAKE_KCPP_MAX_LAYERS limits whatever card is engine device 0 (CUDA0); this wrapper keeps the
+    limit only when that card is `uuid` (CUDA_VISIBLE_DEVICES lists UUIDs; unset: the rig's first GPU).
+    Without it, a plan that puts the 1060 first (auto-fit's calibrated fill order does) ran out of memory
+    on the 1060 for the 2080's sake, which no real rig does. It execs, so the launcher's pid is the engine's."""
+    exe = tmp_path / "koboldcpp_one_card.py"
+    exe.write_text(f"""import os, sys
+first = (os.environ.get("CUDA_VISIBLE_DEVICES") or {first_uuid!r}).split(",")[0]
+if first == {uuid!r}:
+    os.environ["FAKE_KCPP_MAX_LAYERS"] = "{layers}"
+else:
+    os.environ.pop("FAKE_KCPP_MAX_LAYERS", None)
+os.execv(sys.executable, [sys.executable, {FAKE!r}, *sys.argv[1:]])
+""")
+    return str(exe)
+
+
+def test_an_out_of_memory_is_data_and_the_tune_goes_on(q7, monkeypatch, tmp_path):
+    rig, model, path = q7
     monkeypatch.setenv("FAKE_KCPP_OOM_MODE", "clean")
-    t = run(tuner(q7))
+    exe = one_card_holds(tmp_path, rig.gpus[1].uuid, 15, rig.gpus[0].uuid)  # the 2080 holds 15 layers at most
+    t = run(Tuner(model, rig, path, PlanSettings(context=2048, port=free_port()), exe, version="1.115.1"))
     assert t.state == "done", t.message
     oom = [r for r in t.runs if r.outcome == "out of memory"]
     assert oom and oom[0].label == "predicted best"  # 29 layers on the 2080 alone

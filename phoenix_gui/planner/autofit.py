@@ -1,7 +1,8 @@
 """Auto-fit: choose GPU layers, an exact tensor split and MoE expert offload so every device fits.
 
 Fastest: fill the GPUs in order of effective bandwidth (spec bandwidth x architecture efficiency),
-each as full as it can get, by binary search over its layer count with the real ledger; layers
+or, when the rig carries a calibration from a tune on this PC, of the speed measured there; each as
+full as it can get, by binary search over its layer count with the real ledger; layers
 that fit nowhere stay in RAM. The split is emitted as integer layer counts, which llama.cpp
 reproduces exactly. GPUs that end up empty are left out of the device list (a listed GPU still
 pays a CUDA context). For MoE models, keeping every layer's attention on the GPUs and moving
@@ -19,6 +20,7 @@ from ..model.info import ModelInfo
 from .kv import pad
 from .ledger import Plan
 from .plan import make_plan, selected_gpus
+from .calibration import calibration_of
 from .settings import PlanSettings
 from .speed import gpu_rate, noise
 
@@ -41,10 +43,14 @@ class _Evaluator:
         return make_plan(self.model, self.rig, s)
 
 
-def _gpu_speed(g) -> float:
-    """Decode rate of a card alone (bandwidth, architecture and chip size): the fill order."""
+def _gpu_speed(g, rig: Rig) -> float:
+    """Decode rate of a card alone (bandwidth, architecture and chip size): the fill order. A tune's
+    calibration scales the model's time on that card by what was measured (2.0: twice as slow), so
+    the measured per-layer cost decides the order, not the spec sheet."""
     spec = find_spec(g.name, round(g.total_bytes / (1 << 30)))
-    return gpu_rate(g.bandwidth_gbs, g.architecture, spec.fp32_tflops if spec else 0.0, g.compute_capability >= (6, 1))
+    rate = gpu_rate(g.bandwidth_gbs, g.architecture, spec.fp32_tflops if spec else 0.0, g.compute_capability >= (6, 1))
+    cal = calibration_of(rig)
+    return rate / cal.scale_for(g.uuid) if cal is not None else rate
 
 
 def _with_counts(base: PlanSettings, devices: tuple[int, ...], counts: list[int]) -> PlanSettings:
@@ -63,7 +69,7 @@ def _fill(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...], polish_w
     total = model.n_layer + 1
     counts = [0] * n
     gpus = [ev.rig.gpus[i] for i in devices]
-    order = sorted(range(n), key=lambda i: -_gpu_speed(gpus[i]))
+    order = sorted(range(n), key=lambda i: -_gpu_speed(gpus[i], ev.rig))
     for i in order:
         room = total - sum(counts)
         lo, hi = 0, room  # lo fits (0 always "fits" for this device); find the largest fitting
@@ -157,7 +163,7 @@ def _fastest(ev: _Evaluator, base: PlanSettings) -> tuple[PlanSettings, Plan]:
     consider(cpu_only, first)
     candidates = [devices]
     # Leaving the slowest GPUs out can pay when the rest hold the whole model.
-    by_speed = sorted(devices, key=lambda i: _gpu_speed(rig.gpus[i]))
+    by_speed = sorted(devices, key=lambda i: _gpu_speed(rig.gpus[i], rig))
     for k in range(1, len(devices)):
         drop = set(by_speed[:k])
         candidates.append(tuple(d for d in devices if d not in drop))
@@ -284,14 +290,19 @@ def auto_fit(model: ModelInfo, rig: Rig, base: PlanSettings, objective: str = "f
 def explain(p: Plan, rig: Rig, objective: str, rival: tuple[float, float, str] | None = None) -> list[str]:
     lines = []
     gib = 1 << 30
-    ranked = sorted(p.gpus, key=lambda d: -_gpu_speed(rig.gpus[d.gpu_index]))
+    ranked = sorted(p.gpus, key=lambda d: -_gpu_speed(rig.gpus[d.gpu_index], rig))
     rank = {id(d): k for k, d in enumerate(ranked)}
+    measured = calibration_of(rig) is not None
     for d in p.gpus:
         g = rig.gpus[d.gpu_index]
         span = f"blocks {d.first_layer}-{min(d.last_layer, p.n_layer - 1)}" if d.first_layer is not None else "no layers"
         out = " + output layer" if d.has_output else ""
-        why = ("fastest memory, filled first" if rank[id(d)] == 0 else
-               f"#{rank[id(d)] + 1} by memory speed ({g.bandwidth_gbs:.0f} GB/s), takes what the faster cards could not")
+        if measured:
+            why = ("fastest as measured on this PC, filled first" if rank[id(d)] == 0 else
+                   f"#{rank[id(d)] + 1} by the speed measured on this PC, takes what the faster cards could not")
+        else:
+            why = ("fastest memory, filled first" if rank[id(d)] == 0 else
+                   f"#{rank[id(d)] + 1} by memory speed ({g.bandwidth_gbs:.0f} GB/s), takes what the faster cards could not")
         if objective == "headroom":
             why = "layers balanced for the most free memory on the tightest card"
         lines.append(f"{d.name}: {d.layers} layers ({span}{out}), {d.total_bytes / gib:.2f} of "
