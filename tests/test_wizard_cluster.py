@@ -1,0 +1,259 @@
+"""The wizard's side of a cluster of the user's PCs (issue #14), driven through the real widgets offscreen:
+Add a PC against a real koboldcpp RPC host on 127.0.0.1, devices in the engine's order, the split page's
+groups and network cost, saved node addresses, and the failures a user meets (down, not an RPC server)."""
+
+import os
+import socket
+import threading
+from dataclasses import replace
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtWidgets import QToolButton  # noqa: E402
+
+from phoenix_gui.config import UserSettings, load_settings, save_settings  # noqa: E402
+from phoenix_gui.hardware.cluster import LinkInfo, RemoteNode  # noqa: E402
+from phoenix_gui.ui.app import make_wizard  # noqa: E402
+from phoenix_gui.ui.pages.hardware import NAME, ORDER, PC  # noqa: E402
+from phoenix_gui.ui.pages.split import network_cost  # noqa: E402
+
+GB = 10**9
+
+
+def a_node(rig, address="192.168.1.20:50052", name="gaming-pc", rtt_ms=0.6, mbs=112.0, n=1, vram_gib=12):
+    """Another PC's description as describe_node returns it (the domain's own dataclasses)."""
+    base = rig.gpus[1]
+    devices = [replace(base, index=i, uuid=f"rpc:{address}/{i}", name="NVIDIA GeForce RTX 3060",
+                       total_bytes=vram_gib << 30, free_bytes=(vram_gib << 30) - (1 << 30), used_bytes=1 << 30,
+                       node=address) for i in range(n)]
+    return RemoteNode(address, name, devices, LinkInfo(rtt_ms, mbs))
+
+
+@pytest.fixture
+def rpc_host(kcpp_tree):
+    """A real koboldcpp RPC host sharing this machine's CPU on a free 127.0.0.1 port."""
+    from phoenix_gui.backends.share import ShareHost
+
+    host = ShareHost(kcpp_tree / "koboldcpp.py", port=None, cpu_only=True).start()
+    yield host
+    pid = host._proc.pid
+    host.stop()
+    from machine_helpers import gone
+
+    assert gone([pid]), "the RPC host was left running"
+
+
+def add_typed(qtbot, w, address: str):
+    panel = w.page("hardware").nodes
+    panel.address.setText(address)
+    qtbot.mouseClick(panel.add, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not panel._task.running, timeout=30000)
+    return panel
+
+
+def rows(w):
+    t = w.page("hardware").table
+    return [(t.item(r, PC).text(), t.item(r, NAME).text()) for r in range(t.rowCount())]
+
+
+# --- the session model ---
+
+def test_a_pc_added_puts_its_devices_first_and_keeps_the_users_choices(wiz):
+    st = wiz.state
+    local_uuids = [g.uuid for g in st.rig.gpus]
+    st.set_included(0, False)  # GTX 1050 Ti left out
+    st.set_locked(2, True)
+    share_2080 = st.percent(1) / (st.percent(1) + st.percent(2))
+    st.add_node(a_node(st.rig))
+    g = st.rig.gpus
+    assert g[0].is_remote and [x.uuid for x in g[1:]] == local_uuids  # engine order: RPC devices first
+    assert st.devices[0] == 0 and st.order[0] == 0
+    assert 1 not in st.included and st.locked == {3}  # the same cards, at their new places
+    assert st.percent(2) / (st.percent(2) + st.percent(3)) == pytest.approx(share_2080)
+    assert st.gpu_label(0) == "RTX 3060 on gaming-pc"
+    plan = st.plan()
+    assert [d.gpu_index for d in plan.gpus] == st.devices and plan.gpus[0].layers > 0
+    st.remove_node("192.168.1.20:50052")
+    assert [x.uuid for x in st.rig.gpus] == local_uuids
+    assert 0 not in st.included and st.locked == {2}
+
+
+def test_this_pcs_cards_cannot_be_moved_before_a_remote_device(wiz):
+    st = wiz.state
+    st.add_node(a_node(st.rig))
+    order = list(st.order)
+    st.move_gpu(order[1], -1)  # the engine puts RPC devices first whatever is asked
+    st.move_gpu(order[0], +1)
+    assert st.order == order
+    st.move_gpu(order[2], -1)  # this PC's cards still reorder among themselves
+    assert st.order == [order[0], order[2], order[1], order[3]]
+    page = wiz.page("hardware")
+    wiz.go_to("hardware")
+    up = lambda r: next(b for b in page.table.cellWidget(r, ORDER).findChildren(QToolButton)  # noqa: E731
+                        if b.text() == "▲")
+    assert not up(1).isEnabled() and up(2).isEnabled()
+
+
+def test_the_same_pc_twice_is_refused_and_a_new_description_replaces_the_old(wiz):
+    from phoenix_gui.ui.state import SettingError
+
+    st = wiz.state
+    n = a_node(st.rig)
+    with pytest.raises(SettingError, match="twice"):
+        st.set_nodes([n, n])
+    st.add_node(n)
+    st.add_node(a_node(st.rig, n=2))  # described again: now two devices, still one PC
+    assert [g.node for g in st.rig.gpus].count(n.address) == 2 and len(st.nodes) == 1
+
+
+# --- the hardware page against a real RPC host ---
+
+def test_add_a_real_pc_lists_its_device_first_with_the_measured_link_and_remove_it(qtbot, wiz, rpc_host):
+    wiz.go_to("hardware")
+    panel = add_typed(qtbot, wiz, rpc_host.address)
+    assert not panel.error.isVisible(), panel.error.text()
+    node = wiz.state.nodes[0]
+    assert node.address == rpc_host.address and node.link is not None and node.link.measured
+    pc, name = rows(wiz)[0]
+    assert pc == f"{node.name}\n{rpc_host.address}" and name.startswith("RPC0 CPU")
+    assert all(pc == "this PC" for pc, _ in rows(wiz)[1:])
+    assert not wiz.page("hardware").table.isColumnHidden(PC)
+    shown = panel.rows.itemAtPosition(0, 0).widget().text()
+    assert rpc_host.address in shown and f"{node.link.rtt_ms:.1f} ms round trip" in shown
+    assert panel.address.text() == ""
+    qtbot.mouseClick(panel.rows.itemAtPosition(0, 2).widget(), Qt.LeftButton)  # Remove
+    assert wiz.state.nodes == [] and all(pc == "this PC" for pc, _ in rows(wiz))
+    assert wiz.page("hardware").table.isColumnHidden(PC)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_pc_that_is_down_is_one_sentence_naming_it_and_nothing_is_added(qtbot, wiz):
+    address = f"127.0.0.1:{free_port()}"
+    panel = add_typed(qtbot, wiz, address)
+    assert panel.error.isVisible() and address in panel.error.text()
+    assert panel.error.text().count(". ") <= 1 and "Traceback" not in panel.error.text()
+    assert wiz.state.nodes == [] and wiz.state.unreachable == {}
+    assert panel.address.text() == address  # left there to be corrected
+    assert panel.add.isEnabled()
+
+
+def test_something_that_is_not_an_rpc_server_is_named_and_refused(qtbot, wiz):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+
+    def answer():  # an HTTP-ish server: talks, but not llama.cpp's RPC
+        try:
+            c, _ = srv.accept()
+            c.recv(64)
+            c.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+            c.close()
+        except OSError:
+            pass
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    try:
+        panel = add_typed(qtbot, wiz, f"127.0.0.1:{port}")
+    finally:
+        srv.close()
+    assert panel.error.isVisible() and f"127.0.0.1:{port}" in panel.error.text()
+    assert wiz.state.nodes == []
+
+
+@pytest.mark.parametrize("typed", ["192.168.1.20", "host:99999", "a b:5", "127.0.0.1:50052,127.0.0.1:50052"])
+def test_a_bad_address_is_one_sentence_before_anything_is_asked(qtbot, wiz, typed):
+    panel = wiz.page("hardware").nodes
+    panel.address.setText(typed)
+    qtbot.mouseClick(panel.add, Qt.LeftButton)
+    assert panel.error.isVisible() and panel.error.text()
+    assert not panel._task.running and wiz.state.nodes == []
+
+
+# --- remembered between runs ---
+
+def test_node_addresses_are_saved_and_asked_again_at_the_next_start(qtbot, config_dir, rpc_host):
+    w = make_wizard(persist=True, measure=False)
+    qtbot.addWidget(w)
+    w.show()
+    add_typed(qtbot, w, rpc_host.address)
+    w.close()
+    assert load_settings()[0].nodes == [rpc_host.address]
+    w2 = make_wizard(persist=True, measure=False)
+    qtbot.addWidget(w2)
+    w2.show()
+    qtbot.waitUntil(lambda: bool(w2.state.nodes), timeout=30000)
+    assert w2.state.rig.gpus[0].node == rpc_host.address
+
+
+def test_a_remembered_pc_that_is_down_stays_listed_with_why_and_can_be_removed(qtbot, config_dir):
+    address = f"127.0.0.1:{free_port()}"
+    save_settings(UserSettings(nodes=[address]))
+    w = make_wizard(persist=True, measure=False)
+    qtbot.addWidget(w)
+    w.show()
+    panel = w.page("hardware").nodes
+    qtbot.waitUntil(lambda: address in w.state.unreachable, timeout=30000)
+    row = panel.rows.itemAtPosition(0, 0).widget().text()
+    assert row.startswith(f"{address}: not reachable") and address in panel.error.text()
+    w.close()
+    assert load_settings()[0].nodes == [address]  # a PC switched off today is still wanted tomorrow
+    w2 = make_wizard(persist=True, measure=False)
+    qtbot.addWidget(w2)
+    w2.show()
+    p2 = w2.page("hardware").nodes
+    qtbot.waitUntil(lambda: address in w2.state.unreachable, timeout=30000)
+    qtbot.mouseClick(p2.rows.itemAtPosition(0, 2).widget(), Qt.LeftButton)  # Remove
+    w2.close()
+    assert load_settings()[0].nodes == []
+
+
+@pytest.mark.parametrize("bad", [["192.168.1.20"], ["a:1", "a:1"], "127.0.0.1:5", [5], ["h:0"], ["x\n:5"]])
+def test_bad_saved_nodes_fall_back_and_the_rest_is_kept(config_dir, bad):
+    import json
+
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "settings.json").write_text(json.dumps({"nodes": bad, "context": 8192}))
+    us, note = load_settings()
+    assert us.nodes == [] and us.context == 8192 and "nodes" in note
+
+
+# --- the split page: one picture of the cluster ---
+
+def test_split_groups_bars_per_pc_in_engine_order_with_the_network_cost(qtbot, wiz):
+    st = wiz.state
+    st.add_node(a_node(st.rig, rtt_ms=0.6, mbs=112.0))
+    st.run_auto_fit("fastest")
+    wiz.go_to("split")
+    page = wiz.page("split")
+    heads = [h.text() for h in page.group_heads]
+    assert heads[0].startswith("gaming-pc (192.168.1.20:50052) · link 0.6 ms round trip, 112 MB/s")
+    assert heads[1:] == ["this PC"]
+    plan = st.plan()
+    remote = plan.devices[0]
+    assert st.rig.gpus[remote.gpu_index].is_remote and remote.layers > 0
+    net = page.net_rows[0]
+    assert net.isVisibleTo(page) and not any(n.isVisibleTo(page) for n in page.net_rows[1:])
+    ms, load_s = network_cost(plan, st.rig, remote, st.model.n_embd)
+    # weights over the link at load: ~90 s for ~10 GB at gigabit speed
+    assert load_s == pytest.approx(remote.weights_bytes / 112e6)
+    assert f"about {load_s:.0f} s" in net.text() and f"{ms:.1f} ms per token" in net.text()
+    # in from this PC's CPU side and out to this PC's GPUs: two crossings, each a round trip plus the activations
+    assert ms == pytest.approx(2 * (0.6 + 4 * st.model.n_embd / 112e6 * 1e3))
+
+
+def test_slower_link_costs_more_per_token_and_at_load(wiz):
+    st = wiz.state
+    st.add_node(a_node(st.rig, rtt_ms=0.5, mbs=1000.0))
+    fast = network_cost(st.plan(), st.rig, st.plan().devices[0], st.model.n_embd)
+    st.add_node(a_node(st.rig, rtt_ms=5.0, mbs=10.0))  # the same PC over a much worse link
+    slow = network_cost(st.plan(), st.rig, st.plan().devices[0], st.model.n_embd)
+    assert slow[0] > 5 * fast[0] and slow[1] == pytest.approx(100 * fast[1], rel=0.01)
