@@ -36,16 +36,17 @@ class NodeError(InputError):
 def split_address(address: str) -> tuple[str, int]:
     """"host:port" as --rpc takes it. llama.cpp splits at the first colon, so IPv6 addresses cannot be
     RPC targets; a bracketed one is refused with that reason."""
+    shown = address if isinstance(address, str) and address.isprintable() and len(address) < 300 else repr(address)[:300]
     if not isinstance(address, str) or ":" not in address:
-        raise NodeError(f"{address!r} is not an RPC address; give host:port, such as 192.168.1.20:50052.")
+        raise NodeError(f"{shown} is not an RPC address; give host:port, such as 192.168.1.20:50052.")
     host, _, port = address.strip().partition(":")
     if host.startswith("["):
-        raise NodeError(f"{address} is an IPv6 address; llama.cpp's RPC backend takes only IPv4 addresses "
+        raise NodeError(f"{shown} is an IPv6 address; llama.cpp's RPC backend takes only IPv4 addresses "
                         "or host names.")
     try:
         return check_host(host), check_port(port)
     except InputError as e:
-        raise NodeError(f"{address} is not an RPC address: {e}") from None
+        raise NodeError(f"{shown} is not an RPC address: {e}") from None
 
 
 def describe_node(address: str, timeout: float = 5.0, measure: bool = True) -> RemoteNode:
@@ -80,8 +81,9 @@ def _sentence(address: str, e: RpcError) -> str:
         "refused": "is up but nothing listens on that port: is `phoenix share` (or rpc-server) running there, "
                    "on this port?",
         "unreachable": f"cannot be reached: {e.detail}; is it on, and on this network?",
-        "timeout": f"did not answer in time ({e.detail}): it is off, a firewall drops the packets, or its RPC "
-                   "server is busy with another main PC (it serves one at a time).",
+        "timeout": f"did not answer ({e.detail}): it is off, or a firewall drops the packets.",
+        "silent": f"accepted the connection but did not answer the RPC hello ({e.detail}): its RPC server is busy "
+                  "with another main PC (it serves one at a time), or this port is not an RPC server.",
         "closed": "closed the connection in the middle of the RPC exchange: its server stopped or crashed.",
         "denied": "refused this PC: its `phoenix share` lets only the addresses in its --allow list connect; "
                   "add this PC's address there.",

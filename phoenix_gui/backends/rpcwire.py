@@ -60,7 +60,8 @@ SPOKEN = Version(4, 0, 1)  # what this client writes; HELLO is read in both the 
 
 
 class RpcError(OSError):
-    """Why talking to a node failed. kind: refused, unreachable, timeout, closed, not_rpc, denied."""
+    """Why talking to a node failed. kind: refused, unreachable, timeout (no connection), silent (connected,
+    no reply), closed, not_rpc, denied."""
 
     def __init__(self, kind: str, detail: str):
         super().__init__(detail)
@@ -172,12 +173,12 @@ class RpcClient:
         while len(buf) < n:
             left = end - time.monotonic()
             if left <= 0:
-                raise RpcError("timeout", f"no RPC reply within {self.timeout:g} s")
+                raise RpcError("silent", f"no RPC reply within {self.timeout:g} s")
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(n - len(buf))
             except socket.timeout:
-                raise RpcError("timeout", f"no RPC reply within {self.timeout:g} s") from None
+                raise RpcError("silent", f"no RPC reply within {self.timeout:g} s") from None
             except OSError:
                 chunk = b""
             if not chunk:
