@@ -8,7 +8,6 @@ from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLine
 
 from .. import validate as v
 from ..hardware.cluster import LinkInfo, RemoteNode
-from .pages.base import banner
 from .state import RIG
 from .worker import OwnedTask
 
@@ -42,6 +41,13 @@ def describe(address: str) -> RemoteNode:
     from ..backends.nodes import describe_node  # the network side; imported where it is used
 
     return describe_node(address, timeout=TIMEOUT_S, measure=True)
+
+
+def banner(text: str = "", kind: str = "info"):
+    """The pages' banner (imported here: the pages package imports this panel)."""
+    from .pages.base import banner as make
+
+    return make(text, kind)
 
 
 class NodesPanel(QGroupBox):

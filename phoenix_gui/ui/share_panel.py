@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QApplication, QComboBox, QDialog, QFormLayout, QH
                                QPushButton, QSpinBox, QVBoxLayout)
 
 from .. import validate as v
-from .pages.base import banner
+from .nodes_panel import banner
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 50052
