@@ -229,3 +229,21 @@ class DelayRelay:
             except OSError:
                 pass
             s.close()
+
+
+def main(argv: list[str]) -> None:
+    """python tests/netlab.py UP_MS DOWN_MS LISTEN_PORT:TARGET_HOST:TARGET_PORT ...: delay relays on 127.0.0.1
+    of the namespace this runs in (ip netns exec NS ...), until killed; prints "ready" once listening."""
+    up, down = float(argv[0]) / 1000, float(argv[1]) / 1000
+    relays = []
+    for spec in argv[2:]:
+        lport, thost, tport = spec.split(":")
+        relays.append(DelayRelay((thost, int(tport)), up, down, listen=("127.0.0.1", int(lport))).__enter__())
+    print("ready", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

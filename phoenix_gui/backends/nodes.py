@@ -69,7 +69,7 @@ def describe_node(address: str, timeout: float = 5.0, measure: bool = True) -> R
     link = None
     if measure:
         rtt_ms = statistics.median(rtts) * 1000 if rtts else 0.0
-        mbs = measure_throughput(host, port, rtt_ms / 1000, timeout) if info else None
+        mbs = measure_throughput(host, port, timeout) if info else None
         link = LinkInfo(rtt_ms=rtt_ms, throughput_mbs=mbs or ASSUMED_MBS, measured=mbs is not None)
     name = str(info.get("name") or address) if info else address
     engine = str(info.get("engine") or "") if info else ""
@@ -150,11 +150,12 @@ def _device(address: str, i: int, free: int, total: int, d: dict) -> GpuInfo:
 
 # --- the link ---
 
-def measure_throughput(host: str, port: int, rtt_s: float, timeout: float) -> float | None:
-    """MB/s (10^6 bytes/s) main -> node: time POSTs of growing size to the node's /blob until one takes
-    BLOB_MIN_S, minus one round trip (the request's way out and the answer's way back). None when the
-    node has no info endpoint or the transfer fails."""
-    size = BLOB_MIN
+def measure_throughput(host: str, port: int, timeout: float) -> float | None:
+    """MB/s (10^6 bytes/s) main -> node: POSTs of growing size to the node's /blob over one connection until
+    one takes BLOB_MIN_S; the rate is the last two transfers' difference in bytes over their difference in
+    time, so what every transfer pays alike (round trip, request, TCP's slow start) cancels out. None
+    when the node has no info endpoint or the transfer fails."""
+    size, prev = BLOB_MIN, None
     chunk = bytes(1 << 16)
     try:
         conn = http.client.HTTPConnection(host, port + INFO_PORT_OFFSET, timeout=max(timeout, 30.0))
@@ -172,8 +173,10 @@ def measure_throughput(host: str, port: int, rtt_s: float, timeout: float) -> fl
                 if r.status != 200 or reply.get("bytes") != size:
                     return None
                 if took >= BLOB_MIN_S or size >= BLOB_MAX:
-                    return size / max(took - rtt_s, took * 0.05) / 1e6
-                size *= 4
+                    if prev and took > prev[1]:
+                        return (size - prev[0]) / (took - prev[1]) / 1e6
+                    return size / took / 1e6
+                prev, size = (size, took), size * 4
         finally:
             conn.close()
     except (OSError, http.client.HTTPException, ValueError, AttributeError):
