@@ -240,20 +240,38 @@ def test_split_groups_bars_per_pc_in_engine_order_with_the_network_cost(qtbot, w
     plan = st.plan()
     remote = plan.devices[0]
     assert st.rig.gpus[remote.gpu_index].is_remote and remote.layers > 0
-    net = page.net_rows[0]
-    assert net.isVisibleTo(page) and not any(n.isVisibleTo(page) for n in page.net_rows[1:])
-    ms, load_s = network_cost(plan, st.rig, remote, st.model.n_embd)
+    assert page.bar_rows[0][0].text().startswith(remote.name)  # its own bar, first
+    net = page.net_rows["192.168.1.20:50052"]
+    assert net.isVisibleTo(page)
+    per_token, sent, load_s = network_cost(plan, st.rig, st.model, "192.168.1.20:50052")
     # weights over the link at load: ~90 s for ~10 GB at gigabit speed
-    assert load_s == pytest.approx(remote.weights_bytes / 112e6)
-    assert f"about {load_s:.0f} s" in net.text() and f"{ms:.1f} ms per token" in net.text()
-    # in from this PC's CPU side and out to this PC's GPUs: two crossings, each a round trip plus the activations
-    assert ms == pytest.approx(2 * (0.6 + 4 * st.model.n_embd / 112e6 * 1e3))
+    assert sent == remote.weights_bytes and load_s == pytest.approx(sent / 112e6)
+    assert f"{sent / 1e9:,.1f} GB of weights, about {round(load_s)} s" in net.text()
+    assert f"{per_token * 1000:.1f} ms per token" in net.text()
+    # one run of layers there: in and out, a round trip plus the activations each way
+    assert per_token == pytest.approx(0.6e-3 + 2 * 4 * st.model.n_embd / 112e6)
+    # the only other PC: its cost is the whole plan's network term
+    assert per_token == pytest.approx(plan.speed_inputs.network_s)
+
+
+def test_two_pcs_each_have_their_cost_and_they_add_up_to_the_plans(qtbot, wiz):
+    st = wiz.state
+    st.add_node(a_node(st.rig, "10.0.0.2:50052", "laptop", rtt_ms=2.0, mbs=50.0, vram_gib=6))
+    st.add_node(a_node(st.rig, "10.0.0.3:50052", "gaming-pc", rtt_ms=0.5, mbs=112.0))
+    wiz.go_to("split")
+    page = wiz.page("split")
+    assert [h.text().split(" ")[0] for h in page.group_heads] == ["laptop", "gaming-pc", "this"]
+    plan = st.plan()
+    costs = [network_cost(plan, st.rig, st.model, a) for a in ("10.0.0.2:50052", "10.0.0.3:50052")]
+    assert all(c[1] > 0 for c in costs)
+    assert sum(c[0] for c in costs) == pytest.approx(plan.speed_inputs.network_s)
+    assert costs[0][2] == pytest.approx(costs[0][1] / 50e6)
 
 
 def test_slower_link_costs_more_per_token_and_at_load(wiz):
     st = wiz.state
     st.add_node(a_node(st.rig, rtt_ms=0.5, mbs=1000.0))
-    fast = network_cost(st.plan(), st.rig, st.plan().devices[0], st.model.n_embd)
+    fast = network_cost(st.plan(), st.rig, st.model, "192.168.1.20:50052")
     st.add_node(a_node(st.rig, rtt_ms=5.0, mbs=10.0))  # the same PC over a much worse link
-    slow = network_cost(st.plan(), st.rig, st.plan().devices[0], st.model.n_embd)
-    assert slow[0] > 5 * fast[0] and slow[1] == pytest.approx(100 * fast[1], rel=0.01)
+    slow = network_cost(st.plan(), st.rig, st.model, "192.168.1.20:50052")
+    assert slow[0] > 5 * fast[0] and slow[2] == pytest.approx(100 * fast[2], rel=0.01)

@@ -8,7 +8,9 @@ from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
-from ...hardware.cluster import LOCAL, link_of, machine_of
+from ...hardware.cluster import ASSUMED_LINK, LOCAL, link_of, machine_of
+from ...planner.placement import CPU
+from ...planner.plan import network_seconds
 from ..binding import bind
 from ..membar import STATUS_COLOUR, MemoryBar, legend_html, mib
 from ..nodes_panel import link_text
@@ -35,43 +37,28 @@ def split_text(weights: list[float]) -> str:
     return " ".join(f"{w:.0f}" if abs(w - round(w)) < 1e-9 else f"{w:.2f}".rstrip("0").rstrip(".") for w in weights)
 
 
-def machine_key(rig, d) -> str:
-    """The PC a plan device is in: a node's address, "" for this PC (its GPUs and its CPU / RAM)."""
-    return rig.gpus[d.gpu_index].node if d.kind == "gpu" and d.gpu_index is not None else ""
+def network_cost(plan, rig, model, address: str) -> tuple[float, int, float]:
+    """(network seconds per generated token, bytes of weights sent at load, seconds to send them) for one
+    other PC: the planner's own network term with only this PC's layers kept on it (each run of layers
+    on a PC costs on its own, so the PCs' costs add up to the plan's)."""
+    gpus = [rig.gpus[d.gpu_index] for d in plan.gpus]
+    mine = [a if a != CPU and gpus[a].node == address else CPU for a in plan.assign]
+    per_token = network_seconds(rig, gpus, mine, model.n_embd, model.n_vocab)
+    sent = sum(d.weights_bytes for d, g in zip(plan.gpus, gpus) if g.node == address)
+    link = link_of(rig, next(g for g in rig.gpus if g.node == address)) or ASSUMED_LINK
+    return per_token, sent, sent / (link.throughput_mbs * 1e6)
 
 
-def network_cost(plan, rig, d, n_embd: int) -> tuple[float, float] | None:
-    """(network milliseconds per generated token, seconds to send its weights at load) for a device on
-    another PC; None for this PC's devices or without a link. Per token, the activations (n_embd floats)
-    cross each machine boundary next to the device's block once, with one round trip each; a neighbour on
-    the same PC costs nothing. The load sends the device's weights once over the link."""
-    if machine_key(rig, d) == "" or d.layers == 0:
-        return None
-    link = link_of(rig, rig.gpus[d.gpu_index])
-    if link is None or link.throughput_mbs <= 0:
-        return None
-    holders = [x for x in plan.devices if x.layers > 0]
-    k = next(i for i, x in enumerate(holders) if x is d)
-    here = machine_key(rig, d)
-    # the CPU computes the first, un-offloaded layers on this PC; the output comes back to this PC
-    before = machine_key(rig, holders[k - 1]) if k > 0 else ""
-    after = machine_key(rig, holders[k + 1]) if k + 1 < len(holders) and holders[k + 1].kind == "gpu" else ""
-    crossings = (before != here) + (after != here)
-    act = 4 * n_embd  # f32 activations of one token
-    per_token_ms = crossings * (link.rtt_ms + act / (link.throughput_mbs * 1e6) * 1e3)
-    return per_token_ms, d.weights_bytes / (link.throughput_mbs * 1e6)
-
-
-def network_text(cost: tuple[float, float] | None, d) -> str:
-    if cost is None:
-        return ""
-    ms, load_s = cost
-    return (f"network: {ms:.1f} ms per token · load sends {mib(d.weights_bytes)} of weights to it: "
+def network_text(cost: tuple[float, int, float]) -> str:
+    per_token, sent, load_s = cost
+    if not sent:
+        return "network: no layers on this PC"
+    return (f"network: {per_token * 1000:.1f} ms per token · loading sends it {sent / 1e9:,.1f} GB of weights, "
             f"about {_duration(load_s)}")
 
 
 def _duration(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
+    return f"{max(1, round(s))} s" if s < 180 else f"{s / 60:,.1f} min"
 
 
 class CardRow:
@@ -200,7 +187,7 @@ class SplitPage(StatePage):
         self.bars_box = QGroupBox("Memory per device")
         self.bars = QVBoxLayout(self.bars_box)
         self.bar_rows: list[tuple[QLabel, MemoryBar, QLabel]] = []
-        self.net_rows: list[QLabel] = []  # per device: its network cost (devices on other PCs)
+        self.net_rows: dict[str, QLabel] = {}  # per other PC (address): its network cost
         self.group_heads: list[QLabel] = []  # one per PC, when there is more than this one
         self.legend = QLabel(legend_html())
         self.legend.setWordWrap(True)
@@ -270,7 +257,7 @@ class SplitPage(StatePage):
             w = self.bars.takeAt(0).widget()
             if w:
                 w.deleteLater()
-        self.bar_rows, self.net_rows, self.group_heads = [], [], []
+        self.bar_rows, self.net_rows, self.group_heads = [], {}, []
         # One group per PC, in the engine's order (the other PCs' devices first, then this PC's with its
         # CPU / RAM): the bars then read in the order the layers flow and the --tensor_split is written,
         # and each heading is a machine boundary the activations cross.
@@ -279,15 +266,18 @@ class SplitPage(StatePage):
         for k, key in enumerate(keys):
             if clustered and (k == 0 or keys[k - 1] != key):
                 self.bars.addWidget(self._group_head(key))
-            head, bar, why, net = QLabel(), MemoryBar(), QLabel(), QLabel()
-            for w in (head, why, net):
-                w.setTextFormat(Qt.PlainText)  # plain text lays out far faster than rich text on every drag
+                if key:  # what the network costs this PC: per token and at load
+                    net = self.net_rows[key] = QLabel()
+                    net.setTextFormat(Qt.PlainText)
+                    net.setWordWrap(True)
+                    self.bars.addWidget(net)
+            head, bar, why = QLabel(), MemoryBar(), QLabel()
+            head.setTextFormat(Qt.PlainText)  # plain text lays out far faster than rich text on every drag
+            why.setTextFormat(Qt.PlainText)
             why.setWordWrap(True)
-            net.setVisible(bool(key))
-            for w in (head, bar, why, net):
+            for w in (head, bar, why):
                 self.bars.addWidget(w)
             self.bar_rows.append((head, bar, why))
-            self.net_rows.append(net)
         self._row_key = (tuple(st.devices), id(st.rig))  # by identity: comparing rigs field by field is slow
 
     def _group_head(self, node: str) -> QLabel:
@@ -333,8 +323,8 @@ class SplitPage(StatePage):
             _colour(why, STATUS_COLOUR[d.state])
             if why.isVisibleTo(self) != bool(reason):  # a visibility flip relayouts the page
                 why.setVisible(bool(reason))
-        for net, d in zip(self.net_rows, plan.devices):
-            net.setText(network_text(network_cost(plan, st.rig, d, st.model.n_embd), d))
+        for address, net in self.net_rows.items():
+            net.setText(network_text(network_cost(plan, st.rig, st.model, address)))
         self._show_speed(plan)
         self.explain.setText("<br>".join(st.current_explanation() + plan.warnings))
 
