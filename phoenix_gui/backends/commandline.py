@@ -61,28 +61,79 @@ def exe_argv(exe: str | Path | None, backend: str) -> list[str]:
 
 
 def device_env(rig: Rig, settings: PlanSettings) -> dict[str, str]:
-    """Make the engine number GPUs as NVML does and see only the chosen ones, in the chosen order."""
+    """Make the engine number GPUs as NVML does and see only the chosen ones, in the chosen order
+    (this PC's GPUs: another PC's devices come through --rpc, not CUDA)."""
     env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-    gpus = selected_gpus(rig, settings)
-    if gpus and [g.uuid for g in gpus] != [g.uuid for g in rig.gpus]:
+    gpus = [g for g in selected_gpus(rig, settings) if not g.is_remote]
+    if gpus and [g.uuid for g in gpus] != [g.uuid for g in rig.gpus if not g.is_remote]:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(g.uuid if g.uuid else str(g.index) for g in gpus)
     return env
+
+
+# --- devices other PCs share over RPC ---
+# The engine puts every device of every --rpc server first (in --rpc order, each server's devices in its
+# order), then its own CUDA devices; tensor-split positions and device names follow that order.
+
+def rpc_nodes(plan: Plan, rig: Rig) -> list[str]:
+    """The --rpc / --rpctargets list: the nodes the plan puts a device of, in rig (engine) order."""
+    return list(dict.fromkeys(rig.gpus[d.gpu_index].node for d in plan.gpus if rig.gpus[d.gpu_index].is_remote))
+
+
+def engine_devices(plan: Plan, rig: Rig) -> list[tuple[int | None, str, str]]:
+    """Every device the engine will see, in its order: (the plan's GPU position or None when the plan
+    leaves it out, llama-server's device name, the buffer type name in overrides and logs). RPC devices
+    are numbered across servers (RPC0, RPC1, ...); their buffers are RPC<i>[host:port], i within a server."""
+    pos = {d.gpu_index: i for i, d in enumerate(plan.gpus)}
+    out: list[tuple[int | None, str, str]] = []
+    for addr in rpc_nodes(plan, rig):
+        for j, gi in enumerate(k for k, g in enumerate(rig.gpus) if g.node == addr):
+            out.append((pos.get(gi), f"RPC{len(out)}", f"RPC{j}[{addr}]"))
+    local = [(i, rig.gpus[d.gpu_index]) for i, d in enumerate(plan.gpus) if not rig.gpus[d.gpu_index].is_remote]
+    for k, (i, _g) in enumerate(local):  # CUDA_VISIBLE_DEVICES / --device make them the engine's CUDA0, 1, ...
+        out.append((i, f"CUDA{k}", f"CUDA{k}"))
+    return out
+
+
+def engine_split(plan: Plan, rig: Rig) -> list[float]:
+    """The plan's tensor split over the engine's devices: 0 for a node's device the plan does not use."""
+    return [plan.tensor_split[i] if i is not None and i < len(plan.tensor_split) else 0.0
+            for i, _n, _b in engine_devices(plan, rig)]
+
+
+def _engine_overrides(plan: Plan, rig: Rig, names: list[str] | None = None) -> list[tuple[str, str]]:
+    """Overrides with "CUDAn" (the plan's n-th GPU) as the engine calls that device."""
+    by_pos = {i: (n, b) for i, n, b in engine_devices(plan, rig) if i is not None}
+    out = []
+    for rx, buft in plan.settings.overrides:
+        m = re.match(r"CUDA(\d+)$", buft)
+        if m and int(m.group(1)) in by_pos:
+            n, b = by_pos[int(m.group(1))]
+            buft = names[int(m.group(1))] if names is not None else b
+        out.append((rx, buft))
+    return out
 
 
 def koboldcpp_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None) -> LaunchCommand:
     s: PlanSettings = plan.settings
     argv = exe_argv(exe, "koboldcpp") + ["--skiplauncher", "--model", str(model_path)]
     env = {"PYTHONUNBUFFERED": "1"}
+    nodes = rpc_nodes(plan, rig)
     if plan.gpus and plan.gpulayers > 0:
         env.update(device_env(rig, s))
-        argv += ["--usecuda"]  # bare: every visible GPU, no masking by id
+        if any(not rig.gpus[d.gpu_index].is_remote for d in plan.gpus):
+            argv += ["--usecuda"]  # bare: every visible GPU, no masking by id
+        else:  # only other PCs' devices: koboldcpp keeps --gpulayers with --usecpu in connect mode
+            argv += ["--usecpu"]
+        if nodes:
+            argv += ["--rpcmode", "connect", "--rpctargets", ",".join(nodes)]
         argv += ["--gpulayers", str(plan.gpulayers)]
-        if len(plan.gpus) > 1:
-            argv += ["--tensor_split", *(_num(x) for x in plan.tensor_split)]
+        split = engine_split(plan, rig) if nodes else plan.tensor_split
+        if len(split) > 1:
+            argv += ["--tensor_split", *(_num(x) for x in split)]
         if s.split_mode == "row" and len(plan.gpus) > 1:
             argv += ["--splitmode", "row"]
         if s.overrides:  # koboldcpp applies them before --moecpu's own
-            argv += ["--overridetensors", format_overrides(s.overrides)]
+            argv += ["--overridetensors", format_overrides(_engine_overrides(plan, rig) if nodes else s.overrides)]
         if s.moecpu:
             argv += ["--moecpu", str(s.moecpu)]
         if s.lowvram:
@@ -112,9 +163,15 @@ def llama_server_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None)
     if plan.gpus and plan.gpulayers > 0:
         env.update(device_env(rig, s))
         env.pop("CUDA_VISIBLE_DEVICES", None)
-        # --device lists the chosen GPUs in the chosen order (CUDAn = PCI order under PCI_BUS_ID)
-        pci_order = sorted(rig.gpus, key=lambda g: g.pci_bus_id.lower())
-        names = [f"CUDA{pci_order.index(rig.gpus[d.gpu_index])}" for d in plan.gpus]
+        # --device lists the chosen GPUs in the chosen order (CUDAn = PCI order under PCI_BUS_ID); another
+        # PC's device by its RPC name (RPC devices are numbered across the --rpc servers, in that order)
+        nodes = rpc_nodes(plan, rig)
+        rpc_name = {i: n for i, n, _b in engine_devices(plan, rig) if i is not None and n.startswith("RPC")}
+        pci_order = sorted((g for g in rig.gpus if not g.is_remote), key=lambda g: g.pci_bus_id.lower())
+        names = [rpc_name[i] if i in rpc_name else f"CUDA{pci_order.index(rig.gpus[d.gpu_index])}"
+                 for i, d in enumerate(plan.gpus)]
+        if nodes:
+            argv += ["--rpc", ",".join(nodes)]
         argv += ["--device", ",".join(names), "-ngl", str(plan.gpulayers)]
         if len(plan.gpus) > 1:
             argv += ["-ts", ",".join(_num(x) for x in plan.tensor_split)]
@@ -151,15 +208,20 @@ def kcpps_config(plan: Plan, rig: Rig, model_path: str | Path) -> dict:
     """A koboldcpp config with every placement key explicit; port and port_param agree."""
     s: PlanSettings = plan.settings
     gpu = bool(plan.gpus and plan.gpulayers > 0)
+    nodes = rpc_nodes(plan, rig) if gpu else []
+    local = gpu and any(not rig.gpus[d.gpu_index].is_remote for d in plan.gpus)
+    split = engine_split(plan, rig) if nodes else plan.tensor_split
     kv = s.cache_type_k if s.cache_type_k in KOBOLD_KV_TYPES else "f16"
+    rpc = {"rpcmode": "connect", "rpctargets": ",".join(nodes)} if nodes else {"rpcmode": "disabled", "rpctargets": ""}
     return {
         "model": [str(model_path)], "model_param": str(model_path),
-        "usecuda": ["normal"] if gpu else None, "usevulkan": None, "usecpu": not gpu,
+        "usecuda": ["normal"] if local else None, "usevulkan": None, "usecpu": not local,
         "gpulayers": plan.gpulayers if gpu else 0,
-        "tensor_split": [float(x) for x in plan.tensor_split] if gpu and len(plan.gpus) > 1 else None,
+        "tensor_split": [float(x) for x in split] if gpu and len(split) > 1 else None, **rpc,
         "maingpu": -1, "splitmode": "row" if s.split_mode == "row" else "layer", "device": "",
         "lowvram": s.lowvram, "nopipelineparallel": False, "autofit": False, "autofitpadding": 1024,
-        "moecpu": s.moecpu, "overridetensors": format_overrides(s.overrides) if gpu else "", "contextsize": s.context, "quantkv": kv,
+        "moecpu": s.moecpu, "contextsize": s.context, "quantkv": kv,
+        "overridetensors": format_overrides(_engine_overrides(plan, rig) if nodes else s.overrides) if gpu else "",
         "noflashattention": not s.flash_attn, "batchsize": s.batch, "threads": s.threads or -1,
         "blasthreads": 0, "usemmap": s.mmap, "host": s.host, "port": s.port, "port_param": s.port,
         "multiuser": 1, "parallelrequests": s.parallel, "quiet": False, "skiplauncher": True, "istemplate": False,

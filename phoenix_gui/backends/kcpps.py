@@ -7,7 +7,7 @@ wizard or the planner (a NaN split or a 2^31 gpulayers used to crash the wizard 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import validate as v
@@ -31,6 +31,8 @@ class KcppsImport:
     settings: PlanSettings
     gpu_ids: list[int] | None  # a digit in usecuda (masks to one GPU without a split)
     notes: list[str]
+    # rpcmode connect: the other PCs' RPC servers (host:port), whose devices come first in the split
+    rpc_targets: list[str] = field(default_factory=list)
 
 
 def read_kcpps(path: str | Path, base: PlanSettings | None = None) -> KcppsImport:
@@ -145,10 +147,26 @@ def _parse(data: dict, path: Path, s: PlanSettings) -> KcppsImport:
     if ids and "tensor_split" not in kw:
         gpu_ids = ids[:1]  # a digit without a split masks to that one GPU
         notes.append(f"The config used only GPU {ids[0]}.")
-    if _flag(data, "usecpu") or _flag(data, "noblas"):
+    rpc = _rpc_targets(data)
+    if rpc:
+        notes.append(f"The config uses devices of other PCs over RPC ({', '.join(rpc)}); they come first in its "
+                     "tensor_split.")
+    if (_flag(data, "usecpu") and not rpc) or _flag(data, "noblas"):  # connect mode keeps gpulayers with usecpu
         kw["gpulayers"] = 0
     if _flag(data, "autofit"):  # llama.cpp's own fit (koboldcpp.md §5): Phoenix cannot foresee its choice
         notes.append("The config lets koboldcpp fit the layers itself (autofit), which discards its tensor_split, "
                      "overridetensors and moecpu; Phoenix cannot predict that choice: it plans the values given, "
                      "and its own launch turns autofit off.")
-    return KcppsImport(path, model, s.with_(**kw), gpu_ids, notes)
+    return KcppsImport(path, model, s.with_(**kw), gpu_ids, notes, rpc)
+
+
+def _rpc_targets(data: dict) -> list[str]:
+    """koboldcpp's rpcmode/rpctargets: connect mode's server list; a host config shares a PC, it runs no model."""
+    mode = v.choice(data.get("rpcmode") or "disabled", "rpcmode", ("disabled", "connect", "host"))
+    if mode == "host":
+        raise v.InputError("it shares this PC's devices as an RPC host and runs no model; use phoenix share for that.")
+    if mode != "connect":
+        return []
+    if not data.get("rpctargets"):
+        raise v.InputError("rpcmode is connect but rpctargets names no PC; give host:port of each.")
+    return v.rpc_targets(data["rpctargets"])

@@ -13,6 +13,7 @@ from .engines import OLD
 from .kv import kv_cells, kv_bytes_per_layer
 from .ledger import DevicePlan, Plan
 from .placement import CPU, layer_counts, moecpu_overrides, plan_layers, tensor_moves
+from ..validate import InputError
 from .settings import PlanSettings, check_settings
 from .calibration import calibrated_tokens_per_second, extra_bytes
 from .speed import (LOWBIT_QUANTS, SpeedDevice, SpeedInputs, cpu_theoretical_bandwidth, default_threads,
@@ -59,6 +60,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     check_settings(s, len(rig.gpus))  # a plan is never built on nonsense (raises InputError)
     eng = s.profile  # every engine-version rule comes from here
     gpus = selected_gpus(rig, s)
+    check_engine_order(rig, gpus)
     n_gpu = len(gpus)
     n_layer = model.n_layer
     overhead = cuda_overhead(s, rig)
@@ -285,6 +287,16 @@ def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) 
 
 
 # --- the cluster: devices other PCs share over RPC ---
+
+def check_engine_order(rig: Rig, gpus: list[GpuInfo]) -> None:
+    """The engine lists every RPC device first, node by node in --rpc order, then this PC's GPUs; a plan
+    in another order would put its layers on other devices than it says (raises InputError)."""
+    rank = {g.node: i for i, g in reversed(list(enumerate(rig.gpus))) if g.is_remote}
+    keys = [(0, rank[g.node], rig.gpus.index(g)) if g.is_remote else (1, 0, 0) for g in gpus]
+    if keys != sorted(keys):
+        raise InputError("Devices of other PCs must come first, node by node in the order the PCs were added and "
+                         "each PC's devices in its own order: llama.cpp places RPC devices before this PC's GPUs.")
+
 
 def _device_name(rig: Rig, g: GpuInfo) -> str:
     return f"{g.short_name} ({machine_of(rig, g)})" if g.is_remote else g.short_name
