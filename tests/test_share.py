@@ -102,6 +102,7 @@ def test_an_engine_that_exits_at_once_is_one_sentence(tmp_path):
     ({"devices": ["CUDA0; rm -rf /"]}, "is not a device name"),
     ({"host": "a b"}, "is not a host name or address"),
     ({"port": 70000}, "port"),
+    ({"host": "::1"}, "IPv6"),
 ])
 def test_bad_input_is_one_sentence(kcpp_script, kw, words):
     args = {"exe": kcpp_script, **kw}

@@ -73,7 +73,10 @@ class ShareHost:
                  info_port: int | None = None, info: bool = True, cpu_only: bool = False, log_path=None,
                  on_line=None):
         self.exe = str(exe)
-        self.host = check_host(host) if host not in ("0.0.0.0", "::") else host
+        self.host = check_host(host) if host != "0.0.0.0" else host
+        if ":" in self.host:  # llama.cpp splits an RPC endpoint at its first colon
+            raise ShareError(f"{self.host} is an IPv6 address; a main PC's engine can reach RPC servers only by "
+                             "IPv4 address or host name, so share on an IPv4 address (or 0.0.0.0).")
         self.port = check_port(port) if port is not None else _free_port()
         self.devices = [_device_name(d) for d in (devices or [])]
         self.allow = allow_list(allow) if allow else []
@@ -97,7 +100,7 @@ class ShareHost:
 
     def addresses_to_type(self) -> list[str]:
         """What to type on the main PC: the address itself, or for 0.0.0.0 each IPv4 address of this PC."""
-        if self.host not in ("0.0.0.0", "::"):
+        if self.host != "0.0.0.0":
             return [self.address]
         import psutil
 
@@ -337,7 +340,7 @@ def _serve_info(share: ShareHost) -> ThreadingHTTPServer:
         def verify_request(self, request, client_address) -> bool:
             return _allowed(client_address[0], allowed)
 
-    srv = Server((share.host if share.host != "::" else "::", share.info_port), Handler)
+    srv = Server((share.host, share.info_port), Handler)
     threading.Thread(target=srv.serve_forever, name="share-info", daemon=True).start()
     return srv
 
@@ -384,8 +387,7 @@ class _AllowRelay:
         self._stopped = threading.Event()
 
     def start(self) -> "_AllowRelay":
-        fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        s = socket.socket(fam, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((self.host, self.port))
         s.listen(16)
