@@ -275,3 +275,59 @@ def test_slower_link_costs_more_per_token_and_at_load(wiz):
     st.add_node(a_node(st.rig, rtt_ms=5.0, mbs=10.0))  # the same PC over a much worse link
     slow = network_cost(st.plan(), st.rig, st.model, "192.168.1.20:50052")
     assert slow[0] > 5 * fast[0] and slow[2] == pytest.approx(100 * fast[2], rel=0.01)
+
+
+# --- launch across two PCs from the wizard, and the monitor's per-device buffers ---
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from phoenix_gui.model import write_skeleton
+
+    return write_skeleton("tiny-llama-f16", tmp_path_factory.mktemp("m") / "tiny.gguf", random_data=True)
+
+
+@pytest.mark.xfail(strict=True, reason="backends/launch.py compare() matches the plan's n-th GPU to the log's CUDAn "
+                   "('gpu{i}'), so an RPC device's RPC0[host:port] buffers are never found (cluster core's file)")
+def test_launch_over_a_real_rpc_node_and_the_monitor_shows_its_logged_buffers(qtbot, tmp_path, tiny, kcpp_script,
+                                                                                rpc_host):
+    from phoenix_gui.backends.logparse import parse_log
+    from phoenix_gui.backends.probe import free_port
+
+    rig = tmp_path / "cpu.toml"  # this PC: no GPU, so every offloaded layer goes to the other PC
+    rig.write_text('name = "this PC"\n[system]\nram_gib = 16\nram_bandwidth_gbs = 20\n')
+    w = make_wizard(rig_path=str(rig), model_path=str(tiny), persist=False, measure=False)
+    qtbot.addWidget(w)
+    w.resize(1280, 860)
+    w.show()
+    st = w.state
+    st.set_backend("koboldcpp", str(kcpp_script))
+    st.set_port(free_port())
+    st.set_context(512)
+    add_typed(qtbot, w, rpc_host.address)
+    assert st.devices == [0] and st.rig.gpus[0].node == rpc_host.address
+    plan = st.plan()
+    assert plan.gpus[0].layers == plan.n_layer + 1  # every layer on the other PC
+    assert f"--rpctargets {rpc_host.address}" in " ".join(st.command().argv)
+    w.go_to("launch")
+    page = w.page("launch")
+    page.refresh()
+    assert page.launch.isEnabled(), page.launch.toolTip()
+    qtbot.mouseClick(page.launch, Qt.LeftButton)
+    qtbot.waitUntil(lambda: w.session.outcome is not None, timeout=120000)
+    out = w.session.outcome
+    assert out.ok, out.failure and out.failure.message
+    pid = w.session.launch.process.pid
+    mon = w.page("monitor")
+    logged = parse_log("\n".join(w.session.launch.process.lines))
+    rpc = [b for b, _k in logged.buffers if b.startswith("RPC0[")]
+    assert rpc == [f"RPC0[{rpc_host.address}]"] * len(rpc) and rpc
+    actual_mib = sum(v for (b, k), v in logged.buffers.items() if b == rpc[0] and k in ("model", "KV", "compute"))
+    rows = {mon.table.item(r, 0).text(): mon.table.item(r, 2).text() for r in range(mon.table.rowCount())}
+    assert rows[plan.gpus[0].name] == f"{actual_mib:,.0f} MiB"
+    assert not mon.warn.isVisibleTo(mon), mon.warn.text()  # the layers did reach a device: the other PC's
+    mon.update_plots()
+    assert f"on {rpc_host.address}, not measured from this PC" in mon.now.text()
+    w.close()
+    from machine_helpers import gone
+
+    assert gone([pid])

@@ -66,8 +66,9 @@ class MonitorPage(StatePage):
         self.table.verticalHeader().setVisible(False)
         # every column as wide as its header or its widest cell, before and after a run
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.table.setToolTip("Weights + KV cache + compute buffers. The CUDA context and pools are not in the "
-                              "engine's log; the monitor's VRAM graph shows them.")
+        self.table.setToolTip("Weights + KV cache + compute buffers, from the engine's own log (another PC's "
+                              "devices too: their RPCn[address] lines). The CUDA context and pools are not in "
+                              "the log; the monitor's VRAM graph shows them for this PC's GPUs.")
 
         self.plots = pg.GraphicsLayoutWidget()
         self.vram = self.plots.addPlot(row=0, col=0, title="VRAM used (MiB)")
@@ -179,10 +180,14 @@ class MonitorPage(StatePage):
             return
         now = time.time()
         la = self.session.launch
-        gpus = [(la.rig.gpus[d.gpu_index].uuid, d.name) for d in la.plan.gpus] if la else []
+        gpus = [(la.rig.gpus[d.gpu_index], d.name) for d in la.plan.gpus] if la else []
         total_t, total_v = None, None
         summary = []
-        for i, (uuid, name) in enumerate(gpus):
+        for i, (g, name) in enumerate(gpus):
+            if g.is_remote:  # NVML here cannot see another PC's device; its buffers are in the table
+                summary.append(f"{name}: on {g.node}, not measured from this PC")
+                continue
+            uuid = g.uuid
             used, cap = m.series.get(f"{uuid}/mem_used_mib"), m.series.get(f"{uuid}/mem_total_mib")
             u, c = (used.last() if used else None), (cap.last() if cap else None)
             summary.append(f"{name}: {u:,.0f} / {c:,.0f} MiB ({100 * u / c:.0f} %)" if u is not None and c
@@ -199,7 +204,7 @@ class MonitorPage(StatePage):
                 self._curve(plot, key, label, colour, dash).setData(t[sel] - now, v[sel])
                 if key.endswith("mem_used_mib"):
                     total_t, total_v = (t[sel], v[sel]) if total_v is None else (total_t, total_v + v[sel][: len(total_v)])
-        if total_v is not None and len(gpus) > 1:
+        if total_v is not None and sum(not g.is_remote for g, _ in gpus) > 1:
             self._curve(self.vram, "total", "all GPUs", "#444444").setData(total_t - now, total_v)
         rss = m.series.get("server/rss_mib")
         if rss is not None and rss.last() is not None:
