@@ -32,6 +32,12 @@ class TensorInfo:
     shape: tuple[int, ...]
     ggml_type: int
     nbytes: int
+    # where the data starts in its file (the data section's start + the tensor's offset) and which part
+    # of a split model holds it; -1 when the tensor comes from a preset, not a file. With mmap the
+    # engine maps the span of the file between the host's first and last tensor, so this decides what
+    # it logs as CPU_Mapped (planner/placement.py host_mapped_span)
+    offset: int = -1
+    part: int = 0
 
     @property
     def type_name(self) -> str:
@@ -231,7 +237,7 @@ def read_model(path: str | Path) -> ModelInfo:
 
     tensors: list[TensorInfo] = []
     file_size = 0
-    for h in headers:
+    for part, h in enumerate(headers):
         file_size += h.file_size
         end_of_data = 0
         for t in h.tensors:
@@ -239,7 +245,7 @@ def read_model(path: str | Path) -> ModelInfo:
             if t.offset % h.alignment:
                 raise ModelFileError(f"{h.path.name} has a corrupt header (tensor {t.name!r} is misaligned).")
             end_of_data = max(end_of_data, t.offset + nb)
-            tensors.append(TensorInfo(t.name, t.shape, t.ggml_type, nb))
+            tensors.append(TensorInfo(t.name, t.shape, t.ggml_type, nb, h.data_offset + t.offset, part))
         if h.data_offset + end_of_data > h.file_size:
             raise ModelFileError(f"{h.path.name} is truncated: it is smaller than its tensors need.")
     if not tensors:

