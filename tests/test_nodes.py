@@ -4,6 +4,7 @@ speak another protocol version, and ports that are closed, silent, busy, dying o
 from __future__ import annotations
 
 import http.server
+import sys
 import socket
 import struct
 import threading
@@ -198,3 +199,38 @@ def test_bad_addresses_are_one_sentence(bad):
         describe_node(bad)
     msg = str(e.value)
     assert msg.endswith(".") and "\n" not in msg and "Traceback" not in msg
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from phoenix_gui.model.skeleton import write_skeleton
+
+    return write_skeleton("tiny-llama-f16", tmp_path_factory.mktemp("m") / "tiny.gguf", random_data=True)
+
+
+@pytest.mark.parametrize("version", [(5, 0, 0), (4, 1, 0)])
+def test_check_version_agrees_with_the_real_engine(kcpp_script, tiny, version):
+    """The real koboldcpp main refuses these nodes as check_version does; worse, it then loads the model
+    without them ("Failed to connect" and the layers go elsewhere), so the check must come before."""
+    from phoenix_gui.backends.process import ServerProcess
+
+    fake = _fake_node(version, old_form=False)
+    target = f"127.0.0.1:{fake.port}"
+    with pytest.raises(NodeError):
+        check_version(describe_node(target, measure=False), kcpp_script)
+    argv = [sys.executable, str(kcpp_script), "--skiplauncher", "--model", str(tiny), "--rpcmode", "connect",
+            "--rpctargets", target, "--gpulayers", "99", "--contextsize", "512", "--threads", "1",
+            "--host", "127.0.0.1", "--port", str(_free_port()), "--singleinstance"]
+    engine = ServerProcess(argv).start()
+    try:
+        end = time.monotonic() + 120
+        while time.monotonic() < end and engine.poll() is None:
+            if any(line.startswith("Failed to connect to") for line in engine.lines):
+                break
+            time.sleep(0.2)
+        lines = list(engine.lines)
+    finally:
+        engine.stop(timeout=5)
+        fake.close()
+    assert "RPC server version mismatch: %d.%d.%d" % version in lines
+    assert f"Failed to connect to {target}" in lines
