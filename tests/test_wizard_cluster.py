@@ -331,3 +331,30 @@ def test_launch_over_a_real_rpc_node_and_the_monitor_shows_its_logged_buffers(qt
     from machine_helpers import gone
 
     assert gone([pid])
+
+
+def older_koboldcpp(tmp_path, version=(3, 0, 0)):
+    """A koboldcpp source tree whose RPC header says an older protocol (how engine_protocol reads a tree)."""
+    tree = tmp_path / "koboldcpp-old"
+    (tree / "ggml" / "include").mkdir(parents=True)
+    (tree / "koboldcpp.py").write_text("# an older koboldcpp\n")
+    major, minor, patch = version
+    (tree / "ggml" / "include" / "ggml-rpc.h").write_text(
+        f"#define RPC_PROTO_MAJOR_VERSION {major}\n#define RPC_PROTO_MINOR_VERSION {minor}\n"
+        f"#define RPC_PROTO_PATCH_VERSION {patch}\n")
+    return tree / "koboldcpp.py"
+
+
+def test_a_node_whose_rpc_protocol_differs_from_this_pcs_engine_is_refused_naming_it(qtbot, wiz, tmp_path, rpc_host):
+    wiz.state.set_backend("koboldcpp", str(older_koboldcpp(tmp_path)))
+    panel = add_typed(qtbot, wiz, rpc_host.address)
+    text = panel.error.text()
+    assert panel.error.isVisible() and rpc_host.address in text and "3.0.0" in text and "same" in text
+    assert wiz.state.nodes == []
+
+
+def test_the_same_engine_on_both_pcs_is_accepted(qtbot, wiz, kcpp_script, rpc_host):
+    wiz.state.set_backend("koboldcpp", str(kcpp_script))
+    panel = add_typed(qtbot, wiz, rpc_host.address)
+    assert not panel.error.isVisible(), panel.error.text()
+    assert not panel.note.isVisible() and wiz.state.nodes[0].address == rpc_host.address

@@ -37,10 +37,14 @@ def failure_sentence(address: str, error: BaseException) -> str:
     return f"The PC at {address} could not be asked for its devices ({what})."
 
 
-def describe(address: str) -> RemoteNode:
-    from ..backends.nodes import describe_node  # the network side; imported where it is used
+def describe(address: str, engine_exe: str | None) -> tuple[RemoteNode, str]:
+    """(the node, a note or ""). With this PC's engine known, its RPC protocol is checked against the
+    node's now, before anything is planned on it: a mismatch is refused in one sentence (NodeError)."""
+    from ..backends.nodes import check_version, describe_node  # the network side; imported where it is used
 
-    return describe_node(address, timeout=TIMEOUT_S, measure=True)
+    node = describe_node(address, timeout=TIMEOUT_S, measure=True)
+    note = check_version(node, engine_exe) if engine_exe else None
+    return node, note or ""
 
 
 def banner(text: str = "", kind: str = "info"):
@@ -64,6 +68,7 @@ class NodesPanel(QGroupBox):
                             "the engine's order.")
         self.add.clicked.connect(self.add_typed)
         self.error = banner(kind="error")
+        self.note = banner(kind="info")  # e.g. the engine's RPC protocol could not be told
         self.rows = QGridLayout()
         self.rows.setColumnStretch(0, 1)
         top = QHBoxLayout()
@@ -72,6 +77,7 @@ class NodesPanel(QGroupBox):
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.error)
+        lay.addWidget(self.note)
         lay.addLayout(self.rows)
         self._shown_key = None
         state.on(RIG, lambda _t: self.refresh())
@@ -99,6 +105,8 @@ class NodesPanel(QGroupBox):
         """Each PC is asked in turn on the worker; the answers come back together (one job at a time)."""
         self.say("")
         self._busy(f"Asking {', '.join(addresses)}…")
+        st = self.state
+        exe = st.executable if st.backend == "koboldcpp" else None  # llama-server cannot be asked (no host mode)
 
         def work(cancel):
             out = []
@@ -106,7 +114,8 @@ class NodesPanel(QGroupBox):
                 if cancel.is_set():
                     break
                 try:
-                    out.append((a, describe(a), ""))
+                    node, note = describe(a, exe)
+                    out.append((a, node, note))
                 except Exception as e:  # noqa: BLE001 - each failure becomes one sentence naming the PC
                     out.append((a, None, failure_sentence(a, e)))
             return out
@@ -115,11 +124,13 @@ class NodesPanel(QGroupBox):
 
     def _described(self, results, typed: bool) -> None:
         self._busy("")
-        failures = []
+        failures, notes = [], []
         with self.state.grouped():
             for address, node, why in results:
                 if node is not None:
                     self.state.add_node(node)
+                    if why:
+                        notes.append(why)
                 elif typed:  # a typo is not remembered: the address stays in the box to be corrected
                     failures.append(why)
                 else:
@@ -128,6 +139,8 @@ class NodesPanel(QGroupBox):
         if typed and not failures:
             self.address.clear()
         self.say(" ".join(failures))
+        self.note.setText(" ".join(notes))
+        self.note.setVisible(bool(notes))
 
     def _failed(self, error: BaseException) -> None:
         self._busy("")
