@@ -26,15 +26,25 @@ _CUDA_BUF = re.compile(r"^CUDA(\d+)")
 _NOLIB = re.compile(r"cannot open shared object file|error while loading shared libraries|Could not find module|"
                     r"specified module could not be found|Library not loaded", re.I)
 _LIBNAME = re.compile(r"([\w.+\-]+\.(?:so(?:\.\d+)*|dll|dylib))\b", re.I)
+# llama.cpp's RPC client, as koboldcpp 1.115.1 logs it (checked on loopback): each --rpctargets server is
+# announced, then each device it gives is "using device RPCn (host:port)". A server that is down or speaks
+# another protocol version gives no device (the engine then loads on the CPU without a word, or logs the
+# version); one that answers but is not an RPC server, or dies mid-run, aborts the engine.
+_RPC_USE = re.compile(r"Use RPC server: (\S+)")
+_RPC_DEVICE = re.compile(r"using device RPC\d+ \((\S+)\)")
+_RPC_VERSION = re.compile(r"RPC server version mismatch: (\d+\.\d+\.\d+)")
+_RPC_LOST = re.compile(r"Remote RPC server crashed or returned malformed response|(?:send|recv) failed \(bytes_")
+_LOADING = re.compile(r"load_tensors:")
 
 
 @dataclass
 class Failure:
-    kind: str  # "oom", "port", "model", "library", "unsupported", "crash", "signal", "cancelled", "input"
+    kind: str  # "oom", "port", "model", "library", "unsupported", "crash", "signal", "cancelled", "input", "node"
     message: str
     device: int | None = None  # CUDA index in the engine's device list
     requested_mib: float | None = None
     exit_code: int | None = None
+    node: str | None = None  # "node": the host:port of the PC at fault, when known
 
     @property
     def is_oom(self) -> bool:
@@ -48,8 +58,58 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
+def pc_name(address: str, nodes: dict[str, str] | None) -> str:
+    name = (nodes or {}).get(address, address)
+    return name if name == address else f"{name} ({address})"
+
+
+def missing_nodes(lines: list[str], expected: list[str]) -> list[str]:
+    """RPC servers that gave the engine no device although it is placing the model's tensors: it would
+    run their layers on this PC's CPU instead. Empty until the log reaches the placement."""
+    if not expected or not any(_LOADING.search(ln) for ln in lines):
+        return []
+    seen = {m.group(1) for ln in lines for m in [_RPC_DEVICE.search(ln)] if m}
+    return [a for a in expected if a not in seen]
+
+
+def node_failure(lines: list[str], nodes: dict[str, str], exit_code: int | None = None) -> Failure | None:
+    """A PC sharing its devices over RPC failed the engine: another protocol version, not an RPC server,
+    gone mid-run, or no answer at load. Names the PC when the log shows which one."""
+    announced = [m.group(1) for ln in lines for m in [_RPC_USE.search(ln)] if m]
+    with_device = {m.group(1) for ln in lines for m in [_RPC_DEVICE.search(ln)] if m}
+    # koboldcpp connects to the servers one by one: the one announced last without a device is at fault
+    pending = [a for a in announced if a not in with_device]
+    suspect = pending[-1] if pending else None
+    text = "\n".join(lines[-400:])
+    m = _RPC_VERSION.search(text)
+    if m:
+        who = pc_name(suspect, nodes) if suspect else "A PC sharing its devices"
+        return Failure("node", f"{who} runs RPC protocol {m.group(1)}, which this engine cannot use: run the same "
+                       "koboldcpp or llama.cpp version on both PCs.", exit_code=exit_code, node=suspect)
+    if _RPC_LOST.search(text):
+        if suspect and not with_device:
+            return Failure("node", f"{pc_name(suspect, nodes)} answered, but not as an RPC server (wrong port, or "
+                           "another program listens there): check the port `phoenix share` prints.",
+                           exit_code=exit_code, node=suspect)
+        who = ", ".join(pc_name(a, nodes) for a in nodes) or "a PC sharing its devices"
+        return Failure("node", f"The connection to {who} broke: its RPC server stopped or crashed, or the network "
+                       "dropped; the server was stopped.", exit_code=exit_code)
+    gone = missing_nodes(lines, list(nodes))
+    if gone:
+        return Failure("node", f"{pc_name(gone[0], nodes)} did not answer when the model loaded (is its RPC server "
+                       "running, on this address and port?); the engine would have run its layers on this PC's CPU, "
+                       "so it was stopped.", exit_code=exit_code, node=gone[0])
+    return None
+
+
 def classify(lines: list[str], exit_code: int | None, during_load: bool, port: int | None = None,
-             device_names: list[str] | None = None) -> Failure:
+             device_names: list[str] | None = None, nodes: dict[str, str] | None = None) -> Failure:
+    """`nodes`: the PCs whose devices the plan uses over RPC, host:port -> the PC's name (checked first: a
+    node that fails makes the engine abort, which would otherwise read as out of memory)."""
+    if nodes:
+        f = node_failure(lines, nodes, exit_code)
+        if f:
+            return f
     text = "\n".join(lines[-400:])
     names = device_names or []
 

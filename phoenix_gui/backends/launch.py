@@ -20,14 +20,16 @@ from ..planner.recovery import recover
 from ..validate import InputError
 from ..validate import host as valid_host
 from ..validate import port as valid_port
-from .commandline import check_value
-from .diagnose import Failure, classify
+from ..hardware.cluster import machine_of
+from .commandline import check_value, rpc_nodes
+from .diagnose import Failure, classify, missing_nodes, pc_name
 from .logparse import BufferReport, parse_log
 from .process import ServerProcess
 from .servers import ServerBackend, backend_for
 
 
 RESOLVE_TIMEOUT_S = 5.0
+NODE_TIMEOUT_S = 3.0  # asking another PC's RPC server before a launch
 
 
 def port_free(host: str, port: int) -> bool:
@@ -184,6 +186,9 @@ class Launch:
         self.command = self.backend.command(plan, rig, model_path, self.exe)
         self.process: ServerProcess | None = None
         self.outcome: LaunchOutcome | None = None
+        # other PCs whose devices the plan uses: host:port -> the PC's name, in --rpc order
+        self.nodes = {a: machine_of(rig, next(g for g in rig.gpus if g.node == a)) for a in rpc_nodes(plan, rig)}
+        self._node_failure: Failure | None = None
 
     @property
     def host(self) -> str:
@@ -208,11 +213,41 @@ class Launch:
         problem = address_problem(self.host, self.port)
         if problem:
             return Failure("port", problem)
+        return self._nodes_ready()
+
+    def _nodes_ready(self) -> Failure | None:
+        """Each other PC answers as an RPC server with the protocol this engine speaks (the engine would
+        otherwise load their layers on the CPU without a word, or abort)."""
+        from .nodes import NodeError, check_version, describe_node
+
+        for address, name in self.nodes.items():
+            try:
+                node = describe_node(address, timeout=NODE_TIMEOUT_S, measure=False)
+                node.name = name
+                if self.backend.name == "koboldcpp":  # llama-server's protocol cannot be asked here
+                    check_version(node, self.exe)
+            except NodeError as e:
+                msg = str(e).replace(f"The PC at {address}", pc_name(address, self.nodes), 1)
+                return Failure("node", msg, node=address)
         return None
 
     def start(self) -> None:
         """Start the process (no checks: preflight() first). Raises OSError when it cannot be executed."""
-        self.process = ServerProcess(self.command.argv, self.command.env, self.log_path, self.on_line).start()
+        self.process = ServerProcess(self.command.argv, self.command.env, self.log_path, self._line).start()
+
+    def _line(self, line: str) -> None:
+        """Every output line: passed on, and watched for a node that gave the engine no device."""
+        if self.nodes and self._node_failure is None and "load_tensors:" in line and self.process:
+            gone = missing_nodes(list(self.process.lines), list(self.nodes))
+            if gone:
+                self._node_failure = Failure(
+                    "node", f"{pc_name(gone[0], self.nodes)} did not answer when the model loaded (is its RPC "
+                    "server running, on this address and port?); the engine would have run its layers on this "
+                    "PC's CPU, so it was stopped.", node=gone[0])
+                if self.process.proc:
+                    self.process.proc.terminate()  # the reader thread must not wait for itself: stop() follows
+        if self.on_line:
+            self.on_line(line)
 
     def ready(self) -> LaunchOutcome:
         """The API answered: compare the engine's logged buffers with the plan."""
@@ -230,8 +265,22 @@ class Launch:
         """Why the exited process stopped, from its output and exit status."""
         names = [d.name for d in self.plan.gpus]
         lines = list(self.process.lines) if self.process else []
-        f = classify(lines, code, during_load, self.port, names)
+        f = self._node_failure or classify(lines, code, during_load, self.port, names, self.nodes)
+        if f.kind == "node" and f.node is None:
+            f = self._which_node(f)
         self.outcome = LaunchOutcome(False, failure=f, log_path=self.log_path)
+        return f
+
+    def _which_node(self, f: Failure) -> Failure:
+        """The engine lost an RPC connection without saying to which PC: the one that no longer answers."""
+        for address in self.nodes:
+            host, _, port = address.rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=NODE_TIMEOUT_S).close()
+            except OSError:
+                return Failure("node", f"{pc_name(address, self.nodes)} stopped answering (its RPC server stopped or "
+                               "crashed, or the network dropped); the server was stopped.", exit_code=f.exit_code,
+                               node=address)
         return f
 
     def check_alive(self) -> Failure | None:

@@ -42,6 +42,11 @@ class RemoteNode:
                 "devices": [g.to_dict() for g in self.devices]}
 
 
+def is_cpu_device(g: GpuInfo) -> bool:
+    """A node's CPU and RAM shared as an RPC device (a `phoenix share` says "CPU", a rig file cpu = true)."""
+    return g.architecture.lower() == CPU_DEVICE
+
+
 def cluster_rig(local: Rig, nodes: list[RemoteNode]) -> Rig:
     """`local` with the nodes' devices in front, in --rpc order: the engine's device order."""
     remote: list[GpuInfo] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from operator import add
 
-from ..hardware.cluster import ASSUMED_LINK, CPU_DEVICE, LinkInfo, link_of, machine_of
+from ..hardware.cluster import ASSUMED_LINK, LinkInfo, is_cpu_device, link_of, machine_of
 from ..hardware.rig import MIB, GpuInfo, Rig
 from ..hardware.specs import find_spec
 from ..model.info import ModelInfo
@@ -20,6 +20,9 @@ from .speed import (LOWBIT_QUANTS, SpeedDevice, SpeedInputs, cpu_theoretical_ban
                     prompt_tokens_per_second, speed_band, tokens_per_second)
 
 
+# A node's device whose memory speed nobody told (a plain rpc-server without `phoenix share`'s info): a
+# dual-channel DDR4 PC's RAM, the slowest thing it is likely to be; plans say so.
+UNKNOWN_REMOTE_GBS = 20.0
 # A node sharing its CPU and RAM runs koboldcpp --rpcmode host: 68 MiB resident when idle, +2 MiB once a
 # client has loaded (measured, 1.115.1). Counted whole: a rig file's free figure may predate the host.
 REMOTE_CPU_HOST_MIB = 70
@@ -173,7 +176,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
                               has_output=out_dev == i, gpu=True,
                               host_weight_scratch=scratch if i == scratch_dev else 0,
                               pipeline_copies=eng.pipeline_copies if pipeline else 1)
-        reserve = int((s.ram_margin_mib if g.architecture == CPU_DEVICE else s.margin_mib) * MIB
+        reserve = int((s.ram_margin_mib if is_cpu_device(g) else s.margin_mib) * MIB
                       + (display_reserve if g.display_attached else 0))
         devices.append(DevicePlan(
             name=_device_name(rig, g), kind="gpu", gpu_index=rig.gpus.index(g), layers=layers[i], first_layer=first[i],
@@ -206,6 +209,10 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         warnings.append(f"{old} need a CUDA 12 build (koboldcpp_cu12): CUDA 13 dropped cards older than Turing.")
 
     warnings += load_time_notes(rig, gpus, devices)
+    unknown = sorted({machine_of(rig, g) for g in gpus if g.bandwidth_gbs <= 0})
+    if unknown:
+        warnings.append(f"The memory speed of {', '.join(unknown)}'s devices is unknown (share them with phoenix share "
+                        f"to tell it); the predicted speed assumes {UNKNOWN_REMOTE_GBS:g} GB/s.")
     speed = _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells)
     model_tps = tokens_per_second(speed)
     tps = calibrated_tokens_per_second(rig, gpus, speed, model_tps)  # measured on this PC, if any
@@ -255,8 +262,9 @@ def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) 
     lowbit = (model.file_type or "").upper().startswith(LOWBIT_QUANTS)
     sd = []
     for i, g in enumerate(gpus):
-        if g.architecture == CPU_DEVICE:  # a node's CPU and RAM: bandwidth only, its thread count is unknown
-            sd.append(SpeedDevice("cpu", "cpu", g.bandwidth_gbs, read[i] + kv_full[i] * fill, devices[i].layers,
+        bw_g = g.bandwidth_gbs if g.bandwidth_gbs > 0 else UNKNOWN_REMOTE_GBS
+        if is_cpu_device(g) or g.bandwidth_gbs <= 0:  # a node's CPU and RAM: bandwidth only, threads unknown
+            sd.append(SpeedDevice("cpu", "cpu", bw_g, read[i] + kv_full[i] * fill, devices[i].layers,
                                   devices[i].weights_bytes, kv_full[i] * fill, kv_full[i], bits_per_weight=bpw,
                                   lowbit=lowbit))
             continue
@@ -307,7 +315,7 @@ def _device_overhead(rig: Rig, g: GpuInfo, cuda_context: int) -> int:
     own CUDA context there; a node's CPU: the RPC host process."""
     if not g.is_remote:
         return cuda_context + extra_bytes(rig, g)
-    return REMOTE_CPU_HOST_MIB * MIB if g.architecture == CPU_DEVICE else cuda_context
+    return REMOTE_CPU_HOST_MIB * MIB if is_cpu_device(g) else cuda_context
 
 
 def _link(rig: Rig, g: GpuInfo) -> LinkInfo:
