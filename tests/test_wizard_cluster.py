@@ -358,3 +358,47 @@ def test_the_same_engine_on_both_pcs_is_accepted(qtbot, wiz, kcpp_script, rpc_ho
     panel = add_typed(qtbot, wiz, rpc_host.address)
     assert not panel.error.isVisible(), panel.error.text()
     assert not panel.note.isVisible() and wiz.state.nodes[0].address == rpc_host.address
+
+
+# --- .kcpps configs that use other PCs ---
+
+def test_a_kcpps_for_a_cluster_round_trips_through_the_wizard(wiz, tmp_path):
+    from phoenix_gui.backends.commandline import write_kcpps
+    from phoenix_gui.backends.kcpps import read_kcpps
+
+    st = wiz.state
+    st.add_node(a_node(st.rig))
+    st.set_split_text("20 9 25 11")  # every device used: a .kcpps cannot mask this PC's GPUs
+    want = st.layer_counts()
+    path = write_kcpps(st.plan(), st.rig, "model.gguf", tmp_path / "cluster.kcpps")
+    imp = read_kcpps(path)
+    assert imp.rpc_targets == ["192.168.1.20:50052"]
+    st.set_split_text(" ".join("1" for _ in st.devices))  # moved away, then the config brings it back
+    st.apply_kcpps(imp)
+    assert st.layer_counts() == want and st.devices[0] == 0 and st.rig.gpus[0].is_remote
+
+
+def test_a_kcpps_for_a_pc_not_added_is_one_sentence_naming_it(wiz, tmp_path):
+    from phoenix_gui.backends.commandline import write_kcpps
+    from phoenix_gui.backends.kcpps import read_kcpps
+    from phoenix_gui.ui.state import SettingError
+
+    st = wiz.state
+    st.add_node(a_node(st.rig))
+    path = write_kcpps(st.plan(), st.rig, "model.gguf", tmp_path / "cluster.kcpps")
+    st.remove_node("192.168.1.20:50052")
+    before = st.settings()
+    with pytest.raises(SettingError, match=r"192\.168\.1\.20:50052.*Add a PC"):
+        st.apply_kcpps(read_kcpps(path))
+    assert st.settings() == before  # nothing half-applied
+
+
+def test_a_kcpps_for_this_pc_alone_leaves_the_other_pcs_devices_out(wiz, tmp_path):
+    from phoenix_gui.backends.commandline import write_kcpps
+    from phoenix_gui.backends.kcpps import read_kcpps
+
+    st = wiz.state
+    path = write_kcpps(st.plan(), st.rig, "model.gguf", tmp_path / "alone.kcpps")
+    st.add_node(a_node(st.rig))
+    st.apply_kcpps(read_kcpps(path))
+    assert 0 not in st.included and "--rpctargets" not in st.command().argv

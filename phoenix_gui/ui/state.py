@@ -540,9 +540,18 @@ class WizardState:
 
     # --- imports and persistence ---
     def apply_kcpps(self, imp: KcppsImport) -> None:
-        """koboldcpp numbers GPUs by PCI bus order; its --usecuda ids pick and order them."""
-        pci = sorted(range(len(self.rig.gpus)), key=lambda i: self.rig.gpus[i].pci_bus_id.lower())
+        """koboldcpp numbers this PC's GPUs by PCI bus order; its --usecuda ids pick and order them. Other
+        PCs' devices (rpctargets) come first in its split: those PCs must be added here, in that order."""
+        gpus = self.rig.gpus
+        local = [i for i, g in enumerate(gpus) if not g.is_remote]
+        pci = sorted(local, key=lambda i: gpus[i].pci_bus_id.lower())
         chosen = [pci[i] for i in imp.gpu_ids if i < len(pci)] if imp.gpu_ids else pci
+        rpc = list(imp.rpc_targets)
+        if [n.address for n in self.nodes if n.address in rpc] != rpc:
+            raise SettingError(f"{Path(imp.path).name} uses devices of other PCs ({', '.join(rpc)}): add "
+                               f"{'them' if len(rpc) > 1 else 'it'} on the Hardware page (Add a PC"
+                               f"{', in this order' if len(rpc) > 1 else ''}) and import it again.")
+        chosen = [i for i, g in enumerate(gpus) if g.node in rpc] + chosen
         with self.grouped():
             self.apply(imp.settings.with_(devices=tuple(chosen), backend="koboldcpp"))
             self.set_notes(imp.notes)
