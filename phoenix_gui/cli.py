@@ -19,6 +19,10 @@ class UserError(Exception):
     """One sentence for the user; exit code 2."""
 
 
+class NodeUnavailable(Exception):
+    """Another PC given with --rpc cannot be used (down, refused, not an RPC server): one sentence, exit 1."""
+
+
 def _mib(n: int) -> str:
     return f"{n / MIB:,.0f}"
 
@@ -28,14 +32,36 @@ def _mib(n: int) -> str:
 def _load_rig(args, demo: bool):
     from .hardware import RigFileError, demo_rig_path, detect_rig, load_rig
 
+    targets = v.rpc_targets(args.rpc) if getattr(args, "rpc", None) is not None else []
     try:
         if getattr(args, "rig", None):
-            return load_rig(args.rig)
-        if demo:
-            return load_rig(demo_rig_path())
-        return detect_rig(measure_bandwidth=not getattr(args, "no_bandwidth", False))
+            rig = load_rig(args.rig)
+        elif demo:
+            rig = load_rig(demo_rig_path())
+        else:
+            rig = detect_rig(measure_bandwidth=not getattr(args, "no_bandwidth", False))
     except RigFileError as e:
         raise UserError(str(e)) from None
+    return _with_nodes(rig, targets) if targets else rig
+
+
+def _with_nodes(rig, targets: list[str]):
+    """The rig with the devices the PCs at `targets` share over RPC, each asked and its link measured."""
+    from .backends.nodes import NodeError, describe_node
+    from .hardware.cluster import cluster_rig, nodes_of
+
+    known = nodes_of(rig)
+    clash = [a for a in targets if any(n.address == a for n in known)]
+    if clash:
+        raise UserError(f"{clash[0]} is already a node of the rig file; give it once.")
+    nodes = []
+    for address in targets:
+        print(f"Asking {address} ...", file=sys.stderr)
+        try:
+            nodes.append(describe_node(address, timeout=5.0, measure=True))
+        except NodeError as e:
+            raise NodeUnavailable(str(e)) from None
+    return cluster_rig(rig, known + nodes)  # the rig file's nodes first, in the order given
 
 
 def _load_model(args):
@@ -238,6 +264,30 @@ def cmd_plan(args) -> int:
     return 0 if plan.fits else 3
 
 
+def _machine_groups(plan, rig) -> list[tuple[str, list[int]]]:
+    """The plan's devices by the PC they are in (other PCs first, in engine order; this PC and its RAM
+    last), each with a title line: one picture of the cluster. A single PC is one untitled group."""
+    from .hardware.cluster import LOCAL, node_of
+
+    groups: dict[str, tuple[str, list[int]]] = {}
+    for k, d in enumerate(plan.devices):
+        g = rig.gpus[d.gpu_index] if d.gpu_index is not None else None
+        node = node_of(rig, g) if g is not None and g.is_remote else None
+        key = node.address if node else (g.node if g is not None and g.is_remote else "")
+        if key not in groups:
+            if not key:
+                title = f"{LOCAL}:"
+            elif node and node.link:
+                how = "measured" if node.link.measured else "given"
+                title = (f"{node.name} ({key}): link {node.link.rtt_ms:.2f} ms round trip, "
+                         f"{node.link.throughput_mbs:,.0f} MB/s ({how})")
+            else:
+                title = f"{node.name if node else key} ({key}): link not measured"
+            groups[key] = (title, [])
+        groups[key][1].append(k)
+    return list(groups.values())
+
+
 def _print_plan(plan, rig, cmd, objective, demo) -> None:
     s = plan.settings
     print(f"{plan.model_name} on {rig.name}{' (simulated)' if rig.simulated else ''}: context {plan.context} "
@@ -250,12 +300,20 @@ def _print_plan(plan, rig, cmd, objective, demo) -> None:
         rows.append((d.name, str(d.layers), _mib(d.weights_bytes), _mib(d.kv_bytes), _mib(d.compute_bytes),
                      _mib(d.overhead_bytes), _mib(d.total_bytes), _mib(d.usable_bytes), _mib(d.headroom_bytes),
                      {"fits": "yes", "tight": "TIGHT", "short": "NO (OOM)"}[d.state]))
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    groups = _machine_groups(plan, rig)
+    pad = "  " if len(groups) > 1 else ""
+    widths = [max(len(r[i]) for r in rows + [head]) + (len(pad) if i == 0 else 0) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))  # noqa: E731
     print("(MiB)")
     print(fmt(head))
-    for r in rows:
-        print(fmt(r))
+    for title, members in groups:
+        if pad:
+            print(title)
+        for k in members:
+            print(fmt((pad + rows[k][0],) + rows[k][1:]))
+    net = getattr(plan.speed_inputs, "network_s", 0.0)
+    if net:
+        print(f"  network: {net * 1000:.1f} ms per generated token (round trips and activations to the other PCs)")
     if plan.cpu.mmap_bytes:
         print(f"  CPU weights are memory-mapped: {_mib(plan.cpu.mmap_bytes)} MiB live in the page cache.")
     for r in plan.reasons():
@@ -681,6 +739,8 @@ def _plan_args(p, launching: bool) -> None:
         p.add_argument("--retries", type=int, default=2, help="smaller-plan retries after an out-of-memory (default 2)")
         p.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the server to load")
     p.add_argument("--rig", help="a simulated rig TOML")
+    p.add_argument("--rpc", metavar="HOST:PORT,...",
+                   help="other PCs sharing their devices over RPC (phoenix share there): asked, measured, placed first")
     p.add_argument("--no-bandwidth", action="store_true", help="skip the RAM bandwidth measurement")
     p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
     p.add_argument("--kv", default="f16", choices=["f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl", "f32"])
@@ -767,6 +827,9 @@ def main(argv: list[str] | None = None) -> int:
         args.func = cmd_gui
     try:
         return args.func(args)
+    except NodeUnavailable as e:
+        print(f"phoenix: {e}", file=sys.stderr)
+        return 1
     except (UserError, v.InputError) as e:
         print(f"phoenix: {e}", file=sys.stderr)
         return 2

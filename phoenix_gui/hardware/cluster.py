@@ -54,7 +54,8 @@ def cluster_rig(local: Rig, nodes: list[RemoteNode]) -> Rig:
         remote += [replace(g, node=node.address) for g in node.devices]
     extra = dict(local.extra)
     extra["nodes"] = list(nodes)
-    name = local.name if not nodes else f"{local.name} + {', '.join(n.name for n in nodes)}"
+    base = extra.setdefault("local_name", local.name)  # a rig that is already a cluster keeps its own name
+    name = base if not nodes else f"{base} + {', '.join(n.name for n in nodes)}"
     return replace(local, name=name, gpus=remote + [g for g in local.gpus if not g.is_remote], extra=extra)
 
 
