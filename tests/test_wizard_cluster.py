@@ -5,7 +5,6 @@ groups and network cost, saved node addresses, and the failures a user meets (do
 import os
 import socket
 import threading
-from dataclasses import replace
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -15,6 +14,7 @@ from PySide6.QtWidgets import QToolButton  # noqa: E402
 
 from phoenix_gui.config import UserSettings, load_settings, save_settings  # noqa: E402
 from phoenix_gui.hardware.cluster import LinkInfo, RemoteNode  # noqa: E402
+from phoenix_gui.hardware.rig import GpuInfo  # noqa: E402
 from phoenix_gui.ui.app import make_wizard  # noqa: E402
 from phoenix_gui.ui.pages.hardware import NAME, ORDER, PC  # noqa: E402
 from phoenix_gui.ui.pages.split import network_cost  # noqa: E402
@@ -24,10 +24,10 @@ GB = 10**9
 
 def a_node(rig, address="192.168.1.20:50052", name="gaming-pc", rtt_ms=0.6, mbs=112.0, n=1, vram_gib=12):
     """Another PC's description as describe_node returns it (the domain's own dataclasses)."""
-    base = rig.gpus[1]
-    devices = [replace(base, index=i, uuid=f"rpc:{address}/{i}", name="NVIDIA GeForce RTX 3060",
+    devices = [GpuInfo(index=i, name="NVIDIA GeForce RTX 3060", uuid=f"rpc:{address}/{i}", pci_bus_id="",
                        total_bytes=vram_gib << 30, free_bytes=(vram_gib << 30) - (1 << 30), used_bytes=1 << 30,
-                       node=address) for i in range(n)]
+                       compute_capability=(8, 6), architecture="Ampere", bandwidth_gbs=360.0,
+                       bandwidth_source="spec table", node=address) for i in range(n)]
     return RemoteNode(address, name, devices, LinkInfo(rtt_ms, mbs))
 
 
@@ -402,3 +402,48 @@ def test_a_kcpps_for_this_pc_alone_leaves_the_other_pcs_devices_out(wiz, tmp_pat
     st.add_node(a_node(st.rig))
     st.apply_kcpps(read_kcpps(path))
     assert 0 not in st.included and "--rpctargets" not in st.command().argv
+
+
+# --- the rest of the session model with other PCs ---
+
+def test_changing_this_pcs_rig_keeps_the_other_pcs(wiz, tmp_path):
+    from phoenix_gui.hardware import load_rig
+
+    st = wiz.state
+    st.add_node(a_node(st.rig))
+    rig = tmp_path / "one.toml"
+    rig.write_text('name = "laptop"\n[system]\nram_gib = 32\nram_bandwidth_gbs = 40\n'
+                   '[[gpu]]\nname = "NVIDIA GeForce RTX 3050"\nvram_mib = 4096\n')
+    st.set_rig(load_rig(rig), str(rig))
+    assert [g.node for g in st.rig.gpus] == ["192.168.1.20:50052", ""]
+    assert st.rig.name == "laptop + gaming-pc" and st.devices == [0, 1]
+    wiz.go_to("hardware")
+    assert wiz.page("hardware").heading.text().startswith("Simulated rig: laptop + gaming-pc")
+
+
+def test_a_measured_ram_bandwidth_is_kept_when_a_pc_is_added(wiz):
+    from dataclasses import replace as copy
+
+    st = wiz.state
+    st.rig.system = copy(st.rig.system, ram_bandwidth_gbs=77.0, ram_bandwidth_source="measured")  # as app.py does
+    st.changed()
+    st.add_node(a_node(st.rig))
+    st.remove_node("192.168.1.20:50052")
+    assert st.rig.system.ram_bandwidth_gbs == 77.0
+
+
+def test_saved_split_is_this_pcs_and_survives_a_start_without_the_other_pc(qtbot, config_dir):
+    us = UserSettings()
+    w = make_wizard(persist=False, measure=False)
+    qtbot.addWidget(w)
+    st = w.state
+    st.add_node(a_node(st.rig))
+    st.to_user_settings(us)
+    local = [g.uuid for g in st.rig.gpus if not g.is_remote]
+    assert us.nodes == ["192.168.1.20:50052"] and us.devices == local  # the other PC's device is not this PC's
+    assert len(us.split or []) == len(local)
+    # the next start, before the other PC is described again: this PC's part of the settings still applies
+    w2 = make_wizard(persist=False, measure=False)
+    qtbot.addWidget(w2)
+    w2.state.apply_user_settings(us)
+    assert w2.state.saved_nodes == ["192.168.1.20:50052"] and w2.state.nodes == []
