@@ -24,6 +24,10 @@ from .speed import token_seconds
 
 NOISE = 0.01  # relative noise of one measured run (fixed prompt and token counts)
 PRIOR_SD = 0.5  # how far off the speed model may be for one device, as a factor
+# the hops are a few tenths of a millisecond of a token, within the noise of most runs: the runs rarely
+# pin them down, and a prior as narrow as the devices' would hold a wrong hop cost that then leaks into
+# the device costs (the two are nearly collinear), so it is wider
+HOP_PRIOR_SD = 1.0
 CPU = "cpu"
 
 
@@ -135,11 +139,18 @@ def fit(runs: list[Run], uuids: list[str], prior: Calibration | None = None, noi
     X = np.array([list(r.times) + [r.hops] for r in runs], dtype=float)
     y = np.array([r.seconds_per_token - r.base for r in runs])
     w = 1.0 / np.array([r.seconds_per_token for r in runs]) ** 2
-    A = X.T @ (w[:, None] * X) + np.eye(n) * (max(noise, 1e-4) / prior_sd) ** 2
+    A = X.T @ (w[:, None] * X) + prior_information(len(uuids), noise, prior_sd)
     b = X.T @ (w * (y - X @ theta0))
     theta = np.clip(theta0 + np.linalg.solve(A, b), 0.02, 50.0)
     return replace(prior, gpu_scale={u: float(theta[i]) for i, u in enumerate(uuids)}, cpu_scale=float(theta[n - 2]),
                    hop_scale=float(theta[-1]), runs=len(runs), created=time.time())
+
+
+def prior_information(n_gpus: int, noise: float = NOISE, prior_sd: float = PRIOR_SD) -> np.ndarray:
+    """What the prior is worth in the fit, in runs' units (factors GPUs, CPU, hop): the runs' relative
+    noise over the prior's spread, squared. tuning.design plans against the same matrix."""
+    sd = np.array([prior_sd] * (n_gpus + 1) + [HOP_PRIOR_SD])
+    return np.diag((max(noise, 1e-4) / sd) ** 2)
 
 
 def memory_corrections(pairs: list[tuple[str, int, int]]) -> dict[str, float]:

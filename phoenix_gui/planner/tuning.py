@@ -2,23 +2,35 @@
 
 Pure: plans in, plans out. The measuring is backends/tune.py's.
 
-Candidates: the predicted best that fits, then neighbours that each move layers off one card (to RAM),
-one with fewer GPU layers on every card, moves between cards where they fit, and the plan without the
-slowest card. Each neighbour changes one device's load, so a handful of runs separate every device's
-cost. On a rig without GPUs they differ in what the CPU can change: threads and batch size.
+Candidates are an experiment design. A token's time is base + sum of scale x time over the devices + hop
+scale x hop time, and every layer is somewhere: plans that only shift layers among the same devices vary
+the device columns along a near-constant total and keep the hop count fixed, so the hop cost and the
+device costs cannot be told apart. The pool therefore also holds plans on fewer cards (another number of
+hops), cards emptied into RAM and the model wholly in RAM; from it, after the predicted best, each next
+plan is the one that adds the most to the determinant of the fit's information matrix (D-optimal),
+the quicker run winning near-ties. On a rig without GPUs they differ in what the CPU can change:
+threads and batch size.
 """
 
 from __future__ import annotations
 
-from itertools import combinations
+from itertools import combinations, permutations
+
+import numpy as np
 
 from ..hardware.rig import Rig
 from ..model.info import ModelInfo
-from .calibration import NOISE, Calibration, Run, fit, with_calibration
+from .calibration import NOISE, Calibration, Run, fit, prior_information, with_calibration
 from .ledger import Plan
 from .plan import make_plan
 from .recovery import Budgets, fastest_fitting, fits
 from .settings import PlanSettings
+
+RUN_PROMPT, RUN_GEN = 128, 32  # the fixed benchmark of every tuning run (backends/tune.py)
+TIE = 0.05  # plans within this fraction of the most informative one are told apart by run time
+# a plan whose benchmark would take longer than this many times the predicted best's, and longer than
+# CHEAP_S, is not worth its information (the whole model in RAM of a big model: minutes)
+SLOW, CHEAP_S = 4.0, 20.0
 
 
 def features(model: ModelInfo, rig: Rig, settings: PlanSettings, seconds_per_token: float = 0.0) -> Run:
@@ -54,55 +66,92 @@ def _ok(model, rig, s: PlanSettings, budgets: Budgets) -> Plan | None:
 
 
 def candidates(model: ModelInfo, rig: Rig, base: PlanSettings, budgets: Budgets | None = None,
-               limit: int = 6) -> list[PlanSettings]:
-    """Up to `limit` different plans that fit, the predicted best first."""
+               limit: int = 6, noise: float = NOISE) -> list[PlanSettings]:
+    """Up to `limit` different plans that fit, the predicted best first, then in the order that teaches
+    the most (see design)."""
     budgets = budgets or Budgets()
     if not rig.gpus or base.devices == ():
         return _cpu_candidates(model, rig, base, budgets, limit)
     best = fastest_fitting(model, rig, base, budgets, keep_listed=False)
     if best is None:
         return []
-    out: list[PlanSettings] = []
-    seen: set = set()
+    return design(model, rig, [best] + pool(model, rig, base, best, budgets), limit, noise, budgets)
+
+
+def pool(model: ModelInfo, rig: Rig, base: PlanSettings, best: PlanSettings, budgets: Budgets) -> list[PlanSettings]:
+    """Fitting plans around the predicted best that load the devices differently: each card's layers
+    moved to RAM (half, all), between cards, fewer everywhere, cards auto-fit left out, the best plan on
+    every smaller set of cards (another number of hops), and the model mostly or wholly in RAM."""
     total = model.n_layer + 1
-
-    def add(s: PlanSettings) -> None:
-        key = (s.devices, s.gpulayers, s.tensor_split, s.threads, s.batch, s.context)
-        if (key not in seen and len(out) < limit and (s.gpulayers or 0) <= total
-                and min(s.tensor_split or (0,)) >= 0 and _ok(model, rig, s, budgets)):
-            seen.add(key)
-            out.append(budgets.into(s))
-
-    add(best)
     c = counts_of(best, rig)
     used = [d for d, n in c.items() if n > 0]
-    for d in used:  # layers off one card to RAM: that card's cost, the CPU's
-        k = max(1, round(c[d] * 0.5))
-        add(with_counts(best, {**c, d: c[d] - k}))
     everyone = base.devices if base.devices is not None else tuple(range(len(rig.gpus)))
-    for d in (d for d in everyone if d not in used):  # a card auto-fit left out gets layers once: is it slower?
-        donor = max(used, key=c.__getitem__) if used else None
+    trials: list[dict[int, int]] = []
+    for d in used:
+        trials += [{**c, d: c[d] - max(1, round(c[d] * 0.5))}, {**c, d: 0}]
+    for a, b in permutations(used, 2):
+        trials += [{**c, a: c[a] - k, b: c[b] + k} for k in {max(1, round(c[a] * f)) for f in (0.2, 0.5)}]
+    for f in (0.15, 0.5, 0.85):
+        trials.append({d: max(0, n - max(1, round(n * f))) for d, n in c.items()})
+    donor = max(used, key=c.__getitem__) if used else None
+    for d in (d for d in everyone if d not in used):
         k = max(1, round(c[donor] * 0.5)) if donor is not None else 4
-        before = len(out)
-        for trial in ({**c, d: k} if sum(c.values()) + k <= total else None,
-                      {**c, donor: c[donor] - k, d: k} if donor is not None else None):
-            if trial is not None and len(out) == before:
-                add(with_counts(best, trial))
-    if used:  # fewer GPU layers everywhere: more RAM, the CPU's cost again at another load
-        add(with_counts(best, {d: max(0, n - max(1, round(n * 0.15))) for d, n in c.items()}))
-    for a, b in combinations(used, 2):  # between cards, where there is room
-        for src, dst in ((a, b), (b, a)):
-            k = max(1, round(c[src] * 0.2))
-            add(with_counts(best, {**c, src: c[src] - k, dst: c[dst] + k}))
-    if len(used) > 1:  # without the card the model ranks slowest per layer: one hop less
-        probe = features(model, rig, best)
-        per_layer = {d: probe.times[d] / max(1, c[d]) for d in used}
-        slow = max(used, key=per_layer.__getitem__)
-        rest = fastest_fitting(model, rig, best.with_(devices=tuple(d for d in used if d != slow)), budgets,
-                               keep_listed=False)
-        if rest is not None:
-            add(rest)
+        trials += [{**c, d: k}, {**c, donor: c[donor] - k, d: k} if donor is not None else {d: k}]
+    out = [with_counts(best, {d: n for d, n in t.items() if n}) for t in trials
+           if sum(t.values()) <= total and min(t.values(), default=0) >= 0]
+    for k in range(1, len(everyone)):
+        for sub in combinations(everyone, k):
+            s = fastest_fitting(model, rig, best.with_(devices=sub), budgets, keep_listed=False)
+            if s is not None:
+                out.append(s)
+    out.append(with_counts(best, {}))  # all in RAM: the CPU's cost without a hop (design drops it where slow)
     return out
+
+
+def design(model: ModelInfo, rig: Rig, plans: list[PlanSettings], limit: int, noise: float = NOISE,
+           budgets: Budgets | None = None) -> list[PlanSettings]:
+    """The first plan, then greedily the fitting plan that most increases the determinant of the fit's
+    information matrix (D-optimal: the runs together pin down every device's cost and the hop cost,
+    not only each alone); among plans within a few percent of the most informative, the quickest run."""
+    budgets = budgets or Budgets()
+    bare = with_calibration(rig, None)
+    seen: set = set()
+    rows: list[tuple[PlanSettings, np.ndarray, float]] = []
+    for s in plans:
+        key = _key(s)
+        if key in seen:
+            continue
+        seen.add(key)
+        p = _ok(model, rig, s, budgets)
+        if p is None:
+            continue
+        f = features(model, bare, s)
+        t = f.base + sum(f.times) + f.hops
+        rows.append((budgets.into(s), np.array(list(f.times) + [f.hops]) / t, run_seconds(p)))
+    if not rows:
+        return []
+    rows = rows[:1] + [r for r in rows[1:] if r[2] <= max(SLOW * rows[0][2], CHEAP_S)]
+    info = prior_information(len(rig.gpus), noise)
+    chosen = [0]
+    info += np.outer(rows[0][1], rows[0][1])
+    while len(chosen) < min(limit, len(rows)):
+        inv = np.linalg.inv(info)
+        gains = {i: float(np.log1p(x @ inv @ x)) for i, (_, x, _) in enumerate(rows) if i not in chosen}
+        top = max(gains.values())
+        near = [i for i, g in gains.items() if g >= top * (1 - TIE)]
+        i = min(near, key=lambda i: rows[i][2])
+        chosen.append(i)
+        info += np.outer(rows[i][1], rows[i][1])
+    return [rows[i][0] for i in chosen]
+
+
+def run_seconds(p: Plan) -> float:
+    """Predicted seconds of one tuning run's benchmark (the load comes on top and is about the same for all)."""
+    return RUN_PROMPT / max(p.predicted_prompt_tokens_per_s, 1e-3) + RUN_GEN / max(p.predicted_tokens_per_s, 1e-3)
+
+
+def _key(s: PlanSettings) -> tuple:
+    return (s.devices, s.gpulayers, s.tensor_split, s.threads, s.batch, s.context)
 
 
 def _cpu_candidates(model, rig, base: PlanSettings, budgets, limit) -> list[PlanSettings]:
