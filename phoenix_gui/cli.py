@@ -512,6 +512,7 @@ def cmd_tune(args) -> int:
 
     from .backends.servers import backend_for
     from .backends.tune import Tuner, describe, export_to, find, import_from
+    from .planner import PlanSettings
 
     if args.import_file:
         try:
@@ -532,6 +533,13 @@ def cmd_tune(args) -> int:
         raise UserError(str(e)) from None
     if args.export and Path(args.export).exists() and not args.force:
         raise UserError(f"{args.export} already exists; choose another name (or --force to replace it).")
+    margin = args.margin  # the recommendation's; None: sized from what the tune measures
+    if margin is not None:
+        try:
+            v.mib(margin, "--margin")
+        except v.InputError as e:
+            raise UserError(str(e)) from None
+    args.margin = PlanSettings().margin_mib  # the candidates are judged against Phoenix's guess
     rig = _load_rig(args, False)
     model, model_path = _load_model(args)
     settings = _settings_from_args(args, rig)
@@ -546,7 +554,7 @@ def cmd_tune(args) -> int:
         print(f"phoenix: {note}", file=sys.stderr)
     t = Tuner(model, rig, model_path, settings, exe, budget_s=args.budget_s, max_runs=args.max_runs,
               n_prompt=args.prompt_tokens, n_gen=args.gen_tokens, load_timeout=args.timeout, version=version,
-              yours=yours)
+              yours=yours, margin_mib=margin)
     if not args.json:
         t.on_run = lambda r: print(f"phoenix: run {len(t.runs)}: {r.label}, {r.split}: "
                                    + (f"{r.measured_tps:.2f} tokens/s" if r.measured_tps else r.outcome)
@@ -708,7 +716,11 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--import", dest="import_file", metavar="FILE", help="keep a calibration shared as a file, then stop")
     tu.add_argument("--force", action="store_true", help="let --export replace an existing file")
     tu.add_argument("--json", action="store_true")
-    tu.set_defaults(func=cmd_tune, demo=False, preset=None, kcpps=None, script=None)
+    # --margin (from the plan options) is the recommendation's here; unset, the tune sizes it from what it measured
+    tu.set_defaults(func=cmd_tune, demo=False, preset=None, kcpps=None, script=None, margin=None)
+    next(a for a in tu._actions if a.dest == "margin").help = (
+        "MiB the recommendation keeps free per GPU (default: sized from what the tune measured; "
+        "the runs themselves may use it)")
 
     k = sub.add_parser("skeleton", help="write a sparse GGUF with a preset's real header and tensor shapes")
     k.add_argument("preset", nargs="?")

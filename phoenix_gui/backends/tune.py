@@ -7,6 +7,17 @@ wait until ready, the fixed benchmark, stop. An out-of-memory is data: the card'
 calibration is fitted (planner/tuning.py), auto-fit re-runs with it, and its winner is measured once
 more. cancel() stops at once and leaves no process.
 
+Phoenix's safety margin is a guess made before anything was measured, so the candidates are planned
+without it (never past a card's free memory): a load that fails costs seconds and teaches the true
+budget. The recommendation keeps a margin sized from what was measured (planner/recovery.py
+measured_margin) or the one the user set, and is chosen only among plans that keep it.
+
+Before the first run the model file is read once (only its data, not a sparse file's holes), so that
+every run, the first included, loads it from the OS file cache: both engines read through it (llama-server
+maps the file; koboldcpp 1.115.1 reads it without direct I/O, and its --usemmap is left as the user has
+it, because with it on koboldcpp skips repacking the CPU's weights and would run the CPU layers slower
+than the user's own launch). A file the RAM cannot hold is not read: it would only evict itself.
+
 The calibration is saved in the data folder as plain JSON, keyed by the GPUs' UUIDs, the driver and
 the engine and its version; export/import are plain files too.
 """
@@ -15,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +36,14 @@ from ..hardware.rig import MIB, Rig
 from ..model.info import ModelInfo
 from ..planner import PlanSettings, make_plan
 from ..planner.calibration import Calibration, memory_corrections, with_calibration
-from ..planner.recovery import Budgets, fits, learn
+from ..planner.recovery import PROBE_MARGIN_MIB, Budgets, fits, learn, measured_margin
 from ..planner.tuning import calibrated_best, candidates, counts_of, features, keep, learned
 from .launch import data_dir
 from .lifecycle import LaunchMachine, State
 
 N_PROMPT, N_GEN = 128, 32  # the fixed benchmark of every run: short, the same for all
 FIRST_RUN_GUESS_S = 30.0  # time-left estimate before any run has finished
+WARM_CHUNK = 8 << 20
 
 
 # --- the calibration store ---
@@ -129,6 +143,8 @@ class TuneRun:
     calibrated_tps: float | None = None  # after tuning, for the table
     outcome: str = ""  # "ok", "out of memory", or the failure
     seconds: float = 0.0
+    load_s: float | None = None  # launch until the API answered (the engine's load)
+    past_margin: bool = False  # eats into the margin Phoenix keeps before measuring (a probe)
     devices: list[tuple[str, int, int | None]] = field(default_factory=list)  # name, predicted, logged bytes
 
     @property
@@ -148,13 +164,107 @@ def describe_plan(s: PlanSettings) -> str:
     return f"{layers} {split} on {gpus}"
 
 
+class FileWarmer:
+    """Reads a file once on a thread, so that the OS keeps it in its file cache. Only the data is read:
+    a sparse file's holes (SEEK_DATA/SEEK_HOLE where the OS has them) cost nothing to load either."""
+
+    def __init__(self, path: str):
+        self.path, self.read_bytes, self.error = path, 0, ""
+        try:
+            self.size = os.path.getsize(path)
+        except OSError:
+            self.size = 0
+        self.started = time.monotonic()
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="phoenix-warm", daemon=True)
+        self._thread.start()
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)  # one chunk at most
+
+    def time_left(self) -> float:
+        spent = time.monotonic() - self.started
+        if self.done or not self.read_bytes:
+            return 0.0 if self.done else FIRST_RUN_GUESS_S
+        return spent * max(0, self.size - self.read_bytes) / self.read_bytes
+
+    def _run(self) -> None:
+        buf = bytearray(WARM_CHUNK)
+        try:
+            with open(self.path, "rb", buffering=0) as f:
+                for start, end in _data_ranges(f.fileno(), self.size):
+                    f.seek(start)
+                    left = end - start
+                    while left > 0 and not self._stop.is_set():
+                        n = f.readinto(memoryview(buf)[:min(left, WARM_CHUNK)])
+                        if not n:
+                            break
+                        left -= n
+                        self.read_bytes += n
+                    self.read_bytes += max(0, left)  # a range cut short by a stop or the file's end
+        except OSError as e:  # the run itself will say what is wrong with the file
+            self.error = e.strerror or str(e)
+        self.read_bytes = self.size
+        self.seconds = time.monotonic() - self.started
+
+
+def _data_ranges(fd: int, size: int):
+    """(start, end) of the parts of the file that hold data; the whole file where the OS cannot tell."""
+    if not hasattr(os, "SEEK_DATA"):
+        yield 0, size
+        return
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole after pos; EINVAL: the file system cannot tell
+            if pos == 0:
+                yield 0, size
+            return
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, end
+        pos = end
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _ram_available() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - no figure: do not read a file that may not fit
+        return 0
+
+
 class Tuner:
     def __init__(self, model: ModelInfo, rig: Rig, model_path: str, base: PlanSettings, exe: str | None, *,
                  budget_s: float = 300.0, max_runs: int = 6, n_prompt: int = N_PROMPT, n_gen: int = N_GEN,
-                 load_timeout: float = 600.0, version: str = "unknown", yours: PlanSettings | None = None):
+                 load_timeout: float = 600.0, version: str = "unknown", yours: PlanSettings | None = None,
+                 margin_mib: float | None = None, warm: bool = True):
         self.model, self.model_path, self.exe = model, model_path, exe
         self.rig = with_calibration(rig, None)  # tuning measures against the bare speed model
         self.base, self.yours = base, yours
+        # candidates eat into the margin (a probe); the recommendation keeps one sized from the runs
+        self.guess_margin = float(base.margin_mib)
+        self.user_margin = None if margin_mib is None else float(margin_mib)
+        self.probe = base.with_(margin_mib=PROBE_MARGIN_MIB)
+        self.margin_mib = self.user_margin if self.user_margin is not None else self.guess_margin
+        self.margin_source = "yours" if self.user_margin is not None else "guess"  # then "measured"
+        self.margin_note = ""
+        self.warm = warm
+        self.warmer: FileWarmer | None = None
         self.budget_s, self.max_runs = float(budget_s), max(2, int(max_runs))
         self.n_prompt, self.n_gen, self.load_timeout, self.version = n_prompt, n_gen, load_timeout, version
         self.runs: list[TuneRun] = []
@@ -174,16 +284,21 @@ class Tuner:
     def start(self) -> None:
         self._t0 = time.monotonic()
         self.state = "running"
-        plans = candidates(self.model, self.rig, self.base, self.budgets, limit=self.max_runs - 1)
+        plans = candidates(self.model, self.rig, self.probe, self.budgets, limit=self.max_runs - 1)
         if not plans:
             self._finish("failed", "No candidate plan fits this PC, so there is nothing to measure.")
             return
         self.queue = [TuneRun("predicted best" if i == 0 else f"candidate {i + 1}", s, self._predict(s))
                       for i, s in enumerate(plans)]
-        if self.yours is not None and self._fits(self.yours) and not any(self._same(r.settings, self.yours) for r in self.queue):
-            self.queue.insert(1, TuneRun("your config", self.yours, self._predict(self.yours)))
+        yours = None if self.yours is None else self.yours.with_(margin_mib=PROBE_MARGIN_MIB)
+        if yours is not None and self._fits(yours) and not any(self._same(r.settings, yours) for r in self.queue):
+            self.queue.insert(1, TuneRun("your config", yours, self._predict(yours)))
             del self.queue[self.max_runs - 1:]
         self.message = f"Tuning: {len(self.queue)} plans to measure, then the calibrated winner."
+        if self.warm and 0 < _file_size(self.model_path) < 0.8 * _ram_available():
+            self.warmer = FileWarmer(self.model_path)
+            self.message = "Reading the model file once, so that every run loads it from the OS file cache…"
+            return
         self._next()
 
     def poll(self) -> bool:
@@ -192,6 +307,8 @@ class Tuner:
             return False
         m = self._m
         if m is None:
+            if self.warmer is not None and not self.warmer.done:
+                return True
             self._next()
             return self.state == "running"
         st = m.poll()
@@ -199,6 +316,7 @@ class Tuner:
             bench = [t for t in m.history if t.old is State.BENCHMARKING]
             if not bench:
                 self._cur.devices = [(c.name, c.predicted_bytes, c.actual_bytes) for c in m.outcome.comparison]
+                self._cur.load_s = m.outcome.ready_s
                 m.benchmark(self.n_prompt, self.n_gen)
             else:
                 res = bench[-1].info.get("result")
@@ -221,6 +339,8 @@ class Tuner:
 
     def cancel(self) -> None:
         """Stop now; nothing is left running."""
+        if self.warmer is not None:
+            self.warmer.stop()
         if self._m is not None:
             self._m.stop()
             self._m = None
@@ -237,7 +357,8 @@ class Tuner:
         per = sum(done) / len(done) if done else FIRST_RUN_GUESS_S
         cur = time.monotonic() - self._run_t0 if self._m is not None else 0.0
         todo = len(self.queue) + (0 if self._final_queued else 1) + (1 if self._m is not None else 0)
-        return max(0.0, min(self.budget_s - self.elapsed, todo * per - min(cur, per)))
+        warm = self.warmer.time_left() if self.warmer is not None else 0.0
+        return max(0.0, min(self.budget_s - self.elapsed, warm + todo * per - min(cur, per)))
 
     def fraction(self) -> float:
         if self.state != "running":
@@ -248,6 +369,21 @@ class Tuner:
     # --- internals ---
     def _predict(self, s: PlanSettings) -> float:
         return make_plan(self.model, self.rig, s).predicted_tokens_per_s
+
+    def _past_margin(self, s: PlanSettings) -> bool:
+        """Does this plan eat into the margin Phoenix keeps before anything is measured?"""
+        return any(d.state != "fits" for d in make_plan(self.model, self.rig, s.with_(margin_mib=self.guess_margin)).gpus)
+
+    def keeps_margin(self, s: PlanSettings) -> bool:
+        """Fits with the recommendation's margin on the calibrated rig (the measured extra memory on
+        each card included), within what failures showed: what the wizard and `phoenix plan` will say."""
+        rig = with_calibration(self.rig, self.calibration)
+        p = make_plan(self.model, rig, s.with_(margin_mib=self.margin_mib))
+        return p.fits and fits(rig, p, self.budgets)
+
+    def recommended(self) -> PlanSettings | None:
+        """The winner as the user should run it: its plan with the recommendation's margin."""
+        return None if self.winner is None else self.winner.settings.with_(margin_mib=self.margin_mib)
 
     def _fits(self, s: PlanSettings) -> bool:
         p = make_plan(self.model, self.rig, s)
@@ -261,7 +397,7 @@ class Tuner:
     def _replan(self) -> list[TuneRun]:
         """After an out-of-memory: the candidates again, with the card's smaller budget, less what ran."""
         left = self.max_runs - 2 - len(self.runs)
-        fresh = candidates(self.model, self.rig, self.base, self.budgets, limit=self.max_runs)
+        fresh = candidates(self.model, self.rig, self.probe, self.budgets, limit=self.max_runs)
         fresh = [s for s in fresh if not any(self._same(s, r.settings) for r in self.runs)][:max(0, left)]
         return [TuneRun("predicted best" if i == 0 and not any(r.outcome == "ok" for r in self.runs)
                         else f"candidate {len(self.runs) + i + 2}", s, self._predict(s)) for i, s in enumerate(fresh)]
@@ -289,6 +425,7 @@ class Tuner:
     def _launch(self, run: TuneRun) -> None:
         self._cur, self._run_t0 = run, time.monotonic()
         plan = make_plan(self.model, self.rig, run.settings)
+        run.past_margin = self._past_margin(run.settings)
         self._m = LaunchMachine(plan, self.rig, self.model, self.model_path, self.exe, timeout=self.load_timeout)
         self.message = f"Run {len(self.runs) + 1}: {run.label} — {run.split}"
         self._m.start()
@@ -312,11 +449,33 @@ class Tuner:
         if not data:
             return None
         self.calibration = self._calibrate(data)
+        self._size_margin()
         cal_rig = with_calibration(self.rig, self.calibration)
-        best = calibrated_best(self.model, cal_rig, self.base, self.budgets)
+        best = calibrated_best(self.model, cal_rig, self.base.with_(margin_mib=self.margin_mib), self.budgets)
         if best is None:  # CPU-only: what was measured fastest
             best = keep(self.model, self.rig, data, self.calibration)
         return best
+
+    def _size_margin(self) -> None:
+        """The recommendation's margin: the user's, else sized from the measured buffers, else the guess."""
+        if not self.rig.gpus:
+            self.margin_note = ""
+            return
+        got = measured_margin(self.calibration)
+        seen = f" (measured: {got[0]:.0f} MiB)" if got else ""
+        if self.user_margin is not None:
+            self.margin_mib, self.margin_source = self.user_margin, "yours"
+            self.margin_note = f"{self.margin_mib:.0f} MiB kept free per GPU, as you set it{seen}."
+        elif got:
+            self.margin_mib, self.margin_source = got[0], "measured"
+            what = (f"the engine needed at most {got[1]:.0f} MiB more than the plan on a GPU" if got[1] > 0
+                    else "the engine never needed more than the plan on a GPU")
+            self.margin_note = (f"{self.margin_mib:.0f} MiB kept free per GPU, sized from what was measured: {what}, "
+                                f"plus a floor (Phoenix's guess before measuring: {self.guess_margin:.0f} MiB).")
+        else:
+            self.margin_mib, self.margin_source = self.guess_margin, "guess"
+            self.margin_note = (f"{self.margin_mib:.0f} MiB kept free per GPU, Phoenix's guess: the engine logged no "
+                                "GPU buffers to measure it from.")
 
     def _calibrate(self, data) -> Calibration:
         cal = learned(self.model, self.rig, data)
@@ -340,13 +499,21 @@ class Tuner:
             return
         self.calibration = self._calibrate(data)
         self.calibration.per_layer_ms = self._per_layer_ms()
+        self._size_margin()
         cal_rig = with_calibration(self.rig, self.calibration)
         for r in self.runs:
             r.calibrated_tps = make_plan(self.model, cal_rig, r.settings).predicted_tokens_per_s
-        kept = keep(self.model, self.rig, data, self.calibration)
-        ok = [r for r in self.runs if r.outcome == "ok" and r.measured_tps]
-        self.winner = next((r for r in reversed(ok) if self._same(r.settings, kept)), max(ok, key=lambda r: r.measured_tps))
         save(self.calibration)
+        # a probe that ate into the margin taught the budget; only a plan that keeps the margin is kept
+        safe = [(s, t) for s, t in data if self.keeps_margin(s)]
+        if not safe:
+            self.winner = None
+            self._finish("done", f"Learned this PC, but no measured plan keeps {self.margin_mib:.0f} MiB free per GPU; "
+                                 "tune again with more runs, or set a smaller margin.")
+            return
+        kept = keep(self.model, self.rig, safe, self.calibration)
+        ok = [r for r in self.runs if r.outcome == "ok" and r.measured_tps and self.keeps_margin(r.settings)]
+        self.winner = next((r for r in reversed(ok) if self._same(r.settings, kept)), max(ok, key=lambda r: r.measured_tps))
         self._finish("done", f"Kept: {self.winner.split} at {self.winner.measured_tps:.1f} tokens/s (measured).")
 
     def _per_layer_ms(self) -> dict[str, float]:
@@ -365,6 +532,8 @@ class Tuner:
         return out
 
     def _finish(self, state: str, message: str) -> None:
+        if self.warmer is not None and not self.warmer.done:
+            self.warmer.stop()
         if self._m is not None:
             self._m.stop()
             self._m = None
@@ -385,11 +554,21 @@ class Tuner:
 
     def table(self) -> list[str]:
         lines = [f"Benchmark of every run: {self.n_prompt} prompt tokens, then {self.n_gen} generated tokens.",
-                 f"{'#':>2}  {'run':<18} {'plan':<46} {'predicted':>9} {'calibrated':>10} {'measured':>8}  outcome"]
+                 f"{'#':>2}  {'run':<18} {'plan':<46} {'predicted':>9} {'calibrated':>10} {'measured':>8} {'load s':>6}  outcome"]
         for i, r in enumerate(self.runs, 1):
             fmt = lambda x: f"{x:.2f}" if x else "—"  # noqa: E731
-            lines.append(f"{i:>2}  {r.label:<18} {r.split[:46]:<46} {fmt(r.predicted_tps):>9} {fmt(r.calibrated_tps):>10} "
-                         f"{fmt(r.measured_tps):>8}  {r.outcome} ({r.seconds:.1f} s)")
+            load = f"{r.load_s:.1f}" if r.load_s is not None else "—"
+            mark = "*" if r.past_margin else " "
+            lines.append(f"{i:>2}  {r.label:<18} {r.split[:45]:<45}{mark} {fmt(r.predicted_tps):>9} {fmt(r.calibrated_tps):>10} "
+                         f"{fmt(r.measured_tps):>8} {load:>6}  {r.outcome} ({r.seconds:.1f} s)")
+        if any(r.past_margin for r in self.runs):
+            lines.append(f"* a probe: eats into the {self.guess_margin:.0f} MiB Phoenix keeps free per GPU before measuring "
+                         "(never past a card's free memory).")
+        if self.warmer is not None and self.warmer.seconds:
+            lines.append(f"The model file was read once before the first run ({self.warmer.size / MIB:,.0f} MiB in "
+                         f"{self.warmer.seconds:.1f} s), so every run loaded it from the OS file cache.")
+        if self.margin_note:
+            lines.append("Margin: " + self.margin_note)
         return lines
 
     def report(self) -> dict:
@@ -399,8 +578,12 @@ class Tuner:
                           "tensor_split": r.settings.tensor_split, "threads": r.settings.threads, "batch": r.settings.batch,
                           "context": r.settings.context, "predicted_tps": r.predicted_tps,
                           "calibrated_tps": r.calibrated_tps, "measured_tps": r.measured_tps, "outcome": r.outcome,
-                          "seconds": round(r.seconds, 2),
+                          "seconds": round(r.seconds, 2), "load_s": None if r.load_s is None else round(r.load_s, 2),
+                          "past_margin": r.past_margin,
                           "devices_mib": [{"name": n, "predicted": round(p / MIB), "actual": None if a is None else round(a / MIB)}
                                           for n, p, a in r.devices]} for r in self.runs],
                 "winner": None if self.winner is None else self.winner.label, "speedups": self.speedups(),
+                "margin_mib": self.margin_mib, "margin_source": self.margin_source, "margin": self.margin_note,
+                "guess_margin_mib": self.guess_margin,
+                "warm_s": None if self.warmer is None else round(self.warmer.seconds, 2),
                 "calibration": None if c is None else c.to_dict()}

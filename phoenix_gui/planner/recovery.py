@@ -9,20 +9,39 @@ planner's own ledger, corrected, says every device fits.
 
 Corrections are plain numbers per GPU UUID (`Budgets`), so a retry of a retry, and the tuner, keep what
 earlier failures taught.
+
+The safety margin (PlanSettings.margin_mib) is a guess made before anything was measured. Once a tune has
+compared the engine's logged buffers with the plan, measured_margin sizes it from that instead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import math
+
 from ..hardware.rig import MIB, Rig
 from ..model.info import ModelInfo
 from .autofit import _Evaluator, _fill, auto_fit  # the same fill auto-fit uses
+from .calibration import Calibration
 from .ledger import DevicePlan, Plan
 from .plan import make_plan
 from .settings import PlanSettings
 
 EXTRA_KEY = "budgets"  # where PlanSettings.extra carries the corrections from one retry to the next
+PROBE_MARGIN_MIB = 0.0  # while tuning: a load that fails costs seconds and teaches the true budget
+MARGIN_FLOOR_MIB = 64.0  # kept free even when the plan was never short: allocator rounding, a driver update
+
+
+def measured_margin(cal: Calibration | None) -> tuple[float, float] | None:
+    """(margin in MiB, the largest excess it was sized from): the most the engine's logged buffers ever
+    exceeded the plan on a GPU, plus a small floor. The calibration already adds each card's own excess
+    to later plans; the margin keeps that much again because one tune saw few loads, and another model
+    or context can miss by as much. None when no GPU buffer was logged (nothing to size it from)."""
+    if cal is None or not cal.mem_extra_mib:
+        return None
+    excess = max(0.0, max(cal.mem_extra_mib.values()))
+    return float(math.ceil(MARGIN_FLOOR_MIB + excess)), excess
 
 
 @dataclass
