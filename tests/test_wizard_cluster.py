@@ -16,7 +16,8 @@ from phoenix_gui.config import UserSettings, load_settings, save_settings  # noq
 from phoenix_gui.hardware.cluster import LinkInfo, RemoteNode  # noqa: E402
 from phoenix_gui.hardware.rig import GpuInfo  # noqa: E402
 from phoenix_gui.ui.app import make_wizard  # noqa: E402
-from phoenix_gui.ui.pages.hardware import NAME, ORDER, PC  # noqa: E402
+from phoenix_gui.ui.nodes_panel import link_text  # noqa: E402
+from phoenix_gui.ui.pages.hardware import NAME, ORDER, PC, PCIE  # noqa: E402
 from phoenix_gui.ui.pages.split import network_cost  # noqa: E402
 
 GB = 10**9
@@ -121,7 +122,9 @@ def test_add_a_real_pc_lists_its_device_first_with_the_measured_link_and_remove_
     assert all(pc == "this PC" for pc, _ in rows(wiz)[1:])
     assert not wiz.page("hardware").table.isColumnHidden(PC)
     shown = panel.rows.itemAtPosition(0, 0).widget().text()
-    assert rpc_host.address in shown and f"{node.link.rtt_ms:.1f} ms round trip" in shown
+    assert rpc_host.address in shown and link_text(node.link) in shown and " ms round trip, " in shown
+    t = wiz.page("hardware").table
+    assert t.item(0, PCIE).text() == "network" and t.item(0, PCIE).toolTip() == link_text(node.link)
     assert panel.address.text() == ""
     qtbot.mouseClick(panel.rows.itemAtPosition(0, 2).widget(), Qt.LeftButton)  # Remove
     assert wiz.state.nodes == [] and all(pc == "this PC" for pc, _ in rows(wiz))
@@ -235,7 +238,7 @@ def test_split_groups_bars_per_pc_in_engine_order_with_the_network_cost(qtbot, w
     wiz.go_to("split")
     page = wiz.page("split")
     heads = [h.text() for h in page.group_heads]
-    assert heads[0].startswith("gaming-pc (192.168.1.20:50052) · link 0.6 ms round trip, 112 MB/s")
+    assert heads[0].startswith("gaming-pc (192.168.1.20:50052) · link 0.60 ms round trip, 112 MB/s")
     assert heads[1:] == ["this PC"]
     plan = st.plan()
     remote = plan.devices[0]

@@ -19,7 +19,8 @@ def link_text(link: LinkInfo | None) -> str:
     if link is None:
         return "link not measured"
     how = "measured" if link.measured else "assumed, not measured"
-    return f"link {link.rtt_ms:.1f} ms round trip, {link.throughput_mbs:,.0f} MB/s ({how})"
+    rtt = f"{link.rtt_ms:.2f}" if link.rtt_ms < 1 else f"{link.rtt_ms:.1f}"  # a LAN's is a fraction of a ms
+    return f"link {rtt} ms round trip, {link.throughput_mbs:,.0f} MB/s ({how})"
 
 
 def node_text(node: RemoteNode) -> str:

@@ -268,15 +268,19 @@ class HardwarePage(StatePage):
             # Index and PCI bus in plain sight: two identical cards differ only there.
             _set(self.table.item(row, NAME), f"#{g.index} {g.short_name}\nPCI {short_pci(g.pci_bus_id)}",
                  f"{g.name}\nUUID {g.uuid}\nPCI {g.pci_bus_id}")
-        _set(self.table.item(row, ARCH), f"{g.architecture} ({g.compute_capability[0]}.{g.compute_capability[1]})",
-             "CUDA compute capability; cards older than 7.5 need a CUDA 12 build.")
+        cc = "" if g.compute_capability == (0, 0) else f" ({g.compute_capability[0]}.{g.compute_capability[1]})"
+        _set(self.table.item(row, ARCH), f"{g.architecture}{cc}",
+             "CUDA compute capability; cards older than 7.5 need a CUDA 12 build." if cc else "")
         bar, up, down = self._rows[row]
         bar.setRange(0, max(1, g.total_bytes >> 20))
         bar.setValue(g.used_bytes >> 20)
         bar.setFormat(f"{gib(g.used_bytes)} / {gib(g.total_bytes)}")
         _set(self.table.item(row, BANDWIDTH), f"{g.bandwidth_gbs:.0f} GB/s",
              f"Memory bandwidth ({g.bandwidth_source}); generation speed follows it.")
-        _set(self.table.item(row, PCIE), f"gen {g.pcie_gen or '?'} x{g.pcie_width or '?'}", "PCIe link")
+        if g.is_remote:  # what stands between this PC and it is the network, not a PCIe slot
+            _set(self.table.item(row, PCIE), "network", link_text(link_of(st.rig, g)))
+        else:
+            _set(self.table.item(row, PCIE), f"gen {g.pcie_gen or '?'} x{g.pcie_width or '?'}", "PCIe link")
         _set(self.table.item(row, DISPLAY), "drives a display" if g.display_attached else "",
              "A card driving a monitor keeps some memory free for the desktop.")
         up.setAccessibleName(f"Move {label} up")
