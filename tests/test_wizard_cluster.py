@@ -450,3 +450,28 @@ def test_saved_split_is_this_pcs_and_survives_a_start_without_the_other_pc(qtbot
     qtbot.addWidget(w2)
     w2.state.apply_user_settings(us)
     assert w2.state.saved_nodes == ["192.168.1.20:50052"] and w2.state.nodes == []
+
+
+def test_try_again_adds_a_remembered_pc_once_it_shares(qtbot, config_dir, kcpp_tree):
+    from phoenix_gui.backends.share import ShareHost
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    save_settings(UserSettings(nodes=[address]))
+    w = make_wizard(persist=True, measure=False)
+    qtbot.addWidget(w)
+    w.show()
+    panel = w.page("hardware").nodes
+    qtbot.waitUntil(lambda: address in w.state.unreachable, timeout=30000)
+    host = ShareHost(kcpp_tree / "koboldcpp.py", port=port, cpu_only=True).start()  # the PC is switched on
+    try:
+        qtbot.mouseClick(panel.rows.itemAtPosition(0, 1).widget(), Qt.LeftButton)  # Try again
+        qtbot.waitUntil(lambda: not panel._task.running, timeout=30000)
+        assert w.state.unreachable == {} and w.state.rig.gpus[0].node == address
+        assert not panel.error.isVisible() and rows(w)[0][0].endswith(address)
+    finally:
+        pid = host._proc.pid
+        host.stop()
+    from machine_helpers import gone
+
+    assert gone([pid])
