@@ -21,7 +21,7 @@ from ..validate import InputError
 from ..validate import host as valid_host
 from ..validate import port as valid_port
 from ..hardware.cluster import machine_of
-from .commandline import check_value, rpc_nodes
+from .commandline import check_value, engine_devices, rpc_nodes
 from .diagnose import Failure, classify, missing_nodes, pc_name
 from .logparse import BufferReport, parse_log
 from .process import ServerProcess
@@ -119,12 +119,23 @@ class LaunchOutcome:
     warnings: list[str] = field(default_factory=list)  # ready, but not as planned (e.g. no layer on a GPU)
 
 
-def compare(plan: Plan, report: BufferReport) -> list[DeviceComparison]:
+def logged_mib(report: BufferReport, buffer: str, kinds=("model", "KV", "compute")) -> float | None:
+    """What the engine logged for one of its devices, by the buffer name it uses (CUDA1, RPC0[host:port]);
+    None when it logged nothing for it. An RPC device is told apart by its endpoint, which logparse's
+    per-device keys ('rpc0' for the first device of every server) leave out."""
+    if buffer.startswith("CUDA"):
+        key = "gpu" + buffer[4:]
+        return sum(report.mib(key, k) for k in kinds) if key in report.devices() else None
+    got = [mib for (b, k), mib in report.buffers.items() if b == buffer and k in kinds]
+    return sum(got) if got else None
+
+
+def compare(plan: Plan, report: BufferReport, rig: Rig | None = None) -> list[DeviceComparison]:
     """Predicted vs logged per device (weights + KV + compute; overheads are not in the engine's log)."""
     out = []
+    names = _buffer_names(plan, rig)
     for i, d in enumerate(plan.gpus):
-        key = f"gpu{i}"
-        actual = sum(report.mib(key, k) for k in ("model", "KV", "compute")) if key in report.devices() else None
+        actual = logged_mib(report, names[i])
         out.append(DeviceComparison(d.name, d.weights_bytes + d.kv_bytes + d.compute_bytes,
                                     int(actual * MIB) if actual is not None else None))
     cpu = plan.cpu
@@ -134,10 +145,23 @@ def compare(plan: Plan, report: BufferReport) -> list[DeviceComparison]:
     return out
 
 
+def _buffer_names(plan: Plan, rig: Rig | None) -> list[str]:
+    """Per GPU of the plan, the engine's name for its buffers (RPC devices first, then CUDA0, 1, ...)."""
+    if rig is None:
+        return [f"CUDA{i}" for i in range(len(plan.gpus))]
+    by_pos = {i: b for i, _n, b in engine_devices(plan, rig) if i is not None}
+    return [by_pos[i] for i in range(len(plan.gpus))]
+
+
 def placement_warnings(plan: Plan, rig: Rig, report: BufferReport, backend: str) -> list[str]:
     """The plan put layers on GPUs but the engine's log shows none there (only CPU buffers): a build
-    without CUDA, or a simulated rig's plan run on this PC. Without any buffer line there is no evidence."""
+    without CUDA, or a simulated rig's plan run on this PC. Without any buffer line there is no evidence.
+    Layers on another PC's device count when its RPC buffers are there."""
+    names = _buffer_names(plan, rig)
     if not any(d.layers for d in plan.gpus) or any(dev.startswith("gpu") for dev in report.devices()):
+        return []
+    if any(d.layers and not n.startswith("CUDA") and logged_mib(report, n) is not None
+           for d, n in zip(plan.gpus, names)):
         return []
     if rig.simulated:
         return [f"This plan is for another PC (simulated rig {rig.name}): its GPUs are not in this computer."]
@@ -254,7 +278,7 @@ class Launch:
         assert self.process is not None
         ready_s = time.monotonic() - self.process.started_at
         report = parse_log("\n".join(list(self.process.lines)))
-        comp = compare(self.plan, report)
+        comp = compare(self.plan, report, self.rig)
         if any(c.actual_bytes is not None for c in comp):
             record_calibration(self.plan, comp, self.model, self.backend.name)
         self.outcome = LaunchOutcome(True, ready_s, None, report, comp, self.log_path,
