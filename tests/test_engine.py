@@ -135,3 +135,72 @@ def test_cpu_buffers_match_koboldcpp(kcpp_script, skeletons, preset, ctx, fa, ba
     assert rep.mib("cpu", "KV") == pytest.approx(cpu.kv_bytes / MIB, abs=0.01)
     logged = rep.mib("cpu", "compute") + rep.mib("cpu", "output")
     assert logged * 0.99 <= cpu.compute_bytes / MIB <= logged * 1.15 + 4, (cpu.compute_bytes / MIB, logged)
+
+
+# --- a held-out architecture on both engines: fit one constant on some architectures, check it on another ---
+
+FIT_ARCHS = ("qwen2", "llama")  # as in benchmarks/calibrate_compute.py
+HELD_OUT = "gemma3"  # sliding-window attention, a 262k vocabulary, n_ff/n_embd unlike either fitted one
+_LOADS: dict = {}  # each configuration is loaded once per session, whichever test asks first
+
+
+def _load(engine, skeletons, kcpp_script, preset, ctx, fa, batch, kv):
+    key = (engine, preset, ctx, fa, batch, kv)
+    if key not in _LOADS:
+        from phoenix_gui.backends.commandline import koboldcpp_command
+        from phoenix_gui.backends.probe import free_port, probe_koboldcpp
+
+        path = skeletons(preset)
+        s = PlanSettings(context=ctx, flash_attn=fa, batch=batch, cache_type_k=kv, cache_type_v=kv, backend=engine,
+                         use_mmap=True, threads=2, port=free_port())
+        plan = make_plan(read_model(path), _cpu_rig(), s)
+        if engine == "koboldcpp":
+            rep, _ = probe_koboldcpp(koboldcpp_command(plan, _cpu_rig(), path, exe=kcpp_script).argv)
+        else:
+            rep, _ = probe_buffers(path, ["-c", str(ctx), "-ngl", "0", "-np", "1", "-b", str(max(batch, 512)), "-ub",
+                                          str(batch), "-fa", "on" if fa else "off", "-ctk", kv, "-ctv", kv, "--fit",
+                                          "off", "--no-repack"])
+        _LOADS[key] = (read_model(path), plan, rep)
+    return _LOADS[key]
+
+
+def _stage_floats(engine, model, plan, rep, batch):
+    """(the planner's formula, the logged value) in f32 per ubatch token, of the stage that sets the CPU's
+    compute peak: llama-server's FFN stage (3 n_ff + 5 n_embd, less the f16 mask) or koboldcpp's output
+    stage (the logits of the whole ubatch + 2 n_embd). compute.py adds 5 % on top of both."""
+    u = min(batch, plan.kv_cells)
+    logged = rep.mib("cpu", "compute") * MIB
+    if engine == "koboldcpp":
+        return model.n_vocab + 2 * model.n_embd, logged / (4 * u)
+    return 3 * max(model.n_ff) + 5 * model.n_embd, (logged - plan.kv_cells * u * 2) / (4 * u)
+
+
+HELD_OUT_CASES = {
+    # engine: the fitted rows, then the held-out row (preset, ctx, flash attention, batch, KV type)
+    "llama-server": ([("qwen2.5-7b-instruct-q4_k_m", 4096, True, 512, "f16"),
+                      ("llama-3.1-8b-instruct-q4_k_m", 4096, True, 512, "f16")],
+                     ("gemma-3-12b-it-q4_k_m", 8192, True, 512, "q8_0")),
+    "koboldcpp": ([("qwen2.5-7b-instruct-q4_k_m", 4096, True, 512, "f16"),
+                   ("llama-3.1-8b-instruct-q4_k_m", 4096, True, 1024, "q8_0")],
+                  ("gemma-3-12b-it-q4_k_m", 8192, True, 512, "q8_0")),
+}
+
+
+@pytest.mark.parametrize("engine", ["llama-server", "koboldcpp"])
+def test_compute_stage_holds_on_a_held_out_architecture(engine, skeletons, request):
+    kcpp_script = request.getfixturevalue("kcpp_script") if engine == "koboldcpp" else None
+    fitted, held = HELD_OUT_CASES[engine]
+    pairs = []
+    for cfg in fitted:
+        model, plan, rep = _load(engine, skeletons, kcpp_script, *cfg)
+        assert model.architecture in FIT_ARCHS
+        pairs.append(_stage_floats(engine, model, plan, rep, cfg[3]))
+    scale = sum(f * y for f, y in pairs) / sum(f * f for f, _ in pairs)  # logged = scale x formula, least squares
+    model, plan, rep = _load(engine, skeletons, kcpp_script, *held)
+    assert model.architecture == HELD_OUT
+    formula, logged = _stage_floats(engine, model, plan, rep, held[3])
+    report = (f"{engine}: fit on {', '.join(FIT_ARCHS)} (scale {scale:.3f}); held out {HELD_OUT}: "
+              f"{scale * formula:.0f} predicted vs {logged:.0f} logged f32 per token")
+    print(report)
+    assert abs(scale - 1) < 0.05, report  # the formula's constants fit the fitted architectures as they stand
+    assert abs(scale * formula - logged) <= 0.05 * logged, report  # within compute.py's 5 % safety
