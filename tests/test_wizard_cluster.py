@@ -328,8 +328,11 @@ def test_launch_over_a_real_rpc_node_and_the_monitor_shows_its_logged_buffers(qt
     rows = {mon.table.item(r, 0).text(): mon.table.item(r, 2).text() for r in range(mon.table.rowCount())}
     assert rows[plan.gpus[0].name] == f"{actual_mib:,.0f} MiB"
     assert not mon.warn.isVisibleTo(mon), mon.warn.text()  # the layers did reach a device: the other PC's
+    mon.update_plots()  # asks the other PC's info endpoint on the worker
+    qtbot.waitUntil(lambda: rpc_host.address in mon.remote_info, timeout=10000)
     mon.update_plots()
-    assert f"on {rpc_host.address}, not measured from this PC" in mon.now.text()
+    total = rpc_host.info()["devices"][0]["total_bytes"] / (1 << 20)
+    assert f" / {total:,.0f} MiB (" in mon.now.text() and f"as {rpc_host.address} reports" in mon.now.text()
     w.close()
     from machine_helpers import gone
 
@@ -475,3 +478,14 @@ def test_try_again_adds_a_remembered_pc_once_it_shares(qtbot, config_dir, kcpp_t
     from machine_helpers import gone
 
     assert gone([pid])
+
+
+def test_the_monitor_says_when_another_pc_reports_no_memory(wiz):
+    mon = wiz.page("monitor")
+    g = a_node(wiz.state.rig).devices[0]
+    assert mon._remote_text(g, "RTX 3060 (gaming-pc)") == ("RTX 3060 (gaming-pc): on 192.168.1.20:50052, not measured "
+                                                          "from this PC (it shares no Phoenix info)")
+    mon.remote_info[g.node] = {"devices": [{"total_bytes": 12 << 30, "free_bytes": 9 << 30}]}
+    assert mon._remote_text(g, "RTX 3060") == "RTX 3060: 3,072 / 12,288 MiB (25 %, as 192.168.1.20:50052 reports)"
+    mon.remote_info[g.node] = {"devices": [{"total_bytes": "12", "free_bytes": None}]}  # not numbers: not shown
+    assert "not measured" in mon._remote_text(g, "RTX 3060")

@@ -12,17 +12,22 @@ from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QHBoxLayout, QHeader
 
 from ...backends.lifecycle import State
 from ..membar import mib
+from ..worker import OwnedTask
 from .base import StatePage, banner
 
 pg.setConfigOptions(useOpenGL=False, antialias=False, background=None, foreground="k")
 COLOURS = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
 WINDOW_S = 60.0
+REMOTE_EVERY_S = 5.0  # another PC's memory, from its `phoenix share` info endpoint: an HTTP round trip each
 
 
 class MonitorPage(StatePage):
     def __init__(self, state, session):
         super().__init__(state, "Monitor", "The running server: memory per GPU, utilisation and tokens/s, live.")
         self.session = session
+        self._remote = OwnedTask(self)  # other PCs' memory, asked on the worker
+        self.remote_info: dict[str, dict] = {}  # node address -> its last /info
+        self._remote_at = 0.0
         self.status = QLabel("No server running. Launch one from the previous page.")
         self.status.setWordWrap(True)
         self.status.setStyleSheet("font-size: 12pt;")
@@ -125,6 +130,8 @@ class MonitorPage(StatePage):
 
     def clear(self) -> None:
         """A new launch: nothing of the previous run stays on the page (log, traceback, table, graphs)."""
+        self.remote_info = {}
+        self._remote_at = 0.0
         self.log.clear()
         self.bench.clear()
         self.now.clear()
@@ -180,12 +187,13 @@ class MonitorPage(StatePage):
             return
         now = time.time()
         la = self.session.launch
+        self._ask_remote(la)
         gpus = [(la.rig.gpus[d.gpu_index], d.name) for d in la.plan.gpus] if la else []
         total_t, total_v = None, None
         summary = []
         for i, (g, name) in enumerate(gpus):
-            if g.is_remote:  # NVML here cannot see another PC's device; its buffers are in the table
-                summary.append(f"{name}: on {g.node}, not measured from this PC")
+            if g.is_remote:  # NVML here cannot see another PC's device: its share endpoint, when it has one
+                summary.append(self._remote_text(g, name))
                 continue
             uuid = g.uuid
             used, cap = m.series.get(f"{uuid}/mem_used_mib"), m.series.get(f"{uuid}/mem_total_mib")
@@ -216,6 +224,30 @@ class MonitorPage(StatePage):
                 t, v = buf.data()
                 sel = t >= now - WINDOW_S
                 self._curve(self.tps, key, name, colour).setData(t[sel] - now, v[sel])
+
+    def _ask_remote(self, la) -> None:
+        """Every few seconds, the other PCs' own account of their devices' memory (on the worker)."""
+        nodes = sorted({la.rig.gpus[d.gpu_index].node for d in la.plan.gpus} - {""}) if la else []
+        if not nodes or self._remote.running or time.monotonic() - self._remote_at < REMOTE_EVERY_S:
+            return
+        self._remote_at = time.monotonic()
+
+        def ask(_cancel):
+            from ...backends.nodes import fetch_info, split_address
+
+            return {a: fetch_info(*split_address(a), timeout=2.0) for a in nodes}
+
+        self._remote.run(ask, lambda got: self.remote_info.update(got), lambda _e: None)
+
+    def _remote_text(self, g, name: str) -> str:
+        info = self.remote_info.get(g.node)
+        devs = info.get("devices") if info else None
+        d = devs[g.index] if isinstance(devs, list) and g.index < len(devs) and isinstance(devs[g.index], dict) else {}
+        total, free = d.get("total_bytes"), d.get("free_bytes")
+        if not isinstance(total, int) or not isinstance(free, int) or total <= 0:
+            return f"{name}: on {g.node}, not measured from this PC (it shares no Phoenix info)"
+        used = (total - free) / (1 << 20)
+        return f"{name}: {used:,.0f} / {total / (1 << 20):,.0f} MiB ({100 * used * (1 << 20) / total:.0f} %, as {g.node} reports)"
 
     def export_csv(self) -> None:
         if not self.session.monitor:
