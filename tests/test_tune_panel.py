@@ -50,6 +50,22 @@ def test_the_tune_button_measures_learns_and_keeps_the_fastest(qtbot, skeletons,
     assert "times as fast as the predicted best" in panel.summary.text()
     assert page.calibrated.text().startswith("calibrated on this PC (6 runs, ")
     assert st.plan().predicted_tokens_per_s != before  # later predictions use what was learned
+    # the margin the recommendation keeps is shown (the stand-in logs no buffers: Phoenix's guess) and can be set
+    assert panel.margin.text() == "sized from the runs"
+    assert panel.margin_note.text().startswith("256 MiB kept free per GPU, Phoenix's guess: the engine logged no GPU")
+    fastest = t.winner
+    panel.margin.setValue(5000)  # more than the 1060 can keep free next to the model: another measured plan
+    assert t.winner is not None and t.winner is not fastest and t.keeps_margin(t.winner.settings)
+    assert not t.keeps_margin(fastest.settings) and t.recommended().margin_mib == 5000
+    assert panel.margin_note.text().startswith("5000 MiB kept free per GPU, as you set it")
+    panel.margin.setValue(panel.margin.maximum())  # no card keeps 16 GiB free: only a plan without GPUs could
+    assert t.winner is None or t.winner.settings.gpulayers == 0
+    assert panel.use_btn.isEnabled() == (t.winner is not None)
+    if t.winner is None:
+        assert "no measured plan keeps 16384 MiB free per GPU" in panel.status.text()
+    panel.margin.setValue(panel.margin.minimum())  # back to what the runs measured
+    assert t.winner is fastest
+    assert t.winner is not None and panel.use_btn.isEnabled() and t.message.startswith("Kept: ")
     qtbot.mouseClick(panel.use_btn, Qt.LeftButton)
     assert st.layer_counts() == {2: 29}  # the GTX 1060 alone: the law's fastest
     assert abs(st.plan().predicted_tokens_per_s - t.winner.measured_tps) < 0.05 * t.winner.measured_tps

@@ -504,17 +504,33 @@ class Tuner:
         for r in self.runs:
             r.calibrated_tps = make_plan(self.model, cal_rig, r.settings).predicted_tokens_per_s
         save(self.calibration)
-        # a probe that ate into the margin taught the budget; only a plan that keeps the margin is kept
-        safe = [(s, t) for s, t in data if self.keeps_margin(s)]
+        self._finish("done", self._choose())
+
+    def _choose(self) -> str:
+        """Set the winner among the measured plans and say what was kept. A probe that ate into the
+        margin taught the budget; only a plan that keeps the recommendation's margin is kept."""
+        safe = [(s, t) for s, t in self.measured() if self.keeps_margin(s)]
         if not safe:
             self.winner = None
-            self._finish("done", f"Learned this PC, but no measured plan keeps {self.margin_mib:.0f} MiB free per GPU; "
-                                 "tune again with more runs, or set a smaller margin.")
-            return
+            return (f"Learned this PC, but no measured plan keeps {self.margin_mib:.0f} MiB free per GPU; "
+                    "tune again with more runs, or set a smaller margin.")
         kept = keep(self.model, self.rig, safe, self.calibration)
         ok = [r for r in self.runs if r.outcome == "ok" and r.measured_tps and self.keeps_margin(r.settings)]
         self.winner = next((r for r in reversed(ok) if self._same(r.settings, kept)), max(ok, key=lambda r: r.measured_tps))
-        self._finish("done", f"Kept: {self.winner.split} at {self.winner.measured_tps:.1f} tokens/s (measured).")
+        return f"Kept: {self.winner.split} at {self.winner.measured_tps:.1f} tokens/s (measured)."
+
+    def set_margin(self, mib: float | None) -> None:
+        """The user's margin for the recommendation (None: sized from what was measured). During a tune it
+        applies to the calibrated winner still to come; after it, the winner is chosen again among the
+        measured plans."""
+        self.user_margin = None if mib is None else float(mib)
+        if self.calibration is not None:
+            self._size_margin()
+        else:
+            self.margin_mib = self.user_margin if self.user_margin is not None else self.guess_margin
+            self.margin_source = "yours" if self.user_margin is not None else "guess"
+        if self.state == "done":
+            self.message = self._choose()
 
     def _per_layer_ms(self) -> dict[str, float]:
         """Time per layer on each device for this model, as learned: on each device's most loaded run."""

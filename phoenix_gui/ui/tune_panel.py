@@ -1,6 +1,6 @@
 """The Tune dialog of the split page: measures candidate plans on this PC (backends/tune.Tuner), shows
-progress with time left, a table and a predicted-vs-measured plot, and can put the winner on the
-sliders. The tuner is driven by a QTimer on the GUI thread through its non-blocking poll(), as the
+progress with time left, a table and a predicted-vs-measured plot, the margin the recommendation keeps
+free per GPU (sized from what was measured, or set here), and can put the winner on the sliders. The tuner is driven by a QTimer on the GUI thread through its non-blocking poll(), as the
 server session drives its launch machine; the engine's version is read on a worker thread."""
 
 from __future__ import annotations
@@ -9,14 +9,15 @@ import threading
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QTableWidget,
+from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QTableWidget,
                                QTableWidgetItem, QVBoxLayout)
 
 from ..backends.servers import backend_for
 from ..backends.tune import N_GEN, N_PROMPT, Tuner, describe, find
 from ..planner.calibration import calibration_of, with_calibration
 
-COLUMNS = ("#", "run", "plan", "predicted", "measured", "calibrated", "outcome")
+COLUMNS = ("#", "run", "plan", "predicted", "measured", "calibrated", "load s", "outcome")
+MEASURED = -1  # the margin box's value for "sized from what the tune measured"
 
 
 def apply_calibration(state, version: str | None = None) -> str:
@@ -47,6 +48,22 @@ class TunePanel(QDialog):
         self.header = QLabel(f"Each plan is launched, given a fixed benchmark ({N_PROMPT} prompt tokens, then {N_GEN} "
                              f"generated tokens) and stopped; at most {max_runs} runs in {budget_s:.0f} s.")
         self.header.setWordWrap(True)
+        self.margin = QSpinBox()
+        self.margin.setRange(MEASURED, 16384)
+        self.margin.setSingleStep(32)
+        self.margin.setSuffix(" MiB")
+        self.margin.setSpecialValueText("sized from the runs")
+        self.margin.setValue(MEASURED)
+        self.margin.setAccessibleName("Margin kept free per GPU")
+        self.margin.setToolTip("What the recommended plan keeps free on every GPU. The runs themselves may use "
+                               "Phoenix's usual margin (a guess made before measuring), never more than is free.")
+        self.margin.valueChanged.connect(self._margin_changed)
+        self.margin_note = QLabel()
+        self.margin_note.setWordWrap(True)
+        margin_row = QHBoxLayout()
+        margin_row.addWidget(QLabel("Margin kept free per GPU:"))
+        margin_row.addWidget(self.margin)
+        margin_row.addStretch(1)
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
         self.left = QLabel()
@@ -79,7 +96,9 @@ class TunePanel(QDialog):
         buttons.addWidget(self.use_btn)
         buttons.addWidget(close)
         lay = QVBoxLayout(self)
-        for w in (self.header, self.bar, self.left, self.status, self.table, self.plot, self.summary):
+        lay.addWidget(self.header)
+        lay.addLayout(margin_row)
+        for w in (self.margin_note, self.bar, self.left, self.status, self.table, self.plot, self.summary):
             lay.addWidget(w)
         lay.addLayout(buttons)
         self.timer = QTimer(self)
@@ -121,6 +140,15 @@ class TunePanel(QDialog):
         if self.tuner is not None and self.tuner.winner is not None:
             self.state.apply(self.tuner.winner.settings)
 
+    def user_margin(self) -> float | None:
+        return None if self.margin.value() == MEASURED else float(self.margin.value())
+
+    def _margin_changed(self) -> None:
+        if self.tuner is not None:
+            self.tuner.set_margin(self.user_margin())
+            self._show()
+            self.use_btn.setEnabled(self.tuner.state == "done" and self.tuner.winner is not None)
+
     # --- the loop ---
     def _tick(self) -> None:
         if self.tuner is None:
@@ -128,7 +156,7 @@ class TunePanel(QDialog):
                 return
             st = self.state
             self.tuner = Tuner(st.model, st.rig, st.model_path, st.settings(), self._exe, budget_s=self.budget_s,
-                               max_runs=self.max_runs, version=self._version)
+                               max_runs=self.max_runs, version=self._version, margin_mib=self.user_margin())
             self.tuner.start()
         running = self.tuner.poll()
         self._show()
@@ -137,7 +165,7 @@ class TunePanel(QDialog):
             self.cancel_btn.setEnabled(False)
             if self.tuner.state == "done":
                 apply_calibration(self.state, self._version)
-                self.use_btn.setEnabled(True)
+                self.use_btn.setEnabled(self.tuner.winner is not None)
             self.finished_tune.emit(self.tuner)
 
     def _show(self) -> None:
@@ -145,11 +173,13 @@ class TunePanel(QDialog):
         self.bar.setValue(int(1000 * t.fraction()))
         self.left.setText(f"about {t.time_left():.0f} s left" if t.state == "running" else "")
         self.status.setText(t.message)
+        self.margin_note.setText(t.margin_note)
         if self.table.rowCount() != len(t.runs) or t.state != "running":
             self.table.setRowCount(len(t.runs))
             for i, r in enumerate(t.runs):
-                cells = (str(i + 1), r.label, r.split, _num(r.predicted_tps), _num(r.measured_tps),
-                         _num(r.calibrated_tps), r.outcome)
+                probe = " *" if r.past_margin else ""
+                cells = (str(i + 1), r.label, r.split + probe, _num(r.predicted_tps), _num(r.measured_tps),
+                         _num(r.calibrated_tps), "—" if r.load_s is None else f"{r.load_s:.1f}", r.outcome)
                 for j, text in enumerate(cells):
                     self.table.setItem(i, j, QTableWidgetItem(text))
             self.table.resizeColumnsToContents()
@@ -157,7 +187,9 @@ class TunePanel(QDialog):
             self.scatter.setData([p for p, _ in pts], [m for _, m in pts])
         if t.state == "done":
             c = t.calibration
-            self.summary.setText("<br>".join(t.speedups() + [
+            probes = ([f"* a probe: eats into the {t.guess_margin:.0f} MiB Phoenix keeps free per GPU before measuring "
+                       "(never past a card's free memory)."] if any(r.past_margin for r in t.runs) else [])
+            self.summary.setText("<br>".join(t.speedups() + probes + [
                 f"Learned ({describe(c)}): time per layer " + ", ".join(f"{k} {v:.3f} ms" for k, v in c.per_layer_ms.items()),
                 t.message]))
 
