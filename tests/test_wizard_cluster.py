@@ -289,8 +289,6 @@ def tiny(tmp_path_factory):
     return write_skeleton("tiny-llama-f16", tmp_path_factory.mktemp("m") / "tiny.gguf", random_data=True)
 
 
-@pytest.mark.xfail(strict=True, reason="backends/launch.py compare() matches the plan's n-th GPU to the log's CUDAn "
-                   "('gpu{i}'), so an RPC device's RPC0[host:port] buffers are never found (cluster core's file)")
 def test_launch_over_a_real_rpc_node_and_the_monitor_shows_its_logged_buffers(qtbot, tmp_path, tiny, kcpp_script,
                                                                                 rpc_host):
     from phoenix_gui.backends.logparse import parse_log
