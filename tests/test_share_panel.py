@@ -101,3 +101,10 @@ def test_no_engine_is_one_sentence(qtbot, panel):
     panel.exe.setText("")
     qtbot.mouseClick(panel.button, Qt.LeftButton)
     assert "koboldcpp" in panel.error.text() and not panel.sharing
+
+
+def test_bad_devices_are_one_sentence_and_nothing_starts(qtbot, panel):
+    panel.devices.setText("0; rm -rf /")
+    qtbot.mouseClick(panel.button, Qt.LeftButton)
+    assert panel.error.isVisible() and "device" in panel.error.text() and not panel.sharing
+    assert panel.devices.isEnabled()

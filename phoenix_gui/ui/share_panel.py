@@ -125,6 +125,10 @@ class SharePanel(QDialog):
         self.port = QSpinBox()
         self.port.setRange(1, 65535)
         self.port.setValue(DEFAULT_PORT)
+        self.devices = QLineEdit()
+        self.devices.setPlaceholderText("all; or GPU numbers such as 0,1")
+        self.devices.setAccessibleName("devices to share")
+        self.devices.setToolTip("Which of this PC's GPUs to share (--rpcdevice); empty shares them all.")
         self.allow = QLineEdit()
         self.allow.setPlaceholderText("the main PC's address, e.g. 192.168.1.10 (commas between several)")
         self.allow.setAccessibleName("allow only these addresses")
@@ -133,6 +137,7 @@ class SharePanel(QDialog):
         form.addRow("Engine:", self.exe)
         form.addRow("Share on:", self.listen)
         form.addRow("Port:", self.port)
+        form.addRow("Devices:", self.devices)
         form.addRow("Allow only:", self.allow)
         self.button = QPushButton(START)
         self.button.clicked.connect(self.toggle)
@@ -194,12 +199,14 @@ class SharePanel(QDialog):
         if self.sharing:
             return ""
         host, port, exe = self._chosen_host(), self.port.value(), self.exe.text().strip()
+        devices = [d.strip() for d in self.devices.text().split(",") if d.strip()] or None
         try:
             if not exe:
                 raise v.InputError("No koboldcpp was found: give the path of koboldcpp (the same version as on "
                                    "the main PC) under Engine.")
             allow = allow_list(self.allow.text()) if host != LOOPBACK and self.allow.text().strip() else None
-            make = lambda: ShareHost(exe, host=host, port=port, allow=allow)  # noqa: E731 - built on the keeper
+            ShareHost(exe, host=host, port=port, devices=devices, allow=allow)  # its checks, before any thread
+            make = lambda: ShareHost(exe, host=host, port=port, devices=devices, allow=allow)  # noqa: E731
         except v.InputError as e:
             self._say(str(e))
             return str(e)
@@ -207,7 +214,7 @@ class SharePanel(QDialog):
         self._keeper = _Keeper(make, self._relay)
         self.button.setText("Starting…")
         self.button.setEnabled(False)
-        for w in (self.exe, self.listen, self.port, self.allow):
+        for w in (self.exe, self.listen, self.port, self.devices, self.allow):
             w.setEnabled(False)
         self.status.setText(f"Starting the engine on {host}:{port}…")
         self._keeper.start()
@@ -235,7 +242,10 @@ class SharePanel(QDialog):
                  f"Devices: {devices or 'as the engine lists them'} · engine: {host.engine_name or self.exe.text()}"]
         if host.info_url:
             lines.append(f"Information for the main PC: {host.info_url}")
-        lines += host.warnings()
+        if host.allow:
+            lines.append("Phoenix lets only " + ", ".join(str(a) for a in host.allow) + " connect.")
+        elif host.host != LOOPBACK:
+            lines.append("Any computer that can reach this address may connect (no allow-list).")
         self.status.setText("\n".join(lines))
         self.changed.emit()
 
@@ -254,7 +264,7 @@ class SharePanel(QDialog):
     def _reset(self) -> None:
         self.button.setText(START)
         self.button.setEnabled(True)
-        for w in (self.exe, self.listen, self.port):
+        for w in (self.exe, self.listen, self.port, self.devices):
             w.setEnabled(True)
         self._show_choice()
         self.changed.emit()
