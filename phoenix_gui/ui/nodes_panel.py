@@ -134,9 +134,8 @@ class NodesPanel(QGroupBox):
                         notes.append(why)
                 elif typed:  # a typo is not remembered: the address stays in the box to be corrected
                     failures.append(why)
-                else:
+                else:  # a remembered PC: its row says why, with Try again
                     self.state.set_unreachable(address, why)
-                    failures.append(why)
         if typed and not failures:
             self.address.clear()
         self.say(" ".join(failures))
@@ -171,7 +170,7 @@ class NodesPanel(QGroupBox):
             self._row(r, node_text(n), n.address, retry=False)
             r += 1
         for address, why in st.unreachable.items():
-            self._row(r, f"{address}: not reachable — {why}", address, retry=True)
+            self._row(r, why, address, retry=True)  # the sentence names the PC
             r += 1
 
     def _row(self, r: int, text: str, address: str, retry: bool) -> None:
