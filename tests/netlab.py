@@ -8,8 +8,8 @@ deleting a namespace deletes the veth ends inside it.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
-import heapq
 import itertools
 import os
 import shutil
@@ -135,21 +135,24 @@ def _leftovers() -> None:
 
 class DelayRelay:
     """A TCP relay on 127.0.0.1 (or any address of the namespace it runs in) to target, holding each byte
-    for a fixed delay per direction: `up_s` on the way to the target, `down_s` on the way back. Data is
-    pipelined (a reader stamps each chunk, a writer releases it when due), so the delay does not cap the
-    throughput."""
+    for a fixed delay per direction: `up_s` on the way to the target, `down_s` on the way back. One asyncio
+    loop in one thread: each chunk is written by a timer at arrival + delay (timers with equal delays keep
+    their order), so data is pipelined and the delay does not cap the throughput; and no thread has to win
+    the GIL back on time, which kept threaded versions tens of ms late on a busy machine."""
 
     def __init__(self, target: tuple[str, int], up_s: float = 0.0, down_s: float = 0.0,
                  listen: tuple[str, int] = ("127.0.0.1", 0)):
         self.target, self.up_s, self.down_s = target, up_s, down_s
-        self._srv = socket.create_server(listen)
-        self.address = self._srv.getsockname()[:2]
-        self._socks: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._sock = socket.create_server(listen)
+        self.address = self._sock.getsockname()[:2]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="delay-relay")
+        self._server = None
+        self._transports: list = []
 
     def __enter__(self) -> "DelayRelay":
-        self._spawn(self._accept)
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(10)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -159,76 +162,83 @@ class DelayRelay:
     def port(self) -> int:
         return self.address[1]
 
-    def _spawn(self, fn, *args) -> None:
-        t = threading.Thread(target=fn, args=args, daemon=True, name="delay-relay")
-        t.start()
-        self._threads.append(t)
+    async def _serve(self):
+        return await self._loop.create_server(lambda: _Leg(self, self.up_s, self._connect), sock=self._sock)
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
+    def _connect(self, client: "_Leg") -> None:
+        async def go():
             try:
-                client, _ = self._srv.accept()
+                _, upstream = await self._loop.create_connection(lambda: _Leg(self, self.down_s, None, client),
+                                                                 *self.target)
             except OSError:
+                client.transport.close()
                 return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            for s in (client, upstream):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._socks += [client, upstream]
-            self._pipe(client, upstream, self.up_s)
-            self._pipe(upstream, client, self.down_s)
+            client.attach(upstream)
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, delay: float) -> None:
-        queue: list = []  # (due, seq, data); data b"" marks the end
-        cond = threading.Condition()
-        seq = itertools.count()
-
-        def read():
-            while True:
-                try:
-                    data = src.recv(1 << 16)
-                except OSError:
-                    data = b""
-                with cond:
-                    heapq.heappush(queue, (time.monotonic() + delay, next(seq), data))
-                    cond.notify()
-                if not data:
-                    return
-
-        def write():
-            while True:
-                with cond:
-                    while not queue:
-                        cond.wait()
-                    due, _, data = queue[0]
-                    wait = due - time.monotonic()
-                    if wait > 0:
-                        cond.wait(wait)
-                        continue
-                    heapq.heappop(queue)
-                try:
-                    if not data:
-                        dst.shutdown(socket.SHUT_WR)
-                        return
-                    dst.sendall(data)
-                except OSError:
-                    return
-
-        self._spawn(read)
-        self._spawn(write)
+        self._loop.create_task(go())
 
     def close(self) -> None:
-        self._stop.set()
-        for s in [self._srv, *self._socks]:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
+        if not self._thread.is_alive():
+            return
+
+        def stop():
+            if self._server:
+                self._server.close()
+            for t in self._transports:
+                t.abort()
+            self._loop.stop()
+
+        self._loop.call_soon_threadsafe(stop)
+        self._thread.join(5)
+        self._loop.close()
+
+
+class _Leg(asyncio.Protocol):
+    """One side of a relayed connection: what arrives here is written to the other side `delay` later."""
+
+    def __init__(self, relay: DelayRelay, delay: float, on_connect=None, peer: "_Leg | None" = None):
+        self.relay, self.delay, self.on_connect, self.peer = relay, delay, on_connect, peer
+        self.transport = None
+        self.early: list[bytes | None] = []  # data from the client before the target connection exists
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.relay._transports.append(transport)
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.peer is None:
+            self.on_connect(self)
+
+    def attach(self, peer: "_Leg") -> None:
+        self.peer = peer
+        peer.peer = self
+        for item in self.early:
+            self._forward(item)
+        self.early.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None:
+            self.early.append(data)
+        else:
+            self._forward(data)
+
+    def eof_received(self):
+        if self.peer is None:
+            self.early.append(None)
+        else:
+            self._forward(None)
+        return True  # keep the other direction open until it ends too
+
+    def _forward(self, data: bytes | None) -> None:
+        loop = asyncio.get_running_loop()
+        out = self.peer.transport
+        if data is None:
+            loop.call_later(self.delay, lambda: out.can_write_eof() and not out.is_closing() and out.write_eof())
+        else:
+            loop.call_later(self.delay, lambda: out.is_closing() or out.write(data))
+
+    def connection_lost(self, exc) -> None:
+        if self.peer and self.peer.transport:
+            asyncio.get_running_loop().call_later(self.delay, self.peer.transport.close)
 
 
 def main(argv: list[str]) -> None:

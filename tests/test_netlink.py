@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from machine_helpers import gone
 from netlab import DelayRelay, NetLab, namespaces, require
 
 from phoenix_gui.backends.nodes import describe_node
@@ -46,7 +47,8 @@ def share(kcpp_script):
         yield host
 
 
-@pytest.mark.parametrize("up_ms, down_ms", [(5, 5), (20, 20), (40, 10)])
+# 30 ms or more in all: the relay's timers fire a few ms late on a busy 2-core machine
+@pytest.mark.parametrize("up_ms, down_ms", [(15, 15), (50, 50), (60, 20)])
 def test_rtt_follows_the_relay_delay(share, up_ms, down_ms):
     port = _port_pair()
     with DelayRelay(("127.0.0.1", share.port), up_ms / 1000, down_ms / 1000, listen=("127.0.0.1", port)), \
@@ -82,8 +84,8 @@ def stopped_at_exit(p: subprocess.Popen):
                 with contextlib.suppress(psutil.Error):
                     q.kill()
             raise
-        left = [q for q in tree if q.is_running() and q.status() != psutil.STATUS_ZOMBIE]
-        assert code == 0 and not left, (code, left, p.stderr.read()[-1000:])
+        # the engine and Phoenix's watchdog (which ends when its parent does) must all be gone
+        assert code == 0 and gone([q.pid for q in tree], timeout=10), (code, tree, p.stderr.read()[-1000:])
 
 
 def _describe_in(lab: NetLab, ns: str, address: str) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_rpcwire import OneShotServer, v4_hello
+from test_rpcwire import OneShotServer
 
 from phoenix_gui.backends import nodes
 from phoenix_gui.backends.nodes import ASSUMED_MBS, NodeError, check_version, describe_node, engine_protocol

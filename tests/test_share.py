@@ -10,26 +10,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import psutil
 import pytest
+from machine_helpers import gone
 from netlab import NetLab, require
 from test_netlink import PHOENIX, ROOT, _port_pair, _run_share, stopped_at_exit
 
 from phoenix_gui.backends.nodes import describe_node
 from phoenix_gui.backends.share import ShareError, ShareHost
-
-
-def _alive(pids: list[int]) -> list[int]:
-    out = []
-    for p in pids:
-        try:
-            if psutil.Process(p).status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
 
 
 def test_share_host_serves_rpc_and_info_and_leaves_nothing(kcpp_script):
@@ -54,7 +43,7 @@ def test_share_host_serves_rpc_and_info_and_leaves_nothing(kcpp_script):
                 urllib.request.urlopen(req, timeout=5)
     finally:
         host.stop()
-    assert not _alive(pids)
+    assert gone(pids)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", host.port), timeout=1).close()
 
@@ -72,7 +61,7 @@ def test_phoenix_share_prints_the_address_and_stops_on_sigterm(kcpp_script):
         assert p.wait(20) == 0
         err = p.stderr.read()
         assert "stopping" in err and "Traceback" not in err and "warning" not in err  # loopback: no warning
-        assert not _alive(tree)
+        assert gone(tree)
     finally:
         if p.poll() is None:
             p.kill()

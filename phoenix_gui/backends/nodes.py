@@ -18,15 +18,14 @@ from pathlib import Path
 from ..hardware.cluster import LinkInfo, RemoteNode
 from ..hardware.rig import GpuInfo
 from ..validate import InputError, host as check_host, port as check_port
-from . import rpcwire
 from .rpcwire import RpcClient, RpcError, Version
 
 INFO_PORT_OFFSET = 1  # a `phoenix share` serves its info endpoint on the RPC port + 1
 INFO_MAX_BYTES = 256 << 10  # an info reply bigger than this is not ours
 ASSUMED_MBS = 117.0  # gigabit Ethernet's payload rate, when the throughput cannot be measured
 RTT_SAMPLES = 9
-BLOB_MIN, BLOB_MAX = 1 << 20, 64 << 20  # bulk-transfer sizes tried, growing until one takes BLOB_MIN_S
-BLOB_MIN_S = 0.4
+BLOB_MIN, BLOB_MAX = 256 << 10, 64 << 20  # bulk-transfer sizes tried (x4 each), until one takes BLOB_MIN_S
+BLOB_MIN_S = 0.5
 
 
 class NodeError(InputError):
@@ -69,7 +68,7 @@ def describe_node(address: str, timeout: float = 5.0, measure: bool = True) -> R
     link = None
     if measure:
         rtt_ms = statistics.median(rtts) * 1000 if rtts else 0.0
-        mbs = measure_throughput(host, port, timeout) if info else None
+        mbs = measure_throughput(host, port, rtt_ms / 1000, timeout) if info else None
         link = LinkInfo(rtt_ms=rtt_ms, throughput_mbs=mbs or ASSUMED_MBS, measured=mbs is not None)
     name = str(info.get("name") or address) if info else address
     engine = str(info.get("engine") or "") if info else ""
@@ -150,12 +149,12 @@ def _device(address: str, i: int, free: int, total: int, d: dict) -> GpuInfo:
 
 # --- the link ---
 
-def measure_throughput(host: str, port: int, timeout: float) -> float | None:
+def measure_throughput(host: str, port: int, rtt_s: float, timeout: float) -> float | None:
     """MB/s (10^6 bytes/s) main -> node: POSTs of growing size to the node's /blob over one connection until
-    one takes BLOB_MIN_S; the rate is the last two transfers' difference in bytes over their difference in
-    time, so what every transfer pays alike (round trip, request, TCP's slow start) cancels out. None
+    one takes BLOB_MIN_S; that last one, less a round trip, gives the rate. The smaller ones before it warm
+    the connection up (TCP's slow start and, on a rate-limited link, its first losses happen there). None
     when the node has no info endpoint or the transfer fails."""
-    size, prev = BLOB_MIN, None
+    size = BLOB_MIN
     chunk = bytes(1 << 16)
     try:
         conn = http.client.HTTPConnection(host, port + INFO_PORT_OFFSET, timeout=max(timeout, 30.0))
@@ -173,10 +172,8 @@ def measure_throughput(host: str, port: int, timeout: float) -> float | None:
                 if r.status != 200 or reply.get("bytes") != size:
                     return None
                 if took >= BLOB_MIN_S or size >= BLOB_MAX:
-                    if prev and took > prev[1]:
-                        return (size - prev[0]) / (took - prev[1]) / 1e6
-                    return size / took / 1e6
-                prev, size = (size, took), size * 4
+                    return size / max(took - rtt_s, took / 2) / 1e6
+                size *= 4
         finally:
             conn.close()
     except (OSError, http.client.HTTPException, ValueError, AttributeError):
@@ -256,4 +253,4 @@ def check_version(node: RemoteNode, engine_exe: str | Path) -> str | None:
 
 
 __all__ = ["NodeError", "describe_node", "check_version", "engine_protocol", "fetch_info", "measure_throughput",
-           "split_address", "INFO_PORT_OFFSET", "rpcwire"]
+           "split_address", "INFO_PORT_OFFSET"]
