@@ -291,6 +291,12 @@ def test_only_other_pcs_devices_runs_koboldcpp_with_usecpu(cluster, q32):
     p = make_plan(q32, cluster, PlanSettings(devices=(0, 1), tensor_split=(50, 15)))
     a = koboldcpp_command(p, cluster, "m.gguf").argv
     assert "--usecpu" in a and "--usecuda" not in a and a[a.index("--gpulayers") + 1] == "65"
+    # koboldcpp's CPU library ignores --tensor_split: the plan splits by the nodes' free memory, and says so
+    assert any("ignores --tensor_split" in w for w in p.warnings)
+    free = [cluster.gpus[0].free_bytes, cluster.gpus[1].free_bytes]
+    assert p.gpus[0].layers == pytest.approx(65 * free[0] / sum(free), abs=1)
+    assert not any("ignores" in w for w in make_plan(q32, cluster, PlanSettings(devices=(0, 1), tensor_split=(50, 15),
+                                                                                 backend="llama-server")).warnings)
     cfg = kcpps_config(p, cluster, "m.gguf")
     assert cfg["usecpu"] is True and cfg["usecuda"] is None and cfg["gpulayers"] == 65
 

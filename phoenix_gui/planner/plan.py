@@ -45,7 +45,14 @@ def default_split(gpus: list[GpuInfo], overhead: int, rule: str = "free") -> lis
     at load, after its own CUDA context, as llama.cpp does; "total" = total memory."""
     if rule == "total":
         return [float(g.total_bytes) for g in gpus]
-    return [float(max(0, g.free_bytes - overhead)) for g in gpus]
+    # another PC's device: the free memory its RPC server reports at load, its own context already made
+    return [float(max(0, g.free_bytes - (0 if g.is_remote else overhead))) for g in gpus]
+
+
+def split_ignored(settings: PlanSettings, gpus: list[GpuInfo]) -> bool:
+    """koboldcpp applies --tensor_split only in its CUDA/Vulkan libraries (gpttype_adapter.cpp, 1.115.1). With
+    only other PCs' devices Phoenix runs it --usecpu, whose library splits by each device's free memory."""
+    return settings.backend == "koboldcpp" and bool(gpus) and all(g.is_remote for g in gpus)
 
 
 def _layer_bytes(model: ModelInfo, moecpu: int) -> tuple[list[int], list[int]]:
@@ -73,6 +80,10 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     if n_gpu == 0:
         ngl = 0
     split = list(s.tensor_split) if s.tensor_split and any(x > 0 for x in s.tensor_split) else None
+    if split is not None and split_ignored(s, gpus):
+        split = None
+        warnings.append("koboldcpp without a GPU on this PC ignores --tensor_split: the layers go by each other "
+                        "PC's free memory, as planned here.")
     by_free = split is None and n_gpu > 0
     if by_free:
         split = default_split(gpus, overhead, eng.default_split)
