@@ -137,7 +137,7 @@ class ShareHost:
             problem = address_problem(h, p)
             if problem:
                 raise ShareError(problem)
-        self.engine_name = self._engine_label()
+        self.engine_name = self._engine_label() if self.info_port else ""  # for the info endpoint only
         self._proc = ServerProcess(self._argv(), env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, log_path=self.log_path,
                                    on_line=self.on_line)
         try:
