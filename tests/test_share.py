@@ -101,6 +101,17 @@ def test_bad_input_is_one_sentence(kcpp_script, kw, words):
     assert words in msg and "\n" not in msg and msg.endswith(".")
 
 
+def test_a_device_the_engine_lacks_is_refused_not_swapped(kcpp_script):
+    # koboldcpp itself would drop the unknown name and share the CPU in its place
+    host = ShareHost(kcpp_script, port=None, info=False, cpu_only=True, devices=["CUDA0"])
+    with pytest.raises(ShareError, match=r"has no device CUDA0 \(it would share CPU instead\)"):
+        host.start(timeout=60)
+    assert gone(host._proc.tree_pids() + [host._proc.pid])
+    ok = ShareHost(kcpp_script, port=None, info=False, cpu_only=True, devices=["CPU"]).start(timeout=60)
+    ok.stop()
+    assert [d["engine_name"] for d in ok.engine_devices] == ["CPU"]
+
+
 def test_phoenix_share_bad_input_exits_2_with_one_line(kcpp_script):
     r = subprocess.run([*PHOENIX, "share", "--exe", str(kcpp_script), "--allow", "10.0.0.0/99"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)

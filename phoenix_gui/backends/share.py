@@ -148,6 +148,7 @@ class ShareHost:
         try:
             self._wait_listening(timeout)
             self.engine_devices = self._parse_devices()
+            self._check_devices()
             if self.allow:
                 self._relay = _AllowRelay(self.host, self.port, self.engine_port, self.allow, self.refused).start()
             if self.info_port:
@@ -230,6 +231,15 @@ class ShareHost:
                 out.append({"engine_name": m.group(1), "description": m.group(2).strip(),
                             "total_bytes": int(m.group(3)) << 20, "free_bytes": int(m.group(4)) << 20})
         return out
+
+    def _check_devices(self) -> None:
+        """koboldcpp drops a device name it does not know and shares its GPUs (or the CPU) instead, silently;
+        so a requested device missing from the engine's own list stops the share."""
+        have = [d["engine_name"] for d in self.engine_devices]
+        missing = [d for d in self.devices if d not in have]
+        if missing and have:
+            raise ShareError(f"{Path(self.exe).name} has no device {', '.join(missing)} (it would share "
+                             f"{', '.join(have)} instead); its devices are named as in its own list, such as CUDA0.")
 
     def info(self) -> dict:
         """What the main PC's describe_node reads: this PC, the engine, and each device in RPC order."""
