@@ -8,6 +8,8 @@ count. Reported:
   runs needed   - measured runs (candidates + the final check), at most --max-runs
   cost error    - the largest |learned - true| / true over the per-device costs (time per layer on
                   each GPU and on the CPU) that some run exercised; the hop factor is shown apart
+  bench s       - the runs' benchmark seconds (tuning.RUN_PROMPT prompt + RUN_GEN generated tokens
+                  at the rig's true speed), summed per rig, mean over rigs; model loads come on top
   picked-fastest - the pick's true speed is the true fastest among all fitting plans, within the noise
                   of one run (plans closer than that cannot be told apart by measuring them),
                   found by enumerating every layer split on every set of the rig's cards
@@ -33,7 +35,7 @@ from phoenix_gui.hardware.rig import MIB  # noqa: E402
 from phoenix_gui.model import preset_model_info  # noqa: E402
 from phoenix_gui.planner import PlanSettings, make_plan  # noqa: E402
 from phoenix_gui.planner.calibration import Calibration, with_calibration  # noqa: E402
-from phoenix_gui.planner.tuning import calibrated_best, candidates, keep, learned, with_counts  # noqa: E402
+from phoenix_gui.planner.tuning import calibrated_best, candidates, keep, learned, run_seconds, with_counts  # noqa: E402
 
 MODEL = "qwen2.5-7b-instruct-q4_k_m"
 
@@ -89,7 +91,8 @@ def tune_one(model, rig, truth, base, rng, noise: float, max_runs: int):
     if cpu_used:
         errs.append(abs(cal.cpu_scale - truth.cpu_scale) / truth.cpu_scale)
     hop_err = abs(cal.hop_scale - truth.hop_scale) / truth.hop_scale
-    return len(runs), max(errs), hop_err, true_tps(model, rig, truth, pick)
+    seconds = sum(run_seconds(make_plan(model, with_calibration(rig, truth), s)) for s, _ in runs)
+    return len(runs), max(errs), hop_err, true_tps(model, rig, truth, pick), seconds
 
 
 def main() -> int:
@@ -99,7 +102,8 @@ def main() -> int:
     ap.add_argument("--max-runs", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
-    rng = random.Random(a.seed)
+    rng = random.Random(a.seed)  # the rigs and their truths
+    noise_rng = random.Random(a.seed + 1)  # the measurements: the same rigs whatever the tuner measures
     model = preset_model_info(MODEL)
     rigs = [load_rig(p) for p in list_rigs()]
     pool = [g for r in rigs for g in r.gpus]
@@ -110,13 +114,13 @@ def main() -> int:
     for i in range(a.rigs):
         rig = random_rig(rng, pool, base_rig, model.tensor_bytes, rng.choice((2, 3)))
         truth = random_truth(rng, rig)
-        n, err, hop_err, got = tune_one(model, rig, truth, base, rng, a.noise, a.max_runs)
+        n, err, hop_err, got, seconds = tune_one(model, rig, truth, base, noise_rng, a.noise, a.max_runs)
         best = true_fastest(model, rig, truth, base)
-        rows.append((len(rig.gpus), n, err, hop_err, got >= best * (1 - max(a.noise, 0.001)), got / best))
+        rows.append((len(rig.gpus), n, err, hop_err, got >= best * (1 - max(a.noise, 0.001)), got / best, seconds))
     print(f"bench_tune: {a.rigs} synthetic rigs, {MODEL}, noise {a.noise:.1%}, at most {a.max_runs} runs each "
           f"({time.time() - t0:.0f} s)")
     print(f"{'GPUs':>4}  {'rigs':>4}  {'runs (max)':>10}  {'cost err median':>15}  {'p95':>6}  {'max':>6}  "
-          f"{'within 5%':>9}  {'hop err med':>11}  {'picked fastest':>14}  {'worst pick':>10}")
+          f"{'within 5%':>9}  {'hop err med':>11}  {'picked fastest':>14}  {'worst pick':>10}  {'bench s':>7}")
     for label, sel in (("2", [r for r in rows if r[0] == 2]), ("3", [r for r in rows if r[0] == 3]), ("all", rows)):
         if not sel:
             continue
@@ -124,7 +128,8 @@ def main() -> int:
         print(f"{label:>4}  {len(sel):>4}  {statistics.mean(r[1] for r in sel):>5.1f} ({max(r[1] for r in sel)})  "
               f"{statistics.median(errs):>15.2%}  {errs[int(0.95 * (len(errs) - 1))]:>6.2%}  {errs[-1]:>6.2%}  "
               f"{sum(e <= 0.05 for e in errs) / len(errs):>9.1%}  {statistics.median(r[3] for r in sel):>11.1%}  "
-              f"{sum(r[4] for r in sel) / len(sel):>14.1%}  {min(r[5] for r in sel):>10.3f}")
+              f"{sum(r[4] for r in sel) / len(sel):>14.1%}  {min(r[5] for r in sel):>10.3f}  "
+              f"{statistics.mean(r[6] for r in sel):>7.1f}")
     ok_cost = sum(r[2] <= 0.05 for r in rows) / len(rows)
     ok_pick = sum(r[4] for r in rows) / len(rows)
     print(f"targets: costs within 5 % after <= 6 runs: {ok_cost:.1%} of rigs; picked the true fastest: {ok_pick:.1%} "
