@@ -55,7 +55,7 @@ class Config:
     engines: tuple = ("llama-server", "koboldcpp")
     extra: dict = field(default_factory=dict)
 
-    def label(self) -> str:
+    def label(self, engine: str = "llama-server") -> str:
         bits = [self.preset.split("-instruct")[0].split("-it")[0], f"c{self.ctx}", f"b{self.batch}",
                 "fa" if self.fa else "nofa", self.kv]
         if self.parallel > 1:
@@ -64,7 +64,7 @@ class Config:
             bits.append(f"rpc ngl{self.rpc_layers}")
         if not self.mmap:
             bits.append("no-mmap")
-        if not self.repack:
+        if not self.repack and engine == "llama-server":  # koboldcpp has no such flag (mmap decides)
             bits.append("no-repack")
         if self.overrides:
             bits.append("ot " + ",".join(f"{r}={d}" for r, d in self.overrides))
@@ -191,10 +191,10 @@ def main() -> int:
                     if engine not in cfg.engines:
                         continue
                     if cfg.rpc_layers is not None and host is None:
-                        print(f"{engine:12s} {cfg.label():58s} (skipped: the RPC host is koboldcpp's; build it)")
+                        print(f"{engine:12s} {cfg.label(engine):58s} (skipped: the RPC host is koboldcpp's; build it)")
                         continue
                     if cfg.rpc_layers is not None and engine == "llama-server" and no_rpc:
-                        print(f"{engine:12s} {cfg.label():58s} (skipped: this llama-server build has no RPC)")
+                        print(f"{engine:12s} {cfg.label(engine):58s} (skipped: this llama-server build has no RPC)")
                         continue
                     path = Path(d) / f"{cfg.preset}.gguf"
                     if not path.exists():
@@ -202,13 +202,13 @@ def main() -> int:
                     try:
                         res, rep = rows(engine, cfg, path, script, rpc)
                     except Exception as e:  # noqa: BLE001 - one failed row is reported, the table goes on
-                        print(f"{engine:12s} {cfg.label():58s} failed: {str(e).splitlines()[0][:120]}")
+                        print(f"{engine:12s} {cfg.label(engine):58s} failed: {str(e).splitlines()[0][:120]}")
                         continue
                     for key, (wp, kp, cp), (wl, kl, cl), detail in res:
                         if not (wl or kl or cl or wp or kp or cp):
                             continue
                         err = f"{(cp - cl) / cl * 100:+4.0f}%" if cl else "   -"
-                        print(f"{engine:12s} {cfg.label():58s} {key:4s} | {wp:9.2f}/{wl:9.2f} | {kp:8.2f}/{kl:8.2f} | "
+                        print(f"{engine:12s} {cfg.label(engine):58s} {key:4s} | {wp:9.2f}/{wl:9.2f} | {kp:8.2f}/{kl:8.2f} | "
                               f"{cp:8.2f}/{cl:8.2f} {err}" + (f"   [{detail}]" if detail else ""))
     finally:
         if host is not None:

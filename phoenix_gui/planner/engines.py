@@ -60,12 +60,14 @@ class EngineProfile:
     # --repack is on by default), "without_mmap" (koboldcpp 1.115.1 turns it off with mmap so as not to
     # hold the weights twice: gpttype_adapter.cpp sets kcpp_permit_any_repack = !use_mmap), "never"
     cpu_repack: str = "always"
-    # CUDA buffers pad each quantized matrix by the bytes of (512 - n_embd % 512) more row elements when
-    # its row length is not a multiple of 512 (MATRIX_ROW_PADDING of ggml-cuda, so that the matmul
-    # kernels may read whole 512-element tiles), and align every tensor to 128 B (the CUDA buffer type's
-    # alignment). Reference: ../shared/reference/llamacpp-memory.md §4. Not checkable on this machine:
-    # no CUDA build runs here and ../shared/reference quotes no CUDA model-buffer line of a model whose
-    # rows need padding; tests/test_memory_rules.py holds the arithmetic to the rule as stated.
+    # CUDA buffers pad each quantized matrix by the bytes of (512 - ne0 % 512) more row elements when its
+    # row length ne0 is not a multiple of 512, so that the matmul kernels may read whole tiles past the
+    # last row, and align every tensor to 128 B (koboldcpp 1.115.1 tree: ggml-cuda/common.cuh
+    # MATRIX_ROW_PADDING 512, ggml-cuda.cu buffer type get_alloc_size and get_alignment; llamacpp-memory.md
+    # §4). A CUDA device shared over RPC pads the same (ggml-rpc asks the server for such a tensor's size).
+    # Not checkable here: no CUDA build runs on this machine and ../shared/reference quotes no CUDA
+    # model-buffer line of a model whose rows need padding; tests/test_memory_rules.py holds the
+    # arithmetic to the rule as the source states it.
     gpu_row_padding: int = 512
     gpu_tensor_align: int = 128
 

@@ -27,6 +27,10 @@ class DevicePlan:
     bandwidth_gbs: float
     expert_bytes_on_cpu: int = 0  # only on the CPU entry
     mmap_bytes: int = 0  # CPU weights served from the page cache
+    # only on the CPU entry: the host's model buffers as the engine will log them, by buffer name
+    # (planner/placement.py host_model_buffers: CPU_Mapped = the mapped span of the file, CPU, CPU_REPACK
+    # = the CPU's re-laid-out copies); what the monitor sets next to the engine's own lines
+    model_buffers: dict = field(default_factory=dict)
     scratch_bytes: int = 0  # part of compute: a copy of a RAM-resident weight (first GPU)
     note: str = ""
     # not a field: a weak reference to the Plan that owns the device, set by the Plan (weak, so

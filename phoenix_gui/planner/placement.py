@@ -166,14 +166,16 @@ def repackable(t, types: frozenset[int]) -> bool:
             and not t.name.startswith(_LOOKUP))
 
 
-def host_model_buffers(tensors, *, mmap: bool, repack_types: frozenset[int] = frozenset()) -> dict[str, int]:
+def host_model_buffers(tensors, *, mmap: bool, repack_types: frozenset[int] = frozenset(),
+                       plain: str = "CPU") -> dict[str, int]:
     """The host's model buffers as the engine logs them, by buffer name. Repacked weights live in their
     own buffer (the same bytes, re-laid out); the rest is mapped from the file (CPU_Mapped: the span, see
-    mapped_span) or copied into a plain CPU buffer without mmap. With mmap, the repacked copies come on
-    top of the mapped span: the file's pages stay mapped while the copies are anonymous RAM."""
+    mapped_span) or, without mmap, copied into the plain host buffer: `plain`, which is "CUDA_Host" (the
+    first local GPU's pinned memory) when the plan has one. With mmap, the repacked copies come on top of
+    the mapped span: the file's pages stay mapped while the copies are anonymous RAM."""
     packed = [t for t in tensors if repackable(t, repack_types)]
     rest = [t for t in tensors if not repackable(t, repack_types)]
-    out = {"CPU_Mapped": mapped_span(rest)} if mmap else {"CPU": sum(t.nbytes for t in rest)}
+    out = {"CPU_Mapped": mapped_span(rest)} if mmap else {plain: sum(t.nbytes for t in rest)}
     if packed:
         out["CPU_REPACK"] = sum(t.nbytes for t in packed)
     return {k: v for k, v in out.items() if v}
