@@ -30,7 +30,7 @@ RUN_PROMPT, RUN_GEN = 128, 32  # the fixed benchmark of every tuning run (backen
 TIE = 0.05  # plans within this fraction of the most informative one are told apart by run time
 # a plan whose benchmark would take longer than this many times the predicted best's, and longer than
 # CHEAP_S, is not worth its information (the whole model in RAM of a big model: minutes)
-SLOW, CHEAP_S = 4.0, 20.0
+SLOW, CHEAP_S = 4.0, 30.0
 
 
 def features(model: ModelInfo, rig: Rig, settings: PlanSettings, seconds_per_token: float = 0.0) -> Run:
@@ -79,9 +79,9 @@ def candidates(model: ModelInfo, rig: Rig, base: PlanSettings, budgets: Budgets 
 
 
 def pool(model: ModelInfo, rig: Rig, base: PlanSettings, best: PlanSettings, budgets: Budgets) -> list[PlanSettings]:
-    """Fitting plans around the predicted best that load the devices differently: each card's layers
-    moved to RAM (half, all), between cards, fewer everywhere, cards auto-fit left out, the best plan on
-    every smaller set of cards (another number of hops), and the model mostly or wholly in RAM."""
+    """Plans around the predicted best that load the devices differently: each card's layers moved to
+    RAM (half, all), between cards, fewer everywhere, cards auto-fit left out, the best plan on smaller
+    sets of cards (another number of hops), and the model wholly in RAM. design() keeps those that fit."""
     total = model.n_layer + 1
     c = counts_of(best, rig)
     used = [d for d, n in c.items() if n > 0]
@@ -94,16 +94,18 @@ def pool(model: ModelInfo, rig: Rig, base: PlanSettings, best: PlanSettings, bud
     for f in (0.15, 0.5, 0.85):
         trials.append({d: max(0, n - max(1, round(n * f))) for d, n in c.items()})
     donor = max(used, key=c.__getitem__) if used else None
-    for d in (d for d in everyone if d not in used):
-        k = max(1, round(c[donor] * 0.5)) if donor is not None else 4
-        trials += [{**c, d: k}, {**c, donor: c[donor] - k, d: k} if donor is not None else {d: k}]
+    for d in (d for d in everyone if d not in used):  # a card auto-fit left out: is it slower?
+        for k in {max(1, round(c[donor] * f)) for f in (0.2, 0.5)} if donor is not None else {4}:
+            trials += [{**c, d: k}, {**c, donor: c[donor] - k, d: k} if donor is not None else {d: k}]
     out = [with_counts(best, {d: n for d, n in t.items() if n}) for t in trials
            if sum(t.values()) <= total and min(t.values(), default=0) >= 0]
-    for k in range(1, len(everyone)):
-        for sub in combinations(everyone, k):
-            s = fastest_fitting(model, rig, best.with_(devices=sub), budgets, keep_listed=False)
-            if s is not None:
-                out.append(s)
+    # fewer cards, fewer hops: each card alone and every card but one (all smaller sets on 2-3 cards,
+    # without auto-fitting hundreds of sets on a rig of many)
+    subsets = {(d,) for d in everyone} | {tuple(x for x in everyone if x != d) for d in everyone}
+    for sub in sorted(subsets - {tuple(everyone), ()}, key=lambda t: (len(t), t)):
+        s = fastest_fitting(model, rig, best.with_(devices=sub), budgets, keep_listed=False)
+        if s is not None:
+            out.append(s)
     out.append(with_counts(best, {}))  # all in RAM: the CPU's cost without a hop (design drops it where slow)
     return out
 
