@@ -142,6 +142,7 @@ def test_predicted_buffers_match_its_log(kcpp_script, qwen7b, batch):
     assert rep.mib("cpu", "model") == pytest.approx(cpu.weights_bytes / MIB, abs=0.01)
     assert rep.mib("cpu", "KV") == pytest.approx(cpu.kv_bytes / MIB, abs=0.01)
     logged = rep.mib("cpu", "compute") + rep.mib("cpu", "output")
+    assert set(_logged_host(rep)) == {"CPU_Mapped"}  # with mmap koboldcpp never repacks (it would hold both)
     # 311.00 MiB at 512 and 155.50 at 256: the logits of the whole ubatch (EngineProfile.logits_full_ubatch)
     assert rep.mib("cpu", "compute") == {512: 311.0, 256: 155.5}[batch]
     assert logged <= cpu.compute_bytes / MIB <= logged * 1.10 + 4, (cpu.compute_bytes / MIB, logged)
@@ -322,11 +323,54 @@ def test_tensor_overrides_on_a_second_device(kcpp_script, qwen7b, rpc_target):
     gpu, cpu = plan.gpus[0], plan.cpu
     assert rep.mib("rpc0", "model") == pytest.approx(gpu.weights_bytes / MIB, abs=0.01)  # the moved FFNs left
     assert rep.mib("rpc0", "KV") == pytest.approx(gpu.kv_bytes / MIB, abs=0.01)  # KV stays with its layer
-    # with mmap the host logs the mapped span (first to last host tensor), at least the tensors Phoenix sums
-    assert rep.mib("cpu", "model") >= cpu.weights_bytes / MIB
+    # with mmap the host logs the mapped span of the file: token_embd up to the last moved FFN, the RPC
+    # device's tensors in between included (4034.08 MiB where the host's own tensors are 1955.62)
+    assert _logged_host(rep) == pytest.approx(_host_buffers(qwen7b, plan), abs=0.01)
+    assert rep.mib("cpu", "model") > cpu.weights_bytes / MIB + 2000
     for key, dev in (("rpc0", gpu), ("cpu", cpu)):
         logged = rep.mib(key, "compute") + rep.mib(key, "output")
         assert logged <= dev.compute_bytes / MIB <= logged * 1.35 + 4, (key, dev.compute_bytes / MIB, logged)
+
+
+def _host_buffers(path, plan) -> dict[str, float]:
+    """The host's model buffers (MiB by buffer name) the plan's layout gives (planner/placement.py)."""
+    from phoenix_gui.planner.placement import host_model_buffers, host_tensors
+
+    s = plan.settings
+    tensors = host_tensors(read_model(path), plan.assign, s.overrides if plan.gpus else ())
+    # the RPC device has no pinned host buffer: only the profile's mmap rule decides about repacking
+    bufs = host_model_buffers(tensors, mmap=s.mmap, repack_types=s.profile.repack_types(s.mmap, local_gpu=False))
+    return {k: v / MIB for k, v in bufs.items()}
+
+
+def _logged_host(rep) -> dict[str, float]:
+    from phoenix_gui.backends.logparse import device_of_buffer
+
+    return {b: v for (b, kind), v in rep.buffers.items() if kind == "model" and device_of_buffer(b) == "cpu"}
+
+
+def test_partial_offload_maps_the_span_of_the_host_layers(kcpp_script, qwen7b, rpc_target):
+    from phoenix_gui.backends.probe import koboldcpp_over_rpc, probe_koboldcpp
+
+    s = PlanSettings(context=4096, batch=512, use_mmap=True, threads=2, gpulayers=15, port=free_port())
+    plan = make_plan(read_model(qwen7b), _rpc_rig(), s)
+    rep, log = probe_koboldcpp(koboldcpp_over_rpc(koboldcpp_command(plan, _rpc_rig(), qwen7b, exe=kcpp_script).argv,
+                                                  rpc_target))
+    assert rep.offloaded == (15, 29) and plan.cpu.last_layer == 13
+    assert _logged_host(rep) == pytest.approx(_host_buffers(qwen7b, plan), abs=0.01)
+    assert rep.mib("rpc0", "model") == pytest.approx(plan.gpus[0].weights_bytes / MIB, abs=0.01)
+
+
+def test_without_mmap_it_repacks_the_q4_k_weights(kcpp_script, qwen7b):
+    from phoenix_gui.backends.probe import probe_koboldcpp
+
+    plan = make_plan(read_model(qwen7b), cpu_rig(), PlanSettings(context=4096, threads=2, port=free_port()))
+    assert not plan.settings.mmap  # koboldcpp's default
+    rep, log = probe_koboldcpp(koboldcpp_command(plan, cpu_rig(), qwen7b, exe=kcpp_script).argv)
+    logged = _logged_host(rep)
+    assert set(logged) == {"CPU", "CPU_REPACK"}
+    assert logged == pytest.approx(_host_buffers(qwen7b, plan), abs=0.01)
+    assert sum(logged.values()) == pytest.approx(plan.cpu.weights_bytes / MIB, abs=0.01)  # the same bytes, split
 
 
 # --- the build cache itself (tests/kcpp_build.py), on a stand-in source tarball: no compiler run ---
