@@ -132,3 +132,8 @@ def test_pipeline_parallel_only_when_every_condition_holds(profile):
 
 def test_koboldcpp_keeps_two_copies_upstream_four():
     assert (KOBOLDCPP_1115.pipeline_copies, LLAMA_SERVER_CURRENT.pipeline_copies) == (2, 4)
+
+
+def test_only_koboldcpp_needs_its_gpu_library_for_a_split():
+    # what plan.split_ignored asks (koboldcpp --usecpu with only other PCs' devices), without naming the backend
+    assert KOBOLDCPP_1115.split_needs_gpu_library and not LLAMA_SERVER_CURRENT.split_needs_gpu_library

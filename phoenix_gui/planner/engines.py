@@ -70,6 +70,10 @@ class EngineProfile:
     # arithmetic to the rule as the source states it.
     gpu_row_padding: int = 512
     gpu_tensor_align: int = 128
+    # the tensor split is applied only by the engine's CUDA/Vulkan libraries: koboldcpp 1.115.1 sets
+    # tensor_split under #if GGML_USE_CUDA || GGML_USE_VULKAN (gpttype_adapter.cpp), so its CPU library
+    # (--usecpu, e.g. with only other PCs' devices) splits by each device's free memory instead
+    split_needs_gpu_library: bool = False
 
     def n_seq(self, parallel: int) -> int:
         """n_seq_max for a number of parallel slots (1 = no parallel batching)."""
@@ -118,7 +122,8 @@ KOBOLDCPP_1115 = EngineProfile(
     default_threads="half_minus_one",
     extra_batching_seqs=1,  # --parallelrequests N > 1 -> n_seq_max = N + 1, kv_unified always
     swa_reserve=128,  # logged: 1664 SWA cells for gemma-3 at 8192 / ubatch 512 (1536 + 128)
-    cpu_repack="without_mmap",  # logged: CPU_REPACK with --nommap only (tests/test_memory_rules.py)
+    cpu_repack="without_mmap",  # logged: CPU_REPACK without mmap only (tests/test_koboldcpp_real.py)
+    split_needs_gpu_library=True,
 )
 
 LLAMA_SERVER_CURRENT = EngineProfile(
