@@ -45,3 +45,11 @@ def test_the_measured_fastest_card_is_filled_first():
     # without a calibration the explanation still speaks of memory speed
     plain = auto_fit(model, rig, PlanSettings(), "fastest")
     assert not any("measured on this PC" in x for x in plain.plan.explanation)
+
+
+def test_a_plan_is_never_its_own_rival():
+    # the 2080 alone is reached from every set of cards that includes it: the same plan, not a rival within noise
+    rig, _ = seed()
+    fit = auto_fit(preset_model_info("qwen2.5-7b-instruct-q4_k_m"), rig, PlanSettings(context=2048))
+    assert layers(fit) == {"RTX 2080": 29}
+    assert not any(line.startswith("Within noise: 29 layers on RTX 2080 predicts") for line in fit.plan.explanation)

@@ -187,7 +187,12 @@ def _pick(ev: _Evaluator, fitting: list[tuple[PlanSettings, Plan]]) -> tuple[Pla
     """The fastest candidate, unless a rival is within the speed model's noise: the typical
     held-out error of the plan's regime (planner/speed.py noise). Then the one that stays faster
     as the context fills wins, and the plan says the candidates were within noise."""
-    ranked = sorted(fitting, key=lambda sp: -sp[1].predicted_tokens_per_s)
+    ranked, seen = [], set()
+    for s, p in sorted(fitting, key=lambda sp: -sp[1].predicted_tokens_per_s):
+        key = (s.devices, s.gpulayers, s.tensor_split, s.moecpu)  # one card alone is found from several sets
+        if key not in seen:  # the same plan twice is no rival of itself
+            seen.add(key)
+            ranked.append((s, p))
     best_s, best_p = ranked[0]
     margin = noise(best_p.speed_regime)
     close = [sp for sp in ranked[1:] if sp[1].speed_regime and
