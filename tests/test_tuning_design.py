@@ -90,3 +90,10 @@ def test_the_law_is_what_the_fit_models():
     f = features(model, rig, s)
     t = f.base + float(np.dot([*truth.gpu_scale.values(), truth.cpu_scale, truth.hop_scale], [*f.times, f.hops]))
     assert 1 / t == pytest.approx(make_plan(model, with_calibration(rig, truth), s).predicted_tokens_per_s, rel=1e-6)
+
+
+def test_after_an_interruption_the_design_goes_on_where_it_left_off(seed):
+    """After an out-of-memory the tuner asks again: the runs already measured count, nothing repeats."""
+    rig, model = seed
+    plans = candidates(model, rig, BASE, limit=5)
+    assert candidates(model, rig, BASE, limit=3, done=plans[:2]) == plans[2:]

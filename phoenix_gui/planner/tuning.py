@@ -66,16 +66,16 @@ def _ok(model, rig, s: PlanSettings, budgets: Budgets) -> Plan | None:
 
 
 def candidates(model: ModelInfo, rig: Rig, base: PlanSettings, budgets: Budgets | None = None,
-               limit: int = 6, noise: float = NOISE) -> list[PlanSettings]:
+               limit: int = 6, noise: float = NOISE, done: list[PlanSettings] = ()) -> list[PlanSettings]:
     """Up to `limit` different plans that fit, the predicted best first, then in the order that teaches
-    the most (see design)."""
+    the most (see design); none of `done`, the plans already measured, whose runs count."""
     budgets = budgets or Budgets()
     if not rig.gpus or base.devices == ():
         return _cpu_candidates(model, rig, base, budgets, limit)
     best = fastest_fitting(model, rig, base, budgets, keep_listed=False)
     if best is None:
         return []
-    return design(model, rig, [best] + pool(model, rig, base, best, budgets), limit, noise, budgets)
+    return design(model, rig, [best] + pool(model, rig, base, best, budgets), limit, noise, budgets, done)
 
 
 def pool(model: ModelInfo, rig: Rig, base: PlanSettings, best: PlanSettings, budgets: Budgets) -> list[PlanSettings]:
@@ -111,38 +111,44 @@ def pool(model: ModelInfo, rig: Rig, base: PlanSettings, best: PlanSettings, bud
 
 
 def design(model: ModelInfo, rig: Rig, plans: list[PlanSettings], limit: int, noise: float = NOISE,
-           budgets: Budgets | None = None) -> list[PlanSettings]:
-    """The first plan, then greedily the fitting plan that most increases the determinant of the fit's
+           budgets: Budgets | None = None, done: list[PlanSettings] = ()) -> list[PlanSettings]:
+    """The first plan (unless measured), then greedily the fitting plan that most increases the determinant of the fit's
     information matrix (D-optimal: the runs together pin down every device's cost and the hop cost,
-    not only each alone); among plans within a few percent of the most informative, the quickest run."""
+    not only each alone); among plans within a few percent of the most informative, the quickest run.
+    Plans already measured (`done`) count as information and are not proposed again."""
     budgets = budgets or Budgets()
     bare = with_calibration(rig, None)
-    seen: set = set()
-    rows: list[tuple[PlanSettings, np.ndarray, float]] = []
-    for s in plans:
-        key = _key(s)
-        if key in seen:
-            continue
-        seen.add(key)
-        p = _ok(model, rig, s, budgets)
-        if p is None:
-            continue
+
+    def row(s: PlanSettings) -> np.ndarray:  # a run's features as the fit weighs them (relative noise)
         f = features(model, bare, s)
-        t = f.base + sum(f.times) + f.hops
-        rows.append((budgets.into(s), np.array(list(f.times) + [f.hops]) / t, run_seconds(p)))
+        return np.array(list(f.times) + [f.hops]) / (f.base + sum(f.times) + f.hops)
+
+    info = prior_information(len(rig.gpus), noise)
+    for s in done:
+        info += np.outer(row(s), row(s))
+    measured = {_key(s) for s in done}
+    rows: list[tuple[PlanSettings, np.ndarray, float]] = []
+    seen: set = set()
+    for s in plans:
+        p = _ok(model, rig, s, budgets) if _key(s) not in seen else None
+        seen.add(_key(s))
+        if p is not None:
+            rows.append((budgets.into(s), row(s), run_seconds(p)))
     if not rows:
         return []
-    rows = rows[:1] + [r for r in rows[1:] if r[2] <= max(SLOW * rows[0][2], CHEAP_S)]
-    info = prior_information(len(rig.gpus), noise)
-    chosen = [0]
-    info += np.outer(rows[0][1], rows[0][1])
-    while len(chosen) < min(limit, len(rows)):
-        inv = np.linalg.inv(info)
-        gains = {i: float(np.log1p(x @ inv @ x)) for i, (_, x, _) in enumerate(rows) if i not in chosen}
-        top = max(gains.values())
-        near = [i for i, g in gains.items() if g >= top * (1 - TIE)]
-        i = min(near, key=lambda i: rows[i][2])
+    quick = max(SLOW * rows[0][2], CHEAP_S)
+    left = [i for i, (s, _, secs) in enumerate(rows) if _key(s) not in measured and (i == 0 or secs <= quick)]
+    chosen: list[int] = []
+    while left and len(chosen) < limit:
+        if left[0] == 0:
+            i = 0  # the first plan (the predicted best) is measured first
+        else:
+            inv = np.linalg.inv(info)
+            gains = {i: float(np.log1p(rows[i][1] @ inv @ rows[i][1])) for i in left}
+            top = max(gains.values())
+            i = min((i for i, g in gains.items() if g >= top * (1 - TIE)), key=lambda i: rows[i][2])
         chosen.append(i)
+        left.remove(i)
         info += np.outer(rows[i][1], rows[i][1])
     return [rows[i][0] for i in chosen]
 
