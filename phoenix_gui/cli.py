@@ -563,6 +563,8 @@ def cmd_tune(args) -> int:
               f"then {t.n_gen} generated; at most {args.max_runs} runs in {args.budget_s:.0f} s", file=sys.stderr)
     try:
         t.start()
+        if t.warmer is not None and not args.json:
+            print(f"phoenix: {t.message}", file=sys.stderr, flush=True)  # reading a big file takes a while
         while t.poll():
             time.sleep(0.05)
     except KeyboardInterrupt:

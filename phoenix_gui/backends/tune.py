@@ -169,7 +169,8 @@ class FileWarmer:
     a sparse file's holes (SEEK_DATA/SEEK_HOLE where the OS has them) cost nothing to load either."""
 
     def __init__(self, path: str):
-        self.path, self.read_bytes, self.error = path, 0, ""
+        self.path, self.read_bytes, self.error = path, 0, ""  # read_bytes: progress, holes counted
+        self.data_bytes = 0  # what was actually read
         try:
             self.size = os.path.getsize(path)
         except OSError:
@@ -207,6 +208,7 @@ class FileWarmer:
                             break
                         left -= n
                         self.read_bytes += n
+                        self.data_bytes += n
                     self.read_bytes += max(0, left)  # a range cut short by a stop or the file's end
         except OSError as e:  # the run itself will say what is wrong with the file
             self.error = e.strerror or str(e)
@@ -581,8 +583,8 @@ class Tuner:
             lines.append(f"* a probe: eats into the {self.guess_margin:.0f} MiB Phoenix keeps free per GPU before measuring "
                          "(never past a card's free memory).")
         if self.warmer is not None and self.warmer.seconds:
-            lines.append(f"The model file was read once before the first run ({self.warmer.size / MIB:,.0f} MiB in "
-                         f"{self.warmer.seconds:.1f} s), so every run loaded it from the OS file cache.")
+            lines.append(f"The model file was read once before the first run ({self.warmer.data_bytes / MIB:,.0f} MiB of "
+                         f"data in {self.warmer.seconds:.1f} s), so every run loaded it from the OS file cache.")
         if self.margin_note:
             lines.append("Margin: " + self.margin_note)
         return lines
