@@ -138,7 +138,7 @@ class TunePanel(QDialog):
 
     def use_winner(self) -> None:
         if self.tuner is not None and self.tuner.winner is not None:
-            self.state.apply(self.tuner.winner.settings)
+            self.state.apply(self.tuner.recommended())  # the winner with the margin it keeps
 
     def user_margin(self) -> float | None:
         return None if self.margin.value() == MEASURED else float(self.margin.value())
