@@ -156,6 +156,12 @@ def test_a_7b_split_over_two_nodes_and_this_pc(kcpp_script, qwen7b, hosts):
     assert [d.layers for d in plan.gpus] == [10, 10] and plan.cpu.layers == 9  # 10 blocks | 9 blocks + output
     rep, log = probe_koboldcpp(koboldcpp_command(plan, rig, qwen7b, exe=kcpp_script).argv)
     assert "load_tensors: offloaded 20/29 layers to GPU" in log
+    print("\nplan vs koboldcpp's log, MiB (pytest -s shows this table)")
+    print(f"{'device':34} {'layers':>6} {'weights':>17} {'KV':>13} {'compute':>15}")
+    for d, a in [*zip(plan.gpus, addrs), (plan.cpu, None)]:
+        got = {k: per_endpoint(log, a, k) if a else rep.mib("cpu", k) for k in ("model", "KV", "compute")}
+        print(f"{d.name:34} {d.layers:>6} {d.weights_bytes / MIB:>8.2f}/{got['model']:<8.2f} "
+              f"{d.kv_bytes / MIB:>6.2f}/{got['KV']:<6.2f} {d.compute_bytes / MIB:>7.2f}/{got['compute']:<7.2f}")
     for d, a in zip(plan.gpus, addrs):
         assert per_endpoint(log, a, "model") == pytest.approx(d.weights_bytes / MIB, abs=0.01), a
         assert per_endpoint(log, a, "KV") == pytest.approx(d.kv_bytes / MIB, abs=0.01), a
@@ -176,6 +182,100 @@ def test_kcpps_for_a_cluster_reads_back_through_koboldcpp(kcpp_script, tiny, hos
     assert parsed["rpcmode"] == "connect" and parsed["rpctargets"] == ",".join(addrs)
     assert parsed["tensor_split"] == [2.0, 1.0] and parsed["usecpu"] is True and parsed["gpulayers"] == 3
     assert parsed["tensor_split"] == plan.tensor_split
+
+
+# --- what crosses the network per generated token (the speed model's network term) ---
+
+class CountingRelay:
+    """A loopback TCP relay in front of an RPC host that counts bytes each way and the turns (changes of
+    direction: a request, then its answer). Timing on a shared machine is noise; these counts are not."""
+
+    def __init__(self, target_port: int):
+        self.target = target_port
+        self.up = self.down = self.turns = 0
+        self._last = ""
+        self._lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def snapshot(self) -> tuple[int, int, int]:
+        with self._lock:
+            return self.up, self.down, self.turns
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+                server = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                return
+            for a, b, way in ((client, server, "up"), (server, client, "down")):
+                threading.Thread(target=self._pipe, args=(a, b, way), daemon=True).start()
+
+    def _pipe(self, a: socket.socket, b: socket.socket, way: str) -> None:
+        while True:
+            try:
+                data = a.recv(1 << 16)
+                if not data:
+                    break
+                with self._lock:
+                    setattr(self, way, getattr(self, way) + len(data))
+                    self.turns += self._last != way
+                    self._last = way
+                b.sendall(data)
+            except OSError:
+                break
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_one_round_trip_per_token_and_node_with_the_predicted_bytes(kcpp_script, tiny, hosts, tmp_path):
+    from phoenix_gui.planner.plan import RPC_REQUEST_BYTES
+
+    addrs, _ = hosts
+    relays = [CountingRelay(int(a.rpartition(":")[2])) for a in addrs]
+    try:
+        rig = cluster([r.address for r in relays])
+        model = read_model(tiny)
+        plan = make_plan(model, rig, PlanSettings(context=512, batch=64, threads=1, port=free_port()))
+        assert [d.layers for d in plan.gpus] == [2, 1] and plan.gpus[1].has_output  # pc-a, then pc-b + output
+        m = LaunchMachine(plan, rig, model, str(tiny), exe=str(kcpp_script), log_dir=tmp_path)
+        m.start()
+        pid = m.launch.process.pid
+        try:
+            drive(m, timeout=180)
+            assert m.state is State.READY, m.failure
+            la = m.launch
+            # the same prompt first: a new prompt length sends the node a whole new graph (~100 KB) once
+            la.backend.generate(la.host, la.port, "Hello there", 4, 512)
+            counts = []
+            for n in (16, 48):  # the difference is 32 generated tokens, without the prompt's share
+                before = [r.snapshot() for r in relays]
+                assert la.backend.generate(la.host, la.port, "Hello there", n, 512).gen_tokens == n
+                counts.append([tuple(x - y for x, y in zip(r.snapshot(), b)) for r, b in zip(relays, before)])
+        finally:
+            m.stop()
+        assert gone([pid])
+        per = [[(x - y) / 32 for x, y in zip(c40, c8)] for c8, c40 in zip(*counts)]
+        (a_up, a_down, a_turns), (b_up, b_down, b_turns) = per
+        assert a_turns == 2 and b_turns == 2  # one request and one answer per token on each PC: one round trip
+        assert a_down == pytest.approx(model.n_embd * 4, rel=0.1)  # pc-a hands on the activations
+        assert b_down == pytest.approx(model.n_vocab * 4, rel=0.1)  # pc-b holds the output: the logits
+        # up: activations, tensor headers and (with attention layers) positions and the mask (~3.4 KB measured)
+        assert a_up == pytest.approx(model.n_embd * 4 + RPC_REQUEST_BYTES, rel=0.25)
+        assert model.n_embd * 4 < b_up <= model.n_embd * 4 + RPC_REQUEST_BYTES  # only the output layer there
+    finally:
+        for r in relays:
+            r.close()
 
 
 # --- failures: one sentence naming the PC, nothing left running ---

@@ -21,7 +21,7 @@ from phoenix_gui.hardware.rig import GIB, MIB
 from phoenix_gui.hardware.rigfile import RigFileError, load_rig
 from phoenix_gui.planner import PlanSettings, make_plan
 from phoenix_gui.planner.autofit import auto_fit
-from phoenix_gui.planner.plan import REMOTE_CPU_HOST_MIB, network_seconds
+from phoenix_gui.planner.plan import REMOTE_CPU_HOST_MIB, RPC_REQUEST_BYTES, network_seconds
 from phoenix_gui.validate import InputError, rpc_targets
 
 RIG = """
@@ -179,11 +179,11 @@ def test_network_term_follows_rtt_and_throughput(cluster, q32):
     base = _split_plan(cluster, q32, (30, 0, 35))  # one run of layers on gaming-pc, then this PC
     net = base.speed_inputs.network_s
     # one round trip plus n_embd floats there and back
-    assert net == pytest.approx(0.5e-3 + 2 * q32.n_embd * 4 / 112e6, rel=1e-9)
+    assert net == pytest.approx(0.5e-3 + (2 * q32.n_embd * 4 + RPC_REQUEST_BYTES) / 112e6, rel=1e-9)
     slow = nodes_of(cluster)
     slower = cluster_rig(cluster, [replace(slow[0], link=LinkInfo(5.0, 11.2)), slow[1]])
     p2 = _split_plan(slower, q32, (30, 0, 35))
-    assert p2.speed_inputs.network_s == pytest.approx(5e-3 + 2 * q32.n_embd * 4 / 11.2e6, rel=1e-9)
+    assert p2.speed_inputs.network_s == pytest.approx(5e-3 + (2 * q32.n_embd * 4 + RPC_REQUEST_BYTES) / 11.2e6, rel=1e-9)
     assert p2.predicted_tokens_per_s < base.predicted_tokens_per_s
     # the token time grows by exactly the network's difference
     assert 1 / p2.predicted_tokens_per_s - 1 / base.predicted_tokens_per_s == pytest.approx(
@@ -193,7 +193,8 @@ def test_network_term_follows_rtt_and_throughput(cluster, q32):
 def test_the_output_layer_on_a_node_sends_the_logits_back(cluster, q32):
     p = _split_plan(cluster, q32, (65,), devices=(0,))
     assert p.gpus[0].has_output
-    assert p.speed_inputs.network_s == pytest.approx(0.5e-3 + (q32.n_embd + q32.n_vocab) * 4 / 112e6, rel=1e-9)
+    assert p.speed_inputs.network_s == pytest.approx(0.5e-3 + ((q32.n_embd + q32.n_vocab) * 4 + RPC_REQUEST_BYTES) / 112e6,
+                                                   rel=1e-9)
 
 
 def test_hops_inside_one_node_cost_no_network(tmp_path, q32):
@@ -250,7 +251,7 @@ def test_a_10_gb_shard_over_gigabit_is_about_90_seconds(cluster, q32):
     assert 10 <= gb < 10.5
     note = next(w for w in p.warnings if "gaming-pc" in w)
     assert "assuming 1 Gbit Ethernet" in note and ("about 89 s" in note or "about 1.5 min" in note), note
-    assert p.speed_inputs.network_s == pytest.approx(ASSUMED_LINK.rtt_ms / 1000 + 2 * q32.n_embd * 4 / 112e6)
+    assert p.speed_inputs.network_s == pytest.approx(ASSUMED_LINK.rtt_ms / 1000 + (2 * q32.n_embd * 4 + RPC_REQUEST_BYTES) / 112e6)
 
 
 def test_unknown_device_speed_is_assumed_and_said(cluster, q32):

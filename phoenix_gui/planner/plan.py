@@ -333,18 +333,25 @@ def _link(rig: Rig, g: GpuInfo) -> LinkInfo:
     return link_of(rig, g) or ASSUMED_LINK
 
 
+# Per generated token and run of layers on a node, koboldcpp 1.115.1 sends about 3.2 KB besides the
+# activations (tensor headers of its set_tensor/get_tensor calls, positions, a small context's attention
+# mask: 3,452 B up for a 64-wide model on loopback) and waits once, for the run's result (2 turns a token).
+RPC_REQUEST_BYTES = 3200
+
+
 def network_seconds(rig: Rig, gpus: list[GpuInfo], assign: list[int], n_embd: int, n_vocab: int) -> float:
     """Network time per generated token. The token starts and ends on this PC (embeddings, sampling); each
     run of consecutive layers on one node costs a round trip (the main process waits for the node's
-    result) plus the activations sent there and back (n_embd floats; the logits, n_vocab floats, when the
-    output layer is the run's last). Moving between two devices of the same node costs no network."""
+    result) plus what is sent there (n_embd floats and the RPC requests) and back (n_embd floats; the
+    logits, n_vocab floats, when the output layer is the run's last). Moving between two devices of the
+    same node costs no network. The attention mask's growth with the filled context is left out."""
     t = 0.0
     prev = ""
     for il, d in enumerate(assign):
         node = gpus[d].node if d != CPU else ""
         if node and node != prev:
             link = _link(rig, gpus[d])
-            t += link.rtt_ms / 1000 + n_embd * 4 / (link.throughput_mbs * 1e6)
+            t += link.rtt_ms / 1000 + (n_embd * 4 + RPC_REQUEST_BYTES) / (link.throughput_mbs * 1e6)
         if node and (il + 1 == len(assign) or (gpus[assign[il + 1]].node if assign[il + 1] != CPU else "") != node):
             back = n_vocab if il + 1 == len(assign) else n_embd
             t += back * 4 / (_link(rig, gpus[d]).throughput_mbs * 1e6)
