@@ -489,3 +489,61 @@ def test_the_monitor_says_when_another_pc_reports_no_memory(wiz):
     assert mon._remote_text(g, "RTX 3060") == "RTX 3060: 3,072 / 12,288 MiB (25 %, as 192.168.1.20:50052 reports)"
     mon.remote_info[g.node] = {"devices": [{"total_bytes": "12", "free_bytes": None}]}  # not numbers: not shown
     assert "not measured" in mon._remote_text(g, "RTX 3060")
+
+
+CLUSTER_RIG = """
+name = "Main PC"
+[system]
+ram_gib = 32
+ram_bandwidth_gbs = 40
+physical_cores = 8
+[[gpu]]
+name = "NVIDIA GeForce RTX 2080"
+vram_mib = 8192
+[[node]]
+address = "192.168.1.20:50052"
+name = "gaming-pc"
+rtt_ms = 0.5
+throughput_mbs = 112
+[[node.device]]
+name = "NVIDIA GeForce RTX 3060"
+total_mib = 12288
+free_mib = 11800
+[[node]]
+address = "192.168.1.21:50052"
+name = "laptop"
+rtt_ms = 2
+throughput_mbs = 50
+[[node.device]]
+name = "Laptop RAM"
+cpu = true
+total_mib = 32768
+free_mib = 20000
+bandwidth_gbs = 50
+"""
+
+
+def test_a_rig_file_with_nodes_opens_as_one_cluster_picture(qtbot, tmp_path):
+    rig = tmp_path / "cluster.toml"
+    rig.write_text(CLUSTER_RIG)
+    w = make_wizard(rig_path=str(rig), persist=False, measure=False)
+    qtbot.addWidget(w)
+    w.resize(1280, 860)
+    w.show()
+    st = w.state
+    assert [n.name for n in st.nodes] == ["gaming-pc", "laptop"] and st.rig.name == "Main PC + gaming-pc, laptop"
+    assert [pc.split("\n")[0] for pc, _ in rows(w)] == ["gaming-pc", "laptop", "this PC"]
+    panel = w.page("hardware").nodes
+    assert panel.rows.itemAtPosition(1, 0).widget().text().startswith("laptop (192.168.1.21:50052) · 1 device")
+    from phoenix_gui.model import preset_model_info
+
+    st.set_model(preset_model_info("qwen2.5-32b-instruct-q4_k_m"), None)
+    st.set_split_text("30 20 15")
+    w.go_to("split")
+    page = w.page("split")
+    assert [h.text().split(" ")[0] for h in page.group_heads] == ["gaming-pc", "laptop", "this"]
+    assert set(page.net_rows) == {"192.168.1.20:50052", "192.168.1.21:50052"}
+    qtbot.mouseClick(panel.rows.itemAtPosition(1, 2).widget(), Qt.LeftButton)  # Remove the laptop
+    assert [n.name for n in st.nodes] == ["gaming-pc"] and st.rig.name == "Main PC + gaming-pc"
+    w.go_to("split")
+    assert [h.text().split(" ")[0] for h in page.group_heads] == ["gaming-pc", "this"]
