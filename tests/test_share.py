@@ -144,3 +144,20 @@ def test_the_allow_list_refuses_an_unlisted_peer(kcpp_script):
                       "its --allow list connect; add this PC's address there.")
     assert out[1] == "allowed peer: 4.0.1 1"
     assert "no password or encryption" in err and "lets only 10.77.0.5/32 connect" in err
+
+
+def test_phoenix_share_says_so_when_the_engine_dies(kcpp_script):
+    p = subprocess.Popen([*PHOENIX, "share", "--port", str(_port_pair()), "--exe", str(kcpp_script)], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("On the main PC")
+        engines = [c for c in psutil.Process(p.pid).children(recursive=True) if "--rpcmode" in c.cmdline()]
+        tree = [p.pid] + [c.pid for c in psutil.Process(p.pid).children(recursive=True)]
+        engines[0].kill()
+        assert p.wait(20) == 1
+        assert "phoenix: the engine stopped (exit code -9)" in p.stderr.read()
+        assert gone(tree)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
