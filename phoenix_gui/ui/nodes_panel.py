@@ -18,7 +18,7 @@ TIMEOUT_S = 5.0
 def link_text(link: LinkInfo | None) -> str:
     if link is None:
         return "link not measured"
-    how = "measured" if link.measured else "assumed, not measured"
+    how = "measured" if link.measured else "not measured"  # typed in a rig file, or assumed without a share endpoint
     rtt = f"{link.rtt_ms:.2f}" if link.rtt_ms < 1 else f"{link.rtt_ms:.1f}"  # a LAN's is a fraction of a ms
     return f"link {rtt} ms round trip, {link.throughput_mbs:,.0f} MB/s ({how})"
 

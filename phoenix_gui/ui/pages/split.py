@@ -290,6 +290,7 @@ class SplitPage(StatePage):
             text = LOCAL
         head = QLabel(text)
         head.setTextFormat(Qt.PlainText)
+        head.setWordWrap(True)  # a long PC name and its link must not be cut off
         head.setStyleSheet("font-weight: 600; margin-top: 6px;")
         self.group_heads.append(head)
         return head
