@@ -547,3 +547,14 @@ def test_a_rig_file_with_nodes_opens_as_one_cluster_picture(qtbot, tmp_path):
     assert [n.name for n in st.nodes] == ["gaming-pc"] and st.rig.name == "Main PC + gaming-pc"
     w.go_to("split")
     assert [h.text().split(" ")[0] for h in page.group_heads] == ["gaming-pc", "this"]
+
+
+def test_enter_in_the_address_field_asks_that_pc_and_stays_on_the_page(qtbot, wiz):
+    wiz.go_to("hardware")
+    panel = wiz.page("hardware").nodes
+    address = f"127.0.0.1:{free_port()}"
+    panel.address.setFocus()
+    qtbot.keyClicks(panel.address, address)
+    qtbot.keyClick(panel.address, Qt.Key_Return)
+    qtbot.waitUntil(lambda: not panel._task.running and panel.error.isVisible(), timeout=30000)
+    assert address in panel.error.text() and wiz.currentPage() is wiz.page("hardware")
