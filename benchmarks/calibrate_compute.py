@@ -7,11 +7,15 @@ Loads each configuration in the real engine (CPU, no GPU needed): llama-server f
 koboldcpp 1.115.1 built from ../shared/vendor (tests/kcpp_build.py, once per machine). Prints predicted
 vs logged model / KV / compute (+ host output) buffer sizes in MiB, each row marked "fit" or "held out".
 
-The held-out check: the dense flash-attention FFN stage (compute.py: 3 n_ff + 5 n_embd f32 per ubatch
-token, plus the f16 mask) is refitted here by least squares on the FIT architectures' llama-server rows
-only, then used to predict the held-out architectures' rows; the table after the rows gives both that
-refit's and compute.py's own error there. koboldcpp differs from llama-server only by the rules its
-profile states (planner/engines.py: context + 128, logits for the whole ubatch, n_seq_max + 1).
+The held-out checks, one per engine, each refitted by least squares on the FIT architectures' rows only
+and then used to predict the HELD_OUT architectures' rows (the tables after the rows give the refit's and
+compute.py's own error on both, each row marked fit or held out):
+  llama-server: the dense flash-attention FFN stage (compute.py: 3 n_ff + 5 n_embd f32 per ubatch token,
+                plus the f16 mask), from the rows where that stage is the peak;
+  koboldcpp:    the output stage, which is its peak wherever the logits of the whole ubatch are (compute.py:
+                n_vocab logits + 2 n_embd f32 per ubatch token): the per-token floats beyond the logits.
+koboldcpp differs from llama-server only by the rules its profile states (planner/engines.py: context +
+128, logits for the whole ubatch, n_seq_max + 1).
 """
 
 from __future__ import annotations
@@ -95,6 +99,44 @@ def ffn_rows(results):
     return out
 
 
+def output_rows(results):
+    """(arch, preset, n_embd, per-token f32 beyond the logits) of the koboldcpp rows whose peak the planner
+    puts in the output stage (the logits of the whole ubatch)."""
+    from phoenix_gui.planner.compute import ComputeInputs, layer_peak, output_peak
+
+    out = []
+    for engine, model, plan, (preset, ctx, fa, ub, kv), r in results:
+        if engine != "koboldcpp":
+            continue
+        u = min(ub, plan.kv_cells)
+        ci = ComputeInputs(n_ubatch=u, n_kv=plan.kv_cells, flash_attn=fa, n_outputs=u)
+        if output_peak(model, ci) < layer_peak(model, ci):
+            continue
+        floats = (r["compute_only"] * MIB - model.n_vocab * u * 4) / (4 * u)
+        out.append((model.architecture, preset, model.n_embd, floats, kv))
+    return out
+
+
+def output_check(rows) -> None:
+    """Refit k in `logits + k n_embd` on the FIT rows, separately for an f16 and a quantized KV cache (the
+    logs show one more n_embd of floats with a quantized cache), and check it on the HELD_OUT rows."""
+    for group, rule in (("f16 KV", lambda kv: kv == "f16"), ("quantized KV", lambda kv: kv != "f16")):
+        mine = [r for r in rows if rule(r[4])]
+        fitted = [r for r in mine if r[0] in FIT_ARCHS]
+        if not fitted or not any(r[0] in HELD_OUT for r in mine):
+            print(f"\nThe koboldcpp output-stage check ({group}) needs rows of a FIT and a HELD_OUT architecture.")
+            continue
+        k = sum(e * y for _, _, e, y, _ in fitted) / sum(e * e for _, _, e, _, _ in fitted)  # least squares
+        print(f"\nOutput stage refit on {', '.join(FIT_ARCHS)} (koboldcpp, logits of the whole ubatch, {group}): "
+              f"logits + {k:.2f} n_embd (compute.py: logits + 2 n_embd, x{SAFETY} safety on the whole)")
+        print(f"{'preset':30s} {'set':8s} {'kv':>5s} {'logged':>9s} {'refit':>9s} {'err':>7s} {'compute.py':>10s}  "
+              "(f32 per token beyond the logits)")
+        for arch, preset, e, y, kv in mine:
+            which = "fit" if arch in FIT_ARCHS else "held out"
+            print(f"{preset:30s} {which:8s} {kv:>5s} {y:9.0f} {k * e:9.0f} {(k * e - y) / max(abs(y), 1) * 100:+6.1f}% "
+                  f"{2 * e:10.0f}")
+
+
 def fit(rows):
     """Least squares a, b in floats = a n_ff + b n_embd (2 x 2 normal equations)."""
     sxx = sum(f * f for _, _, f, e, _ in rows)
@@ -139,6 +181,7 @@ def main() -> int:
                 print(f"{engine:12s} {preset:30s} {which:8s} {ctx:6d} {'on' if fa else 'off':>3s} {ub:5d} {kv:>5s} | "
                       f"{wp:9.2f}/{wl:9.2f} | {kp:7.2f}/{kl:7.2f} | {cp:8.2f}/{cl:8.2f} "
                       f"{((cp - cl) / max(cl, 1)) * 100:+5.0f}%")
+    output_check(output_rows(results))
     rows = ffn_rows(results)
     coef = fit([r for r in rows if r[0] in FIT_ARCHS])
     if coef is None:
