@@ -8,8 +8,8 @@ the device columns along a near-constant total and keep the hop count fixed, so 
 device costs cannot be told apart. The pool therefore also holds plans on fewer cards (another number of
 hops), cards emptied into RAM and the model wholly in RAM; from it, after the predicted best, each next
 plan is the one that adds the most to the determinant of the fit's information about the device costs
-(D-optimal, the hop cost a nuisance), the quicker run winning near-ties. On a rig without GPUs they differ in what the CPU can change:
-threads and batch size.
+(D-optimal, the hop cost a nuisance), the quicker run winning near-ties. On a rig without GPUs the
+candidates differ in what the CPU can change: threads and batch size.
 """
 
 from __future__ import annotations
@@ -125,8 +125,8 @@ def design(model: ModelInfo, rig: Rig, plans: list[PlanSettings], limit: int, no
         return np.array(list(f.times) + [f.hops]) / (f.base + sum(f.times) + f.hops)
 
     info = prior_information(len(rig.gpus), noise)
-    for s in done:
-        info += np.outer(row(s), row(s))
+    for x in map(row, done):
+        info += np.outer(x, x)
     measured = {_key(s) for s in done}
     rows: list[tuple[PlanSettings, np.ndarray, float]] = []
     seen: set = set()
