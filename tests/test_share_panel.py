@@ -12,23 +12,8 @@ import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
 from machine_helpers import gone  # noqa: E402
+from test_wizard_cluster import free_port  # noqa: E402
 from phoenix_gui.ui.share_panel import LOOPBACK, NO_AUTH, STOP  # noqa: E402
-
-
-def free_port() -> int:
-    """A free port whose next one is free too: the share's info endpoint listens on RPC port + 1."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65535:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + 1))
-                    return port
-                except OSError:
-                    continue
-    raise RuntimeError("no two free ports in a row")
 
 
 @pytest.fixture

@@ -132,9 +132,19 @@ def test_add_a_real_pc_lists_its_device_first_with_the_measured_link_and_remove_
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port whose next one is free too: the share's info endpoint listens on RPC port + 1."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 65535:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + 1))
+                    return port
+                except OSError:
+                    continue
+    raise RuntimeError("no two free ports in a row")
 
 
 def test_a_pc_that_is_down_is_one_sentence_naming_it_and_nothing_is_added(qtbot, wiz):
