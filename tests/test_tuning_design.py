@@ -7,6 +7,7 @@ the hop count never changes and, since every layer is somewhere, the device time
 near-constant total: the hop cost then leaks into the device costs. benchmarks/bench_tune.py measures the
 same on 200 random rigs."""
 
+import dataclasses
 import random
 
 import numpy as np
@@ -97,3 +98,12 @@ def test_after_an_interruption_the_design_goes_on_where_it_left_off(seed):
     rig, model = seed
     plans = candidates(model, rig, BASE, limit=5)
     assert candidates(model, rig, BASE, limit=3, done=plans[:2]) == plans[2:]
+
+
+def test_without_gpus_the_runs_already_measured_are_not_proposed_again():
+    rig = dataclasses.replace(load_rig(demo_rig_path()), gpus=[])
+    model = preset_model_info("qwen2.5-7b-instruct-q4_k_m")
+    plans = candidates(model, rig, BASE, limit=4)
+    assert len(plans) == 4 and all(not s.gpulayers for s in plans)  # threads, batch: what the CPU can change
+    again = candidates(model, rig, BASE, limit=4, done=plans[:2])
+    assert again[:2] == plans[2:] and not any(s in plans[:2] for s in again)

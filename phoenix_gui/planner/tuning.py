@@ -71,7 +71,8 @@ def candidates(model: ModelInfo, rig: Rig, base: PlanSettings, budgets: Budgets 
     the most (see design); none of `done`, the plans already measured, whose runs count."""
     budgets = budgets or Budgets()
     if not rig.gpus or base.devices == ():
-        return _cpu_candidates(model, rig, base, budgets, limit)
+        measured = {_key(s) for s in done}
+        return [s for s in _cpu_candidates(model, rig, base, budgets, limit + len(done)) if _key(s) not in measured][:limit]
     best = fastest_fitting(model, rig, base, budgets, keep_listed=False)
     if best is None:
         return []
