@@ -140,7 +140,8 @@ class ServerSession(QObject):
 
     def _start_monitor(self) -> None:
         la = self.launch
-        gpus = [(la.rig.gpus[d.gpu_index].uuid, d.name) for d in la.plan.gpus]
+        # another PC's device cannot be read by this PC's NVML (its memory comes from its share endpoint)
+        gpus = [(la.rig.gpus[d.gpu_index].uuid, d.name) for d in la.plan.gpus if not la.rig.gpus[d.gpu_index].is_remote]
         samplers = [ProcessSampler(la.process.pid), ThroughputSampler(la.backend, la.host, la.port)]
         if gpus and (not la.rig.simulated or self.nvml is not None):
             samplers.insert(0, NvmlSampler(gpus, nvml=self.nvml))

@@ -132,8 +132,16 @@ class PhoenixWizard(QWizard):
 
     def done(self, result: int) -> None:
         self.save()
+        self._stop_sharing()
         self.session.stop()  # nothing keeps running after Phoenix closes
         super().done(result)
+
+    def _stop_sharing(self) -> None:
+        """A share this PC started ends with the wizard (its panel also watches the window; this does not
+        depend on the panel having been shown)."""
+        share = getattr(self.pages.get("hardware"), "share", None)
+        if share is not None:
+            share.stop_sharing(wait=True)
 
     def closeEvent(self, e) -> None:  # noqa: N802
         # The window's close button asks while a server runs; a close from code (app shutdown,
@@ -142,5 +150,6 @@ class PhoenixWizard(QWizard):
             e.ignore()
             return
         self.save()
+        self._stop_sharing()
         self.session.stop()
         e.accept()
