@@ -398,3 +398,33 @@ def test_a_node_killed_mid_run_stops_the_main_server_and_is_named(kcpp_script, t
     assert f.kind == "node" and f.node == address, f
     assert f.message.startswith(f"pc-a ({address}) stopped answering") and "\n" not in f.message
     assert gone([pid, *seen]), "the main server (or a helper it started) is still running"
+
+
+# --- the command line ---
+
+def test_phoenix_plan_and_bench_with_rpc_nodes(kcpp_script, tiny, hosts):
+    """`--rpc` asks each real node, measures the link and plans per machine; `phoenix bench` runs the
+    cluster and stops everything."""
+    addrs, _ = hosts
+    env = {**os.environ, "PHOENIX_CONFIG_DIR": os.environ["PHOENIX_CONFIG_DIR"]}
+    plan = subprocess.run([sys.executable, "-m", "phoenix_gui.cli", "plan", str(tiny), "--rpc", ",".join(addrs),
+                           "--no-bandwidth", "--ctx", "512", "--exe", str(kcpp_script)],
+                          capture_output=True, text=True, timeout=180, env=env)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    out = plan.stdout
+    for a in addrs:
+        assert f"{a} ({a}): link " in out and "ms round trip" in out  # a plain rpc-server: named by its address
+    assert out.index(addrs[0]) < out.index(addrs[1]) < out.index("this PC:")
+    assert f"--rpctargets {','.join(addrs)}" in out
+    port = free_port()
+    bench = subprocess.run([sys.executable, "-m", "phoenix_gui.cli", "bench", str(tiny), "--rpc", addrs[0],
+                            "--no-bandwidth", "--ctx", "512", "--exe", str(kcpp_script), "--port", str(port),
+                            "--prompt-tokens", "8", "--gen-tokens", "4", "--json"],
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert bench.returncode == 0, bench.stdout[-800:] + bench.stderr[-800:]
+    import json
+
+    r = json.loads(bench.stdout)
+    assert r["gen_tokens_per_s"] > 0 and "--rpctargets" in r["argv"]
+    assert [d["actual_bytes"] is not None for d in r["devices"]] == [True, True]  # the node's buffers were found
+    assert socket.socket().connect_ex(("127.0.0.1", port)) != 0  # the main server is gone
