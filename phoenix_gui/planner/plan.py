@@ -82,8 +82,9 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     split = list(s.tensor_split) if s.tensor_split and any(x > 0 for x in s.tensor_split) else None
     if split is not None and split_ignored(s, gpus):
         split = None
-        warnings.append("koboldcpp without a GPU on this PC ignores --tensor_split: the layers go by each other "
-                        "PC's free memory, as planned here.")
+        if n_gpu > 1:  # over one device a split means nothing anyway
+            warnings.append("koboldcpp without a GPU on this PC ignores --tensor_split: the layers go by each "
+                            "other PC's free memory, as planned here.")
     by_free = split is None and n_gpu > 0
     if by_free:
         split = default_split(gpus, overhead, eng.default_split)
