@@ -100,16 +100,13 @@ def engine_split(plan: Plan, rig: Rig) -> list[float]:
             for i, _n, _b in engine_devices(plan, rig)]
 
 
-def _engine_overrides(plan: Plan, rig: Rig, names: list[str] | None = None) -> list[tuple[str, str]]:
-    """Overrides with "CUDAn" (the plan's n-th GPU) as the engine calls that device."""
-    by_pos = {i: (n, b) for i, n, b in engine_devices(plan, rig) if i is not None}
+def _engine_overrides(plan: Plan, rig: Rig) -> list[tuple[str, str]]:
+    """koboldcpp's overrides with "CUDAn" (the plan's n-th GPU) as the engine's buffer type for that device."""
+    by_pos = {i: b for i, _n, b in engine_devices(plan, rig) if i is not None}
     out = []
     for rx, buft in plan.settings.overrides:
         m = re.match(r"CUDA(\d+)$", buft)
-        if m and int(m.group(1)) in by_pos:
-            n, b = by_pos[int(m.group(1))]
-            buft = names[int(m.group(1))] if names is not None else b
-        out.append((rx, buft))
+        out.append((rx, by_pos.get(int(m.group(1)), buft) if m else buft))
     return out
 
 

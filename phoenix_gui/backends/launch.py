@@ -24,6 +24,7 @@ from ..hardware.cluster import machine_of
 from .commandline import check_value, engine_devices, rpc_nodes
 from .diagnose import Failure, classify, missing_nodes, pc_name
 from .logparse import BufferReport, parse_log
+from .nodes import NodeError, check_version, describe_node
 from .process import ServerProcess
 from .servers import ServerBackend, backend_for
 
@@ -242,8 +243,6 @@ class Launch:
     def _nodes_ready(self) -> Failure | None:
         """Each other PC answers as an RPC server with the protocol this engine speaks (the engine would
         otherwise load their layers on the CPU without a word, or abort)."""
-        from .nodes import NodeError, check_version, describe_node
-
         for address, name in self.nodes.items():
             try:
                 node = describe_node(address, timeout=NODE_TIMEOUT_S, measure=False)
