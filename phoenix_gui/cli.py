@@ -226,6 +226,7 @@ def _same_file(a: str, b: str) -> bool:
 
 def cmd_plan(args) -> int:
     from .backends import launch_command, write_kcpps, write_launcher
+    from .hardware.cluster import nodes_of
     from .planner import make_plan
     from .planner.autofit import auto_fit
 
@@ -256,12 +257,21 @@ def cmd_plan(args) -> int:
         raise UserError(f"Cannot write {e.filename or 'the file'} ({e.strerror or e}).") from None
     if args.json:
         d = plan.to_dict()
-        d.update(rig=rig.name, backend=settings.backend, argv=cmd.argv, env=cmd.env, objective=args.auto)
+        d.update(rig=rig.name, backend=settings.backend, argv=cmd.argv, env=cmd.env, objective=args.auto,
+                 network_s_per_token=getattr(plan.speed_inputs, "network_s", 0.0), machines=_machines(plan, rig),
+                 nodes=[n.to_dict() for n in nodes_of(rig)])
         d.pop("settings", None)
         print(json.dumps(d, indent=2))
         return 0 if plan.fits else 3
     _print_plan(plan, rig, cmd, args.auto, demo)
     return 0 if plan.fits else 3
+
+
+def _machines(plan, rig) -> list[str]:
+    """The PC of each of the plan's devices (the CPU / RAM row is this PC)."""
+    from .hardware.cluster import LOCAL, machine_of
+
+    return [machine_of(rig, rig.gpus[d.gpu_index]) if d.gpu_index is not None else LOCAL for d in plan.devices]
 
 
 def _machine_groups(plan, rig) -> list[tuple[str, list[int]]]:

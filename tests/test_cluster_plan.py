@@ -428,6 +428,15 @@ def test_phoenix_plan_shows_machines_as_groups(tmp_path):
     assert "--rpctargets 192.168.1.20:50052,192.168.1.21:50052" in out
 
 
+def test_phoenix_plan_json_names_each_devices_pc(tmp_path):
+    r = _phoenix("plan", "--preset", "qwen2.5-7b-instruct-q4_k_m", "--rig", str(rig_file(tmp_path)), "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["machines"] == ["gaming-pc", "laptop", "this PC", "this PC"]
+    assert [n["address"] for n in d["nodes"]] == ["192.168.1.20:50052", "192.168.1.21:50052"]
+    assert d["network_s_per_token"] > 0.0025  # two runs on other PCs: 0.5 + 2 ms round trips at least
+
+
 def test_phoenix_plan_rpc_faults(tmp_path):
     bad = _phoenix("plan", "--demo", "--rpc", "127.0.0.1")
     assert bad.returncode == 2 and "needs a port" in bad.stderr and "Traceback" not in bad.stderr
