@@ -17,7 +17,7 @@ from phoenix_gui.backends.diagnose import classify
 from phoenix_gui.backends.kcpps import KcppsError, read_kcpps
 from phoenix_gui.backends.probe import free_port
 from phoenix_gui.hardware.cluster import (ASSUMED_LINK, LinkInfo, RemoteNode, cluster_rig, machine_of, nodes_of)
-from phoenix_gui.hardware.rig import GIB, MIB
+from phoenix_gui.hardware.rig import MIB
 from phoenix_gui.hardware.rigfile import RigFileError, load_rig
 from phoenix_gui.planner import PlanSettings, make_plan
 from phoenix_gui.planner.autofit import auto_fit
