@@ -359,6 +359,28 @@ def test_partial_offload_maps_the_span_of_the_host_layers(kcpp_script, qwen7b, r
     assert rep.offloaded == (15, 29) and plan.cpu.last_layer == 13
     assert _logged_host(rep) == pytest.approx(_host_buffers(qwen7b, plan), abs=0.01)
     assert rep.mib("rpc0", "model") == pytest.approx(plan.gpus[0].weights_bytes / MIB, abs=0.01)
+    # the CPU's layers without the output layer: 3 n_ff + 4 n_embd (+ mask), one n_embd less than with it
+    logged = rep.mib("cpu", "compute") + rep.mib("cpu", "output")
+    assert logged <= plan.cpu.compute_bytes / MIB <= logged * 1.08 + 3, (plan.cpu.compute_bytes / MIB, logged)
+
+
+def test_a_device_without_the_output_layer_needs_less_compute(kcpp_script, qwen7b, rpc_target):
+    # every block on the RPC device, the output layer sent to the CPU: the device holds neither end
+    from phoenix_gui.backends.probe import koboldcpp_over_rpc, probe_koboldcpp
+    from phoenix_gui.planner.compute import ComputeInputs, device_compute
+
+    s = PlanSettings(context=4096, batch=512, use_mmap=True, threads=2, overrides=((r"^output\.", "CPU"),),
+                     port=free_port())
+    plan = make_plan(read_model(qwen7b), _rpc_rig(), s)
+    rep, log = probe_koboldcpp(koboldcpp_over_rpc(koboldcpp_command(plan, _rpc_rig(), qwen7b, exe=kcpp_script).argv,
+                                                  rpc_target))
+    model = read_model(qwen7b)
+    ci = ComputeInputs(n_ubatch=512, n_kv=plan.kv_cells, flash_attn=True, n_outputs=512)
+    logged = rep.mib("rpc0", "compute")  # 136.26 MiB: 3 n_ff + 3 n_embd + the mask
+    predicted = device_compute(model, ci, has_layers=True, has_output=False, gpu=True) / MIB
+    assert logged <= predicted <= logged * 1.08 + 3, (predicted, logged)
+    # the logits of the whole ubatch are computed where output.weight is: on the CPU
+    assert rep.mib("cpu", "compute") >= model.n_vocab * 512 * 4 / MIB
 
 
 def test_without_mmap_it_repacks_the_q4_k_weights(kcpp_script, qwen7b):
