@@ -106,6 +106,7 @@ def test_the_tune_probes_past_the_guess_and_keeps_a_measured_margin(q32):
     guessed = auto_fit(model, rig, PlanSettings(context=2048), "fastest").plan
     assert p.gpulayers > guessed.gpulayers
     table = "\n".join(t.table())
+    print(table)  # -s shows the tune table
     assert "* a probe: eats into the 256 MiB Phoenix keeps free per GPU before measuring" in table
     assert "Margin: 84 MiB kept free per GPU" in table
 
