@@ -102,3 +102,15 @@ def test_cpu_only_plan_offloads_nothing(st):
     assert st.offloaded_layers == 0
     p = st.plan()
     assert p.gpus == [] and p.cpu.layers == st.max_layers
+
+
+def test_a_tunes_margin_survives_apply_and_reaches_the_plan(st):
+    """'Use the winner' applies a tune's recommendation with the margin it measured; the split page must
+    judge that plan against it, not against the 256 MiB guess."""
+    st.apply(st.settings().with_(margin_mib=84.0))
+    assert st.settings().margin_mib == 84.0
+    assert st.plan().settings.margin_mib == 84.0
+    with pytest.raises(SettingError, match="margin"):
+        st.set_margin(float("nan"))
+    st.set_margin(300)
+    assert st.plan().settings.margin_mib == 300

@@ -77,6 +77,7 @@ class WizardState:
     cache_type: str = "f16"
     flash_attn: bool = True
     batch: int = 512
+    margin_mib: float = 256.0  # free memory kept on every GPU: Phoenix's guess, or what a tune measured
     moecpu: int = 0
     backend: str = "koboldcpp"
     executable: str | None = None
@@ -193,7 +194,7 @@ class WizardState:
             context=self.context, cache_type_k=self.cache_type, cache_type_v=self.cache_type,
             flash_attn=self.flash_attn, batch=self.batch, gpulayers=self.gpulayers if devs else 0, tensor_split=split,
             moecpu=self.moecpu if self.model and self.model.is_moe else 0, backend=self.backend,
-            devices=tuple(devs), host=self.host, port=self.port,
+            devices=tuple(devs), host=self.host, port=self.port, margin_mib=self.margin_mib,
         )
 
     def plan(self) -> Plan | None:
@@ -235,6 +236,7 @@ class WizardState:
             self.context = max(256, int(s.context))
             self.cache_type = s.cache_type_k if s.cache_type_k in CACHE_TYPES else "f16"
             self.flash_attn, self.batch = bool(s.flash_attn), int(s.batch)
+            self.margin_mib = _checked(v.mib, s.margin_mib, "The safety margin (MiB)")  # a tune's winner keeps its own
             self.moecpu = max(0, int(s.moecpu))
             self.backend = s.backend if s.backend in BACKENDS else "koboldcpp"
             self.host, self.port = s.host, int(s.port)
@@ -388,6 +390,10 @@ class WizardState:
 
     def set_batch(self, tokens: int) -> None:
         self.batch = _checked(v.batch, tokens)
+        self._emit(CONTEXT)
+
+    def set_margin(self, mib: float) -> None:
+        self.margin_mib = _checked(v.mib, mib, "The safety margin (MiB)")
         self._emit(CONTEXT)
 
     def set_moecpu(self, n: int) -> None:
