@@ -50,9 +50,10 @@ def default_split(gpus: list[GpuInfo], overhead: int, rule: str = "free") -> lis
 
 
 def split_ignored(settings: PlanSettings, gpus: list[GpuInfo]) -> bool:
-    """koboldcpp applies --tensor_split only in its CUDA/Vulkan libraries (gpttype_adapter.cpp, 1.115.1). With
-    only other PCs' devices Phoenix runs it --usecpu, whose library splits by each device's free memory."""
-    return settings.backend == "koboldcpp" and bool(gpus) and all(g.is_remote for g in gpus)
+    """An engine that applies the split only in its GPU libraries (EngineProfile.split_needs_gpu_library:
+    koboldcpp) runs its CPU library when the plan uses only other PCs' devices (commandline: --usecpu),
+    which splits by each device's free memory."""
+    return settings.profile.split_needs_gpu_library and bool(gpus) and all(g.is_remote for g in gpus)
 
 
 def _layer_bytes(model: ModelInfo, moecpu: int) -> tuple[list[int], list[int]]:
@@ -165,9 +166,9 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
                     cpu_expert[il] += b  # the speed model reads these layers' experts from RAM
 
     all_offloaded = n_gpu > 0 and all(a != CPU for a in assign)
-    # llama.cpp runs pipeline parallel only when every device has events; the RPC backend has none
-    pipeline = (n_gpu > 1 and all_offloaded and s.split_mode == "layer" and not s.lowvram and moecpu == 0
-                and not s.overrides and not any(g.is_remote for g in gpus))
+    # --moecpu is a tensor override too; an RPC device has no events and turns pipeline parallelism off
+    pipeline = eng.pipeline_active(n_gpu, all_offloaded, s.split_mode == "layer", not s.lowvram,
+                                   bool(s.overrides) or moecpu > 0, any(g.is_remote for g in gpus))
     # op offload copies a RAM weight to the first device that offers it; an RPC device does not (no offload_op)
     scratch_dev = next((i for i, g in enumerate(gpus) if not g.is_remote), None)
     scratch = cpu_matrix if (scratch_dev is not None and cpu_matrix and s.batch >= eng.op_offload_min_batch) else 0
