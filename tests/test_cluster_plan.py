@@ -295,6 +295,8 @@ def test_unknown_device_speed_is_assumed_and_said(cluster, q32):
     p = _split_plan(rig, q32, (30, 35))
     assert p.predicted_tokens_per_s > 0
     assert any("memory speed of gaming-pc's devices is unknown" in w for w in p.warnings)
+    fit = auto_fit(q32, rig, PlanSettings(context=4096)).plan  # ranking cards by speed divided by zero
+    assert fit.fits and fit.predicted_tokens_per_s > 0
 
 
 # --- command lines and .kcpps ---

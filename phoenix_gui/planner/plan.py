@@ -16,13 +16,11 @@ from .placement import CPU, layer_counts, moecpu_overrides, plan_layers, tensor_
 from ..validate import InputError
 from .settings import PlanSettings, check_settings
 from .calibration import calibrated_tokens_per_second, extra_bytes
+from .speed import UNKNOWN_BANDWIDTH_GBS as UNKNOWN_REMOTE_GBS
 from .speed import (LOWBIT_QUANTS, SpeedDevice, SpeedInputs, cpu_theoretical_bandwidth, default_threads,
                     prompt_tokens_per_second, speed_band, tokens_per_second)
 
 
-# A node's device whose memory speed nobody told (a plain rpc-server without `phoenix share`'s info): a
-# dual-channel DDR4 PC's RAM, the slowest thing it is likely to be; plans say so.
-UNKNOWN_REMOTE_GBS = 20.0
 # A node sharing its CPU and RAM runs koboldcpp --rpcmode host: 68 MiB resident when idle, +2 MiB once a
 # client has loaded (measured, 1.115.1). Counted whole: a rig file's free figure may predate the host.
 REMOTE_CPU_HOST_MIB = 70

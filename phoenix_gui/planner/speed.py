@@ -56,6 +56,9 @@ DEFAULT_CONSTANTS = {
     "pp_gpu_mult": 30.0,
     "pp_cpu_mult": 4.0,
 }
+# A device whose memory speed nobody told (another PC's plain rpc-server, without `phoenix share`'s info):
+# a dual-channel DDR4 PC's RAM, the slowest thing it is likely to be; plans say so (planner/plan.py).
+UNKNOWN_BANDWIDTH_GBS = 20.0
 TFLOPS_PER_GBS = 0.03  # a GPU missing from the spec table: FP32 rate from its bandwidth (median ratio)
 MIN_BAND_ROWS = 5  # fewer held-out rows than this say nothing about a regime's spread
 LOWBIT_QUANTS = ("Q2_K", "Q3_K", "IQ1", "IQ2", "IQ3", "TQ")  # file types whose weights cost lowbit_ops
@@ -172,7 +175,8 @@ def tokens_per_second(inp: SpeedInputs | list[SpeedDevice], c: dict | None = Non
 
 def gpu_rate(bandwidth_gbs: float, architecture: str, tflops: float = 0.0, dp4a: bool = True) -> float:
     """Bytes of 4.5-bit weights per second a GPU gets through in decode (ranks cards for auto-fit)."""
-    d = SpeedDevice("gpu", architecture, bandwidth_gbs, 1e9, 0, tflops=tflops, dp4a=dp4a)
+    d = (SpeedDevice("gpu", architecture, bandwidth_gbs, 1e9, 0, tflops=tflops, dp4a=dp4a) if bandwidth_gbs > 0
+         else SpeedDevice("cpu", "cpu", UNKNOWN_BANDWIDTH_GBS, 1e9, 0))  # as make_plan reads an unknown device
     c = speed_constants()
     return 1e9 / (token_seconds([d], c) - token_seconds([], c))
 
