@@ -253,8 +253,6 @@ free_mib = 8000
 """
 
 
-@pytest.mark.xfail(strict=True, reason="planner/autofit.py (not the cluster core's file) ranks and drops cards by "
-                   "memory speed alone: with a faster card on another PC it never tries this PC's card alone")
 def test_autofit_tries_this_pc_alone_when_the_network_costs_more(tmp_path, skeletons):
     from phoenix_gui.model import read_model
 

@@ -178,6 +178,17 @@ def _fastest(ev: _Evaluator, base: PlanSettings) -> tuple[PlanSettings, Plan]:
                 for s2, p2 in _moe_candidates(ev, base, cand):
                     consider(s2, p2)
             break  # fewer GPUs can only hold less
+    # The ranking above is by memory speed; another PC's card also pays the network on every token, so
+    # try the cluster without each other PC, and this PC's devices alone.
+    nodes = list(dict.fromkeys(rig.gpus[d].node for d in devices if rig.gpus[d].is_remote))
+    without = [tuple(d for d in devices if rig.gpus[d].node != a) for a in nodes]
+    without.append(tuple(d for d in devices if not rig.gpus[d].is_remote))
+    for cand in dict.fromkeys(c for c in without if c and c not in candidates):
+        counts, _ = _fill(ev, base.with_(moecpu=0), cand)
+        d2, c2 = _drop_empty(cand, counts)
+        if c2:
+            s = _with_counts(base.with_(moecpu=0), d2, c2)
+            consider(s, ev.plan(s))
     if not fitting:
         return cpu_only, first
     return _pick(ev, fitting)
