@@ -105,3 +105,29 @@ def test_koboldcpp_py_runs_with_this_python(setup):
     p = make_plan(m, rig, PlanSettings())
     a = koboldcpp_command(p, rig, "m.gguf", exe="/opt/kobold cpp/koboldcpp.py").argv
     assert a[:2] == [sys.executable, "/opt/kobold cpp/koboldcpp.py"]
+
+
+def test_kcpps_names_the_chosen_gpus_it_cannot_mask(setup, tmp_path):
+    """A .kcpps cannot carry CUDA_VISIBLE_DEVICES: two of three GPUs, in another order, must be named in
+    its `device` list (CUDA ids in PCI order), or koboldcpp splits over every GPU in PCI order."""
+    from phoenix_gui.backends.kcpps import KcppsError, read_kcpps
+    from phoenix_gui.ui.state import WizardState
+
+    rig, m = setup
+    p = make_plan(m, rig, PlanSettings(context=4096, devices=(2, 0), gpulayers=30, tensor_split=(20, 10)))
+    cfg = kcpps_config(p, rig, "m.gguf")
+    assert cfg["device"] == f"CUDA{rig.gpus[2].index},CUDA{rig.gpus[0].index}"
+    assert cfg["tensor_split"] == [20.0, 10.0]
+    every = make_plan(m, rig, PlanSettings(context=4096))
+    assert kcpps_config(every, rig, "m.gguf")["device"] == ""  # all GPUs in PCI order: koboldcpp's own
+    (tmp_path / "two.kcpps").write_text(json.dumps(cfg))
+    imp = read_kcpps(tmp_path / "two.kcpps")
+    assert imp.gpu_ids == [rig.gpus[2].index, rig.gpus[0].index]
+    st = WizardState(rig)
+    st.set_model(m, None)
+    st.apply_kcpps(imp)
+    assert st.settings().devices == (2, 0) and st.settings().tensor_split == (20.0, 10.0)
+    for bad in ("Vulkan0", "CUDA0,CUDA0", "CUDA0,RPC0", 7):
+        (tmp_path / "bad.kcpps").write_text(json.dumps({**cfg, "device": bad}))
+        with pytest.raises(KcppsError):
+            read_kcpps(tmp_path / "bad.kcpps")

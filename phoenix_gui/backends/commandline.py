@@ -215,7 +215,8 @@ def kcpps_config(plan: Plan, rig: Rig, model_path: str | Path) -> dict:
         "usecuda": ["normal"] if local else None, "usevulkan": None, "usecpu": not local,
         "gpulayers": plan.gpulayers if gpu else 0,
         "tensor_split": [float(x) for x in split] if gpu and len(split) > 1 else None, **rpc,
-        "maingpu": -1, "splitmode": "row" if s.split_mode == "row" else "layer", "device": "",
+        "maingpu": -1, "splitmode": "row" if s.split_mode == "row" else "layer",
+        "device": kcpps_devices(plan, rig),
         "lowvram": s.lowvram, "nopipelineparallel": False, "autofit": False, "autofitpadding": 1024,
         "moecpu": s.moecpu, "contextsize": s.context, "quantkv": kv,
         "overridetensors": format_overrides(_engine_overrides(plan, rig) if nodes else s.overrides) if gpu else "",
@@ -223,6 +224,18 @@ def kcpps_config(plan: Plan, rig: Rig, model_path: str | Path) -> dict:
         "blasthreads": 0, "usemmap": s.mmap, "host": s.host, "port": s.port, "port_param": s.port,
         "multiuser": 1, "parallelrequests": s.parallel, "quiet": False, "skiplauncher": True, "istemplate": False,
     }
+
+
+def kcpps_devices(plan: Plan, rig: Rig) -> str:
+    """koboldcpp's `device` list for a .kcpps, which cannot carry CUDA_VISIBLE_DEVICES: when the plan
+    uses some of this PC's GPUs or another order, name them (koboldcpp numbers CUDA devices in PCI bus
+    order, as NVML does) after the other PCs' devices (RPC0, RPC1, ... across servers; the engine refuses
+    the RPC0[host:port] form here). Empty: every GPU in PCI order, koboldcpp's own choice."""
+    if not (plan.gpus and plan.gpulayers > 0) or "CUDA_VISIBLE_DEVICES" not in device_env(rig, plan.settings):
+        return ""
+    names = [n for _i, n, _b in engine_devices(plan, rig) if n.startswith("RPC")]
+    names += [f"CUDA{rig.gpus[d.gpu_index].index}" for d in plan.gpus if not rig.gpus[d.gpu_index].is_remote]
+    return ",".join(names)
 
 
 def write_kcpps(plan: Plan, rig: Rig, model_path, out: str | Path, force: bool = False) -> Path:

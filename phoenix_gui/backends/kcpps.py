@@ -29,7 +29,7 @@ class KcppsImport:
     path: Path
     model_path: str | None
     settings: PlanSettings
-    gpu_ids: list[int] | None  # a digit in usecuda (masks to one GPU without a split)
+    gpu_ids: list[int] | None  # CUDA ids (PCI order) the config uses, in its order: `device`, or a usecuda digit
     notes: list[str]
     # rpcmode connect: the other PCs' RPC servers (host:port), whose devices come first in the split
     rpc_targets: list[str] = field(default_factory=list)
@@ -142,9 +142,11 @@ def _parse(data: dict, path: Path, s: PlanSettings) -> KcppsImport:
         kw["host"] = v.host(data["host"])
     if _given(data, "usemmap"):
         kw["use_mmap"] = _flag(data, "usemmap")
-    gpu_ids = None
+    gpu_ids = _device_ids(data)
     ids = [int(x) for x in (cuda or []) if x.isascii() and x.isdigit()]
-    if ids and "tensor_split" not in kw:
+    if gpu_ids is not None:  # the device list chooses and orders the GPUs; a usecuda digit is then the main GPU
+        notes.append("The config chose its GPUs by name (device): " + ", ".join(f"GPU {i}" for i in gpu_ids) + ".")
+    elif ids and "tensor_split" not in kw:
         gpu_ids = ids[:1]  # a digit without a split masks to that one GPU
         notes.append(f"The config used only GPU {ids[0]}.")
     rpc = _rpc_targets(data)
@@ -158,6 +160,29 @@ def _parse(data: dict, path: Path, s: PlanSettings) -> KcppsImport:
                      "overridetensors and moecpu; Phoenix cannot predict that choice: it plans the values given, "
                      "and its own launch turns autofit off.")
     return KcppsImport(path, model, s.with_(**kw), gpu_ids, notes, rpc)
+
+
+def _device_ids(data: dict) -> list[int] | None:
+    """koboldcpp's `device` override ("CUDA2,CUDA0"; other PCs' "RPC0", ... first): this PC's CUDA ids
+    in the chosen order (koboldcpp numbers them in PCI bus order). None: no override."""
+    text = data.get("device")
+    if text in (None, ""):
+        return None
+    if not isinstance(text, str):
+        raise v.InputError(f"device must be text like CUDA0,CUDA1, not {text!r}.")
+    names = [n.strip() for n in text.split(",")]
+    ids: list[int] = []
+    for n in names:
+        if n.startswith("RPC") and n[3:].isascii() and n[3:].isdigit():
+            if ids:
+                raise v.InputError(f"device lists {n} after this PC's GPUs; another PC's devices come first.")
+            continue
+        if not (n.startswith("CUDA") and n[4:].isascii() and n[4:].isdigit()):
+            raise v.InputError(f"device {n!r} is not a device Phoenix can plan (CUDA<n> or RPC<n>).")
+        ids.append(int(n[4:]))
+    if len(set(ids)) != len(ids):
+        raise v.InputError(f"device names a GPU twice ({text}).")
+    return ids or None
 
 
 def _rpc_targets(data: dict) -> list[str]:
