@@ -67,7 +67,9 @@ def test_flash_attention_off_costs_compute_with_context(q32, seed_rig):
 def test_tied_embeddings_duplicated_on_output_gpu(seed_rig):
     g = preset_model_info("gemma-3-12b-it-q4_k_m")
     p = make_plan(g, seed_rig, PlanSettings(context=4096))
-    assert sum(d.weights_bytes for d in p.devices) == g.tensor_bytes + g.token_embd_bytes
+    extra = sum(d.weights_bytes for d in p.devices) - (g.tensor_bytes + g.token_embd_bytes)
+    # the duplicate is there once; beyond it only CUDA row padding and alignment (tests/test_memory_rules.py)
+    assert 0 <= extra < 1 << 20
 
 
 def test_moe_expert_offload_moves_experts_to_ram(seed_rig):

@@ -12,7 +12,8 @@ from .compute import ComputeInputs, device_compute, host_compute
 from .engines import OLD
 from .kv import kv_cells, kv_bytes_per_layer
 from .ledger import DevicePlan, Plan
-from .placement import CPU, layer_counts, moecpu_overrides, plan_layers, tensor_moves
+from .placement import (CPU, gpu_tensor_bytes, host_model_buffers, host_tensors, layer_counts, moecpu_overrides,
+                        plan_layers, tensor_moves)
 from ..validate import InputError
 from .settings import PlanSettings, check_settings
 from .calibration import calibrated_tokens_per_second, extra_bytes
@@ -177,6 +178,16 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         w = _row_split_weights(model, assign, gpus, s, dev_bytes, w)
         warnings.append("Row split is estimated: matrices are divided by rows across all GPUs; numbers are approximate.")
 
+    # CUDA devices (this PC's or another's over RPC) pad quantized rows and align tensors (EngineProfile)
+    for i, g in enumerate(gpus):
+        if not is_cpu_device(g) and not approximate:
+            w[i] += _padding(model, assign, i, eng)
+    local_gpu = any(not g.is_remote for g in gpus)
+    host_ot = [*s.overrides, *moecpu_overrides(moecpu)] if n_gpu else []
+    host_bufs = host_model_buffers(host_tensors(model, assign, host_ot), mmap=s.mmap,
+                                   repack_types=eng.repack_types(s.mmap, local_gpu),
+                                   plain="CUDA_Host" if local_gpu else "CPU")
+
     devices: list[DevicePlan] = []
     # the desktop already uses what NVML reports; this is room for it to grow (compositor, browser)
     display_reserve = (s.display_reserve_mib if s.display_reserve_mib is not None
@@ -209,7 +220,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         overhead_bytes=eng.process_ram_mib * MIB, reserve_bytes=int(s.ram_margin_mib * MIB),
         capacity_bytes=sysinfo.ram_total_bytes, free_bytes=sysinfo.ram_available_bytes,
         bandwidth_gbs=sysinfo.ram_bandwidth_gbs, expert_bytes_on_cpu=sum(cpu_expert),
-        mmap_bytes=cpu_w if s.mmap else 0,
+        mmap_bytes=host_bufs.get("CPU_Mapped", 0), model_buffers=host_bufs,
         note="weights are memory-mapped (page cache)" if s.mmap and cpu_w else "",
     ))
     if model.architecture in ("mamba", "mamba2", "rwkv6", "rwkv7", "jamba", "nemotron_h", "qwen3next", "lfm2", "falcon-h1"):
@@ -406,3 +417,10 @@ def _row_split_weights(model, assign, gpus, s, dev_bytes, w) -> list[int]:
     if o != CPU:
         out[o] += model.output_bytes
     return [int(x) for x in out]
+
+
+def _padding(model, assign, dev, eng) -> int:
+    """Bytes a CUDA buffer adds to the weights of the layers on device dev (row padding, alignment)."""
+    groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
+    return sum(gpu_tensor_bytes(t, eng.gpu_row_padding, eng.gpu_tensor_align) - t.nbytes
+               for il, ts in enumerate(groups) if assign[il] == dev for t in ts)
