@@ -347,3 +347,26 @@ def test_cli_launch_bad_port_or_host_is_one_sentence(tiny, args, says):
     r = _phoenix("launch", str(tiny), "--backend", "llama-server", *args, timeout=60)
     assert r.returncode == 2 and says in r.stderr and "in use" not in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and "unexpected error" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_the_host_is_compared_by_the_buffers_the_engine_logs(skeletons):
+    """A CPU-only llama-server with mmap logs the mapped span of the file plus its repacked Q4 copies
+    (7437 MiB for Qwen2.5-7B Q4_K_M, whose host tensors are 4460 MiB): the prediction must count the same
+    buffers, or the monitor shows a 3 GB 'error' that is none (logged lines from the real engine)."""
+    from phoenix_gui.backends.launch import compare
+    from phoenix_gui.backends.logparse import parse_log
+    from phoenix_gui.hardware import demo_rig_path, load_rig
+    from phoenix_gui.model import read_model
+    from phoenix_gui.planner import PlanSettings, make_plan
+
+    rig = load_rig(demo_rig_path())
+    m = read_model(skeletons("qwen2.5-7b-instruct-q4_k_m"))  # a real file: the mapped span needs tensor offsets
+    plan = make_plan(m, rig, PlanSettings(context=4096, devices=(), gpulayers=0, backend="llama-server"))
+    log = "\n".join([
+        "load_tensors:   CPU_Mapped model buffer size =  4460.45 MiB",
+        "load_tensors:   CPU_REPACK model buffer size =  2976.75 MiB",
+        "llama_kv_cache:        CPU KV buffer size =   224.00 MiB",
+        "sched_reserve:        CPU compute buffer size =   150.60 MiB",
+    ])
+    (cpu,) = [c for c in compare(plan, parse_log(log), rig) if c.name == "CPU / RAM"]
+    assert abs(cpu.predicted_bytes - cpu.actual_bytes) < 0.03 * cpu.actual_bytes

@@ -141,7 +141,10 @@ def compare(plan: Plan, report: BufferReport, rig: Rig | None = None) -> list[De
                                     int(actual * MIB) if actual is not None else None))
     cpu = plan.cpu
     actual = sum(report.mib("cpu", k) for k in ("model", "KV", "compute", "output")) if "cpu" in report.devices() else None
-    out.append(DeviceComparison(cpu.name, cpu.weights_bytes + cpu.kv_bytes + cpu.compute_bytes,
+    # the engine logs the host's weights as its buffers (the mapped span of the file, repacked copies),
+    # which can exceed the host's own tensors: compare like with like
+    host_weights = sum(cpu.model_buffers.values()) if cpu.model_buffers else cpu.weights_bytes
+    out.append(DeviceComparison(cpu.name, host_weights + cpu.kv_bytes + cpu.compute_bytes,
                                 int(actual * MIB) if actual is not None else None))
     return out
 
