@@ -37,11 +37,12 @@ from ..model.info import ModelInfo
 from ..planner import PlanSettings, make_plan
 from ..planner.calibration import Calibration, memory_corrections, with_calibration
 from ..planner.recovery import PROBE_MARGIN_MIB, Budgets, fits, learn, measured_margin
+from ..planner.tuning import RUN_GEN as N_GEN
+from ..planner.tuning import RUN_PROMPT as N_PROMPT
 from ..planner.tuning import calibrated_best, candidates, counts_of, features, keep, learned
 from .launch import data_dir
 from .lifecycle import LaunchMachine, State
 
-N_PROMPT, N_GEN = 128, 32  # the fixed benchmark of every run: short, the same for all
 FIRST_RUN_GUESS_S = 30.0  # time-left estimate before any run has finished
 WARM_CHUNK = 8 << 20
 
@@ -399,7 +400,8 @@ class Tuner:
     def _replan(self) -> list[TuneRun]:
         """After an out-of-memory: the candidates again, with the card's smaller budget, less what ran."""
         left = self.max_runs - 2 - len(self.runs)
-        fresh = candidates(self.model, self.rig, self.probe, self.budgets, limit=self.max_runs)
+        done = [r.settings for r in self.runs if r.outcome == "ok"]  # what they taught counts in the design
+        fresh = candidates(self.model, self.rig, self.probe, self.budgets, limit=self.max_runs, done=done)
         fresh = [s for s in fresh if not any(self._same(s, r.settings) for r in self.runs)][:max(0, left)]
         return [TuneRun("predicted best" if i == 0 and not any(r.outcome == "ok" for r in self.runs)
                         else f"candidate {len(self.runs) + i + 2}", s, self._predict(s)) for i, s in enumerate(fresh)]
