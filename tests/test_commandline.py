@@ -131,3 +131,17 @@ def test_kcpps_names_the_chosen_gpus_it_cannot_mask(setup, tmp_path):
         (tmp_path / "bad.kcpps").write_text(json.dumps({**cfg, "device": bad}))
         with pytest.raises(KcppsError):
             read_kcpps(tmp_path / "bad.kcpps")
+
+
+def test_llama_server_reads_the_weights_when_mapping_is_off(setup):
+    """use_mmap=False must reach the engine: current llama-server builds take --load-mode none (no
+    --no-mmap any more), builds before Dec 2025 --no-mmap; with mapping on nothing is added."""
+    rig, m = setup
+    on = llama_server_command(make_plan(m, rig, PlanSettings(backend="llama-server")), rig, "m.gguf").argv
+    off = llama_server_command(make_plan(m, rig, PlanSettings(backend="llama-server", use_mmap=False)), rig,
+                               "m.gguf").argv
+    old = llama_server_command(make_plan(m, rig, PlanSettings(backend="llama-server", use_mmap=False,
+                                                              engine="llama.cpp-old")), rig, "m.gguf").argv
+    assert "--load-mode" not in on and "--no-mmap" not in on
+    assert off[off.index("--load-mode") + 1] == "none"
+    assert "--no-mmap" in old and "--load-mode" not in old

@@ -186,6 +186,8 @@ def llama_server_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None)
              "-fa", "on" if s.flash_attn else "off", "-np", str(s.parallel), "--fit", "off"]
     if s.parallel > 1:
         argv += ["--kv-unified"]  # every slot may use the whole context, as koboldcpp's slots do
+    if not s.mmap:  # the user (or an import) turned mapping off; mapping is this engine's default
+        argv += list(s.profile.no_mmap_args)
     if s.threads:
         argv += ["-t", str(s.threads)]
     argv += ["--host", s.host, "--port", str(s.port)]

@@ -74,6 +74,10 @@ class EngineProfile:
     # tensor_split under #if GGML_USE_CUDA || GGML_USE_VULKAN (gpttype_adapter.cpp), so its CPU library
     # (--usecpu, e.g. with only other PCs' devices) splits by each device's free memory instead
     split_needs_gpu_library: bool = False
+    # how to ask this llama-server build to read the weights instead of mapping them: current builds
+    # replaced --no-mmap with --load-mode (its --help: "none: no special loading mode"); koboldcpp has
+    # --usemmap the other way round (commandline.py)
+    no_mmap_args: tuple[str, ...] = ("--load-mode", "none")
 
     def n_seq(self, parallel: int) -> int:
         """n_seq_max for a number of parallel slots (1 = no parallel batching)."""
@@ -151,6 +155,7 @@ LLAMA_CPP_OLD = replace(
     description="llama-server builds before mid-December 2025 (≈ b7437 and older)",
     output_layer_first=False,
     logits_full_ubatch=True,  # old builds reserved n_vocab x n_ubatch logits
+    no_mmap_args=("--no-mmap",),
 )
 
 KOBOLDCPP_OLD = replace(
