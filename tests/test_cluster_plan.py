@@ -447,3 +447,18 @@ def test_phoenix_plan_rpc_faults(tmp_path):
     assert f"127.0.0.1:{port}" in last and "nothing listens" in last and "Traceback" not in down.stderr
     twice = _phoenix("plan", "--preset", "tiny-llama-f16", "--rig", str(rig_file(tmp_path)), "--rpc", "192.168.1.20:50052")
     assert twice.returncode == 2 and "already a node" in twice.stderr
+
+
+def test_a_shared_cpu_says_koboldcpps_rpc_host_runs_four_threads(cluster):
+    """koboldcpp 1.115.1's RPC host computes a shared CPU with 4 threads whatever the PC has (measured on
+    a 2-core PC: hundreds of ms per token, benchmarks/rpc_timeline.py): a plan with layers there says so;
+    one without layers there, or a shared GPU, does not."""
+    from phoenix_gui.model import preset_model_info
+
+    m = preset_model_info("qwen2.5-7b-instruct-q4_k_m")
+    laptop = next(i for i, g in enumerate(cluster.gpus) if g.node.startswith("192.168.1.21"))
+    gaming = next(i for i, g in enumerate(cluster.gpus) if g.node.startswith("192.168.1.20"))
+    on_cpu = make_plan(m, cluster, PlanSettings(context=2048, devices=(laptop,), gpulayers=10))
+    on_gpu = make_plan(m, cluster, PlanSettings(context=2048, devices=(gaming,), gpulayers=10))
+    assert any("4 threads" in w and "laptop" in w for w in on_cpu.warnings)
+    assert not any("4 threads" in w for w in on_gpu.warnings)
