@@ -78,6 +78,9 @@ class EngineProfile:
     # replaced --no-mmap with --load-mode (its --help: "none: no special loading mode"); koboldcpp has
     # --usemmap the other way round (commandline.py)
     no_mmap_args: tuple[str, ...] = ("--load-mode", "none")
+    # threads the engine's RPC host gives a shared CPU whatever the PC has (0: the user's choice):
+    # koboldcpp 1.115.1 starts its RPC server with 4 (gpttype_adapter.cpp start_server_fn(..., 4, ...))
+    rpc_host_cpu_threads: int = 0
 
     def n_seq(self, parallel: int) -> int:
         """n_seq_max for a number of parallel slots (1 = no parallel batching)."""
@@ -128,6 +131,7 @@ KOBOLDCPP_1115 = EngineProfile(
     swa_reserve=128,  # logged: 1664 SWA cells for gemma-3 at 8192 / ubatch 512 (1536 + 128)
     cpu_repack="without_mmap",  # logged: CPU_REPACK without mmap only (tests/test_koboldcpp_real.py)
     split_needs_gpu_library=True,
+    rpc_host_cpu_threads=4,
 )
 
 LLAMA_SERVER_CURRENT = EngineProfile(

@@ -233,12 +233,12 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     warnings += load_time_notes(rig, gpus, devices)
     shared_cpus = sorted({machine_of(rig, g) for g, d in zip(gpus, devices) if g.is_remote and is_cpu_device(g)
                           and d.layers})
-    if shared_cpus and s.backend == "koboldcpp":
-        # gpttype_adapter.cpp (1.115.1) starts the RPC server with 4 threads, whatever the PC has; on a
-        # 2-core PC benchmarks/rpc_timeline.py measures ~240-320 ms of compute per token for a tiny model
-        warnings.append(f"koboldcpp's RPC host computes a shared CPU with 4 threads whatever the PC has: on "
-                        f"{', '.join(shared_cpus)} with fewer than 4 free cores each token can wait hundreds of ms on "
-                        "thread contention, which this prediction does not include; share a GPU rather than a CPU.")
+    if shared_cpus and eng.rpc_host_cpu_threads:
+        # on a 2-core PC benchmarks/rpc_timeline.py measures ~240-320 ms of compute per token for a tiny model
+        n = eng.rpc_host_cpu_threads
+        warnings.append(f"The engine's RPC host computes a shared CPU with {n} threads whatever the PC has: on "
+                        f"{', '.join(shared_cpus)} with fewer than {n} free cores each token can wait hundreds of ms "
+                        "on thread contention, which this prediction does not include; share a GPU rather than a CPU.")
     unknown = sorted({machine_of(rig, g) for g in gpus if g.bandwidth_gbs <= 0})
     if unknown:
         warnings.append(f"The memory speed of {', '.join(unknown)}'s devices is unknown (share them with phoenix share "
