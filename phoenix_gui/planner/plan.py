@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from operator import add
 
 from ..hardware.cluster import ASSUMED_LINK, LinkInfo, is_cpu_device, link_of, machine_of
@@ -429,6 +430,21 @@ def _row_split_weights(model, assign, gpus, s, dev_bytes, w) -> list[int]:
 
 def _padding(model, assign, dev, eng) -> int:
     """Bytes a CUDA buffer adds to the weights of the layers on device dev (row padding, alignment)."""
-    groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
-    return sum(gpu_tensor_bytes(t, eng.gpu_row_padding, eng.gpu_tensor_align) - t.nbytes
-               for il, ts in enumerate(groups) if assign[il] == dev for t in ts)
+    per_layer = _layer_padding(model, eng.gpu_row_padding, eng.gpu_tensor_align)
+    return sum(b for il, b in enumerate(per_layer) if assign[il] == dev)
+
+
+_PADDING: dict[tuple[int, int, int], list[int]] = {}
+
+
+def _layer_padding(model, row_padding: int, align: int) -> list[int]:
+    """Per block (then the output layer), the bytes a CUDA buffer adds to its tensors: a property of the
+    model and the engine, worked out once per model rather than on every slider move."""
+    key = (id(model), row_padding, align)
+    got = _PADDING.get(key)
+    if got is None:
+        groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
+        got = [sum(gpu_tensor_bytes(t, row_padding, align) - t.nbytes for t in ts) for ts in groups]
+        _PADDING[key] = got
+        weakref.finalize(model, _PADDING.pop, key, None)  # the id may be reused once the model is gone
+    return got
