@@ -30,13 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
 import kcpp_build  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench_cluster import free_port, start_host  # noqa: E402
 
 
 class LoggingRelay:
@@ -97,11 +94,9 @@ def http(port: int, path: str, body: dict | None = None) -> dict:
 def one(script: Path, model: Path, delay_ms: float, tokens: int, n_vocab: int) -> str:
     host_port, main_port = free_port(), free_port()
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    host = subprocess.Popen([sys.executable, str(script), "--skiplauncher", "--rpcmode", "host", "--rpchost",
-                             "127.0.0.1", "--rpcport", str(host_port), "--usecpu"], **quiet)
+    host = start_host(script, host_port)
     main = relay = None
     try:
-        wait_port(host_port, host)
         relay = LoggingRelay(host_port, delay_ms / 1000)
         main = subprocess.Popen([sys.executable, str(script), "--skiplauncher", "--model", str(model), "--rpcmode",
                                  "connect", "--rpctargets", f"127.0.0.1:{relay.port}", "--gpulayers", "99", "--usecpu",
