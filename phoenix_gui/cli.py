@@ -166,6 +166,7 @@ def _check_launch_args(args) -> None:
         if getattr(args, "prompt_tokens", None) is not None:
             v.integer(args.prompt_tokens, "--prompt-tokens", 1, 1 << 20)
             v.integer(args.gen_tokens, "--gen-tokens", 1, 1 << 20)
+            v.integer(args.repeats, "--repeats", 1, 20)
         if args.exe is not None:
             v.text(args.exe, "The executable path")
     except v.InputError as e:
@@ -473,7 +474,7 @@ def _bench(args) -> int:
     got: list[dict] = []
     m.on_transition(lambda old, new, info: got.append(info) if old is State.BENCHMARKING else None)
     try:
-        m.benchmark(args.prompt_tokens, args.gen_tokens)
+        m.benchmark(args.prompt_tokens, args.gen_tokens, args.repeats)
         while m.state is State.BENCHMARKING:
             time.sleep(0.1)
             m.poll()
@@ -486,6 +487,8 @@ def _bench(args) -> int:
     d = {"ready_s": round(out.ready_s, 3), "prompt_tokens": res.prompt_tokens,
          "prompt_tokens_per_s": round(res.prompt_tokens_per_s, 2), "gen_tokens": res.gen_tokens,
          "gen_tokens_per_s": round(res.gen_tokens_per_s, 2),
+         "gen_repeats_tokens_per_s": [round(x, 2) for x in res.gen_repeats],
+         "spread": None if res.spread is None else round(res.spread, 4),
          "predicted_tokens_per_s": round(la.plan.predicted_tokens_per_s, 2),
          "predicted_prompt_tokens_per_s": round(la.plan.predicted_prompt_tokens_per_s, 1),
          "devices": [{"name": c.name, "predicted_bytes": c.predicted_bytes, "actual_bytes": c.actual_bytes}
@@ -496,7 +499,8 @@ def _bench(args) -> int:
     else:
         print(f"ready in {d['ready_s']} s; prompt {d['prompt_tokens']} tokens at {d['prompt_tokens_per_s']} tokens/s "
               f"(predicted, rough: {d['predicted_prompt_tokens_per_s']}); generation {d['gen_tokens']} tokens at "
-              f"{d['gen_tokens_per_s']} tokens/s (predicted {d['predicted_tokens_per_s']})")
+              f"{d['gen_tokens_per_s']} tokens/s (predicted {d['predicted_tokens_per_s']})"
+              + (f", the mean of {len(res.gen_repeats)} repeats spread {res.spread:.1%}" if res.spread is not None else ""))
         for dev in d["devices"]:
             act = "—" if dev["actual_bytes"] is None else f"{_mib(dev['actual_bytes'])} MiB"
             print(f"  {dev['name']}: predicted {_mib(dev['predicted_bytes'])} MiB, actual {act}")
@@ -563,14 +567,16 @@ def cmd_tune(args) -> int:
     if note and not note.startswith("calibrated"):
         print(f"phoenix: {note}", file=sys.stderr)
     t = Tuner(model, rig, model_path, settings, exe, budget_s=args.budget_s, max_runs=args.max_runs,
-              n_prompt=args.prompt_tokens, n_gen=args.gen_tokens, load_timeout=args.timeout, version=version,
+              n_prompt=args.prompt_tokens, n_gen=args.gen_tokens, n_repeats=args.repeats, load_timeout=args.timeout,
+              version=version,
               yours=yours, margin_mib=margin)
     if not args.json:
         t.on_run = lambda r: print(f"phoenix: run {len(t.runs)}: {r.label}, {r.split}: "
                                    + (f"{r.measured_tps:.2f} tokens/s" if r.measured_tps else r.outcome)
                                    + f" — about {t.time_left():.0f} s left", file=sys.stderr, flush=True)
+        times = f", {t.n_repeats} times" if t.n_repeats > 1 else ""
         print(f"phoenix: tuning {model.name} with {backend.name} {version}: each run is {t.n_prompt} prompt tokens "
-              f"then {t.n_gen} generated; at most {args.max_runs} runs in {args.budget_s:.0f} s", file=sys.stderr)
+              f"then {t.n_gen} generated{times}; at most {args.max_runs} runs in {args.budget_s:.0f} s", file=sys.stderr)
     try:
         t.start()
         if t.warmer is not None and not args.json:
@@ -715,6 +721,8 @@ def build_parser() -> argparse.ArgumentParser:
     _plan_args(b, launching=True)
     b.add_argument("--prompt-tokens", type=int, default=512)
     b.add_argument("--gen-tokens", type=int, default=128)
+    b.add_argument("--repeats", type=int, default=1, help="run the benchmark this many times on the loaded model "
+                   "and report the mean and the spread (default 1)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench, demo=False, preset=None, kcpps=None, script=None)
 
@@ -724,6 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--max-runs", type=int, default=6, help="measured runs at most, the final check included")
     tu.add_argument("--prompt-tokens", type=int, default=128, help="prompt tokens of every run's benchmark")
     tu.add_argument("--gen-tokens", type=int, default=32, help="generated tokens of every run's benchmark")
+    tu.add_argument("--repeats", type=int, default=3, help="times every run's benchmark is repeated on the loaded "
+                    "model: the mean is the run's speed, the spread its noise (default 3)")
     tu.add_argument("--export", metavar="FILE", help="also write the calibration to this file")
     tu.add_argument("--import", dest="import_file", metavar="FILE", help="keep a calibration shared as a file, then stop")
     tu.add_argument("--force", action="store_true", help="let --export replace an existing file")

@@ -14,7 +14,8 @@ documented API fields. What the "engine" does is set by environment variables:
                       ctypes OSError ("... cannot open shared object file: No such file or directory")
   FAKE_KCPP_COST_LAW  JSON {"gpus": [[uuid, ms per layer], ...] in PCI order, "cpu_ms", "hop_ms", "base_ms",
                       "layers" (blocks + output)}: generation takes base + layers x ms on each device + a hop
-                      per extra device, per token, reported through /api/extra/perf (hidden from Phoenix)
+                      per extra device, per token, reported through /api/extra/perf (hidden from Phoenix);
+                      "noise": each generation's time times 1 + N(0, noise), seeded by "seed" and the plan's law time
   FAKE_KCPP_CHATTER_MB  print this many MB of console lines after loading, as fast as possible (a chatty
                       server, e.g. per-token debug output), then serve
 """
@@ -22,6 +23,7 @@ documented API fields. What the "engine" does is set by environment variables:
 import argparse
 import json
 import os
+import random
 import signal
 import sys
 import threading
@@ -88,6 +90,7 @@ def law_ms_per_token(args, cuda):
 
 class State:
     token_ms = None  # set from FAKE_KCPP_COST_LAW
+    noise, rng = 0.0, random.Random(0)
     perf = {"last_process": 0, "last_eval": 0, "last_token_count": 0, "last_input_count": 0, "last_process_time": 0,
             "last_eval_time": 0, "last_seed": -1, "total_gens": 0, "stop_reason": -1, "queue": 0, "idle": 1,
             "uptime": 0, "idletime": 0, "last_process_speed": 0, "last_eval_speed": 0, "total_img_gens": 0,
@@ -133,7 +136,7 @@ def serve(args):
                 gen = int(body.get("max_length", 100))
                 pp_s, tg_s = prompt_tokens / 400.0, gen / 25.0
                 if State.token_ms:
-                    tg_s = gen * State.token_ms / 1000
+                    tg_s = gen * State.token_ms / 1000 * max(0.5, 1 + State.rng.gauss(0, State.noise))
                 State.perf["idle"] = 0  # busy while generating, as koboldcpp reports it
                 time.sleep(min(1.0, (pp_s + tg_s) / 20))
                 State.perf.update(last_process_speed=round(prompt_tokens / pp_s, 2), last_eval_speed=round(gen / tg_s, 2),
@@ -229,6 +232,8 @@ def main():
         err(f"sched_reserve: {name:>10} compute buffer size = {comp:8.2f} MiB")
     if os.environ.get("FAKE_KCPP_COST_LAW"):
         State.token_ms = law_ms_per_token(args, cuda)
+        law = json.loads(os.environ["FAKE_KCPP_COST_LAW"])
+        State.noise, State.rng = float(law.get("noise", 0.0)), random.Random(f"{law.get('seed', 0)}:{State.token_ms}")
     out("Starting model warm up, please wait a moment...")
     out("Load Text Model OK: True")
     chatter = float(os.environ.get("FAKE_KCPP_CHATTER_MB", "0"))

@@ -105,6 +105,22 @@ def test_the_tune_finds_the_laws_fastest_split_and_learns_its_costs(q7):
     assert make_plan(model, rig, s).predicted_tokens_per_s < 0.7 * t.winner.measured_tps
 
 
+def test_each_run_is_repeated_and_the_spread_measures_the_noise(q7, monkeypatch):
+    rig, model, _ = q7
+    monkeypatch.setenv("FAKE_KCPP_COST_LAW", json.dumps({**law(rig, model.n_layer + 1), "noise": 0.03, "seed": 7}))
+    t = run(tuner(q7))
+    assert t.state == "done", t.message
+    ok = [r for r in t.runs if r.outcome == "ok"]
+    assert ok and all(len(r.repeats) == 3 and r.spread > 0 for r in ok)
+    for r in ok:  # the run's speed is the mean of its repeats, and the law's within the noise
+        assert r.measured_tps == pytest.approx(sum(r.repeats) / 3)
+        assert r.measured_tps == pytest.approx(law_tps(make_plan(model, rig, r.settings)), rel=0.12)
+    # the pooled spread finds the law's noise per repeat (12 degrees of freedom: within a factor 1.6)
+    assert 0.03 / 1.6 < t.noise * 3 ** 0.5 < 0.03 * 1.6
+    assert t.report()["noise"] == t.noise and len(t.report()["runs"][0]["repeats_tps"]) == 3
+    assert t.winner.measured_tps > 0.93 * law_fastest(rig, model)
+
+
 def one_card_holds(tmp_path, uuid: str, layers: int, first_uuid: str) -> str:
     """The stand-in with its out-of-memory tied to one physical card, as a real card's memory is. The
     stand-in's FAKE_KCPP_MAX_LAYERS limits whatever card is engine device 0 (CUDA0); this wrapper keeps the
@@ -206,7 +222,8 @@ def test_phoenix_tune_and_then_plan_use_the_calibration(q7, capsys):
                "--split", "1", "1", "1"])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    assert "Benchmark of every run: 128 prompt tokens, then 32 generated tokens." in out
+    assert "Benchmark of every run: 128 prompt tokens, then 32 generated tokens, 3 times on each load" in out
+    assert "Noise of one run's measured speed: 0.10% (the repeats' spread" in out  # the law has none: the floor
     assert "times as fast as your config" in out and "Kept:" in out and "about" in err
     assert "your config        all layers 1:1:1 on all GPUs" in out
     rc = main(["plan", path, "--rig", rigfile, "--ctx", "2048", "--json"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ..hardware.rig import Rig
 from ..model.info import ModelInfo
@@ -26,6 +27,13 @@ class BenchResult:
     predicted_prompt_tokens_per_s: float
     fingerprint: str
     time: float
+    gen_repeats: list[float] = field(default_factory=list)  # tokens/s of each repeat (gen_tokens_per_s: their mean)
+
+    @property
+    def spread(self) -> float | None:
+        """The repeats' relative standard deviation (None with fewer than two)."""
+        r = [x for x in self.gen_repeats if x > 0]
+        return statistics.stdev(r) / statistics.fmean(r) if len(r) > 1 else None
 
 
 def make_prompt(backend: ServerBackend, host: str, port: int, n_tokens: int) -> str:
@@ -54,13 +62,17 @@ def fingerprint(model: ModelInfo, plan: Plan, rig: Rig) -> str:
 
 
 def run_benchmark(backend: ServerBackend, host: str, port: int, plan: Plan, model: ModelInfo, rig: Rig,
-                  n_prompt: int = 512, n_gen: int = 128) -> BenchResult:
+                  n_prompt: int = 512, n_gen: int = 128, repeats: int = 1) -> BenchResult:
+    """The prompt then n_gen tokens, `repeats` times on the loaded model (the load costs far more than a
+    repeat): the result is the mean, and the repeats' spread says how far one measurement can be trusted."""
     prompt = make_prompt(backend, host, port, n_prompt)
     backend.generate(host, port, "warm up", 4, plan.context)  # first request pays one-off setup costs
-    r = backend.generate(host, port, prompt, n_gen, plan.context)
-    return BenchResult(r.prompt_tokens, r.prompt_tokens_per_s, r.gen_tokens, r.gen_tokens_per_s,
-                       plan.predicted_tokens_per_s, plan.predicted_prompt_tokens_per_s,
-                       fingerprint(model, plan, rig), time.time())
+    rs = [backend.generate(host, port, prompt, n_gen, plan.context) for _ in range(max(1, repeats))]
+    gen = [r.gen_tokens_per_s for r in rs]
+    # the prompt speed of the first repeat: an engine may reuse the cached prompt in the next ones (koboldcpp)
+    return BenchResult(rs[0].prompt_tokens, rs[0].prompt_tokens_per_s, rs[0].gen_tokens,
+                       statistics.fmean(gen), plan.predicted_tokens_per_s, plan.predicted_prompt_tokens_per_s,
+                       fingerprint(model, plan, rig), time.time(), gen if len(gen) > 1 else [])
 
 
 def record(result: BenchResult) -> None:

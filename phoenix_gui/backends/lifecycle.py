@@ -209,13 +209,14 @@ class LaunchMachine:
                 self._fail(f)
         return self.state
 
-    def benchmark(self, n_prompt: int = 512, n_gen: int = 128) -> None:
+    def benchmark(self, n_prompt: int = 512, n_gen: int = 128, repeats: int = 1) -> None:
         """Run the built-in benchmark on the worker; the result arrives with benchmarking -> ready."""
         la = self.launch
-        self._to(State.BENCHMARKING, n_prompt=n_prompt, n_gen=n_gen,
-                 message=f"Benchmarking: {n_prompt} prompt tokens, then {n_gen} generated…")
+        times = f" ({repeats} times)" if repeats > 1 else ""
+        self._to(State.BENCHMARKING, n_prompt=n_prompt, n_gen=n_gen, repeats=repeats,
+                 message=f"Benchmarking: {n_prompt} prompt tokens, then {n_gen} generated{times}…")
         self._submit("bench", lambda: run_benchmark(la.backend, la.host, la.port, la.plan, self.model, self.rig,
-                                                    n_prompt, n_gen))
+                                                    n_prompt, n_gen, repeats))
 
     def retry(self) -> bool:
         """After an out-of-memory failure: launch a smaller plan. False when there is nothing to retry."""

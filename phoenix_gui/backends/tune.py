@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,11 +36,12 @@ from pathlib import Path
 from ..hardware.rig import MIB, Rig
 from ..model.info import ModelInfo
 from ..planner import PlanSettings, make_plan
-from ..planner.calibration import Calibration, memory_corrections, with_calibration
+from ..planner.calibration import NOISE, Calibration, memory_corrections, with_calibration
 from ..planner.recovery import PROBE_MARGIN_MIB, Budgets, fits, learn, measured_margin
 from ..planner.tuning import RUN_GEN as N_GEN
 from ..planner.tuning import RUN_PROMPT as N_PROMPT
-from ..planner.tuning import calibrated_best, candidates, counts_of, features, keep, learned
+from ..planner.tuning import RUN_REPEATS as N_REPEATS
+from ..planner.tuning import calibrated_best, candidates, counts_of, features, keep, learned, measured_noise
 from .launch import data_dir
 from .lifecycle import LaunchMachine, State
 
@@ -140,7 +142,8 @@ class TuneRun:
     label: str
     settings: PlanSettings
     predicted_tps: float  # the speed model's, before tuning
-    measured_tps: float | None = None
+    measured_tps: float | None = None  # the mean of the repeats
+    repeats: list[float] = field(default_factory=list)  # tokens/s of each repeat of the benchmark
     calibrated_tps: float | None = None  # after tuning, for the table
     outcome: str = ""  # "ok", "out of memory", or the failure
     seconds: float = 0.0
@@ -151,6 +154,12 @@ class TuneRun:
     @property
     def split(self) -> str:
         return describe_plan(self.settings)
+
+    @property
+    def spread(self) -> float | None:
+        """The repeats' relative standard deviation."""
+        r = [x for x in self.repeats if x > 0]
+        return statistics.stdev(r) / statistics.fmean(r) if len(r) > 1 else None
 
 
 def describe_plan(s: PlanSettings) -> str:
@@ -254,6 +263,7 @@ def _ram_available() -> int:
 class Tuner:
     def __init__(self, model: ModelInfo, rig: Rig, model_path: str, base: PlanSettings, exe: str | None, *,
                  budget_s: float = 300.0, max_runs: int = 6, n_prompt: int = N_PROMPT, n_gen: int = N_GEN,
+                 n_repeats: int = N_REPEATS,
                  load_timeout: float = 600.0, version: str = "unknown", yours: PlanSettings | None = None,
                  margin_mib: float | None = None, warm: bool = True):
         self.model, self.model_path, self.exe = model, model_path, exe
@@ -270,6 +280,8 @@ class Tuner:
         self.warmer: FileWarmer | None = None
         self.budget_s, self.max_runs = float(budget_s), max(2, int(max_runs))
         self.n_prompt, self.n_gen, self.load_timeout, self.version = n_prompt, n_gen, load_timeout, version
+        self.n_repeats = max(1, int(n_repeats))
+        self.noise: float | None = None  # measured: the relative noise of one run's mean speed
         self.runs: list[TuneRun] = []
         self.queue: list[TuneRun] = []
         self.budgets = Budgets()
@@ -320,9 +332,11 @@ class Tuner:
             if not bench:
                 self._cur.devices = [(c.name, c.predicted_bytes, c.actual_bytes) for c in m.outcome.comparison]
                 self._cur.load_s = m.outcome.ready_s
-                m.benchmark(self.n_prompt, self.n_gen)
+                m.benchmark(self.n_prompt, self.n_gen, self.n_repeats)
             else:
                 res = bench[-1].info.get("result")
+                if res:
+                    self._cur.repeats = list(res.gen_repeats)
                 self._end_run("ok" if res else f"the benchmark failed ({bench[-1].info.get('error')})",
                               res.gen_tokens_per_s if res else None)
         elif st is State.FAILED:
@@ -482,7 +496,8 @@ class Tuner:
                                 "GPU buffers to measure it from.")
 
     def _calibrate(self, data) -> Calibration:
-        cal = learned(self.model, self.rig, data)
+        self.noise = measured_noise([r.repeats for r in self.runs if r.outcome == "ok"])
+        cal = learned(self.model, self.rig, data, noise=self.noise or NOISE)
         pairs = []
         for r in self.runs:
             if r.outcome != "ok":
@@ -573,14 +588,21 @@ class Tuner:
         return out
 
     def table(self) -> list[str]:
-        lines = [f"Benchmark of every run: {self.n_prompt} prompt tokens, then {self.n_gen} generated tokens.",
-                 f"{'#':>2}  {'run':<18} {'plan':<46} {'predicted':>9} {'calibrated':>10} {'measured':>8} {'load s':>6}  outcome"]
+        times = f", {self.n_repeats} times on each load (measured: their mean; spread: their standard deviation)" \
+            if self.n_repeats > 1 else ""
+        lines = [f"Benchmark of every run: {self.n_prompt} prompt tokens, then {self.n_gen} generated tokens{times}.",
+                 f"{'#':>2}  {'run':<18} {'plan':<46} {'predicted':>9} {'calibrated':>10} {'measured':>8} {'spread':>6} "
+                 f"{'load s':>6}  outcome"]
         for i, r in enumerate(self.runs, 1):
             fmt = lambda x: f"{x:.2f}" if x else "—"  # noqa: E731
             load = f"{r.load_s:.1f}" if r.load_s is not None else "—"
+            spread = f"{r.spread:.1%}" if r.spread is not None else "—"
             mark = "*" if r.past_margin else " "
             lines.append(f"{i:>2}  {r.label:<18} {r.split[:45]:<45}{mark} {fmt(r.predicted_tps):>9} {fmt(r.calibrated_tps):>10} "
-                         f"{fmt(r.measured_tps):>8} {load:>6}  {r.outcome} ({r.seconds:.1f} s)")
+                         f"{fmt(r.measured_tps):>8} {spread:>6} {load:>6}  {r.outcome} ({r.seconds:.1f} s)")
+        if self.noise is not None:
+            lines.append(f"Noise of one run's measured speed: {self.noise:.2%} (the repeats' spread, pooled over the runs); "
+                         "the fit weighs the runs by it.")
         if any(r.past_margin for r in self.runs):
             lines.append(f"* a probe: eats into the {self.guess_margin:.0f} MiB Phoenix keeps free per GPU before measuring "
                          "(never past a card's free memory).")
@@ -594,10 +616,12 @@ class Tuner:
     def report(self) -> dict:
         c = self.calibration
         return {"state": self.state, "message": self.message, "n_prompt": self.n_prompt, "n_gen": self.n_gen,
+                "n_repeats": self.n_repeats, "noise": self.noise,
                 "runs": [{"label": r.label, "plan": r.split, "devices": r.settings.devices, "gpulayers": r.settings.gpulayers,
                           "tensor_split": r.settings.tensor_split, "threads": r.settings.threads, "batch": r.settings.batch,
                           "context": r.settings.context, "predicted_tps": r.predicted_tps,
-                          "calibrated_tps": r.calibrated_tps, "measured_tps": r.measured_tps, "outcome": r.outcome,
+                          "calibrated_tps": r.calibrated_tps, "measured_tps": r.measured_tps,
+                          "repeats_tps": r.repeats, "spread": r.spread, "outcome": r.outcome,
                           "seconds": round(r.seconds, 2), "load_s": None if r.load_s is None else round(r.load_s, 2),
                           "past_margin": r.past_margin,
                           "devices_mib": [{"name": n, "predicted": round(p / MIB), "actual": None if a is None else round(a / MIB)}

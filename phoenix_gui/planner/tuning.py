@@ -27,10 +27,15 @@ from .recovery import Budgets, fastest_fitting, fits
 from .settings import PlanSettings
 
 RUN_PROMPT, RUN_GEN = 128, 32  # the fixed benchmark of every tuning run (backends/tune.py)
+# ... repeated on the loaded model (a repeat costs seconds, a load tens): the run's speed is the mean, and
+# the repeats' spread is the measured noise the fit weighs the runs by. Published llama-bench spreads of
+# one 128-token repeat: median 0.4 % fully on a GPU, 1.1 % GPU+RAM (benchmarks/llama_bench_spread.py)
+RUN_REPEATS = 3
 TIE = 0.05  # plans within this fraction of the most informative one are told apart by run time
 # a plan whose benchmark would take longer than this many times the predicted best's, and longer than
 # CHEAP_S, is not worth its information (the whole model in RAM of a big model: minutes)
 SLOW, CHEAP_S = 4.0, 30.0
+NOISE_FLOOR = 0.001  # three repeats that happen to agree do not make a run exact
 
 
 def features(model: ModelInfo, rig: Rig, settings: PlanSettings, seconds_per_token: float = 0.0) -> Run:
@@ -164,9 +169,27 @@ def _device_gain(info: np.ndarray, x: np.ndarray) -> float:
     return float(np.log1p(q) - np.log1p(x[-1] ** 2 / info[-1, -1]))
 
 
-def run_seconds(p: Plan) -> float:
+def run_seconds(p: Plan, repeats: int = RUN_REPEATS) -> float:
     """Predicted seconds of one tuning run's benchmark (the load comes on top and is about the same for all)."""
-    return RUN_PROMPT / max(p.predicted_prompt_tokens_per_s, 1e-3) + RUN_GEN / max(p.predicted_tokens_per_s, 1e-3)
+    return repeats * (RUN_PROMPT / max(p.predicted_prompt_tokens_per_s, 1e-3) + RUN_GEN / max(p.predicted_tokens_per_s, 1e-3))
+
+
+def measured_noise(repeats: list[list[float]]) -> float | None:
+    """The relative noise of one run's mean speed, from the spread of its repeats pooled over the runs
+    (each run's variance about its own mean: runs of different plans differ in speed, not in noise).
+    None without a run of two repeats or more."""
+    var, dof, r = 0.0, 0, []
+    for xs in repeats:
+        xs = [x for x in xs if x > 0]
+        if len(xs) < 2:
+            continue
+        m = float(np.mean(xs))
+        var += float(np.sum((np.array(xs) / m - 1.0) ** 2))
+        dof += len(xs) - 1
+        r.append(len(xs))
+    if not dof:
+        return None
+    return max(float(np.sqrt(var / dof / np.mean(r))), NOISE_FLOOR)
 
 
 def _key(s: PlanSettings) -> tuple:

@@ -13,10 +13,10 @@ from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QProgressBar, QPush
                                QTableWidgetItem, QVBoxLayout)
 
 from ..backends.servers import backend_for
-from ..backends.tune import N_GEN, N_PROMPT, Tuner, describe, find
+from ..backends.tune import N_GEN, N_PROMPT, N_REPEATS, Tuner, describe, find
 from ..planner.calibration import calibration_of, with_calibration
 
-COLUMNS = ("#", "run", "plan", "predicted", "measured", "calibrated", "load s", "outcome")
+COLUMNS = ("#", "run", "plan", "predicted", "measured", "spread", "calibrated", "load s", "outcome")
 MEASURED = -1  # the margin box's value for "sized from what the tune measured"
 
 
@@ -46,7 +46,8 @@ class TunePanel(QDialog):
         self.tuner: Tuner | None = None
         self._version: str | None = None
         self.header = QLabel(f"Each plan is launched, given a fixed benchmark ({N_PROMPT} prompt tokens, then {N_GEN} "
-                             f"generated tokens) and stopped; at most {max_runs} runs in {budget_s:.0f} s.")
+                             f"generated tokens, {N_REPEATS} times: measured is the mean, spread how much the repeats "
+                             f"differ) and stopped; at most {max_runs} runs in {budget_s:.0f} s.")
         self.header.setWordWrap(True)
         self.margin = QSpinBox()
         self.margin.setRange(MEASURED, 16384)
@@ -178,7 +179,8 @@ class TunePanel(QDialog):
             self.table.setRowCount(len(t.runs))
             for i, r in enumerate(t.runs):
                 probe = " *" if r.past_margin else ""
-                cells = (str(i + 1), r.label, r.split + probe, _num(r.predicted_tps), _num(r.measured_tps),
+                spread = "—" if r.spread is None else f"{r.spread:.1%}"
+                cells = (str(i + 1), r.label, r.split + probe, _num(r.predicted_tps), _num(r.measured_tps), spread,
                          _num(r.calibrated_tps), "—" if r.load_s is None else f"{r.load_s:.1f}", r.outcome)
                 for j, text in enumerate(cells):
                     self.table.setItem(i, j, QTableWidgetItem(text))
@@ -189,7 +191,9 @@ class TunePanel(QDialog):
             c = t.calibration
             probes = ([f"* a probe: eats into the {t.guess_margin:.0f} MiB Phoenix keeps free per GPU before measuring "
                        "(never past a card's free memory)."] if any(r.past_margin for r in t.runs) else [])
-            self.summary.setText("<br>".join(t.speedups() + probes + [
+            noise = [f"Noise of one run's measured speed: {t.noise:.2%} (the repeats' spread); the fit weighs the "
+                     "runs by it."] if t.noise is not None else []
+            self.summary.setText("<br>".join(t.speedups() + probes + noise + [
                 f"Learned ({describe(c)}): time per layer " + ", ".join(f"{k} {v:.3f} ms" for k, v in c.per_layer_ms.items()),
                 t.message]))
 
