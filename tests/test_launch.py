@@ -270,12 +270,14 @@ def test_cli_bench_json_on_the_real_llama_server(tiny, data_dir):
     import json
 
     r = _phoenix("bench", str(tiny), "--backend", "llama-server", "--ctx", "2048", "--port", str(free_port()), "--json",
-                 "--prompt-tokens", "64", "--gen-tokens", "16", env={"PHOENIX_DATA_DIR": str(data_dir)})
+                 "--prompt-tokens", "64", "--gen-tokens", "16", "--repeats", "3", env={"PHOENIX_DATA_DIR": str(data_dir)})
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     for k in ("ready_s", "prompt_tokens_per_s", "gen_tokens_per_s", "devices", "argv"):
         assert k in d
     assert d["gen_tokens_per_s"] > 0 and d["devices"][0]["name"] == "CPU / RAM" and d["devices"][0]["actual_bytes"]
+    reps = d["gen_repeats_tokens_per_s"]  # three real generations on the one load: their mean, their spread
+    assert len(reps) == 3 and d["gen_tokens_per_s"] == pytest.approx(sum(reps) / 3, abs=0.02) and d["spread"] is not None
     assert (data_dir / "bench-history.jsonl").exists()
 
 
@@ -289,6 +291,12 @@ def test_cli_bench_koboldcpp_stand_in(tiny, data_dir):
     d = json.loads(r.stdout)
     assert d["gen_tokens_per_s"] > 0 and d["argv"][1] == FAKE and "--usecuda" in d["argv"]
     assert d["devices"][0]["actual_bytes"] == 3 << 20
+
+
+def test_cli_bench_repeats_out_of_range_is_one_sentence(tiny):
+    for bad in ("0", "21", "three"):
+        r = _phoenix("bench", str(tiny), "--backend", "llama-server", "--repeats", bad)
+        assert r.returncode == 2 and "--repeats" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_launch_port_in_use_is_one_sentence(tiny):

@@ -39,6 +39,9 @@ def test_tune_with_the_real_llama_server_on_the_cpu(tmp_path):
     assert t.state == "done", t.message
     assert len(t.runs) == 4 and all(r.outcome == "ok" and r.measured_tps > 0 for r in t.runs), t.table()
     assert len(pids) >= 3  # real launches, one per run
+    for r in t.runs:  # three real generations on each load; the run's speed is their mean
+        assert len(r.repeats) == 3 and r.measured_tps == pytest.approx(sum(r.repeats) / 3) and r.spread is not None
+    assert t.noise is not None and 0.001 <= t.noise < 0.5  # the repeats' spread, pooled: this machine's noise
     settings = [(r.settings.threads, r.settings.batch, r.settings.context) for r in t.runs[:-1]]
     assert len(set(settings)) == 3 and all(r.settings.gpulayers == 0 for r in t.runs)
     assert t.runs[-1].label == "calibrated winner"

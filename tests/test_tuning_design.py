@@ -18,7 +18,8 @@ from phoenix_gui.model import preset_model_info
 from phoenix_gui.planner import PlanSettings, make_plan
 from phoenix_gui.planner.calibration import Calibration, with_calibration
 from phoenix_gui.planner.recovery import Budgets, fits
-from phoenix_gui.planner.tuning import calibrated_best, candidates, design, features, learned, run_seconds, with_counts
+from phoenix_gui.planner.tuning import (NOISE_FLOOR, calibrated_best, candidates, design, features, learned,
+                                       measured_noise, run_seconds, with_counts)
 
 NOISE = 0.002  # a measured run's relative noise: small, so what is left is the design's own error
 BASE = PlanSettings(context=4096)
@@ -107,3 +108,13 @@ def test_without_gpus_the_runs_already_measured_are_not_proposed_again():
     assert len(plans) == 4 and all(not s.gpulayers for s in plans)  # threads, batch: what the CPU can change
     again = candidates(model, rig, BASE, limit=4, done=plans[:2])
     assert again[:2] == plans[2:] and not any(s in plans[:2] for s in again)
+
+
+def test_the_noise_of_a_run_is_the_repeats_spread_pooled_over_runs_of_any_speed():
+    # two plans of very different speed, each 3 repeats with the same relative scatter of +-2 %
+    fast, slow = [98.0, 100.0, 102.0], [4.9, 5.0, 5.1]
+    per_repeat = 0.02  # the sample sd of (-2 %, 0, +2 %); a run's mean of 3 has sd / sqrt(3)
+    assert measured_noise([fast, slow]) == pytest.approx(per_repeat / 3 ** 0.5, rel=0.01)
+    assert measured_noise([fast, [50.0]]) == measured_noise([fast])  # a single repeat tells nothing
+    assert measured_noise([[50.0], []]) is None
+    assert measured_noise([[10.0, 10.0, 10.0]]) == NOISE_FLOOR  # three that agree do not make a run exact
