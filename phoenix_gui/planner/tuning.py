@@ -14,12 +14,14 @@ candidates differ in what the CPU can change: threads and batch size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations, permutations
 
 import numpy as np
 
 from ..hardware.rig import Rig
 from ..model.info import ModelInfo
+from ..model.slice import slice_info
 from .calibration import NOISE, Calibration, Run, fit, prior_information, with_calibration
 from .ledger import Plan
 from .plan import make_plan
@@ -36,6 +38,18 @@ TIE = 0.05  # plans within this fraction of the most informative one are told ap
 # CHEAP_S, is not worth its information (the whole model in RAM of a big model: minutes)
 SLOW, CHEAP_S = 4.0, 30.0
 NOISE_FLOOR = 0.001  # three repeats that happen to agree do not make a run exact
+# a slice run: the first few layers of the model alone on one device (model/slice.py), at a context that
+# holds the benchmark; as many layers as fit, up to the first of these
+SLICE_LAYERS, CPU_SLICE_LAYERS, SLICE_CONTEXT = (8, 6, 4, 2, 1), 4, 512
+
+
+@dataclass(frozen=True)
+class SliceRun:
+    """A run of the model's first `layers` layers alone on one device (gpu: its index; None: the CPU)."""
+    gpu: int | None
+    layers: int
+    model: ModelInfo
+    settings: PlanSettings
 
 
 def features(model: ModelInfo, rig: Rig, settings: PlanSettings, seconds_per_token: float = 0.0) -> Run:
@@ -71,9 +85,11 @@ def _ok(model, rig, s: PlanSettings, budgets: Budgets) -> Plan | None:
 
 
 def candidates(model: ModelInfo, rig: Rig, base: PlanSettings, budgets: Budgets | None = None,
-               limit: int = 6, noise: float = NOISE, done: list[PlanSettings] = ()) -> list[PlanSettings]:
+               limit: int = 6, noise: float = NOISE, done: list[PlanSettings] = (),
+               taught: list[tuple[ModelInfo, PlanSettings]] = ()) -> list[PlanSettings]:
     """Up to `limit` different plans that fit, the predicted best first, then in the order that teaches
-    the most (see design); none of `done`, the plans already measured, whose runs count."""
+    the most (see design); none of `done`, the plans already measured, whose runs count, as do the
+    slice runs in `taught` (their model, their settings)."""
     budgets = budgets or Budgets()
     if not rig.gpus or base.devices == ():
         measured = {_key(s) for s in done}
@@ -81,7 +97,40 @@ def candidates(model: ModelInfo, rig: Rig, base: PlanSettings, budgets: Budgets 
     best = fastest_fitting(model, rig, base, budgets, keep_listed=False)
     if best is None:
         return []
-    return design(model, rig, [best] + pool(model, rig, base, best, budgets), limit, noise, budgets, done)
+    return design(model, rig, [best] + pool(model, rig, base, best, budgets), limit, noise, budgets, done, taught)
+
+
+def slice_runs(model: ModelInfo, rig: Rig, base: PlanSettings, best: PlanSettings | None, budgets: Budgets,
+               limit: int) -> list[SliceRun]:
+    """At most `limit` slice runs, one per device: each GPU alone with as many of the model's first layers
+    as fit (SLICE_LAYERS), and the CPU with CPU_SLICE_LAYERS. First the devices that carry the smallest
+    share of the predicted best's token time (whole-model runs tell those the worst), then the devices
+    it leaves out, the CPU last of those."""
+    if not rig.gpus or base.devices == () or limit <= 0:
+        return []
+    devices = base.devices if base.devices is not None else tuple(range(len(rig.gpus)))
+    small = base.with_(context=min(base.context, SLICE_CONTEXT))
+    out: list[SliceRun] = []
+    for d in devices:
+        for k in (k for k in SLICE_LAYERS if k <= model.n_layer):
+            m = slice_info(model, k)
+            s = with_counts(small, {d: k + 1})
+            if _ok(m, rig, s, budgets):
+                out.append(SliceRun(d, k, m, budgets.into(s)))
+                break
+    k = min(CPU_SLICE_LAYERS, model.n_layer)
+    cpu = SliceRun(None, k, slice_info(model, k), small.with_(devices=(), gpulayers=0, tensor_split=None))
+    if _ok(cpu.model, rig, cpu.settings, budgets):
+        out.append(cpu)
+    share: dict = {}
+    if best is not None:
+        f = features(model, with_calibration(rig, None), best)
+        total = f.base + sum(f.times) + f.hops
+        share = {i: t / total for i, t in enumerate(f.times[:-1]) if t > 0}
+        if f.times[-1] > 0:
+            share[None] = f.times[-1] / total
+    unused = 2.0  # after every used device; a GPU before the CPU
+    return sorted(out, key=lambda r: share.get(r.gpu, unused + (r.gpu is None)))[:limit]
 
 
 def pool(model: ModelInfo, rig: Rig, base: PlanSettings, best: PlanSettings, budgets: Budgets) -> list[PlanSettings]:
@@ -117,7 +166,8 @@ def pool(model: ModelInfo, rig: Rig, base: PlanSettings, best: PlanSettings, bud
 
 
 def design(model: ModelInfo, rig: Rig, plans: list[PlanSettings], limit: int, noise: float = NOISE,
-           budgets: Budgets | None = None, done: list[PlanSettings] = ()) -> list[PlanSettings]:
+           budgets: Budgets | None = None, done: list[PlanSettings] = (),
+           taught: list[tuple[ModelInfo, PlanSettings]] = ()) -> list[PlanSettings]:
     """The first plan (unless measured), then greedily the fitting plan that most increases the
     determinant of the fit's information (X'WX + prior) about the device costs (D-optimal, the hop a
     nuisance: see _device_gain): the runs together pin down every device's cost, not only each alone;
@@ -126,12 +176,12 @@ def design(model: ModelInfo, rig: Rig, plans: list[PlanSettings], limit: int, no
     budgets = budgets or Budgets()
     bare = with_calibration(rig, None)
 
-    def row(s: PlanSettings) -> np.ndarray:  # a run's features as the fit weighs them (relative noise)
-        f = features(model, bare, s)
+    def row(s: PlanSettings, m: ModelInfo = model) -> np.ndarray:  # a run's features as the fit weighs them
+        f = features(m, bare, s)
         return np.array(list(f.times) + [f.hops]) / (f.base + sum(f.times) + f.hops)
 
     info = prior_information(len(rig.gpus), noise)
-    for x in map(row, done):
+    for x in [row(s) for s in done] + [row(s, m) for m, s in taught]:
         info += np.outer(x, x)
     measured = {_key(s) for s in done}
     rows: list[tuple[PlanSettings, np.ndarray, float]] = []
@@ -282,9 +332,11 @@ def keep(model: ModelInfo, rig: Rig, runs: list[tuple[PlanSettings, float]], cal
 
 
 def learned(model: ModelInfo, rig: Rig, runs: list[tuple[PlanSettings, float]], prior: Calibration | None = None,
-            noise: float = NOISE) -> Calibration:
-    """Fit the calibration on (plan settings, measured tokens/s) pairs; the speed model is the prior.
+            noise: float = NOISE, slices: list[tuple[ModelInfo, PlanSettings, float]] = ()) -> Calibration:
+    """Fit the calibration on (plan settings, measured tokens/s) pairs and the slice runs (their model,
+    settings, tokens/s); the speed model is the prior.
     Whatever calibration the rig carries is set aside: the features are the bare model's."""
     bare = with_calibration(rig, None)
     rs = [features(model, bare, s, 1.0 / tps) for s, tps in runs if tps > 0]
+    rs += [features(m, bare, s, 1.0 / tps) for m, s, tps in slices if tps > 0]
     return fit(rs, [g.uuid for g in rig.gpus], prior, noise)
