@@ -2,7 +2,8 @@
 
 Each rig is 2 or 3 GPUs drawn from the shipped rigs, with random free memory, running Qwen2.5-7B Q4_K_M.
 Its truth is a calibration with random factors (0.5-2 on each GPU and the CPU, 0.3-3 on the hops) on
-the speed model. A run is one load of the engine with the tuning benchmark repeated tuning.RUN_REPEATS
+the speed model (the same factor on a device whatever the model: a slice's layers cost what the
+model's do). A run is one load of the engine with the tuning benchmark repeated tuning.RUN_REPEATS
 times on it, as the real tune does: each repeat measures the truth's tokens/s times (1 + N(0, --noise))
 (the noise of one repeat) times (1 + N(0, --load-noise)) (drawn once per load: what repeating cannot
 average away). The run's speed is the repeats' mean; their pooled spread is the noise the fit weighs by.
@@ -47,8 +48,10 @@ from phoenix_gui.model import preset_model_info  # noqa: E402
 from phoenix_gui.planner import PlanSettings, make_plan  # noqa: E402
 from phoenix_gui.planner.calibration import Calibration, with_calibration  # noqa: E402
 from phoenix_gui.planner.calibration import NOISE  # noqa: E402
+from phoenix_gui.model.info import ModelInfo  # noqa: E402
+from phoenix_gui.planner.recovery import Budgets  # noqa: E402
 from phoenix_gui.planner.tuning import (RUN_REPEATS, calibrated_best, candidates, keep, learned, measured_noise,  # noqa: E402
-                                        run_seconds, with_counts)
+                                        run_seconds, slice_limit, slice_runs, with_counts)
 
 MODEL = "qwen2.5-7b-instruct-q4_k_m"
 OTHER = "gemma-3-12b-it-q4_k_m"  # a later model on the same rig: what the learned costs carry over
@@ -116,21 +119,36 @@ def check_pruning(rigs: int, seed: int) -> int:
 
 
 def tune_one(model, rig, truth, base, rng, noise: float, load_noise: float, max_runs: int, plan_rng, other):
+    """The tune's flow (backends/tune.Tuner) on the synthetic rig: the predicted best, the slice runs, the
+    designed candidates, the calibrated winner; every run measured with noise."""
     repeats: list[list[float]] = []
+    runs: list[tuple[ModelInfo, PlanSettings, float]] = []  # in the order measured; the slice's model or `model`
 
-    def measure(s) -> float:  # one load, RUN_REPEATS repeats: their mean
-        t = true_tps(model, rig, truth, s) * (1 + rng.gauss(0, load_noise))
+    def measure(m, s) -> float:  # one load, RUN_REPEATS repeats: their mean
+        t = true_tps(m, rig, truth, s) * (1 + rng.gauss(0, load_noise))
         repeats.append([t * (1 + rng.gauss(0, noise)) for _ in range(RUN_REPEATS)])
-        return statistics.fmean(repeats[-1])
+        runs.append((m, s, statistics.fmean(repeats[-1])))
 
-    fit = lambda k: learned(model, rig, runs[:k], noise=measured_noise(repeats[:k]) or NOISE)  # noqa: E731
-    runs = [(s, measure(s)) for s in candidates(model, rig, base, limit=max_runs - 1)]
+    def fit(k: int):
+        whole = [(s, t) for m, s, t in runs[:k] if m is model]
+        return learned(model, rig, whole, noise=measured_noise(repeats[:k]) or NOISE,
+                       slices=[r for r in runs[:k] if r[0] is not model])
+
+    first = candidates(model, rig, base, limit=1)
+    slices = slice_runs(model, rig, base, first[0] if first else None, Budgets(), limit=slice_limit(max_runs))
+    plans = candidates(model, rig, base, limit=max_runs - 1 - len(slices), taught=[(r.model, r.settings) for r in slices])
+    for s in plans[:1]:
+        measure(model, s)
+    for r in slices:
+        measure(r.model, r.settings)
+    for s in plans[1:]:
+        measure(model, s)
     pick = calibrated_best(model, with_calibration(rig, fit(len(runs))), base)
-    runs.append((pick, measure(pick)))  # the final check, which also teaches
+    measure(model, pick)  # the final check, which also teaches
     cal = fit(len(runs))
-    pick = keep(model, rig, runs, cal)  # among the measured plans
-    used = {d for s, _ in runs for d in (s.devices or ()) if s.tensor_split and s.tensor_split[(s.devices or ()).index(d)] > 0}
-    cpu_used = any(make_plan(model, rig, s).cpu.layers > 0 for s, _ in runs)
+    pick = keep(model, rig, [(s, t) for m, s, t in runs if m is model], cal)  # among the measured plans
+    used = {d for _, s, _ in runs for d in (s.devices or ()) if s.tensor_split and s.tensor_split[(s.devices or ()).index(d)] > 0}
+    cpu_used = any(make_plan(m, rig, s).cpu.layers > 0 for m, s, _ in runs)
 
     def cost_err(c) -> float:  # the largest relative error of the per-device costs the runs exercised
         errs = [abs(c.gpu_scale[rig.gpus[d].uuid] - truth.gpu_scale[rig.gpus[d].uuid]) / truth.gpu_scale[rig.gpus[d].uuid]
@@ -139,7 +157,7 @@ def tune_one(model, rig, truth, base, rng, noise: float, load_noise: float, max_
 
     needed = next((k for k in range(1, len(runs) + 1) if cost_err(fit(k)) <= 0.05), None)
     hop_err = abs(cal.hop_scale - truth.hop_scale) / truth.hop_scale
-    seconds = sum(run_seconds(make_plan(model, with_calibration(rig, truth), s)) for s, _ in runs)
+    seconds = sum(run_seconds(make_plan(m, with_calibration(rig, truth), s)) for m, s, _ in runs)
     return (len(runs), cost_err(cal), hop_err, true_tps(model, rig, truth, pick), seconds, needed,
             speed_errors(model, rig, truth, cal, base, plan_rng),
             speed_errors(other, rig, truth, cal, base, plan_rng))

@@ -13,7 +13,8 @@ documented API fields. What the "engine" does is set by environment variables:
   FAKE_KCPP_NO_LIBRARY  "1": the engine library next to the script is missing; loading it raises the real
                       ctypes OSError ("... cannot open shared object file: No such file or directory")
   FAKE_KCPP_COST_LAW  JSON {"gpus": [[uuid, ms per layer], ...] in PCI order, "cpu_ms", "hop_ms", "base_ms",
-                      "layers" (blocks + output)}: generation takes base + layers x ms on each device + a hop
+                      "layers" (blocks + output; the model file's own count when it has one), "output_x" (the
+                      output layer's time in layers, default 1)}: generation takes base + layers x ms on each device + a hop
                       per extra device, per token, reported through /api/extra/perf (hidden from Phoenix);
                       "noise": each generation's time times 1 + N(0, noise), seeded by "seed" and the plan's law time
   FAKE_KCPP_CHATTER_MB  print this many MB of console lines after loading, as fast as possible (a chatty
@@ -76,7 +77,7 @@ def law_ms_per_token(args, cuda):
     ms = dict(law["gpus"])
     vis = os.environ.get("CUDA_VISIBLE_DEVICES")
     uuids = vis.split(",") if vis else [u for u, _ in law["gpus"]]
-    total = law["layers"]
+    total = model_layers(args.model[0]) or law["layers"]  # a slice of the model has fewer (model/slice.py)
     ngl = min(max(args.gpulayers, 0), total) if cuda else 0
     ts = args.tensor_split or [1.0] * len(uuids)
     cum = [sum(ts[: j + 1]) / (sum(ts) or 1.0) for j in range(len(uuids))]
@@ -84,8 +85,50 @@ def law_ms_per_token(args, cuda):
     for i in range(ngl):
         counts[next(j for j, c in enumerate(cum) if i / ngl < c)] += 1
     used = [n for n in counts if n] + ([total - ngl] if total - ngl else [])
+    # the output layer counts as the model's last, so it is the first offloaded: on the GPU that holds the
+    # last offloaded layer once any is, else on the CPU; it costs output_x layers' time there
+    out_ms = ms[uuids[next(j for j, c in enumerate(cum) if (ngl - 1) / ngl < c)]] if ngl else law["cpu_ms"]
     return (law["base_ms"] + sum(n * ms[u] for u, n in zip(uuids, counts)) + (total - ngl) * law["cpu_ms"]
-            + law["hop_ms"] * (len(used) - 1))
+            + (law.get("output_x", 1.0) - 1.0) * out_ms + law["hop_ms"] * (len(used) - 1))
+
+
+def model_layers(path: str) -> int | None:
+    """The model file's layers + its output layer, as koboldcpp counts --gpulayers (None if unreadable).
+    Reads the GGUF keys up to the block count (they come before the tokenizer's long arrays)."""
+    import struct
+
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+    try:
+        with open(path, "rb") as f:
+            def u(fmt):
+                return struct.unpack("<" + fmt, f.read(struct.calcsize(fmt)))[0]
+
+            def text():
+                return f.read(u("Q")).decode()
+
+            def skip(t):
+                if t == 8:
+                    f.seek(u("Q"), 1)
+                elif t == 9:
+                    et, n = u("I"), u("Q")
+                    for _ in range(n) if et in (8, 9) else ():
+                        skip(et)
+                    if et not in (8, 9):
+                        f.seek(sizes[et] * n, 1)
+                else:
+                    f.seek(sizes[t], 1)
+
+            if f.read(4) != b"GGUF":
+                return None
+            u("I"), u("Q")
+            for _ in range(u("Q")):
+                key, t = text(), u("I")
+                if key.endswith(".block_count") and t in (4, 5, 10):
+                    return u({4: "I", 5: "i", 10: "Q"}[t]) + 1
+                skip(t)
+    except (OSError, ValueError, KeyError, struct.error, UnicodeDecodeError):
+        return None
+    return None
 
 
 class State:

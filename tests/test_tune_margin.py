@@ -70,7 +70,7 @@ def q32(skeletons, monkeypatch, tmp_path):
     model = read_model(path)
     monkeypatch.setenv("FAKE_KCPP_COST_LAW", json.dumps({
         "gpus": [[g.uuid, ms] for g, ms in zip(rig.gpus, LAW_MS)], "cpu_ms": 6.0, "hop_ms": 0.5, "base_ms": 1.0,
-        "layers": model.n_layer + 1}))
+        "layers": model.n_layer + 1, "output_x": 3.19}))
     return rig, model, str(path), buffers_engine(tmp_path)
 
 

@@ -22,7 +22,7 @@ def wizard(qtbot, skeletons, monkeypatch):
     rig = load_rig(demo_rig_path())
     monkeypatch.setenv("FAKE_KCPP_COST_LAW", json.dumps({
         "gpus": [[g.uuid, ms] for g, ms in zip(rig.gpus, (3.0, 1.2, 0.8))], "cpu_ms": 6.0, "hop_ms": 0.5,
-        "base_ms": 1.0, "layers": 29}))
+        "base_ms": 1.0, "layers": 29, "output_x": 3.19}))  # Qwen2.5-7B's output: 3.19 layers' bytes
     w = make_wizard(rig_path=str(demo_rig_path()), model_path=str(path), persist=False, measure=False)
     qtbot.addWidget(w)
     st = w.state

@@ -27,21 +27,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import statistics
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..hardware.rig import MIB, Rig
-from ..model.info import ModelInfo
+from ..model.errors import ModelFileError
+from ..model.info import ModelInfo, read_model
+from ..model.slice import slice_info, write_slice
 from ..planner import PlanSettings, make_plan
 from ..planner.calibration import NOISE, Calibration, memory_corrections, with_calibration
 from ..planner.recovery import PROBE_MARGIN_MIB, Budgets, fits, learn, measured_margin
 from ..planner.tuning import RUN_GEN as N_GEN
 from ..planner.tuning import RUN_PROMPT as N_PROMPT
 from ..planner.tuning import RUN_REPEATS as N_REPEATS
-from ..planner.tuning import calibrated_best, candidates, counts_of, features, keep, learned, measured_noise
+from ..planner.tuning import (calibrated_best, candidates, counts_of, features, keep, learned, measured_noise, slice_limit,
+                              slice_runs, with_counts)
 from .launch import data_dir
 from .lifecycle import LaunchMachine, State
 
@@ -150,10 +155,17 @@ class TuneRun:
     load_s: float | None = None  # launch until the API answered (the engine's load)
     past_margin: bool = False  # eats into the margin Phoenix keeps before measuring (a probe)
     devices: list[tuple[str, int, int | None]] = field(default_factory=list)  # name, predicted, logged bytes
+    # a slice run (model/slice.py): the slice's model and file, and how many layers the whole model has
+    model: ModelInfo | None = None
+    model_path: str | None = None
+    of_layers: int = 0
 
     @property
     def split(self) -> str:
-        return describe_plan(self.settings)
+        if self.model is None:
+            return describe_plan(self.settings)
+        where = "the CPU" if not self.settings.devices else f"GPU {self.settings.devices[0]}"
+        return f"first {self.model.n_layer} of {self.of_layers} layers alone on {where}"
 
     @property
     def spread(self) -> float | None:
@@ -293,22 +305,29 @@ class Tuner:
         self._cur: TuneRun | None = None
         self._t0 = self._run_t0 = 0.0
         self._final_queued = False
+        self._slice_dir: Path | None = None
+        self.slice_note = ""  # why there are no slice runs, when a model file could not be sliced
         self.on_run = None  # callback(TuneRun) after each run
 
     # --- commands ---
     def start(self) -> None:
         self._t0 = time.monotonic()
         self.state = "running"
-        plans = candidates(self.model, self.rig, self.probe, self.budgets, limit=self.max_runs - 1)
-        if not plans:
+        first = candidates(self.model, self.rig, self.probe, self.budgets, limit=1)
+        if not first:
             self._finish("failed", "No candidate plan fits this PC, so there is nothing to measure.")
             return
-        self.queue = [TuneRun("predicted best" if i == 0 else f"candidate {i + 1}", s, self._predict(s))
-                      for i, s in enumerate(plans)]
+        slices = self._slices(first[0])
+        plans = candidates(self.model, self.rig, self.probe, self.budgets, limit=self.max_runs - 1 - len(slices),
+                           taught=[(r.model, r.settings) for r in slices])
+        self.queue = [TuneRun("predicted best", plans[0], self._predict(plans[0]))] + slices + \
+            [TuneRun("", s, self._predict(s)) for s in plans[1:]]
         yours = None if self.yours is None else self.yours.with_(margin_mib=PROBE_MARGIN_MIB)
         if yours is not None and self._fits(yours) and not any(self._same(r.settings, yours) for r in self.queue):
             self.queue.insert(1, TuneRun("your config", yours, self._predict(yours)))
             del self.queue[self.max_runs - 1:]
+        for i, r in enumerate(self.queue):
+            r.label = r.label or f"candidate {i + 1}"
         self.message = f"Tuning: {len(self.queue)} plans to measure, then the calibrated winner."
         if self.warm and 0 < _file_size(self.model_path) < 0.8 * _ram_available():
             self.warmer = FileWarmer(self.model_path)
@@ -384,12 +403,47 @@ class Tuner:
         return self.elapsed / max(1e-6, self.elapsed + left)
 
     # --- internals ---
-    def _predict(self, s: PlanSettings) -> float:
-        return make_plan(self.model, self.rig, s).predicted_tokens_per_s
+    def _slices(self, best: PlanSettings) -> list[TuneRun]:
+        """The slice runs (planner/tuning.slice_runs), their files written beside each other in a folder
+        of their own that the tune removes when it ends. None for a model without a file, or when the
+        files cannot be written (said in slice_note; the tune goes on with whole-model runs)."""
+        if not self.model.parts:
+            return []
+        picked = slice_runs(self.model, self.rig, self.probe, best, self.budgets, limit=slice_limit(self.max_runs))
+        if not picked:
+            return []
+        out, files = [], {}
+        try:
+            self._slice_dir = Path(tempfile.mkdtemp(prefix="phoenix-slices-"))
+            for r in picked:
+                if r.layers not in files:
+                    need = r.model.file_size
+                    if os.name == "nt" and shutil.disk_usage(self._slice_dir).free < 2 * need:
+                        raise OSError("not enough free disk space for the slice files")  # NTFS reserves them
+                    path = write_slice(self.model, r.layers, self._slice_dir / f"first-{r.layers}-layers.gguf")
+                    files[r.layers] = (path, read_model(path))
+                path, m = files[r.layers]
+                name = "the CPU" if r.gpu is None else self.rig.gpus[r.gpu].short_name
+                out.append(TuneRun(f"slice on {name}", r.settings, self._predict(r.settings, m), model=m,
+                                   model_path=str(path), of_layers=self.model.n_layer))
+        except (OSError, ValueError, ModelFileError) as e:
+            self.slice_note = f"No slice runs: the model's first layers could not be written to a file ({e})."
+            self._remove_slices()
+            return []
+        return out
 
-    def _past_margin(self, s: PlanSettings) -> bool:
+    def _remove_slices(self) -> None:
+        if self._slice_dir is not None:
+            shutil.rmtree(self._slice_dir, ignore_errors=True)
+            self._slice_dir = None
+
+    def _predict(self, s: PlanSettings, model: ModelInfo | None = None) -> float:
+        return make_plan(model or self.model, self.rig, s).predicted_tokens_per_s
+
+    def _past_margin(self, s: PlanSettings, model: ModelInfo | None = None) -> bool:
         """Does this plan eat into the margin Phoenix keeps before anything is measured?"""
-        return any(d.state != "fits" for d in make_plan(self.model, self.rig, s.with_(margin_mib=self.guess_margin)).gpus)
+        return any(d.state != "fits" for d in make_plan(model or self.model, self.rig,
+                                                        s.with_(margin_mib=self.guess_margin)).gpus)
 
     def keeps_margin(self, s: PlanSettings) -> bool:
         """Fits with the recommendation's margin on the calibrated rig (the measured extra memory on
@@ -402,8 +456,8 @@ class Tuner:
         """The winner as the user should run it: its plan with the recommendation's margin."""
         return None if self.winner is None else self.winner.settings.with_(margin_mib=self.margin_mib)
 
-    def _fits(self, s: PlanSettings) -> bool:
-        p = make_plan(self.model, self.rig, s)
+    def _fits(self, s: PlanSettings, model: ModelInfo | None = None) -> bool:
+        p = make_plan(model or self.model, self.rig, s)
         return p.fits and fits(self.rig, p, self.budgets)
 
     @staticmethod
@@ -412,13 +466,18 @@ class Tuner:
             (b.devices, b.gpulayers, b.tensor_split, b.threads, b.batch, b.context)
 
     def _replan(self) -> list[TuneRun]:
-        """After an out-of-memory: the candidates again, with the card's smaller budget, less what ran."""
-        left = self.max_runs - 2 - len(self.runs)
-        done = [r.settings for r in self.runs if r.outcome == "ok"]  # what they taught counts in the design
-        fresh = candidates(self.model, self.rig, self.probe, self.budgets, limit=self.max_runs, done=done)
+        """After an out-of-memory: the slice runs still queued that fit the card's smaller budget, then the
+        candidates again, less what ran."""
+        slices = [r for r in self.queue if r.model is not None and self._fits(r.settings, r.model)]
+        left = self.max_runs - 2 - len(self.runs) - len(slices)
+        ok = [r for r in self.runs if r.outcome == "ok"]  # what they taught counts in the design
+        fresh = candidates(self.model, self.rig, self.probe, self.budgets, limit=self.max_runs,
+                           done=[r.settings for r in ok if r.model is None],
+                           taught=[(r.model, r.settings) for r in ok if r.model is not None])
         fresh = [s for s in fresh if not any(self._same(s, r.settings) for r in self.runs)][:max(0, left)]
-        return [TuneRun("predicted best" if i == 0 and not any(r.outcome == "ok" for r in self.runs)
-                        else f"candidate {len(self.runs) + i + 2}", s, self._predict(s)) for i, s in enumerate(fresh)]
+        return slices + [TuneRun("predicted best" if i == 0 and not any(r.outcome == "ok" for r in self.runs)
+                                 else f"candidate {len(self.runs) + len(slices) + i + 2}", s, self._predict(s))
+                         for i, s in enumerate(fresh)]
 
     def _per_run_s(self) -> float:
         done = [r.seconds for r in self.runs if r.seconds > 0]
@@ -442,9 +501,11 @@ class Tuner:
 
     def _launch(self, run: TuneRun) -> None:
         self._cur, self._run_t0 = run, time.monotonic()
-        plan = make_plan(self.model, self.rig, run.settings)
-        run.past_margin = self._past_margin(run.settings)
-        self._m = LaunchMachine(plan, self.rig, self.model, self.model_path, self.exe, timeout=self.load_timeout)
+        model = run.model or self.model
+        plan = make_plan(model, self.rig, run.settings)
+        run.past_margin = self._past_margin(run.settings, model)
+        self._m = LaunchMachine(plan, self.rig, model, run.model_path or self.model_path, self.exe,
+                                timeout=self.load_timeout)
         self.message = f"Run {len(self.runs) + 1}: {run.label} — {run.split}"
         self._m.start()
 
@@ -460,17 +521,22 @@ class Tuner:
         self._next()
 
     def measured(self) -> list[tuple[PlanSettings, float]]:
-        return [(r.settings, r.measured_tps) for r in self.runs if r.outcome == "ok" and r.measured_tps]
+        """The whole model's measured plans (the slice runs apart: see measured_slices)."""
+        return [(r.settings, r.measured_tps) for r in self.runs if r.outcome == "ok" and r.measured_tps and r.model is None]
+
+    def measured_slices(self) -> list[tuple[ModelInfo, PlanSettings, float]]:
+        return [(r.model, r.settings, r.measured_tps) for r in self.runs
+                if r.outcome == "ok" and r.measured_tps and r.model is not None]
 
     def _learn_and_pick(self) -> PlanSettings | None:
         data = self.measured()
-        if not data:
+        if not data and not self.measured_slices():
             return None
         self.calibration = self._calibrate(data)
         self._size_margin()
         cal_rig = with_calibration(self.rig, self.calibration)
         best = calibrated_best(self.model, cal_rig, self.base.with_(margin_mib=self.margin_mib), self.budgets)
-        if best is None:  # CPU-only: what was measured fastest
+        if best is None and data:  # CPU-only: what was measured fastest
             best = keep(self.model, self.rig, data, self.calibration)
         return best
 
@@ -497,12 +563,12 @@ class Tuner:
 
     def _calibrate(self, data) -> Calibration:
         self.noise = measured_noise([r.repeats for r in self.runs if r.outcome == "ok"])
-        cal = learned(self.model, self.rig, data, noise=self.noise or NOISE)
+        cal = learned(self.model, self.rig, data, noise=self.noise or NOISE, slices=self.measured_slices())
         pairs = []
         for r in self.runs:
             if r.outcome != "ok":
                 continue
-            p = make_plan(self.model, self.rig, r.settings)
+            p = make_plan(r.model or self.model, self.rig, r.settings)
             for d, (_, pred, act) in zip(p.gpus, r.devices):
                 if act is not None:
                     pairs.append((self.rig.gpus[d.gpu_index].uuid, pred, act))
@@ -513,7 +579,7 @@ class Tuner:
 
     def _conclude(self) -> None:
         data = self.measured()
-        if not data:
+        if not data and not self.measured_slices():
             self._finish("failed", "No run finished, so nothing was learned.")
             return
         self.calibration = self._calibrate(data)
@@ -521,8 +587,13 @@ class Tuner:
         self._size_margin()
         cal_rig = with_calibration(self.rig, self.calibration)
         for r in self.runs:
-            r.calibrated_tps = make_plan(self.model, cal_rig, r.settings).predicted_tokens_per_s
+            r.calibrated_tps = make_plan(r.model or self.model, cal_rig, r.settings).predicted_tokens_per_s
         save(self.calibration)
+        if not data:
+            self.winner = None
+            self._finish("done", "Learned this PC from the slice runs, but no plan of the whole model finished, "
+                                 "so none is kept.")
+            return
         self._finish("done", self._choose())
 
     def _choose(self) -> str:
@@ -552,18 +623,21 @@ class Tuner:
             self.message = self._choose()
 
     def _per_layer_ms(self) -> dict[str, float]:
-        """Time per layer on each device for this model, as learned: on each device's most loaded run."""
-        plans = [s for s, _ in self.measured()]
-        out = {}
-        for i, g in enumerate(self.rig.gpus):
-            s = max(plans, key=lambda s: counts_of(s, self.rig).get(i, 0))
-            n = counts_of(s, self.rig).get(i, 0)
-            if n:
-                out[g.short_name] = round(1000 * features(self.model, self.rig, s).times[i] * self.calibration.scale_for(g.uuid) / n, 4)
-        s = max(plans, key=lambda s: make_plan(self.model, self.rig, s).cpu.layers)
-        n = make_plan(self.model, self.rig, s).cpu.layers
-        if n:
-            out["CPU"] = round(1000 * features(self.model, self.rig, s).times[-1] * self.calibration.cpu_scale / n, 4)
+        """Time per repeating layer of this model on each device, as learned: the speed model's time of
+        the model's first 8 layers alone on the device less that of its first layer alone (the output
+        layer and the fixed costs cancel), over 7, times the device's learned factor."""
+        k = min(8, self.model.n_layer)
+        small, big = slice_info(self.model, 1), slice_info(self.model, k)
+        base = self.base.with_(context=min(self.base.context, 512))
+
+        def per_layer(i: int | None, scale: float) -> float:
+            def t(m):
+                s = base.with_(devices=(), gpulayers=0, tensor_split=None) if i is None else with_counts(base, {i: m.n_layer + 1})
+                return features(m, self.rig, s).times[-1 if i is None else i]
+            return round(1000 * (t(big) - t(small)) / max(1, k - 1) * scale, 4)
+
+        out = {g.short_name: per_layer(i, self.calibration.scale_for(g.uuid)) for i, g in enumerate(self.rig.gpus)}
+        out["CPU"] = per_layer(None, self.calibration.cpu_scale)
         return out
 
     def _finish(self, state: str, message: str) -> None:
@@ -572,6 +646,7 @@ class Tuner:
         if self._m is not None:
             self._m.stop()
             self._m = None
+        self._remove_slices()
         self.state, self.message = state, message
 
     # --- the report ---
@@ -591,15 +666,20 @@ class Tuner:
         times = f", {self.n_repeats} times on each load (measured: their mean; spread: their standard deviation)" \
             if self.n_repeats > 1 else ""
         lines = [f"Benchmark of every run: {self.n_prompt} prompt tokens, then {self.n_gen} generated tokens{times}.",
-                 f"{'#':>2}  {'run':<18} {'plan':<46} {'predicted':>9} {'calibrated':>10} {'measured':>8} {'spread':>6} "
+                 f"{'#':>2}  {'run':<22} {'plan':<46} {'predicted':>9} {'calibrated':>10} {'measured':>8} {'spread':>6} "
                  f"{'load s':>6}  outcome"]
         for i, r in enumerate(self.runs, 1):
             fmt = lambda x: f"{x:.2f}" if x else "—"  # noqa: E731
             load = f"{r.load_s:.1f}" if r.load_s is not None else "—"
             spread = f"{r.spread:.1%}" if r.spread is not None else "—"
             mark = "*" if r.past_margin else " "
-            lines.append(f"{i:>2}  {r.label:<18} {r.split[:45]:<45}{mark} {fmt(r.predicted_tps):>9} {fmt(r.calibrated_tps):>10} "
+            lines.append(f"{i:>2}  {r.label:<22} {r.split[:45]:<45}{mark} {fmt(r.predicted_tps):>9} {fmt(r.calibrated_tps):>10} "
                          f"{fmt(r.measured_tps):>8} {spread:>6} {load:>6}  {r.outcome} ({r.seconds:.1f} s)")
+        if any(r.model is not None for r in self.runs):
+            lines.append("A slice run loads only the model's first layers (and its embeddings and output) onto one device, "
+                         "so nearly all of a token's time is that device's: it measures the device's time per layer.")
+        if self.slice_note:
+            lines.append(self.slice_note)
         if self.noise is not None:
             lines.append(f"Noise of one run's measured speed: {self.noise:.2%} (the repeats' spread, pooled over the runs); "
                          "the fit weighs the runs by it.")
@@ -624,6 +704,7 @@ class Tuner:
                           "repeats_tps": r.repeats, "spread": r.spread, "outcome": r.outcome,
                           "seconds": round(r.seconds, 2), "load_s": None if r.load_s is None else round(r.load_s, 2),
                           "past_margin": r.past_margin,
+                          "slice_layers": None if r.model is None else r.model.n_layer,
                           "devices_mib": [{"name": n, "predicted": round(p / MIB), "actual": None if a is None else round(a / MIB)}
                                           for n, p, a in r.devices]} for r in self.runs],
                 "winner": None if self.winner is None else self.winner.label, "speedups": self.speedups(),

@@ -17,10 +17,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import struct
 from pathlib import Path
 
-import numpy as np
-
+from .gguf_header import read_header
 from .info import ModelInfo, TensorInfo
 
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.")
@@ -54,49 +54,89 @@ def _beyond(t: TensorInfo, k: int) -> bool:
 
 def write_slice(model: ModelInfo, k: int, out: str | Path) -> Path:
     """Write the first k layers of a model read from a file (read_model) as a GGUF at `out`.
-    The metadata is the model file's (the first part of a split model, less the split keys); arrays
-    with one entry per layer are cut to k."""
-    import gguf
-
+    The metadata is the model file's, copied byte for byte (the first part of a split model, less the
+    split keys) with the block count set to k and arrays of one entry per layer cut to k; the tensor
+    data is left as a hole. Raises ValueError or OSError."""
     if not model.parts:
         raise ValueError("only a model read from a file can be sliced to a file")
     sliced = slice_info(model, k)
+    tensors = sorted([t for layer in sliced.layers for t in layer.tensors] + sliced.input_tensors
+                     + sliced.output_tensors, key=lambda t: (t.part, t.offset))
+    kv, alignment = _sliced_metadata(model, k)
+    buf = bytearray(b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv)))
+    for raw in kv:
+        buf += raw
+    offset = 0
+    for t in tensors:
+        name = t.name.encode()
+        buf += struct.pack("<Q", len(name)) + name + struct.pack("<I", len(t.shape))
+        buf += b"".join(struct.pack("<Q", d) for d in t.shape) + struct.pack("<IQ", t.ggml_type, offset)
+        offset += (t.nbytes + alignment - 1) // alignment * alignment
+    buf += b"\0" * (-len(buf) % alignment)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
-    reader = gguf.GGUFReader(model.parts[0], "r")
-    arch = model.architecture
-    w = gguf.GGUFWriter(tmp, arch)
-    try:
-        for name, field in reader.fields.items():
-            if name.startswith(("GGUF.", "split.")) or name == "general.architecture":
-                continue
-            vtype = field.types[0]
-            value = field.contents()
-            if name == f"{arch}.block_count":
-                value = k
-            elif name == f"{arch}.nextn_predict_layers":
-                value = 0
-            elif vtype == gguf.GGUFValueType.ARRAY and name.startswith(arch + ".") and len(value) == model.n_layer:
-                value = value[:k]
-            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-            w.add_key_value(name, value, vtype, sub_type=sub)
-        tensors = sorted([t for layer in sliced.layers for t in layer.tensors] + sliced.input_tensors
-                         + sliced.output_tensors, key=lambda t: (t.part, t.offset))
-        for t in tensors:
-            w.add_tensor_info(t.name, tuple(reversed(t.shape)), np.dtype(np.float32), t.nbytes, raw_dtype=gguf.GGMLQuantizationType(t.ggml_type))
-        w.write_header_to_file(tmp)
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-    finally:
-        w.close()
-        del reader
-    from .gguf_header import read_header
-
-    h = read_header(tmp)
-    sizes = {t.name: t.nbytes for t in tensors}
-    end = max(e.offset + sizes[e.name] for e in h.tensors)
-    with open(tmp, "r+b") as f:
-        f.truncate(h.data_offset + (end + h.alignment - 1) // h.alignment * h.alignment)  # sparse: zeros
+    with open(tmp, "wb") as f:
+        f.write(buf)
+        f.truncate(len(buf) + offset)  # the data: a hole, zeros to whoever reads it
     os.replace(tmp, out)
     return out
+
+
+_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_INT = {4: "<I", 5: "<i", 10: "<Q", 11: "<q", 0: "<B", 1: "<b", 2: "<H", 3: "<h"}
+
+
+def _sliced_metadata(model: ModelInfo, k: int) -> tuple[list[bytes], int]:
+    """The first part's key/value pairs as raw bytes, sliced to k layers, and the file's alignment."""
+    arch = model.architecture
+    out: list[bytes] = []
+    alignment = 32
+    with open(model.parts[0], "rb") as f:
+        data = f.read(read_header(model.parts[0]).data_offset)  # the header alone (a tokenizer: a few MB)
+    if data[:4] != b"GGUF":
+        raise ValueError(f"{model.parts[0].name} is not a GGUF file")
+    pos = 4 + 4 + 8
+    (n_kv,) = struct.unpack_from("<Q", data, pos)
+    pos += 8
+    for _ in range(n_kv):
+        start = pos
+        (n,) = struct.unpack_from("<Q", data, pos)
+        key = data[pos + 8:pos + 8 + n].decode("utf-8", "replace")
+        pos += 8 + n
+        (t,) = struct.unpack_from("<I", data, pos)
+        pos += 4
+        value_at = pos
+        pos = _skip(data, pos, t)
+        raw = bytes(data[start:pos])
+        if key.startswith("split."):
+            continue
+        if key == "general.alignment" and t in _INT:
+            alignment = struct.unpack_from(_INT[t], data, value_at)[0] or 32
+        if key in (f"{arch}.block_count", f"{arch}.nextn_predict_layers") and t in _INT:
+            value = k if key.endswith("block_count") else 0
+            raw = bytes(data[start:value_at]) + struct.pack(_INT[t], value)
+        elif t == 9 and key.startswith(arch + "."):
+            et, count = struct.unpack_from("<IQ", data, value_at)
+            if count == model.n_layer and et in _SIZES:
+                body = data[value_at + 12:value_at + 12 + k * _SIZES[et]]
+                raw = bytes(data[start:value_at]) + struct.pack("<IQ", et, k) + bytes(body)
+        out.append(raw)
+    return out, alignment
+
+
+def _skip(data: bytes, pos: int, t: int) -> int:
+    if t == 8:
+        (n,) = struct.unpack_from("<Q", data, pos)
+        return pos + 8 + n
+    if t == 9:
+        et, count = struct.unpack_from("<IQ", data, pos)
+        pos += 12
+        if et in _SIZES:
+            return pos + count * _SIZES[et]
+        for _ in range(count):
+            pos = _skip(data, pos, et)
+        return pos
+    if t not in _SIZES:
+        raise ValueError(f"unknown GGUF value type {t}")
+    return pos + _SIZES[t]

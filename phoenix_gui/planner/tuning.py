@@ -100,6 +100,13 @@ def candidates(model: ModelInfo, rig: Rig, base: PlanSettings, budgets: Budgets 
     return design(model, rig, [best] + pool(model, rig, base, best, budgets), limit, noise, budgets, done, taught)
 
 
+def slice_limit(max_runs: int) -> int:
+    """How many of a tune's runs may be slice runs: the predicted best, at least one designed candidate
+    and the final check of the calibrated winner stay runs of the whole model (measured on bench_tune's
+    rigs: every device's cost within 5 % either way; the whole-model runs are what the winner is kept from)."""
+    return max(0, max_runs - 3)
+
+
 def slice_runs(model: ModelInfo, rig: Rig, base: PlanSettings, best: PlanSettings | None, budgets: Budgets,
                limit: int) -> list[SliceRun]:
     """At most `limit` slice runs, one per device: each GPU alone with as many of the model's first layers
@@ -123,11 +130,11 @@ def slice_runs(model: ModelInfo, rig: Rig, base: PlanSettings, best: PlanSetting
     if _ok(cpu.model, rig, cpu.settings, budgets):
         out.append(cpu)
     share: dict = {}
-    if best is not None:
+    if best is not None:  # the devices that hold layers in it, by their share of its token time
         f = features(model, with_calibration(rig, None), best)
         total = f.base + sum(f.times) + f.hops
-        share = {i: t / total for i, t in enumerate(f.times[:-1]) if t > 0}
-        if f.times[-1] > 0:
+        share = {i: f.times[i] / total for i, n in counts_of(best, rig).items() if n > 0}
+        if make_plan(model, rig, best).cpu.layers > 0:
             share[None] = f.times[-1] / total
     unused = 2.0  # after every used device; a GPU before the CPU
     return sorted(out, key=lambda r: share.get(r.gpu, unused + (r.gpu is None)))[:limit]
