@@ -10,6 +10,10 @@ hops), cards emptied into RAM and the model wholly in RAM; from it, after the pr
 plan is the one that adds the most to the determinant of the fit's information about the device costs
 (D-optimal, the hop cost a nuisance), the quicker run winning near-ties. On a rig without GPUs the
 candidates differ in what the CPU can change: threads and batch size.
+
+Slice runs come first after the predicted best: the model's first layers alone on one device
+(model/slice.py). With layers in RAM the CPU takes most of every whole-model token, so a fast card's
+few percent drown in the noise; alone on a slice, nearly the whole token is that device's.
 """
 
 from __future__ import annotations
