@@ -48,6 +48,9 @@ def test_the_tune_button_measures_learns_and_keeps_the_fastest(qtbot, skeletons,
     assert panel.table.item(5, 1).text() == "calibrated winner"
     assert len(panel.scatter.data) == 6 and any(0 < v < 1000 for v in progress)
     assert "times as fast as the predicted best" in panel.summary.text()
+    # the slice runs are rows like the others, and the summary says what they are
+    rows = [panel.table.item(i, 1).text() for i in range(panel.table.rowCount())]
+    assert any(r.startswith("slice on ") for r in rows) and "A slice run loads only the model's first layers" in panel.summary.text()
     assert page.calibrated.text().startswith("calibrated on this PC (6 runs, ")
     assert st.plan().predicted_tokens_per_s != before  # later predictions use what was learned
     # the margin the recommendation keeps is shown (the stand-in logs no buffers: Phoenix's guess) and can be set

@@ -675,23 +675,29 @@ class Tuner:
             mark = "*" if r.past_margin else " "
             lines.append(f"{i:>2}  {r.label:<22} {r.split[:45]:<45}{mark} {fmt(r.predicted_tps):>9} {fmt(r.calibrated_tps):>10} "
                          f"{fmt(r.measured_tps):>8} {spread:>6} {load:>6}  {r.outcome} ({r.seconds:.1f} s)")
-        if any(r.model is not None for r in self.runs):
-            lines.append("A slice run loads only the model's first layers (and its embeddings and output) onto one device, "
-                         "so nearly all of a token's time is that device's: it measures the device's time per layer.")
-        if self.slice_note:
-            lines.append(self.slice_note)
-        if self.noise is not None:
-            lines.append(f"Noise of one run's measured speed: {self.noise:.2%} (the repeats' spread, pooled over the runs); "
-                         "the fit weighs the runs by it.")
-        if any(r.past_margin for r in self.runs):
-            lines.append(f"* a probe: eats into the {self.guess_margin:.0f} MiB Phoenix keeps free per GPU before measuring "
-                         "(never past a card's free memory).")
+        lines += self.notes()
         if self.warmer is not None and self.warmer.seconds:
             lines.append(f"The model file was read once before the first run ({self.warmer.data_bytes / MIB:,.0f} MiB of "
                          f"data in {self.warmer.seconds:.1f} s), so every run loaded it from the OS file cache.")
         if self.margin_note:
             lines.append("Margin: " + self.margin_note)
         return lines
+
+    def notes(self) -> list[str]:
+        """What the table's marks and words mean for this tune (the CLI prints them, the Tune panel shows them)."""
+        out = []
+        if any(r.model is not None for r in self.runs):
+            out.append("A slice run loads only the model's first layers (and its embeddings and output) onto one device, "
+                       "so nearly all of a token's time is that device's: it measures the device's time per layer.")
+        if self.slice_note:
+            out.append(self.slice_note)
+        if self.noise is not None:
+            out.append(f"Noise of one run's measured speed: {self.noise:.2%} (the repeats' spread, pooled over the runs); "
+                       "the fit weighs the runs by it.")
+        if any(r.past_margin for r in self.runs):
+            out.append(f"* a probe: eats into the {self.guess_margin:.0f} MiB Phoenix keeps free per GPU before measuring "
+                       "(never past a card's free memory).")
+        return out
 
     def report(self) -> dict:
         c = self.calibration

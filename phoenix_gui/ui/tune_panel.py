@@ -189,11 +189,7 @@ class TunePanel(QDialog):
             self.scatter.setData([p for p, _ in pts], [m for _, m in pts])
         if t.state == "done":
             c = t.calibration
-            probes = ([f"* a probe: eats into the {t.guess_margin:.0f} MiB Phoenix keeps free per GPU before measuring "
-                       "(never past a card's free memory)."] if any(r.past_margin for r in t.runs) else [])
-            noise = [f"Noise of one run's measured speed: {t.noise:.2%} (the repeats' spread); the fit weighs the "
-                     "runs by it."] if t.noise is not None else []
-            self.summary.setText("<br>".join(t.speedups() + probes + noise + [
+            self.summary.setText("<br>".join(t.speedups() + t.notes() + [
                 f"Learned ({describe(c)}): time per layer " + ", ".join(f"{k} {v:.3f} ms" for k, v in c.per_layer_ms.items()),
                 t.message]))
 
