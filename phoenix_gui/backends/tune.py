@@ -623,9 +623,9 @@ class Tuner:
             self.message = self._choose()
 
     def _per_layer_ms(self) -> dict[str, float]:
-        """Time per repeating layer of this model on each device, as learned: the speed model's time of
-        the model's first 8 layers alone on the device less that of its first layer alone (the output
-        layer and the fixed costs cancel), over 7, times the device's learned factor."""
+        """Time per repeating layer of this model on each device a run used, as learned: the speed model's
+        time of the model's first 8 layers alone on the device less that of its first layer alone (the
+        output layer and the fixed costs cancel), over 7, times the device's learned factor."""
         k = min(8, self.model.n_layer)
         small, big = slice_info(self.model, 1), slice_info(self.model, k)
         base = self.base.with_(context=min(self.base.context, 512))
@@ -636,8 +636,12 @@ class Tuner:
                 return features(m, self.rig, s).times[-1 if i is None else i]
             return round(1000 * (t(big) - t(small)) / max(1, k - 1) * scale, 4)
 
-        out = {g.short_name: per_layer(i, self.calibration.scale_for(g.uuid)) for i, g in enumerate(self.rig.gpus)}
-        out["CPU"] = per_layer(None, self.calibration.cpu_scale)
+        # only the devices some run put layers on: another's factor is the speed model's, not a measurement
+        runs = [make_plan(r.model or self.model, self.rig, r.settings) for r in self.runs if r.outcome == "ok"]
+        out = {g.short_name: per_layer(i, self.calibration.scale_for(g.uuid)) for i, g in enumerate(self.rig.gpus)
+               if any(d.gpu_index == i and d.layers for p in runs for d in p.gpus)}
+        if any(p.cpu.layers for p in runs):
+            out["CPU"] = per_layer(None, self.calibration.cpu_scale)
         return out
 
     def _finish(self, state: str, message: str) -> None:
