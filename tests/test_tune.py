@@ -2,6 +2,7 @@
 hidden per-device cost law for the GPU split (the tune must find the law's fastest split and learn its
 costs), an out-of-memory as data, cancel, the calibration store, and the CLI."""
 
+import dataclasses
 import itertools
 import json
 import math
@@ -256,3 +257,16 @@ def test_the_tune_json(q7, capsys):
     assert d["state"] == "done" and len(d["runs"]) == 3 and d["n_gen"] == 32
     assert d["runs"][-1]["label"] == "calibrated winner" and d["calibration"]["runs"] == 3
     assert all(r["measured_tps"] > 0 for r in d["runs"])
+
+
+def test_a_faster_run_at_a_smaller_context_is_never_kept(q7):
+    """The context is the user's requirement: a CPU candidate at half of it teaches the CPU's cost, and
+    measuring faster does not make it the recommendation."""
+    rig, model, path = q7
+    rig = dataclasses.replace(rig, gpus=[])  # this PC without its GPUs
+    t = Tuner(model, rig, path, PlanSettings(context=2048, port=free_port()), FAKE, version="1.115.1")
+    asked, smaller = PlanSettings(context=2048, devices=(), gpulayers=0), PlanSettings(context=1024, devices=(), gpulayers=0)
+    t.runs = [tune_mod.TuneRun("predicted best", asked, 5.0, measured_tps=5.0, outcome="ok"),
+              tune_mod.TuneRun("candidate 2", smaller, 5.0, measured_tps=5.5, outcome="ok")]
+    t._conclude()
+    assert t.state == "done" and t.winner.settings.context == 2048, t.message

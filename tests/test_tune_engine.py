@@ -46,6 +46,7 @@ def test_tune_with_the_real_llama_server_on_the_cpu(tmp_path):
     assert len(set(settings)) == 3 and all(r.settings.gpulayers == 0 for r in t.runs)
     assert t.runs[-1].label == "calibrated winner"
     assert t.winner is [r for r in t.runs if r.settings == t.winner.settings][-1]  # its latest measurement
+    assert t.winner.settings.context == base.context  # a run at a smaller context teaches, it is never kept
     cal, note = find(rig, "llama-server", version)
     assert cal is not None and cal.runs == 4 and note.startswith("calibrated on this PC (4 runs")
     assert cal.per_layer_ms.get("CPU", 0) > 0

@@ -456,6 +456,10 @@ class Tuner:
         """The winner as the user should run it: its plan with the recommendation's margin."""
         return None if self.winner is None else self.winner.settings.with_(margin_mib=self.margin_mib)
 
+    def _keepable(self, s: PlanSettings) -> bool:
+        """The context is the user's: a run at a smaller one teaches the CPU's cost but is never kept."""
+        return s.context == self.base.context
+
     def _fits(self, s: PlanSettings, model: ModelInfo | None = None) -> bool:
         p = make_plan(model or self.model, self.rig, s)
         return p.fits and fits(self.rig, p, self.budgets)
@@ -537,7 +541,7 @@ class Tuner:
         cal_rig = with_calibration(self.rig, self.calibration)
         best = calibrated_best(self.model, cal_rig, self.base.with_(margin_mib=self.margin_mib), self.budgets)
         if best is None and data:  # CPU-only: what was measured fastest
-            best = keep(self.model, self.rig, data, self.calibration)
+            best = keep(self.model, self.rig, [(s, t) for s, t in data if self._keepable(s)], self.calibration)
         return best
 
     def _size_margin(self) -> None:
@@ -599,13 +603,14 @@ class Tuner:
     def _choose(self) -> str:
         """Set the winner among the measured plans and say what was kept. A probe that ate into the
         margin taught the budget; only a plan that keeps the recommendation's margin is kept."""
-        safe = [(s, t) for s, t in self.measured() if self.keeps_margin(s)]
+        safe = [(s, t) for s, t in self.measured() if self.keeps_margin(s) and self._keepable(s)]
         if not safe:
             self.winner = None
             return (f"Learned this PC, but no measured plan keeps {self.margin_mib:.0f} MiB free per GPU; "
                     "tune again with more runs, or set a smaller margin.")
         kept = keep(self.model, self.rig, safe, self.calibration)
-        ok = [r for r in self.runs if r.outcome == "ok" and r.measured_tps and self.keeps_margin(r.settings)]
+        ok = [r for r in self.runs if r.outcome == "ok" and r.measured_tps and self.keeps_margin(r.settings)
+              and self._keepable(r.settings) and r.model is None]
         self.winner = next((r for r in reversed(ok) if self._same(r.settings, kept)), max(ok, key=lambda r: r.measured_tps))
         return f"Kept: {self.winner.split} at {self.winner.measured_tps:.1f} tokens/s (measured)."
 
