@@ -65,6 +65,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _free_port_with(offsets: list[int], host: str = "127.0.0.1", tries: int = 50) -> int:
+    """A free port whose neighbours at these offsets are free too (the info endpoint sits beside the RPC
+    port: a free port alone can have a taken neighbour)."""
+    where = "127.0.0.1" if host in ("0.0.0.0", "localhost") else host
+    for _ in range(tries):
+        p = _free_port()
+        if all(p + o <= 65535 and not address_problem(where, p + o) for o in offsets):
+            return p
+    raise ShareError("No free pair of ports was found on this PC; give one with --port.")
+
+
 class ShareHost:
     """The RPC host of this PC. start() returns once the engine answers the RPC hello; stop() leaves nothing
     running. port=None takes a free one; info=False serves no info endpoint; cpu_only shares just the CPU."""
@@ -77,7 +88,8 @@ class ShareHost:
         if ":" in self.host:  # llama.cpp splits an RPC endpoint at its first colon
             raise ShareError(f"{self.host} is an IPv6 address; a main PC's engine can reach RPC servers only by "
                              "IPv4 address or host name, so share on an IPv4 address (or 0.0.0.0).")
-        self.port = check_port(port) if port is not None else _free_port()
+        self.port = check_port(port) if port is not None else _free_port_with(
+            [INFO_PORT_OFFSET] if info and not info_port else [], host)
         self.devices = [_device_name(d) for d in (devices or [])]
         self.allow = allow_list(allow) if allow else []
         self.info_port = None if not info else check_port(info_port or self.port + INFO_PORT_OFFSET)
