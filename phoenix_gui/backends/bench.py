@@ -31,9 +31,13 @@ class BenchResult:
 
     @property
     def spread(self) -> float | None:
-        """The repeats' relative standard deviation (None with fewer than two)."""
-        r = [x for x in self.gen_repeats if x > 0]
-        return statistics.stdev(r) / statistics.fmean(r) if len(r) > 1 else None
+        return spread_of(self.gen_repeats)
+
+
+def spread_of(speeds: list[float]) -> float | None:
+    """Repeated measurements' relative standard deviation (None with fewer than two)."""
+    r = [x for x in speeds if x > 0]
+    return statistics.stdev(r) / statistics.fmean(r) if len(r) > 1 else None
 
 
 def make_prompt(backend: ServerBackend, host: str, port: int, n_tokens: int) -> str:

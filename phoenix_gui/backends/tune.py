@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import statistics
 import tempfile
 import threading
 import time
@@ -47,6 +46,7 @@ from ..planner.tuning import RUN_PROMPT as N_PROMPT
 from ..planner.tuning import RUN_REPEATS as N_REPEATS
 from ..planner.tuning import (calibrated_best, candidates, counts_of, features, keep, learned, measured_noise, slice_limit,
                               slice_runs, with_counts)
+from .bench import spread_of
 from .launch import data_dir
 from .lifecycle import LaunchMachine, State
 
@@ -169,9 +169,7 @@ class TuneRun:
 
     @property
     def spread(self) -> float | None:
-        """The repeats' relative standard deviation."""
-        r = [x for x in self.repeats if x > 0]
-        return statistics.stdev(r) / statistics.fmean(r) if len(r) > 1 else None
+        return spread_of(self.repeats)
 
 
 def describe_plan(s: PlanSettings) -> str:

@@ -305,12 +305,7 @@ def read_model(path: str | Path) -> ModelInfo:
 
     ft = meta.get("general.file_type")
     file_type = _FILE_TYPES.get(ft, "unknown") if isinstance(ft, int) else _guess_file_type(tensors)
-    n_params = 0
-    for t in tensors:
-        n = 1
-        for d in t.shape:
-            n *= d
-        n_params += n
+    n_params = params_of(tensors)
     return ModelInfo(
         path=path, parts=parts, architecture=arch,
         name=str(meta.get("general.name", "") or parts[0].stem),
@@ -323,6 +318,17 @@ def read_model(path: str | Path) -> ModelInfo:
         q_lora_rank=q_lora_rank if isinstance(q_lora_rank, int) else 0, tied_embeddings=tied,
         layers=layers, input_tensors=inputs, output_tensors=outputs, file_size=file_size, n_params=n_params,
     )
+
+
+def params_of(tensors) -> int:
+    """The number of weights in these tensors."""
+    total = 0
+    for t in tensors:
+        n = 1
+        for d in t.shape:
+            n *= d
+        total += n
+    return total
 
 
 def _swa_layers(pattern, arch: str, n_layer: int, window: int, where: str) -> list[bool]:
