@@ -8,7 +8,7 @@ from phoenix_gui.backends.lifecycle import LaunchMachine, State
 from phoenix_gui.backends.probe import free_port
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import GIB, Rig, SystemInfo
-from phoenix_gui.model import preset_model_info, read_model, write_skeleton
+from phoenix_gui.model import ModelFileError, preset_model_info, read_model, write_skeleton
 from phoenix_gui.model.gguf_header import read_header
 from phoenix_gui.model.slice import slice_info, write_slice
 from phoenix_gui.planner import PlanSettings, make_plan
@@ -78,3 +78,17 @@ def test_the_real_engines_load_a_slice_and_generate(models, engine, kcpp_script,
     finally:
         m.stop()
     assert gone([pid])
+
+
+def test_a_model_file_damaged_since_it_was_read_is_one_sentence(models, tmp_path):
+    import shutil
+
+    src = models["qwen2.5-7b-instruct-q4_k_m"]
+    copy = tmp_path / "copy.gguf"
+    shutil.copy(src.parts[0], copy)
+    model = read_model(copy)
+    with open(copy, "r+b") as f:
+        f.truncate(4096)  # the header cut off in the middle of its keys
+    with pytest.raises((ValueError, ModelFileError), match=r"^copy\.gguf (is truncated or corrupt|changed or is damaged)"):
+        write_slice(model, 2, tmp_path / "slice.gguf")
+    assert not (tmp_path / "slice.gguf").exists()

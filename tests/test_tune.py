@@ -270,3 +270,16 @@ def test_a_faster_run_at_a_smaller_context_is_never_kept(q7):
               tune_mod.TuneRun("candidate 2", smaller, 5.0, measured_tps=5.5, outcome="ok")]
     t._conclude()
     assert t.state == "done" and t.winner.settings.context == 2048, t.message
+
+
+def test_when_the_slices_cannot_be_written_the_tune_goes_on_and_says_why(q7, monkeypatch):
+    def full_disk(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tune_mod, "write_slice", full_disk)
+    t = run(tuner(q7))
+    assert t.state == "done" and t.winner is not None, t.message
+    assert all(r.model is None for r in t.runs) and t._slice_dir is None  # whole-model runs only, no folder left
+    assert t.slice_note == ("No slice runs: the model's first layers could not be written to a file "
+                            "([Errno 28] No space left on device).")
+    assert t.slice_note in t.table()

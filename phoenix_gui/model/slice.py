@@ -20,8 +20,8 @@ import re
 import struct
 from pathlib import Path
 
-from .gguf_header import read_header
-from .info import ModelInfo, TensorInfo
+from .gguf_header import _SCALAR, read_header
+from .info import ModelInfo, TensorInfo, params_of
 
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.")
 
@@ -32,12 +32,7 @@ def slice_info(model: ModelInfo, k: int) -> ModelInfo:
         raise ValueError(f"a slice of 1 to {model.n_layer} layers, not {k}")
     outputs = [t for t in model.output_tensors if not _beyond(t, k)]  # extra (NextN) blocks go too
     kept = [t for layer in model.layers[:k] for t in layer.tensors] + model.input_tensors + outputs
-    n_params = 0
-    for t in kept:
-        n = 1
-        for d in t.shape:
-            n *= d
-        n_params += n
+    n_params = params_of(kept)
     return dataclasses.replace(
         model, path=None, parts=[], name=f"{model.name} (first {k} layers)", n_layer=k,
         n_head=model.n_head[:k], n_head_kv=model.n_head_kv[:k], n_ff=model.n_ff[:k],
@@ -83,12 +78,19 @@ def write_slice(model: ModelInfo, k: int, out: str | Path) -> Path:
     return out
 
 
-_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_INT = {4: "<I", 5: "<i", 10: "<Q", 11: "<q", 0: "<B", 1: "<b", 2: "<H", 3: "<h"}
+_SIZES = {t: size for t, (_, size) in _SCALAR.items()}  # GGUF value type -> bytes
+_INT = {t: fmt for t, (fmt, _) in _SCALAR.items() if t not in (6, 7, 12)}  # the integer types' struct formats
 
 
 def _sliced_metadata(model: ModelInfo, k: int) -> tuple[list[bytes], int]:
     """The first part's key/value pairs as raw bytes, sliced to k layers, and the file's alignment."""
+    try:
+        return _read_metadata(model, k)
+    except (struct.error, IndexError, UnicodeDecodeError):
+        raise ValueError(f"{model.parts[0].name} changed or is damaged since it was read") from None
+
+
+def _read_metadata(model: ModelInfo, k: int) -> tuple[list[bytes], int]:
     arch = model.architecture
     out: list[bytes] = []
     alignment = 32
