@@ -37,6 +37,19 @@ PROBE_TIMEOUT_S = 20  # one in-process probe
 NAN, INF = float("nan"), float("inf")
 # surfaces owned by issue 9 part B (process supervision, scripts, launch checks); reported apart
 PART_B = {"launch", "script"}
+# modules beside this file whose SURFACES add probe surfaces (see probe_kit.py for the interface)
+PLUGIN_MODULES = ("probes_files", "probes_net", "probes_proc")
+
+
+def plugin_surfaces() -> dict:
+    """name -> (cases, run) from the modules in PLUGIN_MODULES."""
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    out: dict = {}
+    for mod in PLUGIN_MODULES:
+        out.update(importlib.import_module(mod).SURFACES)
+    return out
 
 
 def sha(p: Path) -> str:
@@ -475,6 +488,20 @@ def _refusals() -> tuple:
     return Told, InputError, ModelFileError, KcppsError, RigFileError, SettingError
 
 
+BUILTIN = ("rig", "kcpps", "settings", "state", "gui", "gguf")
+
+
+def surface_cases(surface: str) -> list[dict]:
+    builtin = {"rig": rig_cases, "kcpps": kcpps_cases, "settings": settings_cases, "state": state_cases,
+               "gui": gui_cases, "gguf": gguf_cases}
+    if surface in builtin:
+        return builtin[surface]()
+    cases = plugin_surfaces()[surface][0]()
+    for c in cases:
+        c.setdefault("surface", surface)
+    return cases
+
+
 def worker(surface: str) -> int:
     """Run one in-process surface; print one JSON line per probe (flushed, so a crash loses only the rest)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -503,8 +530,10 @@ def worker(surface: str) -> int:
         wiz = make_wizard(demo=True, persist=False, measure=False)
         wiz.resize(1280, 860)
         wiz.show()
-    cases = {"rig": rig_cases, "kcpps": kcpps_cases, "settings": settings_cases, "state": state_cases,
-             "gui": gui_cases, "gguf": gguf_cases}[surface]()
+    from probe_kit import Defect
+
+    cases = surface_cases(surface)
+    plugin_run = None if surface in BUILTIN else plugin_surfaces()[surface][1]
     for p in cases:
         box: dict = {}
 
@@ -520,10 +549,14 @@ def worker(surface: str) -> int:
                     box["ok"] = run_state(p, state_factory)
                 elif surface == "gguf":
                     box["ok"] = run_gguf(p, work, tiny)
+                elif plugin_run is not None:
+                    box["ok"] = plugin_run(p, work)
                 else:
                     box["ok"] = run_gui(p, work, wiz, qapp, tiny)
             except Hung as e:
                 box["hang"] = str(e)
+            except Defect as e:
+                box["defect"] = str(e)
             except refused as e:
                 box["error"] = str(e)
             except Exception as e:  # noqa: BLE001 - a defect, reported
@@ -546,6 +579,8 @@ def worker(surface: str) -> int:
             got, detail = ("error", box["error"]) if one_sentence(box["error"]) else ("traceback", box["error"])
         elif "exc" in box:
             got, detail = "traceback", box["exc"]
+        elif "defect" in box:
+            got, detail = "defect", box["defect"]
         else:  # "hang"
             got, detail = "hang", box["hang"]
         print(json.dumps({"surface": surface, "name": p["name"], "expect": p["expect"], "got": got,
@@ -558,8 +593,7 @@ def worker(surface: str) -> int:
 
 def run_surface(surface: str) -> list[dict]:
     """A worker child for one surface; probes it never reported (crash, hang) are defects."""
-    names = {"rig": rig_cases, "kcpps": kcpps_cases, "settings": settings_cases, "state": state_cases,
-             "gui": gui_cases, "gguf": gguf_cases}[surface]()
+    names = surface_cases(surface)
     try:
         r = subprocess.run([sys.executable, __file__, "--worker", surface], capture_output=True, text=True,
                            timeout=PROBE_TIMEOUT_S * len(names) + 60, cwd=ROOT)
@@ -585,7 +619,8 @@ def leftover_processes(before: set[int]) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--surface", action="append", help="only these surfaces (cli, rig, kcpps, settings, state, gui, gguf)")
+    ap.add_argument("--surface", action="append", help="only these surfaces (cli, rig, kcpps, settings, state, gui, gguf, "
+                    "and those of PLUGIN_MODULES)")
     ap.add_argument("--verbose", action="store_true", help="list every probe, not only the defects")
     args = ap.parse_args()
     if args.worker:
@@ -593,7 +628,7 @@ def main() -> int:
     import psutil
 
     before = {c.pid for c in psutil.Process().children(recursive=True)}
-    surfaces = args.surface or ["cli", "rig", "kcpps", "settings", "state", "gui", "gguf"]
+    surfaces = args.surface or ["cli", *BUILTIN, *plugin_surfaces()]
     rows: list[dict] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="probe-cli-") as d:

@@ -1,0 +1,3 @@
+"""Probe surfaces (see probe_kit.py)."""
+
+SURFACES: dict = {}
