@@ -49,7 +49,7 @@ from phoenix_gui.planner import PlanSettings, make_plan  # noqa: E402
 from phoenix_gui.planner.calibration import Calibration, with_calibration  # noqa: E402
 from phoenix_gui.planner.calibration import NOISE  # noqa: E402
 from phoenix_gui.model.info import ModelInfo  # noqa: E402
-from phoenix_gui.planner.calibration import memory_corrections  # noqa: E402
+from phoenix_gui.planner.calibration import memory_corrections, memory_spread  # noqa: E402
 from phoenix_gui.planner.recovery import (MARGIN_FLOOR_MIB, PROBE_MARGIN_MIB, Budgets, fits, learn,  # noqa: E402
                                           measured_margin)
 from phoenix_gui.planner.tuning import (RUN_REPEATS, calibrated_best, candidates, keep, learned, measured_noise,  # noqa: E402
@@ -176,13 +176,13 @@ def tune_one(model, rig, truth, base, rng, noise: float, load_noise: float, max_
         if fitting(model, s):
             measure(model, s)
     cal = fit(len(runs))
-    got = measured_margin(cal)
+    got = measured_margin(cal, memory_spread(pairs))
     margin = got[0] if got else base.margin_mib
     pick = calibrated_best(model, with_calibration(rig, cal), base.with_(margin_mib=margin), budgets)
     if pick is not None:
         measure(model, pick)  # the final check, which also teaches
     cal = fit(len(runs))
-    got = measured_margin(cal)
+    got = measured_margin(cal, memory_spread(pairs))
     margin = got[0] if got else base.margin_mib
     cal_rig = with_calibration(rig, cal)
 

@@ -16,7 +16,11 @@ documented API fields. What the "engine" does is set by environment variables:
                       "layers" (blocks + output; the model file's own count when it has one), "output_x" (the
                       output layer's time in layers, default 1)}: generation takes base + layers x ms on each device + a hop
                       per extra device, per token, reported through /api/extra/perf (hidden from Phoenix);
-                      "noise": each generation's time times 1 + N(0, noise), seeded by "seed" and the plan's law time
+                      "noise": each generation's time times 1 + N(0, noise), seeded by "seed" and the plan's law time;
+                      "slice_x": a slice's layers (a file with fewer layers than "layers") cost this many times theirs
+                      in the whole model (slice and whole-model runs disagree; default 1)
+  FAKE_KCPP_OOM_AT    "DEVICE:MIB": the load fails allocating MIB on CUDA device DEVICE (a wrapper that knows the
+                      card's memory sets it), in FAKE_KCPP_OOM_MODE
   FAKE_KCPP_CHATTER_MB  print this many MB of console lines after loading, as fast as possible (a chatty
                       server, e.g. per-token debug output), then serve
 """
@@ -88,7 +92,11 @@ def law_ms_per_token(args, cuda):
     # the output layer counts as the model's last, so it is the first offloaded: on the GPU that holds the
     # last offloaded layer once any is, else on the CPU; it costs output_x layers' time there
     out_ms = ms[uuids[next(j for j, c in enumerate(cum) if (ngl - 1) / ngl < c)]] if ngl else law["cpu_ms"]
-    return (law["base_ms"] + sum(n * ms[u] for u, n in zip(uuids, counts)) + (total - ngl) * law["cpu_ms"]
+    # "slice_x": a layer of a slice (a file with fewer layers than the law's model) costs this many times
+    # what it costs in the whole model, on every device: slice and whole-model runs disagree
+    x = law.get("slice_x", 1.0) if total < law["layers"] else 1.0
+    ms = {u: v * x for u, v in ms.items()}
+    return (law["base_ms"] + sum(n * ms[u] for u, n in zip(uuids, counts)) + (total - ngl) * law["cpu_ms"] * x
             + (law.get("output_x", 1.0) - 1.0) * out_ms + law["hop_ms"] * (len(used) - 1))
 
 
@@ -257,6 +265,16 @@ def main():
     if cuda and max_layers is not None and on_cuda0 > int(max_layers):
         err("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 2311.25 MiB on device 0: cudaMalloc failed: out of memory")
         err("alloc_tensor_range: failed to allocate CUDA0 buffer of size 2423521280")
+        if os.environ.get("FAKE_KCPP_OOM_MODE", "segv") == "segv":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        out("Load Text Model OK: False")
+        sys.exit(3)
+    oom_at = os.environ.get("FAKE_KCPP_OOM_AT")
+    if cuda and oom_at:
+        dev, mib = oom_at.split(":")
+        err(f"ggml_backend_cuda_buffer_type_alloc_buffer: allocating {float(mib):.2f} MiB on device {dev}: "
+            "cudaMalloc failed: out of memory")
+        err(f"alloc_tensor_range: failed to allocate CUDA{dev} buffer of size {int(float(mib) * 1048576)}")
         if os.environ.get("FAKE_KCPP_OOM_MODE", "segv") == "segv":
             os.kill(os.getpid(), signal.SIGSEGV)
         out("Load Text Model OK: False")

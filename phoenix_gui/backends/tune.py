@@ -39,13 +39,14 @@ from ..model.errors import ModelFileError
 from ..model.info import ModelInfo, read_model
 from ..model.slice import slice_info, write_slice
 from ..planner import PlanSettings, make_plan
-from ..planner.calibration import NOISE, Calibration, memory_corrections, with_calibration
-from ..planner.recovery import PROBE_MARGIN_MIB, Budgets, fits, learn, measured_margin
+from ..planner.calibration import NOISE, Calibration, Fit, memory_corrections, memory_spread, with_calibration
+from ..planner.recovery import MARGIN_FLOOR_MIB, PROBE_MARGIN_MIB, Budgets, fits, learn, measured_margin
 from ..planner.tuning import RUN_GEN as N_GEN
 from ..planner.tuning import RUN_PROMPT as N_PROMPT
 from ..planner.tuning import RUN_REPEATS as N_REPEATS
-from ..planner.tuning import (calibrated_best, candidates, counts_of, features, keep, learned, measured_noise, slice_limit,
-                              slice_runs, with_counts)
+from ..planner.tuning import (calibrated_best, candidates, counts_of, disagreement, features, keep, learned_fit,
+                              measured_noise, pin_down, slice_limit, slice_runs, with_counts)
+from .tune_report import fit_notes
 from .bench import spread_of
 from .launch import data_dir
 from .lifecycle import LaunchMachine, State
@@ -306,6 +307,10 @@ class Tuner:
         self._slice_dir: Path | None = None
         self.slice_note = ""  # why there are no slice runs, when a model file could not be sliced
         self.on_run = None  # callback(TuneRun) after each run
+        self.fit: Fit | None = None  # the last fit: its shared terms and what it held at the prior
+        self.pinned: dict[str, TuneRun | None] = {}  # a held term -> the run chosen to pin it down (None: none)
+        self.disagreement = ""  # the fit ranked a measured plan first that measured slower than the kept one
+        self._mem_spread = 0.0
 
     # --- commands ---
     def start(self) -> None:
@@ -488,6 +493,14 @@ class Tuner:
     def _next(self) -> None:
         spare = self.budget_s - self.elapsed
         per = self._per_run_s()
+        designed = not self.queue or self.queue[0].label.startswith("candidate")
+        if (not self._final_queued and designed and self.runs and spare > 2 * per
+                and len(self.runs) < self.max_runs - 1 and (pin := self._pin_run()) is not None):
+            # a fit on a bound: the run that pins it down takes the place of the next designed candidate
+            if self.queue:
+                self.queue.pop(0)
+            self._launch(pin)
+            return
         # keep room for the final check of the winner
         if self.queue and (not self.runs or spare > 2 * per) and len(self.runs) < self.max_runs - 1:
             self._launch(self.queue.pop(0))
@@ -530,6 +543,24 @@ class Tuner:
         return [(r.model, r.settings, r.measured_tps) for r in self.runs
                 if r.outcome == "ok" and r.measured_tps and r.model is not None]
 
+    def _pin_run(self) -> TuneRun | None:
+        """When the fit so far holds a factor at the prior (it lay on a bound), the run that would pin it
+        down (planner/tuning.pin_down), once per factor; None when the fit is sound or no such run fits."""
+        data, slices = self.measured(), self.measured_slices()
+        if not data and not slices:
+            return None
+        noise = measured_noise([r.repeats for r in self.runs if r.outcome == "ok"]) or NOISE
+        f = learned_fit(self.model, self.rig, data, noise=noise, slices=slices)
+        for term, _, _ in f.held:
+            if term in self.pinned:
+                continue
+            s = pin_down(self.model, self.rig, self.probe, self.budgets, term,
+                         done=[r.settings for r in self.runs if r.model is None])
+            self.pinned[term] = None if s is None else TuneRun("pins the fit down", s, self._predict(s))
+            if s is not None:
+                return self.pinned[term]
+        return None
+
     def _learn_and_pick(self) -> PlanSettings | None:
         data = self.measured()
         if not data and not self.measured_slices():
@@ -539,7 +570,7 @@ class Tuner:
         cal_rig = with_calibration(self.rig, self.calibration)
         best = calibrated_best(self.model, cal_rig, self.base.with_(margin_mib=self.margin_mib), self.budgets)
         if best is None and data:  # CPU-only: what was measured fastest
-            best = keep(self.model, self.rig, [(s, t) for s, t in data if self._keepable(s)], self.calibration)
+            best = keep(self.model, self.rig, [(s, t) for s, t in data if self._keepable(s)])
         return best
 
     def _size_margin(self) -> None:
@@ -547,17 +578,20 @@ class Tuner:
         if not self.rig.gpus:
             self.margin_note = ""
             return
-        got = measured_margin(self.calibration)
+        got = measured_margin(self.calibration, self._mem_spread)
         seen = f" (measured: {got[0]:.0f} MiB)" if got else ""
         if self.user_margin is not None:
             self.margin_mib, self.margin_source = self.user_margin, "yours"
             self.margin_note = f"{self.margin_mib:.0f} MiB kept free per GPU, as you set it{seen}."
         elif got:
             self.margin_mib, self.margin_source = got[0], "measured"
-            what = (f"the engine needed at most {got[1]:.0f} MiB more than the plan on a GPU" if got[1] > 0
+            what = (f"the engine needed at most {got[1]:.0f} MiB more than the plan on a GPU, which the calibration "
+                    "adds to that card's plans (once)" if got[1] > 0
                     else "the engine never needed more than the plan on a GPU")
-            self.margin_note = (f"{self.margin_mib:.0f} MiB kept free per GPU, sized from what was measured: {what}, "
-                                f"plus a floor (Phoenix's guess before measuring: {self.guess_margin:.0f} MiB).")
+            self.margin_note = (f"{self.margin_mib:.0f} MiB kept free per GPU, sized from what was measured: {what}; "
+                                f"the margin covers only noise and drift (a card's excess varied by at most "
+                                f"{self._mem_spread:.0f} MiB between loads; at least {MARGIN_FLOOR_MIB:.0f} MiB) "
+                                f"(Phoenix's guess before measuring: {self.guess_margin:.0f} MiB).")
         else:
             self.margin_mib, self.margin_source = self.guess_margin, "guess"
             self.margin_note = (f"{self.margin_mib:.0f} MiB kept free per GPU, Phoenix's guess: the engine logged no "
@@ -565,7 +599,8 @@ class Tuner:
 
     def _calibrate(self, data) -> Calibration:
         self.noise = measured_noise([r.repeats for r in self.runs if r.outcome == "ok"])
-        cal = learned(self.model, self.rig, data, noise=self.noise or NOISE, slices=self.measured_slices())
+        self.fit = learned_fit(self.model, self.rig, data, noise=self.noise or NOISE, slices=self.measured_slices())
+        cal = self.fit.cal
         pairs = []
         for r in self.runs:
             if r.outcome != "ok":
@@ -575,6 +610,7 @@ class Tuner:
                 if act is not None:
                     pairs.append((self.rig.gpus[d.gpu_index].uuid, pred, act))
         cal.mem_extra_mib = memory_corrections(pairs)
+        self._mem_spread = memory_spread(pairs)
         cal.key = rig_key(self.rig, self.base.backend, self.version)
         cal.model = self.model.name
         return cal
@@ -606,11 +642,19 @@ class Tuner:
             self.winner = None
             return (f"Learned this PC, but no measured plan keeps {self.margin_mib:.0f} MiB free per GPU; "
                     "tune again with more runs, or set a smaller margin.")
-        kept = keep(self.model, self.rig, safe, self.calibration)
+        kept = keep(self.model, self.rig, safe)
         ok = [r for r in self.runs if r.outcome == "ok" and r.measured_tps and self.keeps_margin(r.settings)
               and self._keepable(r.settings) and r.model is None]
         self.winner = next((r for r in reversed(ok) if self._same(r.settings, kept)), max(ok, key=lambda r: r.measured_tps))
-        return f"Kept: {self.winner.split} at {self.winner.measured_tps:.1f} tokens/s (measured)."
+        mean = sum(t for s, t in safe if self._same(s, kept)) / sum(1 for s, _ in safe if self._same(s, kept))
+        self.disagreement = ""
+        got = disagreement(self.model, self.rig, safe, self.calibration, kept, self.noise or NOISE)
+        if got is not None:
+            s, predicted, measured = got
+            self.disagreement = (f"The fit and the measurements disagree: the fit ranks {describe_plan(s)} first "
+                                 f"({predicted:.2f} tokens/s calibrated), but it measured {measured:.2f}, slower than "
+                                 f"{self.winner.split} at {mean:.2f}; the measurement wins.")
+        return f"Kept: {self.winner.split} at {mean:.1f} tokens/s (measured)."
 
     def set_margin(self, mib: float | None) -> None:
         """The user's margin for the recommendation (None: sized from what was measured). During a tune it
@@ -701,6 +745,7 @@ class Tuner:
         if self.noise is not None:
             out.append(f"Noise of one run's measured speed: {self.noise:.2%} (the repeats' spread, pooled over the runs); "
                        "the fit weighs the runs by it.")
+        out += fit_notes(self)
         if any(r.past_margin for r in self.runs):
             out.append(f"* a probe: eats into the {self.guess_margin:.0f} MiB Phoenix keeps free per GPU before measuring "
                        "(never past a card's free memory).")
@@ -722,6 +767,6 @@ class Tuner:
                                           for n, p, a in r.devices]} for r in self.runs],
                 "winner": None if self.winner is None else self.winner.label, "speedups": self.speedups(),
                 "margin_mib": self.margin_mib, "margin_source": self.margin_source, "margin": self.margin_note,
-                "guess_margin_mib": self.guess_margin,
+                "guess_margin_mib": self.guess_margin, "disagreement": self.disagreement, "fit": fit_notes(self),
                 "warm_s": None if self.warmer is None else round(self.warmer.seconds, 2),
                 "calibration": None if c is None else c.to_dict()}

@@ -11,7 +11,8 @@ Corrections are plain numbers per GPU UUID (`Budgets`), so a retry of a retry, a
 earlier failures taught.
 
 The safety margin (PlanSettings.margin_mib) is a guess made before anything was measured. Once a tune has
-compared the engine's logged buffers with the plan, measured_margin sizes it from that instead.
+compared the engine's logged buffers with the plan, the per-card excess goes into the calibration and
+measured_margin keeps only a margin for noise and drift.
 """
 
 from __future__ import annotations
@@ -33,15 +34,18 @@ PROBE_MARGIN_MIB = 0.0  # while tuning: a load that fails costs seconds and teac
 MARGIN_FLOOR_MIB = 64.0  # kept free even when the plan was never short: allocator rounding, a driver update
 
 
-def measured_margin(cal: Calibration | None) -> tuple[float, float] | None:
-    """(margin in MiB, the largest excess it was sized from): the most the engine's logged buffers ever
-    exceeded the plan on a GPU, plus a small floor. The calibration already adds each card's own excess
-    to later plans; the margin keeps that much again because one tune saw few loads, and another model
-    or context can miss by as much. None when no GPU buffer was logged (nothing to size it from)."""
+def measured_margin(cal: Calibration | None, spread_mib: float = 0.0) -> tuple[float, float] | None:
+    """(margin in MiB, the largest excess the calibration adds to a card). One margin model: the
+    calibration's per-card correction (mem_extra_mib) carries what the engine was measured to need beyond
+    the plan, added once to every later plan on that card; the margin covers only what one tune cannot
+    see: the noise between loads (spread_mib, how much a card's excess varied over the runs) and drift
+    (fragmentation, other programs, a driver update), at least MARGIN_FLOOR_MIB. Counting the excess in
+    the margin as well would keep it free twice and leave layers off that the runs proved fit.
+    None when no GPU buffer was logged (nothing to size it from)."""
     if cal is None or not cal.mem_extra_mib:
         return None
     excess = max(0.0, max(cal.mem_extra_mib.values()))
-    return float(math.ceil(MARGIN_FLOOR_MIB + excess)), excess
+    return float(math.ceil(max(MARGIN_FLOOR_MIB, spread_mib))), excess
 
 
 @dataclass

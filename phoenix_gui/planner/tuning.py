@@ -18,7 +18,7 @@ few percent drown in the noise; alone on a slice, nearly the whole token is that
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations, permutations
 
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from ..hardware.rig import Rig
 from ..model.info import ModelInfo
 from ..model.slice import slice_info
-from .calibration import NOISE, Calibration, Run, fit, prior_information, with_calibration
+from .calibration import NOISE, Calibration, Fit, Run, fit_terms, prior_information, with_calibration
 from .ledger import Plan
 from .plan import make_plan
 from .recovery import Budgets, fastest_fitting, fits
@@ -58,16 +58,37 @@ class SliceRun:
 
 def features(model: ModelInfo, rig: Rig, settings: PlanSettings, seconds_per_token: float = 0.0) -> Run:
     """The speed model's parts of this plan's token time, read through the planner itself: a
-    calibration that keeps one part (factor 1) and drops the others (factor 0) leaves that part."""
+    calibration that keeps one part (factor 1) and drops the others (factor 0) leaves that part. The
+    output layer's part of its card's time is told apart (calibration.fit_terms prices it explicitly)."""
     uuids = [g.uuid for g in rig.gpus]
 
-    def t(gpu=None, cpu=0.0, hop=0.0) -> float:
+    def t(gpu=None, cpu=0.0, hop=0.0, m=model, s=settings) -> float:
         cal = Calibration(gpu_scale={u: (1.0 if u == gpu else 0.0) for u in uuids}, cpu_scale=cpu, hop_scale=hop)
-        return 1.0 / make_plan(model, with_calibration(rig, cal), settings).predicted_tokens_per_s
+        return 1.0 / make_plan(m, with_calibration(rig, cal), s).predicted_tokens_per_s
 
     base = t()
     times = [t(gpu=u) - base for u in uuids] + [t(cpu=1.0) - base]
-    return Run(times, t(hop=1.0) - base, base, seconds_per_token)
+    p = make_plan(model, rig, settings)
+    holder = next((d.gpu_index for d in p.gpus if d.has_output), None if not p.cpu.has_output else len(uuids))
+    output = 0.0
+    if holder is not None and model.output_bytes:
+        key = (model.output_bytes, model.n_embd, None if holder == len(uuids) else uuids[holder], settings.threads,
+               settings.backend, rig.system.ram_bandwidth_gbs)
+        if key not in _OUTPUT_S:
+            # the output layer's time alone on its card: one layer with the output, less one layer without
+            one = slice_info(model, 1)
+            bare = replace(one, output_tensors=[], tied_embeddings=False)
+            alone = settings.with_(context=256) if holder == len(uuids) else with_counts(settings.with_(context=256), {holder: 2})
+            if holder == len(uuids):
+                alone = alone.with_(devices=(), gpulayers=0, tensor_split=None)
+            u = None if holder == len(uuids) else uuids[holder]
+            _OUTPUT_S[key] = max(0.0, (t(gpu=u, cpu=float(u is None), m=one, s=alone) - t(m=one, s=alone))
+                                 - (t(gpu=u, cpu=float(u is None), m=bare, s=alone) - t(m=bare, s=alone)))
+        output = min(_OUTPUT_S[key], times[holder])
+    return Run(times, t(hop=1.0) - base, base, seconds_per_token, output, holder)
+
+
+_OUTPUT_S: dict = {}  # the output layer's seconds on one device, by model output, device and threads
 
 
 def counts_of(s: PlanSettings, rig: Rig) -> dict[int, int]:
@@ -323,23 +344,35 @@ def _climb(model, rig, s: PlanSettings, budgets: Budgets, max_steps: int = 200) 
     return budgets.into(s), tps
 
 
-def keep(model: ModelInfo, rig: Rig, runs: list[tuple[PlanSettings, float]], cal: Calibration) -> PlanSettings | None:
-    """What to keep among the measured plans: the fastest by the calibration fitted on all of them,
-    which pools every run and so separates plans closer than one run's noise. Plans the calibration
-    cannot tell apart (within 1 %) are
-    decided by their measured speed, averaged over their runs."""
+def keep(model: ModelInfo, rig: Rig, runs: list[tuple[PlanSettings, float]], cal: Calibration | None = None) -> PlanSettings | None:
+    """What to keep among the measured plans: the one measured fastest (a plan measured twice by the mean
+    of its runs). The measurements win over the fit: a fit that ranks a plan first which then measured
+    slower than another is wrong about that plan, and keeping it would recommend a plan slower than one
+    the tune ran (what the fit thought is reported beside it: disagreement)."""
+    got: dict[tuple, list] = {}
+    for s, t in runs:
+        if t > 0:
+            got.setdefault(_key(s), [s, []])[1].append(t)
+    if not got:
+        return None
+    return max(got.values(), key=lambda v: sum(v[1]) / len(v[1]))[0]
+
+
+def disagreement(model: ModelInfo, rig: Rig, runs: list[tuple[PlanSettings, float]], cal: Calibration,
+                 kept: PlanSettings, noise: float) -> tuple[PlanSettings, float, float] | None:
+    """(the plan the fit ranks first among the measured, its calibrated and its measured tokens/s) when
+    that is not the kept plan and it measured slower than the kept one by more than two runs' noise; None
+    when the fit and the measurements agree."""
     ok = [(s, t) for s, t in runs if t > 0]
     if not ok:
         return None
     cal_rig = with_calibration(rig, cal)
-    pred = [make_plan(model, cal_rig, s).predicted_tokens_per_s for s, _ in ok]
-    top = max(pred)
-    near = [s for (s, _), p in zip(ok, pred) if p >= top * 0.99]
-
-    def measured(s):
-        got = [t for s2, t in ok if s2 == s]
-        return sum(got) / len(got)
-    return max(near, key=measured)
+    pred = {_key(s): (s, make_plan(model, cal_rig, s).predicted_tokens_per_s) for s, _ in ok}
+    top_s, top_p = max(pred.values(), key=lambda v: v[1])
+    mean = lambda k: sum(t for s, t in ok if _key(s) == k) / sum(1 for s, _ in ok if _key(s) == k)  # noqa: E731
+    if _key(top_s) == _key(kept) or mean(_key(top_s)) >= mean(_key(kept)) * (1 - 2 * max(noise, NOISE_FLOOR)):
+        return None
+    return top_s, top_p, mean(_key(top_s))
 
 
 def learned(model: ModelInfo, rig: Rig, runs: list[tuple[PlanSettings, float]], prior: Calibration | None = None,
@@ -347,7 +380,44 @@ def learned(model: ModelInfo, rig: Rig, runs: list[tuple[PlanSettings, float]], 
     """Fit the calibration on (plan settings, measured tokens/s) pairs and the slice runs (their model,
     settings, tokens/s); the speed model is the prior.
     Whatever calibration the rig carries is set aside: the features are the bare model's."""
+    return learned_fit(model, rig, runs, prior, noise, slices).cal
+
+
+def learned_fit(model: ModelInfo, rig: Rig, runs: list[tuple[PlanSettings, float]], prior: Calibration | None = None,
+                noise: float = NOISE, slices: list[tuple[ModelInfo, PlanSettings, float]] = ()) -> Fit:
+    """learned(), with the shared terms and the factors the runs left on a bound (calibration.Fit)."""
     bare = with_calibration(rig, None)
     rs = [features(model, bare, s, 1.0 / tps) for s, tps in runs if tps > 0]
-    rs += [features(m, bare, s, 1.0 / tps) for m, s, tps in slices if tps > 0]
-    return fit(rs, [g.uuid for g in rig.gpus], prior, noise)
+    rs += [replace(features(m, bare, s, 1.0 / tps), slice=True) for m, s, tps in slices if tps > 0]
+    return fit_terms(rs, [g.uuid for g in rig.gpus], prior, noise)
+
+
+def pin_down(model: ModelInfo, rig: Rig, base: PlanSettings, budgets: Budgets, term: str,
+             done: list[PlanSettings] = ()) -> PlanSettings | None:
+    """A whole-model plan, not yet measured, that tells `term` (a name from calibration.Fit.held) apart
+    from the rest: a card's factor from a plan on that card alone (all of a token's device time is
+    its own); the CPU's from the predicted best with a quarter of its GPU layers moved to RAM; the hop's
+    from a plan with another number of cards; the fixed cost, the output layer and the slice factor
+    from the whole model on one card (a slice ran on it: the two differ in layers, not in those)."""
+    measured = {_key(s) for s in done}
+    best = fastest_fitting(model, rig, base, budgets, keep_listed=False)
+    if best is None:
+        return None
+    used = [d for d, n in counts_of(best, rig).items() if n > 0]
+    tries: list[PlanSettings | None] = []
+    if term.startswith("gpu:"):
+        d = next((i for i, g in enumerate(rig.gpus) if f"gpu:{g.uuid}" == term), None)
+        if d is not None:
+            tries.append(fastest_fitting(model, rig, base.with_(devices=(d,)), budgets, keep_listed=False))
+    elif term == "cpu":
+        c = counts_of(best, rig)
+        tries.append(with_counts(best, {d: n - max(1, n // 4) for d, n in c.items() if n - max(1, n // 4) > 0}))
+    elif term == "hop":
+        subsets = [(d,) for d in used] if len(used) > 1 else [tuple(range(len(rig.gpus)))]
+        tries += [fastest_fitting(model, rig, base.with_(devices=sub), budgets, keep_listed=False) for sub in subsets]
+    else:
+        tries += [fastest_fitting(model, rig, base.with_(devices=(d,)), budgets, keep_listed=False) for d in used]
+    for s in tries:
+        if s is not None and _key(s) not in measured and _ok(model, rig, s, budgets):
+            return budgets.into(s)
+    return None
