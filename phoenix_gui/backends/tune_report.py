@@ -37,7 +37,7 @@ def fit_notes(tuner) -> list[str]:
         elif run is not None:
             then = f"the run that would pin it down: {run.split} (no time or runs were left to measure it)"
         else:
-            then = "no plan that fits tells it apart from the rest"
+            then = "no plan that fits and was not measured already tells it apart from the rest"
         out.append(f"The fit put {_term(tuner, term)} at {value:.3g}x the speed model's, past its "
                    f"{side} ({lo if side == 'floor' else hi:g}x): the runs could not tell it apart, so it is held "
                    f"at the speed model's figure; {then}.")
