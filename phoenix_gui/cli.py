@@ -511,7 +511,7 @@ def _bench(args) -> int:
 
 def _calibrated(args, rig):
     """The rig with this PC's calibration for the chosen engine, when one applies (phoenix tune)."""
-    from .backends.tune import find
+    from .backends.calibrations import find
     from .planner.calibration import with_calibration
 
     cal, note = find(rig, args.backend)
@@ -525,13 +525,14 @@ def cmd_tune(args) -> int:
     import time
 
     from .backends.servers import backend_for
-    from .backends.tune import Tuner, describe, export_to, find, import_from
+    from .backends.calibrations import check_export, describe, export_to, find, import_from
+    from .backends.tune import Tuner
     from .planner import PlanSettings
 
     if args.import_file:
         try:
             cal = import_from(args.import_file)
-        except ValueError as e:
+        except v.InputError as e:
             raise UserError(str(e)) from None
         print(f"Imported: {describe(cal)}, {cal.key.get('engine')} {cal.key.get('version')}; it applies on the PC "
               "with the same GPUs, driver and engine version.")
@@ -545,8 +546,11 @@ def cmd_tune(args) -> int:
         v.integer(args.max_runs, "--max-runs", 2, 50)
     except v.InputError as e:
         raise UserError(str(e)) from None
-    if args.export and Path(args.export).exists() and not args.force:
-        raise UserError(f"{args.export} already exists; choose another name (or --force to replace it).")
+    if args.export:  # checked before the tune: a bad name fails now, not after minutes of runs
+        try:
+            check_export(args.export, force=args.force)
+        except v.InputError as e:
+            raise UserError(str(e)) from None
     margin = args.margin  # the recommendation's; None: sized from what the tune measures
     if margin is not None:
         try:
@@ -577,19 +581,25 @@ def cmd_tune(args) -> int:
         times = f", {t.n_repeats} times" if t.n_repeats > 1 else ""
         print(f"phoenix: tuning {model.name} with {backend.name} {version}: each run is {t.n_prompt} prompt tokens "
               f"then {t.n_gen} generated{times}; at most {args.max_runs} runs in {args.budget_s:.0f} s", file=sys.stderr)
+    from .backends.process import stop_on_signals
+
     try:
-        t.start()
-        if t.warmer is not None and not args.json:
-            print(f"phoenix: {t.message}", file=sys.stderr, flush=True)  # reading a big file takes a while
-        while t.poll():
-            time.sleep(0.05)
+        with stop_on_signals():  # SIGTERM and SIGHUP cancel as Ctrl-C does: the engine and the slice files go
+            t.start()
+            if t.warmer is not None and not args.json:
+                print(f"phoenix: {t.message}", file=sys.stderr, flush=True)  # reading a big file takes a while
+            while t.poll():
+                time.sleep(0.05)
     except KeyboardInterrupt:
         t.cancel()
         raise UserError("Tuning was cancelled; nothing is left running.") from None
     if t.state != "done":
         raise UserError(t.message)
     if args.export:
-        export_to(t.calibration, args.export, force=True)
+        try:
+            export_to(t.calibration, args.export, force=args.force)
+        except v.InputError as e:  # the name was fine before the tune; something changed it since
+            raise UserError(f"{e} The tune's result is kept on this PC.") from None
     if args.json:
         print(json.dumps(t.report(), indent=2))
         return 0

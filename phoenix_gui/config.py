@@ -142,7 +142,7 @@ def load_settings(path: Path | None = None) -> tuple[UserSettings, str]:
     """(settings, a sentence to show the user or "")."""
     path = path or settings_path()
     clean_temp_files(path.parent)
-    notes = [] if _writable(path.parent) else [f"Your settings folder {path.parent} is read-only, so changes will not be kept."]
+    notes = [] if v.folder_writable(path.parent) else [f"Your settings folder {path.parent} is read-only, so changes will not be kept."]
     try:
         st = v.regular_file(path, "Your settings file")
         if st.st_size > _MAX_BYTES:
@@ -213,28 +213,6 @@ def clean_temp_files(folder: Path) -> None:
                 os.remove(e.path)
         except (OSError, OverflowError):
             pass
-
-
-def _writable(folder: Path) -> bool:
-    """Can settings be saved here? Tried, not guessed: os.access is wrong for root, ACLs and
-    read-only mounts. A folder that does not exist yet is judged by its nearest existing parent."""
-    import tempfile
-
-    where = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if where is None:
-        return True
-    if not where.is_dir():
-        return False
-    try:
-        fd, name = tempfile.mkstemp(prefix=".phoenix-write-test-", dir=where)
-    except OSError:
-        return False
-    os.close(fd)
-    try:
-        os.remove(name)
-    except OSError:
-        pass
-    return True
 
 
 def save_settings(s: UserSettings, path: Path | None = None) -> None:

@@ -304,3 +304,26 @@ def check_writable(path: str | Path, force: bool = False, what: str = "file") ->
     if not force:
         raise InputError(f"{p} already exists; give --force to replace it, or choose another name.")
     return p
+
+
+def folder_writable(folder: str | Path) -> bool:
+    """Can a file be made in this folder? Tried, not guessed: os.access is wrong for root, ACLs and
+    read-only mounts. A folder that does not exist yet is judged by its nearest existing parent."""
+    import tempfile
+
+    folder = Path(folder)
+    where = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if where is None:
+        return True
+    if not where.is_dir():
+        return False
+    try:
+        fd, name = tempfile.mkstemp(prefix=".phoenix-write-test-", dir=where)
+    except OSError:
+        return False
+    os.close(fd)
+    try:
+        os.remove(name)
+    except OSError:
+        pass
+    return True

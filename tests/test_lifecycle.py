@@ -178,3 +178,28 @@ def test_missing_engine_library_is_not_blamed_on_the_model(tiny, monkeypatch):
     w = classify(["FileNotFoundError: Could not find module 'C:\\kcpp\\koboldcpp_default.dll' (or one of its "
                   "dependencies). Try using the full path with constructor syntax."], 1, True)
     assert w.kind == "library" and "koboldcpp_default.dll" in w.message
+
+
+def test_an_interrupt_in_the_middle_of_a_start_still_stops_everything(tiny, monkeypatch):
+    """Ctrl-C or SIGTERM (KeyboardInterrupt) can land while the engine is being started: the process exists,
+    the machine is still 'starting'. stop() must end it (it raised IllegalTransition: starting -> stopping)."""
+    import psutil
+
+    from phoenix_gui.backends.launch import Launch
+
+    real_start = Launch.start
+
+    def start_then_interrupted(self, *a, **kw):
+        real_start(self, *a, **kw)
+        raise KeyboardInterrupt  # the signal arrives just after the process was spawned
+
+    monkeypatch.setattr(Launch, "start", start_then_interrupted)
+    m = machine(tiny)
+    with pytest.raises(KeyboardInterrupt):
+        m.start()
+    assert m.state is State.STARTING
+    pid = m.launch.process.pid
+    assert psutil.pid_exists(pid)
+    m.stop()
+    assert m.state is State.STOPPED and m.failure.kind == "cancelled"
+    assert gone([pid])

@@ -12,9 +12,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from phoenix_gui.backends import calibrations
 from phoenix_gui.backends import tune as tune_mod
 from phoenix_gui.backends.probe import free_port
-from phoenix_gui.backends.tune import Tuner, export_to, find, import_from, save
+from phoenix_gui.backends.calibrations import export_to, find, import_from, save
+from phoenix_gui.backends.tune import Tuner
 from phoenix_gui.cli import main
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import read_model
@@ -190,7 +192,7 @@ def test_budget_stops_the_runs(q7):
 
 def test_a_calibration_applies_by_key_and_a_change_says_why(q7):
     rig, model, _ = q7
-    key = tune_mod.rig_key(rig, "koboldcpp", "1.115.1")
+    key = calibrations.rig_key(rig, "koboldcpp", "1.115.1")
     cal = Calibration(gpu_scale={g.uuid: 2.0 for g in rig.gpus}, cpu_scale=2.0, runs=5, key=key, created=0.0)
     save(cal)
     got, note = find(rig, "koboldcpp", "1.115.1")
@@ -211,14 +213,15 @@ def test_export_never_overwrites_and_import_checks(tmp_path):
     cal = Calibration(runs=3, key={"gpus": [], "driver": "", "engine": "llama-server", "version": "b1"})
     out = tmp_path / "mine.json"
     out.write_text("the user's file")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(ValueError, match="already exists"):
         export_to(cal, str(out))
     assert out.read_text() == "the user's file"
     export_to(cal, str(tmp_path / "shared.json"))
     assert import_from(str(tmp_path / "shared.json")) == cal
-    for text, why in (("{", "not JSON"), ('{"gpu_scale": {"x": "fast"}}', "not a Phoenix calibration"),
-                      ('{"cpu_scale": 1e9, "key": {"engine": "koboldcpp"}}', "impossible numbers"),
-                      ('{"cpu_scale": 1.0}', "does not say which PC")):
+    for text, why in (("{", "not JSON"), ('{"gpu_scale": {"x": "fast"}, "key": {"engine": "koboldcpp"}}',
+                                          "A speed factor must be a number, not 'fast'"),
+                      ('{"cpu_scale": 1e9, "key": {"engine": "koboldcpp"}}', "between 0.01 and 100"),
+                      ('{"cpu_scale": 1.0}', "does not say which PC and engine")):
         bad = tmp_path / "bad.json"
         bad.write_text(text)
         with pytest.raises(ValueError, match=why):
@@ -244,7 +247,8 @@ def test_phoenix_tune_and_then_plan_use_the_calibration(q7, capsys):
     rc = main(["tune", path, "--rig", rigfile, "--exe", FAKE, "--budget-s", "nan"])
     assert rc == 2 and "--budget-s takes seconds" in capsys.readouterr().err
     rc = main(["tune", "--import", str(Path(path))])
-    assert rc == 2 and "not a Phoenix calibration" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "is too large (" in err and "to be a calibration" in err  # a model is no calibration
 
 
 def test_the_tune_json(q7, capsys):

@@ -9,7 +9,8 @@ import pytest
 
 from phoenix_gui.backends.probe import free_port
 from phoenix_gui.backends.servers import backend_for
-from phoenix_gui.backends.tune import Tuner, find
+from phoenix_gui.backends.calibrations import find
+from phoenix_gui.backends.tune import Tuner
 from phoenix_gui.hardware import detect_system
 from phoenix_gui.hardware.rig import Rig
 from phoenix_gui.model import read_model, write_skeleton
@@ -52,7 +53,7 @@ def test_tune_with_the_real_llama_server_on_the_cpu(tmp_path):
     assert cal.per_layer_ms.get("CPU", 0) > 0
     bare = make_plan(model, rig, base.with_(devices=(), gpulayers=0)).predicted_tokens_per_s
     used = make_plan(model, with_calibration(rig, cal), base.with_(devices=(), gpulayers=0)).predicted_tokens_per_s
-    assert used != pytest.approx(bare, rel=0.02)  # the calibration changes later predictions
+    assert used != pytest.approx(bare, rel=0.02), cal  # the calibration changes later predictions
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     print("\n".join(t.table()))

@@ -47,12 +47,14 @@ class State(str, enum.Enum):
 S = State
 ALLOWED: dict[State, set[State]] = {
     S.IDLE: {S.PREFLIGHT},
-    S.PREFLIGHT: {S.STARTING, S.FAILED},
-    S.STARTING: {S.LOADING, S.FAILED},
+    # stopping from the states a start passes through: Ctrl-C or SIGTERM (KeyboardInterrupt) can land in the
+    # middle of one, and stop() must then still end whatever was started
+    S.PREFLIGHT: {S.STARTING, S.FAILED, S.STOPPING},
+    S.STARTING: {S.LOADING, S.FAILED, S.STOPPING},
     S.LOADING: {S.READY, S.RETRYING, S.FAILED, S.STOPPING},
     S.READY: {S.BENCHMARKING, S.FAILED, S.STOPPING},
     S.BENCHMARKING: {S.READY, S.FAILED, S.STOPPING},
-    S.RETRYING: {S.PREFLIGHT, S.FAILED},
+    S.RETRYING: {S.PREFLIGHT, S.FAILED, S.STOPPING},
     S.FAILED: {S.RETRYING},
     S.STOPPING: {S.STOPPED},
     S.STOPPED: set(),
@@ -232,7 +234,7 @@ class LaunchMachine:
             self.launch.stop(2)
             self._close_worker()
             return
-        loading = self.state is State.LOADING
+        loading = self.state in (State.LOADING, State.PREFLIGHT, State.STARTING, State.RETRYING)
         msg = CANCELLED if loading else "Server stopped."
         self._to(State.STOPPING, message="Stopping the server…")
         self._pending = None

@@ -18,14 +18,12 @@ maps the file; koboldcpp 1.115.1 reads it without direct I/O, and its --usemmap 
 it, because with it on koboldcpp skips repacking the CPU's weights and would run the CPU layers slower
 than the user's own launch). A file the RAM cannot hold is not read: it would only evict itself.
 
-The calibration is saved in the data folder as plain JSON, keyed by the GPUs' UUIDs, the driver and
-the engine and its version; export/import are plain files too.
+The calibration is saved in the data folder (backends/calibrations.py), keyed by the GPUs' UUIDs, the
+driver and the engine and its version.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -48,100 +46,42 @@ from ..planner.tuning import (calibrated_best, candidates, counts_of, disagreeme
                               measured_noise, pin_down, slice_limit, slice_runs, with_counts)
 from .tune_report import fit_notes
 from .bench import spread_of
-from .launch import data_dir
+from .calibrations import CalibrationFileError, rig_key, save
 from .lifecycle import LaunchMachine, State
 
 FIRST_RUN_GUESS_S = 30.0  # time-left estimate before any run has finished
+SLICE_PREFIX = "phoenix-slices-"  # + the tuning process's id: a folder whose process is gone is a leftover
 WARM_CHUNK = 8 << 20
 
 
-# --- the calibration store ---
-
-def rig_key(rig: Rig, backend: str, version: str) -> dict:
-    return {"gpus": sorted(g.uuid for g in rig.gpus), "driver": rig.gpus[0].driver_version if rig.gpus else "",
-            "engine": backend, "version": version}
-
-
-def _path_for(key: dict) -> Path:
-    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return data_dir() / "calibrations" / f"{key['engine']}-{h}.json"
-
-
-def save(cal: Calibration) -> Path:
-    p = _path_for(cal.key)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cal.to_dict(), indent=1), encoding="utf-8")
-    tmp.replace(p)
-    return p
-
-
-def _all() -> list[Calibration]:
-    out = []
-    for p in sorted((data_dir() / "calibrations").glob("*.json")):
-        try:
-            out.append(Calibration.from_dict(json.loads(p.read_text(encoding="utf-8"))))
-        except (OSError, ValueError):
-            continue  # a damaged file is not a calibration; the next tune replaces it
-    return out
-
-
-def find(rig: Rig, backend: str, version: str | None = None) -> tuple[Calibration | None, str]:
-    """The calibration for this rig and engine (the newest, when the version is not known) and one
-    sentence: what applies, or why an earlier calibration no longer does ("" when there is none)."""
-    mine = [c for c in _all() if c.key.get("engine") == backend]
-    gpus = sorted(g.uuid for g in rig.gpus)
-    driver = rig.gpus[0].driver_version if rig.gpus else ""
-    same_rig = [c for c in mine if c.key.get("gpus") == gpus and c.key.get("driver") == driver]
-    match = [c for c in same_rig if version is None or c.key.get("version") == version]
-    if match:
-        c = max(match, key=lambda c: c.created)
-        return c, describe(c)
-    if same_rig:
-        c = max(same_rig, key=lambda c: c.created)
-        return None, (f"The calibration from {_date(c)} no longer applies: {backend} is now {version} "
-                      f"(it was measured with {c.key.get('version')}); tune again.")
-    if mine:
-        c = max(mine, key=lambda c: c.created)
-        why = "the driver changed" if c.key.get("gpus") == gpus else "the GPUs changed"
-        return None, f"The calibration from {_date(c)} no longer applies: {why}; tune again."
-    return None, ""
-
-
-def describe(c: Calibration) -> str:
-    return f"calibrated on this PC ({c.runs} runs, {_date(c)})"
-
-
-def _date(c: Calibration) -> str:
-    return time.strftime("%Y-%m-%d", time.localtime(c.created))
-
-
-def export_to(cal: Calibration, path: str, force: bool = False) -> Path:
-    p = Path(path)
-    if p.exists() and not force:
-        raise FileExistsError(f"{p} already exists; choose another name (or --force to replace it).")
-    p.write_text(json.dumps(cal.to_dict(), indent=1), encoding="utf-8")
-    return p
-
-
-def import_from(path: str) -> Calibration:
-    """Read a shared calibration and keep it; raises ValueError with one sentence."""
-    try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ValueError(f"{path} could not be read ({e.strerror or e}).") from None
-    except ValueError:
-        raise ValueError(f"{path} is not a Phoenix calibration (not JSON).") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"{path} is not a Phoenix calibration.")
-    cal = Calibration.from_dict(d)
-    if not cal.key.get("engine"):
-        raise ValueError(f"{path} does not say which PC and engine it was measured on.")
-    save(cal)
-    return cal
-
-
 # --- the tuner ---
+
+def remove_stale_slices(tmp: str | Path | None = None) -> list[Path]:
+    """Remove the slice folders of tunes that died without cleaning up (killed with SIGKILL, a power cut):
+    a folder named for a process that no longer exists, owned by this user. A folder of a running tune, of
+    another user, or one that is a link is left alone. Returns what was removed."""
+    import psutil
+
+    removed = []
+    try:
+        entries = list(os.scandir(tmp or tempfile.gettempdir()))
+    except OSError:
+        return removed
+    for e in entries:
+        pid = e.name[len(SLICE_PREFIX):].split("-", 1)[0]
+        if not e.name.startswith(SLICE_PREFIX) or not pid.isdigit():
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)
+            if (not e.is_dir(follow_symlinks=False) or (hasattr(os, "getuid") and st.st_uid != os.getuid())
+                    or psutil.pid_exists(int(pid))):
+                continue
+        except (OSError, OverflowError):
+            continue
+        shutil.rmtree(e.path, ignore_errors=True)
+        removed.append(Path(e.path))
+    return removed
+
 
 @dataclass
 class TuneRun:
@@ -314,6 +254,7 @@ class Tuner:
 
     # --- commands ---
     def start(self) -> None:
+        remove_stale_slices()
         self._t0 = time.monotonic()
         self.state = "running"
         first = candidates(self.model, self.rig, self.probe, self.budgets, limit=1)
@@ -417,7 +358,7 @@ class Tuner:
             return []
         out, files = [], {}
         try:
-            self._slice_dir = Path(tempfile.mkdtemp(prefix="phoenix-slices-"))
+            self._slice_dir = Path(tempfile.mkdtemp(prefix=f"{SLICE_PREFIX}{os.getpid()}-"))
             for r in picked:
                 if r.layers not in files:
                     need = r.model.file_size
@@ -626,13 +567,17 @@ class Tuner:
         cal_rig = with_calibration(self.rig, self.calibration)
         for r in self.runs:
             r.calibrated_tps = make_plan(r.model or self.model, cal_rig, r.settings).predicted_tokens_per_s
-        save(self.calibration)
+        try:
+            save(self.calibration)
+            kept = ""
+        except CalibrationFileError as e:  # a full disk or a read-only data folder: the tune's result still stands
+            kept = f" {e} It was not kept for later plans."
         if not data:
             self.winner = None
             self._finish("done", "Learned this PC from the slice runs, but no plan of the whole model finished, "
-                                 "so none is kept.")
+                                 "so none is kept." + kept)
             return
-        self._finish("done", self._choose())
+        self._finish("done", self._choose() + kept)
 
     def _choose(self) -> str:
         """Set the winner among the measured plans and say what was kept. A probe that ate into the

@@ -13,7 +13,8 @@ from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QProgressBar, QPush
                                QTableWidgetItem, QVBoxLayout)
 
 from ..backends.servers import backend_for
-from ..backends.tune import N_GEN, N_PROMPT, N_REPEATS, Tuner, describe, find
+from ..backends.calibrations import describe, find
+from ..backends.tune import N_GEN, N_PROMPT, N_REPEATS, Tuner
 from ..planner.calibration import calibration_of, with_calibration
 
 COLUMNS = ("#", "run", "plan", "predicted", "measured", "spread", "calibrated", "load s", "outcome")
