@@ -81,7 +81,7 @@ def run_calibration(p: dict, work: Path) -> str:
                          PlanSettings(context=4096))
         if bad.exists() or "set aside" not in note:
             raise Defect(f"the bad file was not set aside ({note!r})")
-        if find(rig, "koboldcpp")[1]:
+        if "set aside" in find(rig, "koboldcpp")[1]:
             raise Defect("the set-aside was said twice")
         return f"{plan.predicted_tokens_per_s:.1f} tokens/s; {note}"
     src = work / "sent.json"
@@ -110,7 +110,7 @@ def run_calibration(p: dict, work: Path) -> str:
     try:
         cal = import_from(str(src))
     finally:
-        made = {x for x in _tree(work) - before if "/data/calibrations" not in x}
+        made = {x for x in _tree(work) - before if not x.startswith(str(work / "data"))}
         if made or Path("/tmp/probe-escaped").exists():
             raise Defect(f"files written outside the data folder: {sorted(made)[:3]}")
     return f"kept {cal.runs} runs for {cal.key['engine']}"
@@ -190,7 +190,7 @@ def run_export(p: dict, work: Path) -> str:
         target = d / "nope" / "cal.json"
     elif n.startswith("existing file"):
         target.write_text("old")
-        force = "--force" in n
+        force = n.endswith(", --force")
     elif n == "a folder":
         target = d
     elif n == "NUL in the name":
