@@ -27,6 +27,19 @@ def _good(**over) -> dict:
     return d
 
 
+def _api():
+    """(import_from, find, folder, export_to): today's, or the code before issue 24 (for the before count)."""
+    try:
+        from phoenix_gui.backends import calibrations as c
+
+        return c.import_from, c.find, c.folder, c.export_to
+    except ImportError:
+        from phoenix_gui.backends import tune as c
+        from phoenix_gui.backends.launch import data_dir
+
+        return c.import_from, c.find, lambda: data_dir() / "calibrations", c.export_to
+
+
 def _key(engine: str) -> dict:
     return {"gpus": [], "driver": "", "engine": engine, "version": "1"}
 
@@ -64,7 +77,7 @@ def calibration_cases() -> list[dict]:
 
 
 def run_calibration(p: dict, work: Path) -> str:
-    from phoenix_gui.backends.calibrations import find, folder, import_from
+    import_from, find, folder, _ = _api()
     from phoenix_gui.hardware import demo_rig_path, load_rig
     from phoenix_gui.model import preset_model_info
     from phoenix_gui.planner import PlanSettings, make_plan
@@ -118,8 +131,7 @@ def run_calibration(p: dict, work: Path) -> str:
 
 def _full_disk(work: Path) -> str:
     """A real small disk (tmpfs, needs root) filled up: one sentence and no temporary file left."""
-    from phoenix_gui.backends.calibrations import import_from
-
+    import_from = _api()[0]
     disk = work / "small-disk"
     disk.mkdir(exist_ok=True)
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)], capture_output=True).returncode:
@@ -160,7 +172,7 @@ def export_cases() -> list[dict]:
 
 
 def run_export(p: dict, work: Path) -> str:
-    from phoenix_gui.backends.calibrations import export_to
+    export_to = _api()[3]
     from phoenix_gui.model import write_skeleton
     from phoenix_gui.planner.calibration import Calibration
 
