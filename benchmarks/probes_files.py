@@ -36,8 +36,24 @@ def _api():
     except ImportError:
         from phoenix_gui.backends import tune as c
         from phoenix_gui.backends.launch import data_dir
+        from phoenix_gui.validate import InputError
 
-        return c.import_from, c.find, lambda: data_dir() / "calibrations", c.export_to
+        def import_from(path):  # its CLI showed a ValueError's sentence as a refusal
+            try:
+                return c.import_from(path)
+            except InputError:
+                raise
+            except ValueError as e:
+                raise InputError(str(e)) from None
+
+        return import_from, c.find, lambda: data_dir() / "calibrations", c.export_to
+
+
+def _slice_api():
+    """(SLICE_PREFIX, remove_stale_slices or None before issue 24)."""
+    from phoenix_gui.backends import tune
+
+    return getattr(tune, "SLICE_PREFIX", "phoenix-slices-"), getattr(tune, "remove_stale_slices", None)
 
 
 def _key(engine: str) -> dict:
@@ -177,8 +193,8 @@ def run_export(p: dict, work: Path) -> str:
     from phoenix_gui.planner.calibration import Calibration
 
     cal = Calibration.from_dict(_good())
-    d = work / "export"
-    d.mkdir(exist_ok=True)
+    d = work / "export" / p["name"].replace(" ", "_").replace(",", "").replace("-", "")  # a fresh folder each
+    d.mkdir(parents=True, exist_ok=True)
     victim = d / "victim.txt"
     victim.write_text("keep me")
     model = d / "model.gguf"
@@ -236,8 +252,9 @@ def slices_cases() -> list[dict]:
 
 
 def run_slices(p: dict, work: Path) -> str:
-    from phoenix_gui.backends.tune import SLICE_PREFIX, remove_stale_slices
-
+    SLICE_PREFIX, remove_stale_slices = _slice_api()
+    if remove_stale_slices is None:
+        remove_stale_slices = lambda tmp: None  # noqa: E731 - the code before issue 24 removed none
     tmp = work / "tmp"
     tmp.mkdir(exist_ok=True)
     n = p["name"]
@@ -270,7 +287,7 @@ def run_slices(p: dict, work: Path) -> str:
 
 
 def _sigterm_tune(work: Path) -> str:
-    from phoenix_gui.backends.tune import SLICE_PREFIX
+    SLICE_PREFIX = _slice_api()[0]
     from phoenix_gui.hardware import demo_rig_path
     from phoenix_gui.model import write_skeleton
 
