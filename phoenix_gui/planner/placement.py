@@ -128,17 +128,41 @@ def tensor_moves(model, assign: list[int], overrides) -> tuple[list[dict[int, in
 _LOOKUP = ("token_embd.", "per_layer_token_embd.", "position_embd.", "token_types.")
 
 
+# (id(model), overrides) -> (model, per layer group: (the tensors in RAM when the layer is on the CPU, those
+# in RAM when it is not)). Auto-fit plans one model under the same few override lists hundreds of times, and
+# matching every tensor name against every pattern was most of a plan's time (an MoE model with --moecpu N).
+_HOST_SPLIT: dict[tuple, tuple] = {}
+
+
+def _host_split(model, overrides) -> list[tuple[list, list]]:
+    key = (id(model), tuple(tuple(o) for o in overrides))
+    got = _HOST_SPLIT.get(key)
+    if got is not None and got[0] is model:
+        return got[1]
+    pats = _compiled(overrides)
+    groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
+    split = []
+    for tensors in groups:
+        on_cpu, elsewhere = [], []
+        for t in tensors:
+            dest = _override_of(pats, t.name) if pats else None
+            if dest is None or dest == CPU:
+                on_cpu.append(t)
+            if dest == CPU:
+                elsewhere.append(t)
+        split.append((on_cpu, elsewhere))
+    if len(_HOST_SPLIT) >= 256:
+        _HOST_SPLIT.clear()
+    _HOST_SPLIT[key] = (model, split)
+    return split
+
+
 def host_tensors(model, assign: list[int], overrides=()) -> list:
     """The weights that stay in RAM: the input layer, the blocks (and output layer) the layer rule puts on
     the CPU, and whatever an override sends there, less what an override sends away (first match wins)."""
-    pats = _compiled(overrides)
     out = list(model.input_tensors)
-    groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
-    for il, tensors in enumerate(groups):
-        for t in tensors:
-            dest = _override_of(pats, t.name) if pats else None
-            if (assign[il] if dest is None else dest) == CPU:
-                out.append(t)
+    for il, (on_cpu, elsewhere) in enumerate(_host_split(model, overrides)):
+        out.extend(on_cpu if assign[il] == CPU else elsewhere)
     return out
 
 
