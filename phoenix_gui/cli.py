@@ -42,13 +42,16 @@ def _load_rig(args, demo: bool):
             rig = detect_rig(measure_bandwidth=not getattr(args, "no_bandwidth", False))
     except RigFileError as e:
         raise UserError(str(e)) from None
-    return _with_nodes(rig, targets) if targets else rig
+    return _with_nodes(rig, targets, args) if targets else rig
 
 
-def _with_nodes(rig, targets: list[str]):
-    """The rig with the devices the PCs at `targets` share over RPC, each asked and its link measured."""
-    from .backends.nodes import NodeError, describe_node
-    from .hardware.cluster import cluster_rig, nodes_of
+def _with_nodes(rig, targets: list[str], args=None):
+    """The rig with the devices the PCs at `targets` share over RPC, each asked and its link measured, then
+    checked together (one PC twice, this PC's own GPU, too many devices) and against the engine's RPC
+    protocol, each refusal in one sentence naming the PC."""
+    from .backends.nodes import NodeError, check_version, describe_node
+    from .backends.servers import backend_for
+    from .hardware.cluster import ClusterError, check_cluster, cluster_rig, nodes_of
 
     known = nodes_of(rig)
     clash = [a for a in targets if any(n.address == a for n in known)]
@@ -61,6 +64,18 @@ def _with_nodes(rig, targets: list[str]):
             nodes.append(describe_node(address, timeout=5.0, measure=True))
         except NodeError as e:
             raise NodeUnavailable(str(e)) from None
+    try:
+        check_cluster([g for g in rig.gpus if not g.is_remote], known + nodes)
+    except ClusterError as e:
+        raise UserError(str(e)) from None
+    exe = getattr(args, "exe", None) or backend_for(getattr(args, "backend", None) or "koboldcpp").find()
+    for node in nodes if exe else []:  # the engine that would load the plan must be able to talk to each
+        try:
+            note = check_version(node, exe)
+        except NodeError as e:
+            raise NodeUnavailable(str(e)) from None
+        if note:
+            print(f"phoenix: note: {note}", file=sys.stderr)
     return cluster_rig(rig, known + nodes)  # the rig file's nodes first, in the order given
 
 
@@ -290,10 +305,10 @@ def _machine_groups(plan, rig) -> list[tuple[str, list[int]]]:
                 title = f"{LOCAL}:"
             elif node and node.link:
                 how = "measured" if node.link.measured else "given"
-                title = (f"{node.name} ({key}): link {node.link.rtt_ms:.2f} ms round trip, "
+                title = (f"{node.label}: link {node.link.rtt_ms:.2f} ms round trip, "
                          f"{node.link.throughput_mbs:,.0f} MB/s ({how})")
             else:
-                title = f"{node.name if node else key} ({key}): link not measured"
+                title = f"{node.label if node else key}: link not measured"
             groups[key] = (title, [])
         groups[key][1].append(k)
     return list(groups.values())

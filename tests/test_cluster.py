@@ -413,7 +413,7 @@ def test_phoenix_plan_and_bench_with_rpc_nodes(kcpp_script, tiny, hosts):
     assert plan.returncode == 0, plan.stdout + plan.stderr
     out = plan.stdout
     for a in addrs:
-        assert f"{a} ({a}): link " in out and "ms round trip" in out  # a plain rpc-server: named by its address
+        assert f"\n{a}: link " in out and "ms round trip" in out  # a plain rpc-server: named by its address
     assert out.index(addrs[0]) < out.index(addrs[1]) < out.index("this PC:")
     assert f"--rpctargets {','.join(addrs)}" in out
     port = free_port()

@@ -421,9 +421,9 @@ def test_phoenix_plan_shows_machines_as_groups(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     titles = [ln for ln in out.splitlines() if ln and not ln.startswith(" ") and ln.endswith(("(given)", "this PC:"))]
-    assert titles == ["gaming-pc (192.168.1.20:50052): link 0.50 ms round trip, 112 MB/s (given)",
-                      "laptop (192.168.1.21:50052): link 2.00 ms round trip, 50 MB/s (given)", "this PC:"]
-    assert out.index("RTX 3060 (gaming-pc)") < out.index("laptop (192.168") < out.index("this PC:") < out.index("RTX 2080")
+    assert titles == ['"gaming-pc" (192.168.1.20:50052): link 0.50 ms round trip, 112 MB/s (given)',
+                      '"laptop" (192.168.1.21:50052): link 2.00 ms round trip, 50 MB/s (given)', "this PC:"]
+    assert out.index("RTX 3060 (gaming-pc)") < out.index('"laptop" (192.168') < out.index("this PC:") < out.index("RTX 2080")
     assert "ms per generated token" in out and "Loading sends" in out
     assert "--rpctargets 192.168.1.20:50052,192.168.1.21:50052" in out
 

@@ -15,9 +15,11 @@ A client and a server agree when the majors are equal and the server's minor is 
 client's (the rule of the engine's own negotiate_hello).
 
 Every read is bounded (the reply size must be the one the command defines) and timed, so a port that
-is something else, or nothing, gives an RpcError, never a hang or an unbounded buffer. The server serves
-one client at a time: a node busy with an engine accepts the connection but answers only when that
-engine disconnects, which shows here as a timeout.
+is something else, or nothing, gives an RpcError, never a hang or an unbounded buffer. A client opened with
+a deadline holds the whole exchange to it (connect, every send and every read), so a node that answers a
+byte at a time cannot stretch it: a timeout per read would let it. The server serves one client at a time:
+a node busy with an engine accepts the connection but answers only when that engine disconnects, which
+shows here as a timeout.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ SPOKEN = Version(4, 0, 1)  # what this client writes; HELLO is read in both the 
 
 class RpcError(OSError):
     """Why talking to a node failed. kind: refused, unreachable, timeout (no connection), silent (connected,
-    no reply), closed, not_rpc, denied."""
+    no reply to the hello), slow (it answered the hello, then not the rest within the deadline), closed,
+    not_rpc, denied."""
 
     def __init__(self, kind: str, detail: str):
         super().__init__(detail)
@@ -70,6 +73,8 @@ class RpcError(OSError):
 
 
 def connect(host: str, port: int, timeout: float, source: str | None = None) -> socket.socket:
+    if timeout <= 0:
+        raise RpcError("timeout", "no time was left to connect")
     try:
         sock = socket.create_connection((host, port), timeout=timeout,
                                         source_address=(source, 0) if source else None)
@@ -90,15 +95,22 @@ class RpcClient:
     """One connection to an RPC server. Use as a context manager; close() soon: the server serves no one
     else while this connection is open."""
 
-    def __init__(self, sock: socket.socket, timeout: float):
+    def __init__(self, sock: socket.socket, timeout: float, deadline: float | None = None):
         self.sock = sock
         self.timeout = timeout
+        self.deadline = deadline  # time.monotonic() by which every exchange on it must be over; None: none
         self.version: Version | None = None
 
     @classmethod
-    def open(cls, host: str, port: int, timeout: float = 5.0, source: str | None = None) -> "RpcClient":
-        """Connect and say HELLO; .version is the server's. An older-form server is reconnected once."""
-        client = cls(connect(host, port, timeout, source), timeout)
+    def open(cls, host: str, port: int, timeout: float = 5.0, source: str | None = None,
+             deadline: float | None = None) -> "RpcClient":
+        """Connect and say HELLO; .version is the server's. An older-form server is reconnected once.
+        With a deadline (time.monotonic()), the whole exchange, reconnection included, ends by then."""
+
+        def left() -> float:
+            return timeout if deadline is None else min(timeout, deadline - time.monotonic())
+
+        client = cls(connect(host, port, left(), source), timeout, deadline)
         try:
             client.version = client._hello(CAPS_SIZE)
             return client
@@ -106,7 +118,7 @@ class RpcClient:
             client.close()
             if e.kind != "closed":
                 raise
-        old = cls(connect(host, port, timeout, source), timeout)
+        old = cls(connect(host, port, left(), source), timeout, deadline)
         try:
             old.version = old._hello(0)
         except RpcError as e:
@@ -153,32 +165,46 @@ class RpcClient:
 
     # --- framing ---
     def _call(self, cmd: int, payload: bytes, reply_size: int) -> bytes:
+        end = self._end()
         try:
+            self.sock.settimeout(max(end - time.monotonic(), 1e-3))  # sendall's timeout covers all of it
             self.sock.sendall(bytes([cmd]) + struct.pack("<Q", len(payload)) + payload)
+        except socket.timeout:
+            raise self._late() from None
         except OSError:
             raise RpcError("closed", "it closed the connection") from None
-        head = self._read(8)
+        head = self._read(8, end)
         if head == REFUSAL:
             raise RpcError("denied", "its allow-list does not include this PC's address")
         (size,) = struct.unpack("<Q", head)
         if size != reply_size:
             raise RpcError("not_rpc", f"its reply is not an RPC reply ({size} bytes announced, "
                                       f"{reply_size} expected)")
-        return self._read(reply_size)
+        return self._read(reply_size, end)
 
-    def _read(self, n: int) -> bytes:
-        """Exactly n bytes, within the timeout (the whole read, not each piece)."""
+    def _end(self) -> float:
+        """When the call starting now must be over: its timeout, or the client's deadline if sooner."""
         end = time.monotonic() + self.timeout
+        return end if self.deadline is None else min(end, self.deadline)
+
+    def _late(self) -> RpcError:
+        if self.version is None:
+            return RpcError("silent", f"no RPC reply within {self.timeout:g} s")
+        return RpcError("slow", "its replies did not all arrive in time")
+
+    def _read(self, n: int, end: float | None = None) -> bytes:
+        """Exactly n bytes by `end` (the whole read, not each piece)."""
+        end = self._end() if end is None else end
         buf = bytearray()
         while len(buf) < n:
             left = end - time.monotonic()
             if left <= 0:
-                raise RpcError("silent", f"no RPC reply within {self.timeout:g} s")
+                raise self._late()
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(n - len(buf))
             except socket.timeout:
-                raise RpcError("silent", f"no RPC reply within {self.timeout:g} s") from None
+                raise self._late() from None
             except OSError:
                 chunk = b""
             if not chunk:

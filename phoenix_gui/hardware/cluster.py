@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from ..validate import MAX_DEVICES, InputError
 from .rig import GpuInfo, Rig
 
 LOCAL = "this PC"
@@ -35,6 +36,12 @@ class RemoteNode:
     link: LinkInfo | None = None
     engine: str = ""  # the engine (and version) serving it, when known
     protocol: str = ""  # the RPC protocol version it speaks, "3.0.0"
+    peer: str = ""  # the IPv4 address:port its RPC connection reached (two names for one PC have one peer)
+
+    @property
+    def label(self) -> str:
+        """How a message names the PC: the address typed, and the name it gave, quoted (another PC chose it)."""
+        return self.address if self.name in ("", self.address) else f'"{self.name}" ({self.address})'
 
     def to_dict(self) -> dict:
         return {"address": self.address, "name": self.name, "engine": self.engine, "protocol": self.protocol,
@@ -45,6 +52,38 @@ class RemoteNode:
 def is_cpu_device(g: GpuInfo) -> bool:
     """A node's CPU and RAM shared as an RPC device (a `phoenix share` says "CPU", a rig file cpu = true)."""
     return g.architecture.lower() == CPU_DEVICE
+
+
+class ClusterError(InputError):
+    """These PCs cannot be planned together; one sentence."""
+
+
+def check_cluster(local_gpus: list[GpuInfo], nodes: list[RemoteNode]) -> None:
+    """Raise ClusterError when a PC is listed twice (two names, one address; or one GPU, by its UUID, in
+    two nodes): its memory would count twice. Also when a node shares one of this PC's own GPUs (it would
+    be planned, and calibrated, as two devices), or when there are more devices than llama.cpp uses."""
+    first: dict[str, RemoteNode] = {}
+    for n in nodes:
+        key = n.peer or n.address
+        if key in first:
+            raise ClusterError(f"{n.address} and {first[key].address} are the same PC ({key}); list it once, or "
+                               "its memory would count twice.")
+        first[key] = n
+    owner: dict[str, str] = {g.uuid.lower(): LOCAL for g in local_gpus if g.uuid}
+    for n in nodes:
+        for g in n.devices:
+            was = owner.get(g.uuid.lower())
+            if was == LOCAL:
+                raise ClusterError(f"{n.label} shares {g.name} ({g.uuid}), which is a GPU of this PC: plan it as "
+                                   "this PC's GPU, not over the network.")
+            if was is not None:
+                raise ClusterError(f"{n.label} and {was} share the same GPU ({g.uuid}): they are one PC listed "
+                                   "twice; list it once.")
+            owner[g.uuid.lower()] = n.label
+    total = len(local_gpus) + sum(len(n.devices) for n in nodes)
+    if total > MAX_DEVICES:
+        raise ClusterError(f"This PC's GPUs and the other PCs' devices add up to {total}; llama.cpp uses at most "
+                           f"{MAX_DEVICES}.")
 
 
 def cluster_rig(local: Rig, nodes: list[RemoteNode]) -> Rig:

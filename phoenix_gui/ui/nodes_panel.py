@@ -7,7 +7,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout
 
 from .. import validate as v
-from ..hardware.cluster import LinkInfo, RemoteNode
+from ..hardware.cluster import LinkInfo, RemoteNode, check_cluster
 from .state import RIG
 from .worker import OwnedTask
 
@@ -25,9 +25,8 @@ def link_text(link: LinkInfo | None) -> str:
 
 def node_text(node: RemoteNode) -> str:
     n = len(node.devices)
-    name = node.name if node.name == node.address else f"{node.name} ({node.address})"
     engine = f" · {node.engine}" if node.engine else ""
-    return f"{name} · {n} device{'s' if n != 1 else ''} · {link_text(node.link)}{engine}"
+    return f"{node.label} · {n} device{'s' if n != 1 else ''} · {link_text(node.link)}{engine}"
 
 
 def failure_sentence(address: str, error: BaseException) -> str:
@@ -129,6 +128,8 @@ class NodesPanel(QGroupBox):
         with self.state.grouped():
             for address, node, why in results:
                 if node is not None:
+                    node, why = self._fits(node, why)
+                if node is not None:
                     self.state.add_node(node)
                     if why:
                         notes.append(why)
@@ -141,6 +142,17 @@ class NodesPanel(QGroupBox):
         self.say(" ".join(failures))
         self.note.setText(" ".join(notes))
         self.note.setVisible(bool(notes))
+
+    def _fits(self, node: RemoteNode, note: str) -> tuple[RemoteNode | None, str]:
+        """(node, note), or (None, why) when it cannot join the PCs already listed: the same PC again under
+        another name, one of this PC's own GPUs, or more devices than llama.cpp uses."""
+        rig = self.state.rig
+        others = [n for n in self.state.nodes if n.address != node.address]  # asked again: replaces itself
+        try:
+            check_cluster([g for g in rig.gpus if not g.is_remote], others + [node])
+        except v.InputError as e:
+            return None, str(e)
+        return node, note
 
     def _failed(self, error: BaseException) -> None:
         self._busy("")
