@@ -4,30 +4,35 @@ small read-only HTTP info endpoint beside it (RPC port + 1) for what the RPC pro
 llama.cpp's RPC protocol has no authentication: whoever reaches the port can allocate memory and run
 graphs. So the engine listens on 127.0.0.1 unless the user picks an interface, and with an allow-list it
 always listens on 127.0.0.1 while a Phoenix relay on the chosen address forwards only connections from
-the listed addresses (the engine itself has no such option).
+the listed addresses (the engine itself has no such option). An allow-list given empty is refused, never
+taken as "no list". What the relay cannot guard: the engine's own port on 127.0.0.1, which every account
+on this PC can reach (koboldcpp's RPC host takes only a TCP host and port: no socket file whose owner
+alone may connect, no secret); so local users are trusted, and the warnings say so.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from ..validate import InputError, host as check_host, port as check_port
 from .commandline import exe_argv
+from .infoserver import InfoServer
 from .launch import address_problem
 from .nodes import INFO_PORT_OFFSET
 from .process import ServerProcess
 from .rpcwire import REFUSAL, RpcClient, RpcError, Version
 
-BLOB_CAP = 256 << 20  # the biggest /blob upload the info endpoint reads (a link test, not storage)
 _DEVICE_LINE = re.compile(r"^\s+(\w+): (.*) \((\d+) MiB, (\d+) MiB free\)\s*$")  # the engine's device list
 LOOPBACK_NAMES = ("localhost",)
+MAX_ALLOW = 64  # allow-list entries: a main PC or a few, a network or two
+MAX_REFUSING = 8  # refusals being said at once by the relay; beyond, a peer is cut off without a word
+LOCAL_USERS = ("Other accounts on this PC are not checked: the engine listens on 127.0.0.1, where any local user "
+               "can reach it without passing the allow-list, so share only from a PC whose users you trust.")
 
 
 class ShareError(InputError):
@@ -44,12 +49,24 @@ def is_loopback(host: str) -> bool:
 
 
 def allow_list(items) -> list:
-    """Client addresses or networks ("192.168.1.20", "192.168.1.0/24"), one sentence on a bad one."""
+    """Client addresses or networks ("192.168.1.20", "192.168.1.0/24"), one sentence on a bad one. A list
+    given empty (an unset variable, stray commas) is refused: taken as "no list" it would let anyone in."""
     if isinstance(items, str):
-        items = [p for p in items.split(",")]
+        items = items.split(",")
+    if not isinstance(items, (list, tuple)):
+        raise ShareError("The allow-list must be addresses or networks separated by commas, such as "
+                         "192.168.1.20,10.0.0.0/24.")
+    if not any(str(raw).strip() for raw in items):
+        raise ShareError("The allow-list is empty (an unset variable?); give the main PC's address, such as "
+                         "192.168.1.20: an empty list would let every computer connect.")
+    if len(items) > MAX_ALLOW:
+        raise ShareError(f"The allow-list has {len(items)} entries; give at most {MAX_ALLOW} (use a network such as "
+                         "192.168.1.0/24 for many).")
     out = []
-    for raw in items or []:
+    for raw in items:
         text = str(raw).strip()
+        if not text:
+            raise ShareError("The allow-list has an empty entry; separate addresses with single commas.")
         try:
             out.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
@@ -91,7 +108,7 @@ class ShareHost:
         self.port = check_port(port) if port is not None else _free_port_with(
             [INFO_PORT_OFFSET] if info and not info_port else [], host)
         self.devices = [_device_name(d) for d in (devices or [])]
-        self.allow = allow_list(allow) if allow else []
+        self.allow = allow_list(allow) if allow is not None else []  # given empty: refused, never open
         self.info_port = None if not info else check_port(info_port or self.port + INFO_PORT_OFFSET)
         self.cpu_only = cpu_only
         self.log_path, self.on_line = log_path, on_line
@@ -101,7 +118,7 @@ class ShareHost:
         self.refused: list[str] = []  # peers the relay turned away
         self._proc: ServerProcess | None = None
         self._relay: _AllowRelay | None = None
-        self._info: ThreadingHTTPServer | None = None
+        self._info: InfoServer | None = None
         # with an allow-list the engine sits behind the relay on loopback
         self.engine_host = "127.0.0.1" if self.allow else ("127.0.0.1" if host in ("localhost",) else self.host)
         self.engine_port = self.port
@@ -132,6 +149,7 @@ class ShareHost:
         if self.allow:
             w.append("Phoenix lets only " + ", ".join(str(a) for a in self.allow) + " connect (the engine listens "
                      "on 127.0.0.1 behind a Phoenix relay that checks each connection's address).")
+            w.append(LOCAL_USERS)
         else:
             w.append("Give --allow with the main PC's address so that only it may connect.")
         return w
@@ -164,7 +182,8 @@ class ShareHost:
             if self.allow:
                 self._relay = _AllowRelay(self.host, self.port, self.engine_port, self.allow, self.refused).start()
             if self.info_port:
-                self._info = _serve_info(self)
+                self._info = InfoServer(self.host, self.info_port, self.info,
+                                        lambda ip: _allowed(ip, self.allow)).start()
         except BaseException:
             self.stop()
             raise
@@ -176,8 +195,7 @@ class ShareHost:
 
     def stop(self) -> None:
         if self._info:
-            self._info.shutdown()
-            self._info.server_close()
+            self._info.stop()
             self._info = None
         if self._relay:
             self._relay.stop()
@@ -311,62 +329,6 @@ def _last_words(lines: list[str]) -> str:
     return " / ".join(useful)[-300:] or "it printed nothing."
 
 
-# --- the info endpoint ---
-
-def _serve_info(share: ShareHost) -> ThreadingHTTPServer:
-    allowed = share.allow
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: the link test's round trips reuse one connection
-
-        def log_message(self, *args):  # no console noise per request
-            pass
-
-        def _send(self, obj: dict, status: int = 200) -> None:
-            body = json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self):
-            if self.path == "/info":
-                self._send(share.info())
-            elif self.path == "/ping":
-                self._send({})
-            else:
-                self._send({"error": "not found"}, 404)
-
-        def do_POST(self):
-            try:
-                n = int(self.headers.get("Content-Length", "-1"))
-            except ValueError:
-                n = -1
-            if self.path != "/blob" or not 0 <= n <= BLOB_CAP:
-                self.close_connection = True
-                self._send({"error": "POST /blob with a Content-Length up to %d" % BLOB_CAP}, 400)
-                return
-            left = n
-            while left:
-                got = self.rfile.read(min(left, 1 << 16))
-                if not got:
-                    return
-                left -= len(got)
-            self._send({"bytes": n})
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        allow_reuse_address = True
-
-        def verify_request(self, request, client_address) -> bool:
-            return _allowed(client_address[0], allowed)
-
-    srv = Server((share.host, share.info_port), Handler)
-    threading.Thread(target=srv.serve_forever, name="share-info", daemon=True).start()
-    return srv
-
-
 def _allowed(peer: str, allowed: list) -> bool:
     if not allowed:
         return True
@@ -403,6 +365,7 @@ class _AllowRelay:
     def __init__(self, host: str, port: int, engine_port: int, allowed: list, refused: list):
         self.host, self.port, self.engine_port = host, port, engine_port
         self.allowed, self.refused = allowed, refused
+        self._refusing = threading.BoundedSemaphore(MAX_REFUSING)  # a flood of strangers: bounded threads
         self._sock: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -424,8 +387,12 @@ class _AllowRelay:
             except OSError:
                 return
             if not _allowed(peer[0], self.allowed):
-                self.refused.append(peer[0])
-                threading.Thread(target=_refuse, args=(conn,), name="share-refuse", daemon=True).start()
+                if len(self.refused) < 1000:
+                    self.refused.append(peer[0])
+                if self._refusing.acquire(blocking=False):
+                    threading.Thread(target=self._refuse, args=(conn,), name="share-refuse", daemon=True).start()
+                else:
+                    conn.close()
                 continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.engine_port), timeout=5.0)
@@ -439,6 +406,12 @@ class _AllowRelay:
                 self._conns |= {conn, upstream}
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=self._pump, args=(a, b), name="share-pump", daemon=True).start()
+
+    def _refuse(self, conn: socket.socket) -> None:
+        try:
+            _refuse(conn)
+        finally:
+            self._refusing.release()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:

@@ -1,6 +1,7 @@
 """"Share this PC's GPUs": this PC becomes a node another PC adds (llama.cpp's RPC host, run by
 backends/share.py ShareHost). Loopback unless the user picks a network address; then a warning that the
-RPC protocol has no authentication, and an allow-list Phoenix enforces.
+RPC protocol has no authentication, and an allow-list Phoenix enforces, which sharing on a network address
+requires (0.0.0.0/0 lets every computer in, said explicitly: a blank field never does).
 
 The host runs on a thread of its own that lives exactly as long as the sharing: on Linux the kernel kills
 a child when the thread that started it ends, so neither the GUI's short jobs nor a pool thread may own it.
@@ -22,7 +23,11 @@ LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 50052
 NO_AUTH = ("llama.cpp's RPC protocol has no password and no encryption: any computer that can reach this "
            "address can use this PC's devices and memory. List the main PC's address under “Allow only” so "
-           "that Phoenix lets nothing else connect.")
+           "that Phoenix lets no other PC connect. Other accounts on this PC are not checked: the engine "
+           "listens on 127.0.0.1, where any local user can reach it, so share only from a PC whose users you "
+           "trust.")
+NEEDS_ALLOW = ("Sharing on a network address needs the main PC's address under “Allow only”, such as "
+               "192.168.1.10 (0.0.0.0/0 lets every computer that can reach this PC connect).")
 START, STOP = "Start sharing", "Stop sharing"
 
 
@@ -204,7 +209,9 @@ class SharePanel(QDialog):
             if not exe:
                 raise v.InputError("No koboldcpp was found: give the path of koboldcpp (the same version as on "
                                    "the main PC) under Engine.")
-            allow = allow_list(self.allow.text()) if host != LOOPBACK and self.allow.text().strip() else None
+            if host != LOOPBACK and not self.allow.text().strip():
+                raise v.InputError(NEEDS_ALLOW)  # a blank field must not mean "everyone"
+            allow = allow_list(self.allow.text()) if host != LOOPBACK else None
             ShareHost(exe, host=host, port=port, devices=devices, allow=allow)  # its checks, before any thread
             make = lambda: ShareHost(exe, host=host, port=port, devices=devices, allow=allow)  # noqa: E731
         except v.InputError as e:
@@ -243,7 +250,8 @@ class SharePanel(QDialog):
         if host.info_url:
             lines.append(f"Information for the main PC: {host.info_url}")
         if host.allow:
-            lines.append("Phoenix lets only " + ", ".join(str(a) for a in host.allow) + " connect.")
+            lines.append("Phoenix lets only " + ", ".join(str(a) for a in host.allow) + " connect from other PCs; "
+                         "accounts on this PC can reach the engine directly, so they are trusted.")
         elif host.host != LOOPBACK:
             lines.append("Any computer that can reach this address may connect (no allow-list).")
         self.status.setText("\n".join(lines))
