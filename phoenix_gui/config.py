@@ -99,7 +99,7 @@ _CHECKS = {
     "batch": v.batch,
     "moecpu": v.moecpu,
     "gpulayers": v.gpulayers,
-    "split": _optional(lambda x: list(v.split(x))),
+    "split": _optional(lambda x: list(v.split(x)) if x != [] else None),  # [] (written before v3): no split
     "devices": _optional(_uuids),
     "backend": lambda x: v.choice(x, "backend", v.BACKENDS),
     "executables": _executables,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+from shiboken6 import isValid
 from PySide6.QtWidgets import QAbstractSlider, QAbstractSpinBox, QCheckBox, QComboBox, QLineEdit
 
 from .state import SettingError, WizardState
@@ -19,7 +20,6 @@ class Binding:
                  write: Callable[[Any], None] | None = None, on_error: Callable[[str], None] | None = None):
         self.widget, self.state, self.read, self.write, self.on_error = widget, state, read, write, on_error
         state.on(topics, self._shown)
-        widget.destroyed.connect(lambda *_: state.off(self._shown))
         if write is not None:
             self._connect()
         self.show()
@@ -40,6 +40,11 @@ class Binding:
         else:
             raise TypeError(f"cannot bind {type(w).__name__}")
 
+    def drop(self) -> None:
+        """Stop following the state: a page calls this before it deletes the widget (Qt's `destroyed` arrives
+        only after the event loop has run, and by then a change may have called show() on a dead widget)."""
+        self.state.off(self._shown)
+
     def _edited(self, value) -> None:
         try:
             self.write(value)
@@ -47,11 +52,16 @@ class Binding:
             self.show(force=True)
             if self.on_error:
                 self.on_error(str(e))
+            return
+        self.show()  # what the state kept: a move it could not make puts the handle back
 
     def _shown(self, _topics=None) -> None:
         self.show()
 
     def show(self, force: bool = False) -> None:
+        if not isValid(self.widget):  # deleted without drop(): never touch it, and stop following
+            self.drop()
+            return
         w, v = self.widget, self.read()
         was = w.blockSignals(True)
         try:

@@ -123,7 +123,8 @@ class WizardState:
         self._listeners.append((t, fn))
 
     def off(self, fn: Listener) -> None:
-        self._listeners = [(t, f) for t, f in self._listeners if f is not fn]
+        # == not `is`: each `obj.method` is a new bound-method object, equal to the one given to on()
+        self._listeners = [(t, f) for t, f in self._listeners if f != fn]
 
     def subscribe(self, fn: Callable[[], None]) -> None:
         """Call fn() on any change."""
@@ -325,6 +326,7 @@ class WizardState:
     def set_included(self, gpu: int, on: bool) -> None:
         if on == (gpu in self.included):
             return
+        held = {i: n for i, n in self._held().items() if i != gpu}
         if on:
             self.included.add(gpu)
             frac = self._parked_shares.pop(gpu, None)  # its fraction of the split when it was unticked
@@ -340,6 +342,8 @@ class WizardState:
             if gpu in self.shares and total > 0:
                 self._parked_shares[gpu] = self.shares.pop(gpu) / total
         self._renormalise()
+        self._plan = None
+        self._hold_locks(held)
         self._emit(DEVICES, SPLIT)
 
     def move_gpu(self, gpu: int, delta: int) -> None:
@@ -493,23 +497,53 @@ class WizardState:
         total = sum(counts.values())
         others = [i for i in self.devices if i != gpu and i not in self.locked]
         fixed = sum(counts[i] for i in self.devices if i in self.locked and i != gpu)
-        if not others:
-            return counts[gpu]
+        if not others:  # every other card is locked: the card trades layers with the CPU, the locks hold
+            n = max(0, min(int(n), self.max_layers - fixed))
+            counts[gpu] = n
+            self._set_counts(counts)
+            self._emit(SPLIT)
+            return n
         n = max(0, min(int(n), total - fixed))
-        rest = total - fixed - n
-        before = sum(counts[i] for i in others)
-        weights = [counts[i] if before > 0 else 1 for i in others]
-        raw = [rest * w / sum(weights) for w in weights]
-        new = [int(r) for r in raw]
-        for k in sorted(range(len(others)), key=lambda k: -(raw[k] - new[k]))[: rest - sum(new)]:
-            new[k] += 1  # largest remainders get the leftover layers
-        counts.update(zip(others, new))
+        counts.update(zip(others, _spread(total - fixed - n, [counts[i] for i in others])))
         counts[gpu] = n
         if sum(counts.values()) == 0:
             return 0
         self.shares = {i: float(counts[i]) for i in self.devices}
         self._emit(SPLIT)
         return n
+
+    def _set_counts(self, counts: dict[int, int]) -> None:
+        """Exact layers per card: the split as whole layer counts and GPU layers as their sum (llama.cpp
+        reproduces integer counts exactly)."""
+        if sum(counts.values()) == 0:
+            self.shares = {i: 1.0 for i in self.devices}
+            self.gpulayers = 0
+            return
+        self.shares = {i: float(counts.get(i, 0)) for i in self.devices}
+        self._set_gpulayers(sum(counts.values()))
+
+    def _held(self) -> dict[int, int]:
+        """The locked cards' layer counts now: what a change elsewhere must leave as it is."""
+        if not self.locked or self.model is None:
+            return {}
+        counts = self.layer_counts()
+        return {i: counts[i] for i in self.locked if i in counts}
+
+    def _hold_locks(self, held: dict[int, int]) -> None:
+        """Locks are a promise: after a card was ticked or unticked, or GPU layers moved, the locked cards get
+        their layers back; the unlocked ones take the rest in proportion, or the CPU does when none is left."""
+        held = {i: n for i, n in held.items() if i in self.included and i in self.locked}
+        if not held:
+            return
+        now = self.layer_counts()
+        if all(now.get(i) == n for i, n in held.items()):
+            return
+        others = [i for i in self.devices if i not in held]
+        rest = max(0, sum(now.values()) - sum(held.values())) if others else 0
+        counts = {**{i: 0 for i in self.devices}, **held}
+        counts.update(zip(others, _spread(rest, [now.get(i, 0) for i in others])))
+        self._set_counts(counts)
+        self._plan = None
 
     def set_split_text(self, text: str) -> None:
         """A koboldcpp --tensor_split ("1.5 4.5 3") for the included GPUs in order."""
@@ -525,7 +559,12 @@ class WizardState:
         self.gpulayers = None if n is None or n >= self.max_layers else max(0, int(n))
 
     def set_gpulayers(self, n: int | None) -> None:
+        held = self._held()
+        if held and n is not None:
+            n = max(int(n), sum(held.values()))  # fewer would take layers from a locked card
         self._set_gpulayers(n)
+        self._plan = None
+        self._hold_locks(held)
         self._emit(SPLIT)
 
     def run_auto_fit(self, objective: str | None = None) -> FitResult:
@@ -577,8 +616,10 @@ class WizardState:
             # this PC's devices only: other PCs are described again at the next start, and their devices
             # get their share then
             local = [i for i in self.devices if not self.rig.gpus[i].is_remote]
-            us.split = [self.shares.get(i, 0.0) for i in local]
-            us.devices = [self.rig.gpus[i].uuid for i in local]
+            # a PC without GPUs (or with every card unticked) has no split: None, never [], which is no split
+            us.split = [self.shares.get(i, 0.0) for i in local] or None
+            has_gpus = any(not g.is_remote for g in self.rig.gpus)
+            us.devices = [self.rig.gpus[i].uuid for i in local] if has_gpus else None
             us.nodes = list(dict.fromkeys([n.address for n in self.nodes] + list(self.unreachable)
                                           + self.saved_nodes))
         return us
@@ -596,6 +637,18 @@ class WizardState:
             self.saved_nodes = [a for a in us.nodes if a not in {n.address for n in self.nodes}]
             self.objective = us.objective if us.objective in OBJECTIVES else "fastest"
             self.executable = us.executables.get(self.backend)
+
+
+def _spread(n: int, weights: list[float]) -> list[int]:
+    """n whole layers over cards in proportion to weights (equal when all are 0), largest remainders first."""
+    if not weights:
+        return []
+    w = weights if sum(weights) > 0 else [1] * len(weights)
+    raw = [n * x / sum(w) for x in w]
+    out = [int(r) for r in raw]
+    for k in sorted(range(len(out)), key=lambda k: -(raw[k] - out[k]))[: n - sum(out)]:
+        out[k] += 1
+    return out
 
 
 def _key(g) -> tuple:

@@ -85,11 +85,15 @@ class PhoenixWizard(QWizard):
         super().keyPressEvent(e)
 
     def confirm_quit(self) -> bool:
-        """While a server runs, closing asks first (closing stops it)."""
-        if not self.session.running:
+        """While a server runs or this PC shares its GPUs, closing asks first (closing stops both)."""
+        share = getattr(self.pages.get("hardware"), "share", None)
+        sharing = share is not None and share.sharing
+        if not self.session.running and not sharing:
             return True
-        answer = QMessageBox.question(self, "Stop the server?",
-                                      "A server is running. Closing Phoenix stops it. Close anyway?",
+        what = " and ".join(w for w, on in (("a server is running", self.session.running),
+                                             ("this PC shares its GPUs", sharing)) if on)
+        answer = QMessageBox.question(self, "Stop and close?", f"{what[0].upper()}{what[1:]}. Closing Phoenix "
+                                      f"stops {'both' if ' and ' in what else 'it'}. Close anyway?",
                                       QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
         return answer == QMessageBox.Yes
 

@@ -98,6 +98,14 @@ class CardRow:
     def widgets(self):
         return (self.name, self.slider, self.layers, self.percent, self.lock)
 
+    def drop(self, grid: QGridLayout) -> None:
+        """Unbind first, then delete: no handler may outlive the widget it was made for."""
+        for b in self.bindings:
+            b.drop()
+        for w in self.widgets():
+            grid.removeWidget(w)
+            w.deleteLater()
+
     def update_range(self, n: int, locked: bool) -> None:
         for w in (self.slider, self.layers):
             if w.maximum() != n:
@@ -248,9 +256,7 @@ class SplitPage(StatePage):
 
     def _build_rows(self) -> None:
         for r in self.rows.values():
-            for w in r.widgets():
-                self.sliders.removeWidget(w)
-                w.deleteLater()
+            r.drop(self.sliders)
         st = self.state
         self.rows = {gi: CardRow(self, gi, r) for r, gi in enumerate(st.devices)}
         while self.bars.count():

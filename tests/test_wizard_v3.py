@@ -1,0 +1,182 @@
+"""Issue #21 (wizard v3): what a new user still hit, each driven through the real widgets (pytest-qt)."""
+
+import dataclasses
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
+
+from phoenix_gui.config import UserSettings, load_settings
+from phoenix_gui.hardware import demo_rig_path, load_rig
+from phoenix_gui.ui.app import make_wizard
+from test_wizard_cluster import a_node, free_port
+
+FAKE_RPC = Path(__file__).with_name("fake_rpc_server.py")
+
+
+def _rpc_server_exe(tmp_path) -> str:
+    """The stand-in under the name Phoenix recognises as llama.cpp's rpc-server."""
+    exe = tmp_path / "rpc-server"
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_RPC} \"$@\"\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    return str(exe)
+
+
+# --- 1: closing while sharing asks, "No" keeps the share ---
+
+def test_escape_while_sharing_asks_and_no_keeps_sharing(wiz, qtbot, tmp_path, monkeypatch):
+    panel = wiz.page("hardware").show_share()
+    panel.exe.setText(_rpc_server_exe(tmp_path))
+    panel.port.setValue(free_port())
+    qtbot.mouseClick(panel.button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: panel.host is not None or not panel.sharing, timeout=30000)
+    assert panel.host is not None, panel.error.text()
+    pid = panel.host._proc.pid
+    answers, asked = [QMessageBox.No, QMessageBox.Yes], []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: (asked.append(a[2]), answers.pop(0))[1])
+    wiz.activateWindow()
+    qtbot.keyClick(wiz, Qt.Key_Escape)
+    assert len(asked) == 1 and "shares its GPUs" in asked[0]
+    assert wiz.isVisible() and panel.sharing and psutil.pid_exists(pid)
+    qtbot.keyClick(wiz, Qt.Key_Escape)
+    assert len(asked) == 2 and not wiz.isVisible() and not panel.sharing
+    qtbot.waitUntil(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+                    timeout=15000)
+
+
+# --- 2: every settings field written on close reads back, on every rig shape ---
+
+def _this_pc(monkeypatch, gpus: int):
+    """The seed rig's first `gpus` cards as this PC's own (detected, not simulated)."""
+    rig = load_rig(demo_rig_path())
+    rig = dataclasses.replace(rig, name="this PC", simulated=False, gpus=rig.gpus[:gpus])
+    monkeypatch.setattr("phoenix_gui.ui.app.detect_rig", lambda **k: rig)
+    return rig
+
+
+@pytest.mark.parametrize("shape", ["no GPU", "one GPU", "three GPUs", "three GPUs + another PC"])
+def test_every_settings_field_round_trips_on_every_rig_shape(qtbot, config_dir, monkeypatch, skeletons, shape):
+    _this_pc(monkeypatch, {"no GPU": 0, "one GPU": 1}.get(shape, 3))
+    model = str(skeletons("tiny-llama-f16"))
+    w = make_wizard(model_path=model, measure=False)
+    qtbot.addWidget(w)
+    st = w.state
+    if "another PC" in shape:
+        st.add_node(a_node(st.rig, address="127.0.0.1:9"))
+    if len(st.rig.gpus) > 1:
+        st.set_included(st.devices[-1], False)
+        st.move_gpu(st.devices[-1], -1)
+        st.set_split_text(" ".join(str(k + 2) for k in range(len(st.devices))))
+    st.set_context(1024)
+    st.set_cache_type("q8_0")
+    st.set_flash_attn(False)
+    st.set_batch(256)
+    st.set_gpulayers(7 if st.devices else None)
+    st.set_backend("llama-server", "/opt/llama/llama-server")
+    st.set_host("127.0.0.2")
+    st.set_port(5123)
+    st.set_objective("headroom")
+    w.close()
+    written = json.loads((config_dir / "settings.json").read_text())
+    us, notice = load_settings()
+    assert notice == ""  # what Phoenix wrote it reads back without a word
+    assert json.loads(json.dumps(dataclasses.asdict(us))) == written
+    assert not list(config_dir.glob("settings.damaged-*"))
+    w2 = make_wizard(measure=False)
+    qtbot.addWidget(w2)
+    s2 = w2.state
+    assert not w2.page("hardware").banner.text().startswith("Your settings")
+    for name in ("context", "cache_type", "flash_attn", "batch", "backend", "executable", "host", "port", "objective",
+                 "model_path"):
+        assert getattr(s2, name) == getattr(st, name), name
+    local = [i for i in st.devices if not st.rig.gpus[i].is_remote]
+    assert [s2.rig.gpus[i].uuid for i in s2.devices if not s2.rig.gpus[i].is_remote] == \
+        [st.rig.gpus[i].uuid for i in local]
+    if local:
+        assert [s2.shares[i] for i in s2.devices] == pytest.approx([st.shares[i] for i in local])
+    assert s2.gpulayers == (st.gpulayers if local else s2.gpulayers)
+    assert us.nodes == [n.address for n in st.nodes]
+    w2.close()
+    assert load_settings()[1] == ""  # and the second start's save reads back too
+
+
+def test_an_old_empty_split_is_no_split_not_a_bad_value(config_dir):
+    config_dir.mkdir(parents=True)
+    (config_dir / "settings.json").write_text(json.dumps({"split": [], "devices": [], "context": 2048}))
+    us, notice = load_settings()
+    assert notice == "" and us.split is None and us.context == 2048
+
+
+# --- 3: no handler outlives the widget it was made for ---
+
+def test_cycling_cards_many_times_then_autofit_raises_nothing(wiz, qtbot):
+    st = wiz.state
+    wiz.go_to("split")
+    listeners = len(st._listeners)
+    table = wiz.page("hardware").table
+    for _ in range(4):
+        for row in range(2):
+            for tick in (Qt.Unchecked, Qt.Checked):
+                wiz.go_to("hardware")
+                table.item(row, 0).setCheckState(tick)
+                wiz.go_to("split")  # the split page rebuilds its rows for the new set of cards
+                qtbot.wait(10)  # deleteLater runs in the event loop, as for a user
+                st.set_included(st.order[row], tick == Qt.Unchecked)  # and once more while it is shown
+                qtbot.wait(10)
+                st.set_included(st.order[row], tick == Qt.Checked)
+    wiz.go_to("split")
+    page = wiz.page("split")
+    qtbot.mouseClick(page.autofit, Qt.LeftButton)
+    qtbot.wait(20)
+    assert not page.error.isVisible(), page.error.text()
+    assert len(st._listeners) == listeners  # the replaced rows' bindings are gone, not piling up
+    row = next(iter(page.rows.values()))
+    row.slider.setValue(row.slider.value() - 1)  # the live rows still drive the state
+    assert st.layer_counts()[row.gi] == row.slider.value()
+
+
+# --- 4: a locked card keeps its layers ---
+
+def test_a_locked_card_keeps_its_layers_when_another_is_unticked(wiz, qtbot):
+    st = wiz.state
+    st.run_auto_fit("fastest")
+    wiz.go_to("split")
+    page = wiz.page("split")
+    a, b, c = st.devices
+    qtbot.mouseClick(page.rows[b].lock, Qt.LeftButton)
+    kept = st.layer_counts()[b]
+    wiz.go_to("hardware")
+    table = wiz.page("hardware").table
+    table.item(st.order.index(c), 0).setCheckState(Qt.Unchecked)
+    assert st.layer_counts()[b] == kept and b in st.locked
+    table.item(st.order.index(c), 0).setCheckState(Qt.Checked)
+    assert st.layer_counts()[b] == kept
+    st.set_gpulayers(st.offloaded_layers - 3)
+    assert st.layer_counts()[b] == kept
+
+
+def test_dragging_the_only_unlocked_card_moves_its_value(wiz, qtbot):
+    st = wiz.state
+    st.run_auto_fit("fastest")
+    wiz.go_to("split")
+    page = wiz.page("split")
+    a, b, c = st.devices
+    for k in (a, b):
+        qtbot.mouseClick(page.rows[k].lock, Qt.LeftButton)
+    held = {k: st.layer_counts()[k] for k in (a, b)}
+    slider = page.rows[c].slider
+    slider.setFocus()
+    before = st.layer_counts()[c]
+    qtbot.keyClick(slider, Qt.Key_Left)
+    assert st.layer_counts()[c] == before - 1 == slider.value()  # the layer goes to the CPU
+    assert {k: st.layer_counts()[k] for k in (a, b)} == held
+    qtbot.keyClick(slider, Qt.Key_Right)
+    assert st.layer_counts()[c] == before == slider.value()
+    slider.setValue(slider.maximum())  # past what memory or the model allows: the handle shows what was kept
+    assert slider.value() == st.layer_counts()[c]
