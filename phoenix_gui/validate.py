@@ -108,9 +108,33 @@ def split(values, n_devices: int | None = None) -> tuple[float, ...]:
         if n_devices is not None and n_devices < MAX_DEVICES:
             raise InputError(f"{len(vals)} split values for {n_devices} GPU(s): give at most one per GPU.")
         raise InputError(f"{len(vals)} split values: llama.cpp takes at most {MAX_DEVICES}.")
-    if sum(vals) <= 0:
+    if not any(vals):
         raise InputError("Split weights cannot all be zero.")
-    return vals
+    return tuple(split_weights(vals))
+
+
+# only a split's ratios matter; what reaches an engine is printed with 4 decimals and read as a C float
+SPLIT_DECIMALS = 4
+SPLIT_TOP = (0.01, 1e6)  # a largest weight in here keeps the weights as given (1.5 4.5 3, layer counts, MiB)
+
+
+def split_weights(values) -> list[float]:
+    """Split weights as an engine gets them: when the largest lies outside SPLIT_TOP, all are divided by it
+    (1e308 three times would sum to infinity and print as 309 digits an engine reads as infinity; 1e-300
+    would print as 0, which an engine reads as "no split"), so equal weights stay equal whatever their
+    magnitude; then rounded to SPLIT_DECIMALS. Anything not finite or not positive counts as 0 (split()
+    refuses it first). Idempotent: the planner, the command lines and the .kcpps all pass through it."""
+    w = []
+    for x in values:
+        try:
+            x = float(x)
+        except (TypeError, ValueError, OverflowError):
+            x = 0.0
+        w.append(x if 0 < x < math.inf else 0.0)
+    top = max(w, default=0.0)
+    if top and not SPLIT_TOP[0] <= top <= SPLIT_TOP[1]:
+        w = [x / top for x in w]
+    return [round(x, SPLIT_DECIMALS) for x in w]
 
 
 def devices(indices, n_gpus: int) -> tuple[int, ...]:

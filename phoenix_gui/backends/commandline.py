@@ -19,7 +19,7 @@ from ..hardware.rig import Rig
 from ..planner.ledger import Plan
 from ..planner.plan import selected_gpus
 from ..planner.settings import PlanSettings, format_overrides
-from ..validate import InputError, check_writable
+from ..validate import InputError, check_writable, split_weights
 
 KOBOLD_KV_TYPES = ("f16", "bf16", "q8_0", "q5_1", "q4_0")
 
@@ -95,9 +95,12 @@ def engine_devices(plan: Plan, rig: Rig) -> list[tuple[int | None, str, str]]:
 
 
 def engine_split(plan: Plan, rig: Rig) -> list[float]:
-    """The plan's tensor split over the engine's devices: 0 for a node's device the plan does not use."""
-    return [plan.tensor_split[i] if i is not None and i < len(plan.tensor_split) else 0.0
-            for i, _n, _b in engine_devices(plan, rig)]
+    """The plan's tensor split over the engine's devices (0 for a node's device the plan does not use), in
+    numbers an engine reads as meant (validate.split_weights: of a sane size, 4 decimals)."""
+    if not rpc_nodes(plan, rig):
+        return split_weights(plan.tensor_split)
+    return split_weights([plan.tensor_split[i] if i is not None and i < len(plan.tensor_split) else 0.0
+                          for i, _n, _b in engine_devices(plan, rig)])
 
 
 def _engine_overrides(plan: Plan, rig: Rig) -> list[tuple[str, str]]:
@@ -124,7 +127,7 @@ def koboldcpp_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None) ->
         if nodes:
             argv += ["--rpcmode", "connect", "--rpctargets", ",".join(nodes)]
         argv += ["--gpulayers", str(plan.gpulayers)]
-        split = engine_split(plan, rig) if nodes else plan.tensor_split
+        split = engine_split(plan, rig)
         if len(split) > 1:
             argv += ["--tensor_split", *(_num(x) for x in split)]
         if s.split_mode == "row" and len(plan.gpus) > 1:
@@ -171,7 +174,8 @@ def llama_server_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None)
             argv += ["--rpc", ",".join(nodes)]
         argv += ["--device", ",".join(names), "-ngl", str(plan.gpulayers)]
         if len(plan.gpus) > 1:
-            argv += ["-ts", ",".join(_num(x) for x in plan.tensor_split)]
+            # --device lists the plan's GPUs in its own order, so the split follows that order
+            argv += ["-ts", ",".join(_num(x) for x in split_weights(plan.tensor_split))]
             argv += ["-sm", "row" if s.split_mode == "row" else "layer"]
         for rx, buft in s.overrides:  # before --n-cpu-moe: the first matching pattern wins
             gpu = re.match(r"CUDA(\d+)$", buft)  # the plan's n-th GPU, by its --device name
@@ -209,7 +213,7 @@ def kcpps_config(plan: Plan, rig: Rig, model_path: str | Path) -> dict:
     gpu = bool(plan.gpus and plan.gpulayers > 0)
     nodes = rpc_nodes(plan, rig) if gpu else []
     local = gpu and any(not rig.gpus[d.gpu_index].is_remote for d in plan.gpus)
-    split = engine_split(plan, rig) if nodes else plan.tensor_split
+    split = engine_split(plan, rig)
     kv = s.cache_type_k if s.cache_type_k in KOBOLD_KV_TYPES else "f16"
     rpc = {"rpcmode": "connect", "rpctargets": ",".join(nodes)} if nodes else {"rpcmode": "disabled", "rpctargets": ""}
     return {

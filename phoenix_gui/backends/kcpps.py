@@ -98,8 +98,8 @@ def _parse(data: dict, path: Path, s: PlanSettings) -> KcppsImport:
         vals = tuple(v.number(x, "Each tensor_split value", 0) for x in ts)
         if len(vals) > v.MAX_DEVICES:
             raise v.InputError(f"tensor_split has {len(vals)} values; koboldcpp takes at most {v.MAX_DEVICES}.")
-        if sum(vals) > 0:
-            kw["tensor_split"] = vals
+        if any(vals):
+            kw["tensor_split"] = v.split(vals)  # the one rule for weights (of any size: only ratios matter)
         else:
             notes.append("The config's tensor_split is all zeros, which koboldcpp ignores (split by free memory).")
     if _given(data, "quantkv"):

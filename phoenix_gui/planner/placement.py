@@ -6,6 +6,7 @@ embeddings always stay on the CPU.
 
 from __future__ import annotations
 
+import math
 import re
 from bisect import bisect_right
 
@@ -16,8 +17,13 @@ CPU = -1
 
 def normalise_split(weights: list[float], n_devices: int) -> list[float]:
     """Cumulative split boundaries (cum[last] == 1), llama.cpp style; missing entries count as 0."""
-    w = [max(0.0, float(x)) for x in list(weights)[:n_devices]] + [0.0] * max(0, n_devices - len(weights))
+    w = [float(x) if 0 < x < math.inf else 0.0 for x in list(weights)[:n_devices]]
+    w += [0.0] * (n_devices - len(w))
     total = sum(w)
+    if total == math.inf:  # finite weights whose sum is not (1e308 x 3): only their ratios matter
+        top = max(w)
+        w = [x / top for x in w]
+        total = sum(w)
     if total <= 0:
         w = [1.0] * n_devices
         total = float(n_devices)
