@@ -9,6 +9,14 @@ a launcher may exit and leave its child behind. So the whole tree is supervised,
   Linux    the direct child gets PR_SET_PDEATHSIG; Phoenix is a child subreaper, so an orphaned
            grandchild re-parents to Phoenix (found and reaped, not lost to init); and a small watchdog
            process kills the recorded tree when Phoenix dies without cleaning up (SIGKILL, a crash).
+  Marker   a daemon can leave the session and process group (setsid) and lose its parent (a double
+           fork): then neither the group nor the tree leads to it. Each run puts a random token in the
+           server's environment (RUN_MARKER), which descendants inherit; stop() and the watchdog also end
+           the processes carrying this run's token, and only those: Phoenix never signals what it did not
+           start. Not tracked, then: a descendant that leaves the session, clears its environment and loses
+           its parent between two tree samples (SAMPLE_EVERY_S), or one running as another account (its
+           environment cannot be read; the watchdog reads /proc, so Linux). A cgroup would hold even those,
+           but making one needs a delegated cgroup tree, which a desktop user does not have everywhere.
 Output is read incrementally: one line is at most MAX_LINE_CHARS, memory keeps the last lines up to
 TAIL_CHARS, and the log file rotates at LOG_MAX_BYTES (one older copy, <log>.1).
 """
@@ -21,6 +29,7 @@ import collections
 import contextlib
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -37,6 +46,7 @@ TAIL_LINES = 20000
 TAIL_CHARS = 8 << 20  # the in-memory tail for diagnosis and the buffer report
 LOG_MAX_BYTES = 20 << 20  # then the log moves to <log>.1 and a new one starts
 SAMPLE_EVERY_S = 0.5  # how often the server's process tree is recorded
+RUN_MARKER = "PHOENIX_RUN"  # environment variable: a per-run token that the server's descendants inherit
 _EOL = re.compile(r"\r\n|\r|\n")  # koboldcpp ends progress lines with \r alone
 
 
@@ -103,9 +113,10 @@ class _WindowsJob:
 _job = None
 
 # --- the watchdog (POSIX): a separate process that outlives Phoenix by a second ---
-# Phoenix writes "+<sid>" when a server session starts and "-<sid>" when it was stopped. The watchdog
-# records each session's processes (pid and start time, from /proc) and, when its stdin reaches end of
-# file (Phoenix exited or was killed, even by SIGKILL), terminates and then kills what is left of them.
+# Phoenix writes "+<sid> <RUN_MARKER>=<marker>" when a server session starts and "-<sid>" when it was
+# stopped. The watchdog records each session's processes (pid and start time, from /proc) and, when its
+# stdin reaches end of file (Phoenix exited or was killed, even by SIGKILL), terminates and then kills what
+# is left of them and every process whose environment carries that run's marker (a daemon that left).
 # Standard library only, run with -I -S: it starts in milliseconds and imports nothing of Phoenix.
 _WATCHDOG = r"""# Phoenix watchdog: stops a server that Phoenix left behind when it died
 import os, select, signal, sys, time
@@ -126,6 +137,16 @@ def table():
             except (OSError, IndexError, ValueError):
                 pass
     return t
+def marked(tag, t):
+    m = {}
+    for p in t if tag else ():
+        try:
+            with open("/proc/%d/environ" % p, "rb") as f:
+                if tag in f.read().split(b"\0"):
+                    m[p] = t[p][2]
+        except OSError:
+            pass
+    return m
 def members(sid, t):
     m = {p: v[2] for p, v in t.items() if v[1] == sid}
     grew = True
@@ -136,7 +157,7 @@ def members(sid, t):
                 m[p] = v[2]
                 grew = True
     return m
-watched, buf = {}, b""
+watched, tags, buf = {}, {}, b""
 while True:
     r, _, _ = select.select([0], [], [], 0.5 if watched else None)
     if r:
@@ -146,11 +167,14 @@ while True:
         buf += data
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
-            sid = int(line[1:])
+            words = line[1:].split()
+            sid = int(words[0])
             if line[:1] == b"+":
                 watched[sid] = {}
+                tags[sid] = words[1] if len(words) > 1 else b""
             else:
                 watched.pop(sid, None)
+                tags.pop(sid, None)
     if watched:
         t = table()
         for sid, seen in watched.items():
@@ -164,7 +188,7 @@ def sweep(sig):
                 os.killpg(sid, sig)
             except OSError:
                 pass
-        for p, st in {**seen, **(members(sid, t) if ours else {})}.items():
+        for p, st in {**seen, **(members(sid, t) if ours else {}), **marked(tags.get(sid), t)}.items():
             if p in t and t[p][2] == st and t[p][3] != b"Z":
                 left += 1
                 try:
@@ -310,6 +334,7 @@ class ServerProcess:
         self._root = None  # psutil.Process of the direct child: its start time tells it from a reused pid
         self._seen_lock = threading.Lock()
         self._log: RotatingLog | None = None
+        self.marker = f"{os.getpid()}-{secrets.token_hex(8)}"  # this run's RUN_MARKER (see the module docstring)
 
     @property
     def pid(self) -> int | None:
@@ -319,7 +344,7 @@ class ServerProcess:
         """Start the child. On Linux call this from a long-lived thread (the GUI or main thread):
         the kernel kills the child when the thread that started it ends."""
         global _job
-        env = {**os.environ, **self.env}
+        env = {**os.environ, **self.env, RUN_MARKER: self.marker}
         kw: dict = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.cwd)
         if os.name == "nt":
             kw["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | 0x08000000  # CREATE_NO_WINDOW
@@ -339,7 +364,7 @@ class ServerProcess:
             except Exception:  # noqa: BLE001 - without a job object the atexit stop still runs
                 pass
         else:
-            _tell_watchdog(f"+{self.proc.pid}")
+            _tell_watchdog(f"+{self.proc.pid} {RUN_MARKER}={self.marker}")
         _live.add(self)
         self._adopt(self.proc)
         self._reader = threading.Thread(target=self._read, name="server-output", daemon=True)
@@ -450,6 +475,10 @@ class ServerProcess:
             procs = set(self._seen)
         if self._session_is_ours():
             procs.update(_session_members(self.proc.pid))
+        marked = _marked(self.marker)  # those that left the session and the tree (setsid, double fork)
+        with self._seen_lock:
+            self._seen.update(marked)  # so that a zombie re-parented to Phoenix is reaped
+        procs.update(marked)
         return [p for p in procs if _alive(p)]
 
     def tree_pids(self) -> list[int]:
@@ -577,6 +606,40 @@ def _session_members(sid: int, children_of_phoenix_only: bool = False) -> list:
     return out
 
 
+def _marked(marker: str) -> list:
+    """Other processes whose environment carries this run's marker: those this account may read (POSIX;
+    Windows has the job object). The marker is random per run, so none of them was started by anyone else."""
+    if os.name == "nt":
+        return []
+    try:
+        import psutil
+    except ImportError:
+        return []
+    tag = f"{RUN_MARKER}={marker}".encode()
+    if os.path.isdir("/proc"):  # raw reads: a tenth of psutil's cost, and this runs while stop() waits
+        found = [int(d) for d in os.listdir("/proc") if d.isdigit() and tag in _environ(d)]
+    else:
+        found = []
+        for p in psutil.process_iter():
+            with contextlib.suppress(Exception):  # gone, a zombie, or another account's
+                if p.environ().get(RUN_MARKER) == marker:
+                    found.append(p.pid)
+    out = []
+    for pid in found:
+        with contextlib.suppress(Exception):
+            if pid != os.getpid():
+                out.append(psutil.Process(pid))  # remembers the start time: never a reused pid later
+    return out
+
+
+def _environ(pid: str) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
 def run_briefly(argv: list[str], timeout: float = 30.0) -> str:
     """Run a short command (e.g. `exe --version`) and return its output. On timeout the whole tree is
     killed: subprocess.run kills only the direct child and then waits for a pipe that a grandchild
@@ -587,6 +650,7 @@ def run_briefly(argv: list[str], timeout: float = 30.0) -> str:
     else:
         kw["start_new_session"] = True
     tree = ServerProcess(argv)  # for its tree handling only
+    kw["env"] = {**os.environ, RUN_MARKER: tree.marker}
     proc = tree._adopt(subprocess.Popen(tree.argv, **kw))
     try:
         out, _ = proc.communicate(timeout=timeout)
