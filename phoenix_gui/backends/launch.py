@@ -25,7 +25,7 @@ from .commandline import check_value, engine_devices, rpc_nodes
 from .diagnose import Failure, classify, missing_nodes, pc_name
 from .logparse import BufferReport, parse_log
 from .nodes import NodeError, check_version, describe_node
-from .process import ServerProcess
+from .process import LogFolderError, ServerProcess
 from .servers import ServerBackend, backend_for
 
 
@@ -258,8 +258,13 @@ class Launch:
         return None
 
     def start(self) -> None:
-        """Start the process (no checks: preflight() first). Raises OSError when it cannot be executed."""
-        self.process = ServerProcess(self.command.argv, self.command.env, self.log_path, self._line).start()
+        """Start the process (no checks: preflight() first). Raises OSError when it cannot be executed,
+        LogFolderError when its log cannot be written (then log_path is None: no log was written)."""
+        try:
+            self.process = ServerProcess(self.command.argv, self.command.env, self.log_path, self._line).start()
+        except LogFolderError:
+            self.log_path = None
+            raise
 
     def _line(self, line: str) -> None:
         """Every output line: passed on, and watched for a node that gave the engine no device."""

@@ -28,6 +28,7 @@ from ..planner import Plan, make_plan
 from .bench import record, run_benchmark
 from .diagnose import Failure
 from .launch import Launch, LaunchOutcome, smaller_plan
+from .process import LogFolderError
 from .servers import ServerBackend
 
 
@@ -274,6 +275,9 @@ class LaunchMachine:
         self._to(State.STARTING, argv=la.command.argv)
         try:
             la.start()
+        except LogFolderError as e:  # Phoenix's own folder is at fault, not the engine
+            self._fail(Failure("input", str(e)))
+            return
         except (OSError, ValueError) as e:  # ValueError: a NUL in an argument, should preflight miss one
             self._fail(Failure("model", f"The program {la.exe} could not be started "
                                         f"({getattr(e, 'strerror', None) or e})."))

@@ -39,6 +39,8 @@ import weakref
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..validate import InputError
+
 _live: "weakref.WeakSet[ServerProcess]" = weakref.WeakSet()
 
 MAX_LINE_CHARS = 4096  # a longer line (or MBs without a newline) is cut into pieces of this size
@@ -75,6 +77,12 @@ def _become_subreaper() -> bool:
             except Exception:  # noqa: BLE001 - older kernels; the session sweep still finds them
                 _subreaper = False
     return _subreaper
+
+
+class LogFolderError(InputError):
+    """The server's log file cannot be written (a read-only or full data folder): one sentence naming the
+    folder. An InputError, not an OSError, so that no caller reports it as the engine failing to start."""
+
 
 class _WindowsJob:
     """A job object that kills every process in it when Phoenix's handle closes (exit or crash)."""
@@ -284,7 +292,11 @@ class RotatingLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(path, "wb")
         self._size = 0
-        self._put(header.encode("utf-8", "replace"))
+        try:
+            self._put(header.encode("utf-8", "replace"))
+        except OSError:  # a full disk: no open file left behind
+            self._f.close()
+            raise
 
     def write_lines(self, lines: list[str]) -> None:
         data = ("\n".join(lines) + "\n").encode("utf-8", "replace")
@@ -354,7 +366,11 @@ class ServerProcess:
                 kw["preexec_fn"] = _linux_die_with_parent
                 _become_subreaper()
         if self.log_path:
-            self._log = RotatingLog(self.log_path, "$ " + " ".join(self.argv) + "\n", self.log_max_bytes)
+            try:
+                self._log = RotatingLog(self.log_path, "$ " + " ".join(self.argv) + "\n", self.log_max_bytes)
+            except OSError as e:  # Phoenix's own folder, not the engine: say so, and name no log that is not there
+                raise LogFolderError(f"Phoenix cannot write its log folder {self.log_path.parent} "
+                                     f"({e.strerror or e}), so the engine was not started.") from None
         self.proc = subprocess.Popen(self.argv, **kw)
         self.started_at = time.monotonic()
         if os.name == "nt":
