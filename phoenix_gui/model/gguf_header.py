@@ -61,6 +61,7 @@ class GGUFHeader:
     data_offset: int = 0
     file_size: int = 0
     alignment: int = DEFAULT_ALIGNMENT
+    kv_bytes: dict = field(default_factory=dict)  # key -> bytes its entry takes in the header (quants.py)
 
 
 class _Cursor:
@@ -225,10 +226,13 @@ def read_header(path: str | Path) -> GGUFHeader:
         if n_tensors > MAX_TENSORS or n_kv > MAX_KV:
             raise ModelFileError(f"{path.name} has a corrupt header (absurd counts: {n_tensors} tensors, {n_kv} keys).")
         meta: dict = {}
+        kv_bytes: dict = {}
         for _ in range(n_kv):
+            start = c.offset
             key = c.string()
             vtype = c.u32()
             meta[key] = _value(c, vtype)
+            kv_bytes[key] = c.offset - start
         tensors = []
         for _ in range(n_tensors):
             name = c.string()
@@ -243,7 +247,7 @@ def read_header(path: str | Path) -> GGUFHeader:
             raise ModelFileError(f"{path.name} has a corrupt header (alignment {alignment!r}).")
         end = c.offset
         data_offset = (end + alignment - 1) // alignment * alignment
-        return GGUFHeader(path, version, meta, tensors, data_offset, size, alignment)
+        return GGUFHeader(path, version, meta, tensors, data_offset, size, alignment, kv_bytes)
 
 
 _TYPE_OFFSET = struct.Struct("<IQ")

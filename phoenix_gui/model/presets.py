@@ -9,7 +9,6 @@ import gguf
 
 from ..resources import resource
 from ..tomlcompat import tomllib
-from .ggml_types import block_size, type_by_name
 
 Q = gguf.GGMLQuantizationType
 
@@ -80,39 +79,13 @@ def load_preset(key_or_path: str | Path) -> ModelPreset:
     )
 
 
-# --- quant recipes (llama.cpp's quantizer rules, restated) ---
+# --- quant recipes: llama-quantize's rules live in quants.py; a preset is an F16 model quantized by them ---
 
-_RECIPE_BASE = {"Q4_K_M": Q.Q4_K, "Q4_K_S": Q.Q4_K, "Q5_K_M": Q.Q5_K, "Q5_K_S": Q.Q5_K, "Q6_K": Q.Q6_K,
-                "Q8_0": Q.Q8_0, "F16": Q.F16, "BF16": Q.BF16, "Q4_0": Q.Q4_0}
-# When a row length is not a multiple of a k-quant's 256-element block, the quantizer falls back.
-_FALLBACK = {Q.Q4_K: Q.Q5_0, Q.Q5_K: Q.Q5_1, Q.Q6_K: Q.Q8_0, Q.Q2_K: Q.Q4_0, Q.Q3_K: Q.Q4_0}
-
-
-def use_more_bits(i: int, n: int) -> bool:
-    """llama.cpp gives these layers' attn_v / ffn_down a higher-bit type in *_M recipes."""
-    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
-
-
-def tensor_type(recipe: str, name: str, shape: tuple[int, ...], layer: int, n_layer: int, tied: bool) -> int:
+def _source_type(name: str, shape: tuple[int, ...]) -> int:
+    """The type a tensor has in the F16 file a quant is made from: 1-D tensors, norms and the router F32."""
     if len(shape) == 1 or "ffn_gate_inp" in name or name.endswith(("_norm.weight", ".bias")):
         return int(Q.F32)
-    base = _RECIPE_BASE[recipe]
-    if base in (Q.F16, Q.BF16):
-        return int(base)
-    is_output = name == "output.weight" or (tied and name == "token_embd.weight")
-    if is_output:
-        t = Q.Q8_0 if base == Q.Q8_0 else Q.Q6_K
-    elif base in (Q.Q8_0, Q.Q6_K, Q.Q4_0):
-        t = base
-    elif recipe.endswith("_M") and ("attn_v." in name or "ffn_down" in name) and use_more_bits(layer, n_layer):
-        t = Q.Q6_K
-    elif recipe == "Q4_K_S" and "ffn_down" in name and layer < n_layer // 8:
-        t = Q.Q5_K
-    else:
-        t = base
-    if shape[0] % block_size(int(t)):
-        t = _FALLBACK.get(t, Q.F16)
-    return int(t)
+    return int(Q.F16)
 
 
 def preset_tensors(p: ModelPreset) -> list[tuple[str, tuple[int, ...], int]]:
@@ -122,7 +95,7 @@ def preset_tensors(p: ModelPreset) -> list[tuple[str, tuple[int, ...], int]]:
     out: list[tuple[str, tuple[int, ...], int]] = []
 
     def add(name, shape, layer=-1):
-        out.append((name, shape, tensor_type(p.recipe, name, shape, layer, p.n_layer, p.tied_embeddings)))
+        out.append((name, shape, _source_type(name, shape)))
 
     add("token_embd.weight", (E, V))
     if p.rope_freqs:
@@ -159,12 +132,14 @@ def preset_tensors(p: ModelPreset) -> list[tuple[str, tuple[int, ...], int]]:
     add("output_norm.weight", (E,))
     if not p.tied_embeddings:
         add("output.weight", (E, V))
-    return out
+    if p.recipe in ("F16", "F32"):
+        return out
+    from .quants import Source, Tensor, derive
+
+    src = Source(p.architecture, p.n_layer, p.n_head, p.n_head_kv, p.n_expert, [Tensor(*t) for t in out])
+    types = derive(src, p.recipe).types
+    return [(name, shape, types[name]) for name, shape, _ in out]
 
 
 def recipe_file_type(recipe: str) -> int:
     return int(getattr(gguf.LlamaFileType, "MOSTLY_" + recipe if recipe not in ("F16", "BF16") else "MOSTLY_" + recipe))
-
-
-def recipe_type(recipe: str) -> int:
-    return type_by_name(recipe) if recipe in ("F16", "BF16", "Q8_0", "Q6_K", "Q4_0") else int(_RECIPE_BASE[recipe])
