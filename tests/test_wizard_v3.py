@@ -180,3 +180,25 @@ def test_dragging_the_only_unlocked_card_moves_its_value(wiz, qtbot):
     assert st.layer_counts()[c] == before == slider.value()
     slider.setValue(slider.maximum())  # past what memory or the model allows: the handle shows what was kept
     assert slider.value() == st.layer_counts()[c]
+
+
+# --- 6: a tune while the wizard's own server runs ---
+
+def test_tune_while_the_wizards_server_runs_picks_a_free_port(qtbot, skeletons, monkeypatch):
+    from test_tune_panel import wizard
+
+    monkeypatch.setenv("FAKE_KCPP_LOAD_S", "20")  # the tune's first run is still loading when it is cancelled
+    w, st, page = wizard(qtbot, skeletons, monkeypatch)
+    monkeypatch.setenv("FAKE_KCPP_LOAD_S", "0")
+    assert w.session.start() is None
+    qtbot.waitUntil(lambda: w.session.outcome is not None and w.session.outcome.ok, timeout=60000)
+    monkeypatch.setenv("FAKE_KCPP_LOAD_S", "20")
+    qtbot.mouseClick(page.tune, Qt.LeftButton)
+    panel = page.tune_panel
+    qtbot.waitUntil(lambda: panel.tuner is not None and (panel.tuner.state != "running" or (
+        panel.tuner._m is not None and panel.tuner._m.launch.process is not None)), timeout=30000)
+    assert panel.tuner.state == "running", panel.status.text()
+    assert panel.tuner._m.launch.port != st.port and w.session.running
+    qtbot.mouseClick(panel.cancel_btn, Qt.LeftButton)
+    assert panel.tuner.state == "cancelled" and panel.bar.value() < panel.bar.maximum()
+    w.session.stop()

@@ -247,43 +247,66 @@ def _moe_candidates(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...]
     return [(s, ev.plan(s))]
 
 
+HEADROOM_SPEED_COST = 0.10  # "most headroom" may give up this share of the fastest speed for room on the cards
+
+
+def _room(p: Plan) -> tuple[float, float]:
+    """(the smallest headroom as a share of its card's usable memory, the smallest headroom in bytes) over the
+    cards that hold something: what "most headroom" raises, the tightest card first."""
+    used = [d for d in p.gpus if d.layers or d.kv_bytes]
+    if not used:
+        return (1.0, float("inf"))
+    return (min(d.headroom_bytes / max(1, d.usable_bytes) for d in used), min(d.headroom_bytes for d in used))
+
+
 def _headroom(ev: _Evaluator, s: PlanSettings, p: Plan) -> tuple[PlanSettings, Plan]:
-    """Same layers on GPUs, moved one at a time from the tightest GPU to the roomiest."""
-    if not s.devices or len(s.devices) < 2 or not s.tensor_split:
+    """From the fastest fit, take layers off the tightest card, one at a time, to a roomier card or to the CPU,
+    whichever leaves the most room on the tightest card, while the plan stays within HEADROOM_SPEED_COST of
+    the fastest: the card that ran out of memory gets real room for a small speed cost."""
+    if not s.devices or not s.tensor_split:
         return s, p
+    floor = p.predicted_tokens_per_s * (1 - HEADROOM_SPEED_COST)
     counts = [int(x) for x in s.tensor_split]
-    for _ in range(4 * sum(counts)):
+    for _ in range(2 * sum(counts) + 2):
         frac = [d.headroom_bytes / max(1, d.usable_bytes) for d in p.gpus]
-        tight = min(range(len(frac)), key=frac.__getitem__)
-        roomy = max(range(len(frac)), key=frac.__getitem__)
-        if tight == roomy or counts[tight] <= 1:
+        tight = min((k for k in range(len(counts)) if counts[k] > 0), key=frac.__getitem__, default=None)
+        if tight is None:
             break
-        trial = counts[:]
-        trial[tight] -= 1
-        trial[roomy] += 1
-        s2 = _with_counts(s, s.devices, trial)
-        p2 = ev.plan(s2)
-        frac2 = min(d.headroom_bytes / max(1, d.usable_bytes) for d in p2.gpus)
-        if not _gpus_fit(p2) or frac2 <= min(frac) + 1e-9:
+        best = None
+        for j in [*range(len(counts)), None]:  # None: the layer goes to the CPU
+            if j == tight:
+                continue
+            trial = counts[:]
+            trial[tight] -= 1
+            if j is not None:
+                trial[j] += 1
+            s2 = _with_counts(s, s.devices, trial)
+            p2 = ev.plan(s2)
+            if _gpus_fit(p2) and p2.predicted_tokens_per_s >= floor and _room(p2) > _room(p) and (
+                    best is None or _room(p2) > _room(best[2])):
+                best = (trial, s2, p2)
+        if best is None:
             break
-        counts, s, p = trial, s2, p2
+        counts, s, p = best
+    d2, c2 = _drop_empty(s.devices, counts)
+    if c2 and len(c2) < len(counts):  # a card left with no layers would still pay a CUDA context
+        s = _with_counts(s, d2, c2)
+        p = ev.plan(s)
     return s, p
 
 
 def _longest_context(ev: _Evaluator, base: PlanSettings, fast_s: PlanSettings, fast_p: Plan):
-    """The largest context at which the fastest fit keeps as many layers on the GPUs."""
+    """The longest context that fits at all (the model's trained context at most), with the fastest plan at
+    that context: fewer layers on the GPUs is the price, and the speed shown says what it costs."""
     model = ev.model
-    want = fast_p.gpulayers
     # the model's trained context, never past what the engine accepts (koboldcpp: 262,144)
     limit = min(model.n_ctx_train or 131072, CONTEXT_MAX.get(base.backend, min(CONTEXT_MAX.values())))
-    lo, hi = max(256, base.context // 256 * 256), max(256, limit // 256 * 256)
+    lo, hi = max(256, base.context // 256 * 256) + 256, max(256, limit // 256 * 256)
     best = (fast_s, fast_p)
     while lo <= hi:
-        mid = (lo + hi) // 512 * 256 or 256
-        mid = max(lo, min(mid, hi))
+        mid = max(lo, min((lo + hi) // 512 * 256, hi))
         s, p = _fastest(ev, base.with_(context=mid))
-        ok = p.fits and p.gpulayers >= want and s.moecpu <= fast_s.moecpu
-        if ok:
+        if p.fits:
             best = (s, p)
             lo = mid + 256
         else:
@@ -300,6 +323,9 @@ def auto_fit(model: ModelInfo, rig: Rig, base: PlanSettings, objective: str = "f
     elif objective == "context":
         s, p = _longest_context(ev, base, s, p)
     p.explanation = explain(p, rig, objective, ev.rivals.get(id(p)))
+    if objective == "context":
+        trained = f" (the model was trained on {model.n_ctx_train:,})" if model.n_ctx_train else ""
+        p.explanation.insert(0, f"Context: {s.context:,} tokens — the longest that fits{trained}.")
     return FitResult(p, s, objective, ev.count)
 
 
@@ -320,9 +346,13 @@ def explain(p: Plan, rig: Rig, objective: str, rival: tuple[float, float, str] |
             why = ("fastest memory, filled first" if rank[id(d)] == 0 else
                    f"#{rank[id(d)] + 1} by memory speed ({g.bandwidth_gbs:.0f} GB/s), takes what the faster cards could not")
         if objective == "headroom":
-            why = "layers balanced for the most free memory on the tightest card"
+            why = (f"{d.headroom_bytes / (1 << 20):,.0f} MiB ({d.headroom_bytes / max(1, d.usable_bytes):.0%}) kept "
+                   "free: layers moved off the tightest card for the most room")
         lines.append(f"{d.name}: {d.layers} layers ({span}{out}), {d.total_bytes / gib:.2f} of "
                      f"{d.usable_bytes / gib:.2f} GiB usable — {why}.")
+    if objective == "headroom":
+        lines.append(f"Most headroom: up to {HEADROOM_SPEED_COST:.0%} of the fastest speed traded for free memory "
+                     "on the tightest card.")
     left = [i for i, g in enumerate(rig.gpus) if i not in {d.gpu_index for d in p.gpus}]
     for i in left:
         lines.append(f"{rig.gpus[i].short_name}: left out — the model runs faster without it"

@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QTableWidget,
                                QTableWidgetItem, QVBoxLayout)
 
+from ..backends.probe import free_port
 from ..backends.servers import backend_for
 from ..backends.calibrations import describe, find
 from ..backends.tune import N_GEN, N_PROMPT, N_REPEATS, Tuner
@@ -157,7 +158,9 @@ class TunePanel(QDialog):
             if self._version is None:
                 return
             st = self.state
-            self.tuner = Tuner(st.model, st.rig, st.model_path, st.settings(), self._exe, budget_s=self.budget_s,
+            # the runs get a port of their own: the wizard's server (or anything else) may hold the chosen one
+            base = st.settings().with_(host="127.0.0.1", port=free_port())
+            self.tuner = Tuner(st.model, st.rig, st.model_path, base, self._exe, budget_s=self.budget_s,
                                max_runs=self.max_runs, version=self._version, margin_mib=self.user_margin())
             self.tuner.start()
         running = self.tuner.poll()
@@ -172,7 +175,10 @@ class TunePanel(QDialog):
 
     def _show(self) -> None:
         t = self.tuner
-        self.bar.setValue(int(1000 * t.fraction()))
+        # full only for a tune that finished; one that failed or was cancelled shows how far it got
+        done = 1.0 if t.state == "done" else t.fraction() if t.state == "running" else \
+            sum(1 for r in t.runs if r.measured_tps) / max(1, self.max_runs)
+        self.bar.setValue(int(1000 * done))
         self.left.setText(f"about {t.time_left():.0f} s left" if t.state == "running" else "")
         self.status.setText(t.message)
         self.margin_note.setText(t.margin_note)

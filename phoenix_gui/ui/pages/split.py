@@ -348,7 +348,8 @@ class SplitPage(StatePage):
         if plan.fits:
             # how sure: the held-out error of plans like this one, and the cost of a full cache
             lo, hi = plan.speed_band
-            lines.append(f"likely {lo:.1f}–{hi:.1f} · {plan.tokens_per_s_full:.1f} at full context")
+            lines.append(f"likely {lo:.1f}–{hi:.1f} · {plan.tokens_per_s_full:.1f} at full context "
+                         f"({st.context:,} tokens of context)")
         b = st.baseline
         if b is not None:
             if not b.fits:
