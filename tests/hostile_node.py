@@ -13,7 +13,6 @@ import json
 import socket
 import struct
 import threading
-import time
 
 CMD_GET_DEVICE_MEMORY, CMD_HELLO, CMD_DEVICE_COUNT = 11, 14, 15
 GIB = 1 << 30

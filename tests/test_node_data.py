@@ -8,10 +8,7 @@ engine can show it (one PC under two names, the version the engine speaks) the r
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 import threading
 import time
 
@@ -161,7 +158,7 @@ def test_an_info_endpoint_nested_100000_deep_is_ignored_not_a_crash():
     assert node.name == n.address
 
 
-def test_plan_rpc_with_infinite_bandwidth_is_refused_not_nan(tmp_path):
+def test_plan_rpc_with_infinite_bandwidth_is_refused_not_nan():
     with HostileNode(info=share_info([dict(GPU, bandwidth_gbs=float("inf"))])) as n:
         r = _plan("--rpc", n.address, "--json")
     assert r.returncode == 1 and "Infinity" not in r.stdout and "nan" not in r.stdout
@@ -176,13 +173,6 @@ def test_plan_rpc_refuses_a_protocol_the_engine_cannot_talk_to(kcpp_script, vers
     assert r.returncode == 1, r.stdout[-300:] + r.stderr
     assert last.startswith(f'phoenix: "hostile-pc" ({n.address}) runs RPC protocol {"%d.%d.%d" % version}')
     assert "4.0.1 of koboldcpp.py" in last
-
-
-def test_plan_rpc_accepts_the_real_engines_own_protocol(kcpp_script):
-    with HostileNode(version=(4, 0, 1), info=share_info([GPU])) as n:
-        r = _plan("--rpc", n.address, "--exe", str(kcpp_script), "--json")
-    assert r.returncode in (0, 3), r.stderr
-    json.loads(r.stdout)  # valid JSON: finite numbers only
 
 
 # --- item 11: one PC counted once ---

@@ -1,6 +1,6 @@
 """Sharing safely (issue 24, items 2-4): an allow-list given empty is refused, never taken as "everyone";
-the info endpoint and the relay stay bounded in threads, time and memory whatever clients do; and what the
-allow-list cannot guard (the engine's own port on 127.0.0.1, open to every local account) is said.
+the info endpoint stays bounded in threads, time and memory whatever clients do; and what the allow-list
+cannot guard (the engine's own port on 127.0.0.1, open to every local account) is said.
 
 The real koboldcpp 1.115.1 RPC host sits behind a real ShareHost; clients are real sockets, each from its
 own loopback address where it plays another PC (127.0.0.1 and 127.0.0.2 are allowed, 127.0.0.3 is not)."""
@@ -16,10 +16,10 @@ import psutil
 import pytest
 from test_netlink import PHOENIX, ROOT, _port_pair
 
-from phoenix_gui.backends.rpcwire import RpcClient, RpcError
+from phoenix_gui.backends.rpcwire import RpcClient
 from phoenix_gui.backends.share import ShareError, ShareHost
 
-THREADS_MAX = 30  # the endpoint's 16 connections and the relay's 8 refusals, with room for pytest's own
+THREADS_MAX = 30  # the endpoint's 16 connections, with room for pytest's own
 
 
 @pytest.mark.parametrize("allow", ["", " ", ",", " , , ", [], "10.77.0.5,,10.77.0.6"])
@@ -91,9 +91,11 @@ def _open(port: int, n: int, data: bytes, source: str) -> list[socket.socket]:
     out = []
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
-        if data:
-            s.sendall(data)
         out.append(s)
+        try:
+            s.sendall(data)
+        except OSError:  # turned away at once (over the cap): what the test counts, not an error
+            pass
     return out
 
 
@@ -158,25 +160,6 @@ def test_a_megabyte_of_request_headers_is_refused(share):
     headers = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 16000) for i in range(64))  # each line and count "allowed"
     reply = _get(share.info_port, "127.0.0.1", headers)
     assert not reply.startswith(b"HTTP/1.1 200")
-
-
-def test_200_strangers_at_the_relay_hold_bounded_threads(share):
-    base = _settled_threads()
-    before = len(share.refused)
-    strangers = _open(share.port, 200, b"", "127.0.0.3")  # not on the allow-list
-    try:
-        time.sleep(0.5)
-        held = threading.active_count() - base
-    finally:
-        for s in strangers:
-            s.close()
-    assert held <= THREADS_MAX, f"{held} threads for 200 refused connections"
-    assert len(share.refused) > before
-    with RpcClient.open("127.0.0.1", share.port, timeout=5) as rpc:  # the allowed PC still gets in
-        assert str(rpc.version) == "4.0.1"
-    with pytest.raises(RpcError) as e:
-        RpcClient.open("127.0.0.1", share.port, timeout=5, source="127.0.0.3")
-    assert e.value.kind == "denied"
 
 
 # --- what the allow-list does not guard (item 4: said, and true) ---
