@@ -148,13 +148,15 @@ def _daemon(p, work):
             proc.wait()
     if not pidfile.exists():
         raise RuntimeError(f"the server never started its daemon: {err.strip()[-200:]}")
-    pid = int(pidfile.read_text())
+    pids = [int(x) for x in pidfile.read_text().split()]
     end = time.monotonic() + 3
-    while _running(pid) and time.monotonic() < end:
+    while any(map(_running, pids)) and time.monotonic() < end:
         time.sleep(0.05)
-    if _running(pid):
+    left = [pid for pid in pids if _running(pid)]
+    for pid in left:
         os.kill(pid, signal.SIGKILL)
-        raise Defect(f"phoenix {p['command']} ended and left the server's daemon (pid {pid}) running")
+    if left:
+        raise Defect(f"phoenix {p['command']} ended and left the server's daemon (pid {left[0]}) running")
     return f"exit {proc.returncode}, daemon gone"
 
 

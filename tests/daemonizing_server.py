@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A misbehaving server: it daemonizes a sleeper the classic way (fork, setsid, fork; the middle process
 exits, so the sleeper is in its own session and process group and has lost its parent; its stdio is
-closed) which writes its pid to $DAEMON_PIDFILE, then becomes koboldcpp's stand-in (fake_koboldcpp.py)
+closed) which adds its pid as a line to $DAEMON_PIDFILE, then becomes koboldcpp's stand-in (fake_koboldcpp.py)
 with the same arguments.  `daemonizing_server.py --then ARGS...` runs `python ARGS...` instead, and with
 no ARGS exits at once (a launcher that leaves only its daemon behind)."""
 
@@ -15,10 +15,9 @@ if os.fork() == 0:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        path = os.environ["DAEMON_PIDFILE"]
-        with open(path + ".tmp", "w") as f:
-            f.write(str(os.getpid()))
-        os.replace(path + ".tmp", path)  # whole, so a reader never sees half a pid
+        fd = os.open(os.environ["DAEMON_PIDFILE"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(fd, f"{os.getpid()}\n".encode())  # one line per daemon, in one write
+        os.close(fd)
         time.sleep(300)
     os._exit(0)
 print("daemonized", flush=True)

@@ -27,13 +27,19 @@ ROOT = str(Path(__file__).resolve().parents[1])
 SERVER = str(Path(__file__).with_name("daemonizing_server.py"))  # daemonizes a sleeper, then serves
 
 
-def daemon_pid(pidfile: Path, timeout: float = 20.0) -> int:
+def daemon_pids(pidfile: Path, timeout: float = 20.0) -> list[int]:
+    """The pids the daemons wrote (one line each), once there is one."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if pidfile.exists():
-            return int(pidfile.read_text())
+        lines = pidfile.read_text().split() if pidfile.exists() else []
+        if lines:
+            return [int(x) for x in lines]
         time.sleep(0.05)
     raise AssertionError("the daemon never started")
+
+
+def daemon_pid(pidfile: Path, timeout: float = 20.0) -> int:
+    return daemon_pids(pidfile, timeout)[0]
 
 
 def _kill(pid):
@@ -139,4 +145,20 @@ def test_phoenix_launch_leaves_no_daemon(tmp_path, sig):
             p.kill()
             p.wait()
         if pid:
+            _kill(pid)
+
+
+def test_phoenix_tune_leaves_no_daemon(tmp_path):
+    """A tune starts the engine once per run: every run's daemon is gone when it ends."""
+    tiny = write_skeleton("tiny-llama-f16", tmp_path / "tiny.gguf")
+    pidfile = tmp_path / "tune-daemons.pid"
+    subprocess.run([sys.executable, "-m", "phoenix_gui", "tune", str(tiny), "--json", "--rig", str(demo_rig_path()),
+                    "--exe", SERVER, "--ctx", "2048", "--budget-s", "30", "--max-runs", "2", "--repeats", "1",
+                    "--prompt-tokens", "16", "--gen-tokens", "4"],
+                   capture_output=True, text=True, timeout=300, env=_env(tmp_path, pidfile))
+    pids = daemon_pids(pidfile, timeout=1)
+    try:
+        assert gone(pids, timeout=5), "phoenix tune left a run's daemon running"
+    finally:
+        for pid in pids:
             _kill(pid)
