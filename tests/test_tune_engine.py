@@ -53,7 +53,11 @@ def test_tune_with_the_real_llama_server_on_the_cpu(tmp_path):
     assert cal.per_layer_ms.get("CPU", 0) > 0
     bare = make_plan(model, rig, base.with_(devices=(), gpulayers=0)).predicted_tokens_per_s
     used = make_plan(model, with_calibration(rig, cal), base.with_(devices=(), gpulayers=0)).predicted_tokens_per_s
-    assert used != pytest.approx(bare, rel=0.02), cal  # the calibration changes later predictions
+    held = {term for term, _, _ in t.fit.held}
+    # the calibration changes later predictions, unless the runs could not pin the CPU down (a tiny model's
+    # token is mostly the fixed cost on this CPU), and then the table says so rather than keeping a wrong factor
+    assert used != pytest.approx(bare, rel=0.02) or ("cpu" in held and any(
+        "the CPU's time per layer" in line and "held at the speed model's figure" in line for line in t.table())), cal
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     print("\n".join(t.table()))

@@ -38,9 +38,10 @@ def fit_notes(tuner) -> list[str]:
             then = f"the run that would pin it down: {run.split} (no time or runs were left to measure it)"
         else:
             then = "no plan that fits and was not measured already tells it apart from the rest"
+        bound = lo if side == "floor" else hi
+        where = "the speed model's figure" if _kind(term) == "device" else f"that {side}"  # calibration.fit_terms
         out.append(f"The fit put {_term(tuner, term)} at {value:.3g}x the speed model's, past its "
-                   f"{side} ({lo if side == 'floor' else hi:g}x): the runs could not tell it apart, so it is held "
-                   f"at the speed model's figure; {then}.")
+                   f"{side} ({bound:g}x): the runs could not tell it apart, so it is held at {where}; {then}.")
     for term, run in tuner.pinned.items():
         if run is not None and run in tuner.runs and (f is None or all(t != term for t, _, _ in f.held)):
             out.append(f"Run {tuner.runs.index(run) + 1} ({run.split}) was measured because the fit had put "

@@ -207,8 +207,11 @@ def fit_terms(runs: list[Run], uuids: list[str], prior: Calibration | None = Non
                slice run)) + output factor x the holder's factor x the output layer's time + hop factor x hops
 
     solved by Gauss-Newton (the output and slice terms multiply a device's factor). A factor whose best
-    value lies outside BOUNDS is not clamped there (a clamped factor is a wrong number that looks measured):
-    it is held at the prior, the rest refitted, and reported in Fit.held."""
+    value lies outside BOUNDS is held and the rest refitted, and reported in Fit.held: a shared term (the
+    fixed cost, the output layer, the slice, the hops) first, at the bound it crossed, since the runs do say
+    which way it is off and it is nobody's speed; a device's factor only when that does not bring it back
+    in bounds, and then at the prior (a device's factor clamped at a bound is a wrong speed that looks
+    measured)."""
     prior = prior or Calibration()
     n = len(uuids)
     names = [f"gpu:{u}" for u in uuids] + ["cpu", "hop", "base", "output", "slice"]
@@ -221,15 +224,19 @@ def fit_terms(runs: list[Run], uuids: list[str], prior: Calibration | None = Non
     y = np.array([r.seconds_per_token for r in runs])
     w = 1.0 / y ** 2
     held: dict[int, tuple[str, float]] = {}
+    at = theta0.copy()  # where a held factor stays: the prior, or a shared term's crossed bound
     for _ in range(n + 5):  # each pass holds at least one more factor, or ends
-        theta = _solve(runs, n, theta0, P, y, w, set(held))
+        theta = _solve(runs, n, at, P, y, w, set(held))
         out = {i: ("floor" if theta[i] < BOUNDS[kinds[i]][0] else "ceiling", float(theta[i]))
                for i in range(len(theta)) if i not in held and not BOUNDS[kinds[i]][0] <= theta[i] <= BOUNDS[kinds[i]][1]}
         if not out:
             break
-        worst = max(out, key=lambda i: abs(np.log(max(out[i][1], 1e-6) / theta0[i])))  # the furthest first
+        shared = [i for i in out if kinds[i] != "device"]
+        worst = max(shared or out, key=lambda i: abs(np.log(max(out[i][1], 1e-6) / theta0[i])))  # the furthest first
         held[worst] = out[worst]
-    theta = np.array([theta0[i] if i in held else min(max(theta[i], BOUNDS[kinds[i]][0]), BOUNDS[kinds[i]][1])
+        if kinds[worst] != "device":
+            at[worst] = BOUNDS[kinds[worst]][0 if out[worst][0] == "floor" else 1]
+    theta = np.array([at[i] if i in held else min(max(theta[i], BOUNDS[kinds[i]][0]), BOUNDS[kinds[i]][1])
                       for i in range(len(theta))])
     cal = replace(prior, gpu_scale={u: float(theta[i]) for i, u in enumerate(uuids)}, cpu_scale=float(theta[n]),
                   hop_scale=float(theta[n + 1]), runs=len(runs), created=time.time())
