@@ -21,7 +21,7 @@ def test_naive_vram_proportional_split_does_not_fit_on_the_4gb_card(q32, seed_ri
     p = make_plan(q32, seed_rig, PlanSettings(context=4096, tensor_split=(4, 8, 6)))
     small = p.gpus[0]
     assert not small.fits and small.state == "short"
-    assert small.reason().startswith("GTX 1050 Ti:") and "MiB short of the free memory" in small.reason()
+    assert small.reason().startswith("GTX 1050 Ti:") and "MiB short: needs " in small.reason()
 
 
 def test_autofit_beats_the_seed_by_a_quarter(q32, seed_rig):
@@ -126,18 +126,18 @@ def test_autofit_headroom_is_not_tighter_than_fastest(q32, seed_rig):
     fast = auto_fit(q32, seed_rig, PlanSettings(context=4096), "fastest").plan
     room = auto_fit(q32, seed_rig, PlanSettings(context=4096), "headroom").plan
     tight = lambda p: min(d.headroom_bytes / d.usable_bytes for d in p.gpus)  # noqa: E731
-    assert room.fits and tight(room) >= tight(fast)
-    assert room.gpulayers == fast.gpulayers
+    assert room.fits and tight(room) > tight(fast)
+    assert room.gpulayers <= fast.gpulayers  # room may come from layers moved to the CPU (issue 21 item 5)
 
 
 def test_autofit_longest_context(q32, seed_rig):
     fast = auto_fit(q32, seed_rig, PlanSettings(context=4096), "fastest").plan
     ctx = auto_fit(q32, seed_rig, PlanSettings(context=4096), "context").plan
     assert ctx.fits and ctx.context >= 4096 and ctx.context % 256 == 0
-    assert ctx.gpulayers >= fast.gpulayers
-    # one step more would not fit with as many layers on the GPUs
+    # the longest that fits at all, fewer layers on the GPUs if need be (issue 21 item 5)
     more = auto_fit(q32, seed_rig, PlanSettings(context=ctx.context + 256), "fastest").plan
-    assert more.gpulayers < fast.gpulayers or ctx.context + 256 > q32.n_ctx_train
+    assert not more.fits or ctx.context + 256 > q32.n_ctx_train
+    assert ctx.gpulayers <= fast.gpulayers
 
 
 def test_autofit_uses_moe_offload_when_it_pays(seed_rig):

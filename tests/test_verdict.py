@@ -33,7 +33,7 @@ def test_tight_says_tight_and_short_says_short():
     tight = _dev(960).reason()
     assert "tight" in tight and "eats 260 MiB of the 300 MiB" in tight and "short" not in tight
     short = _dev(1260).reason()
-    assert "260 MiB short of the free memory" in short and "tight" not in short
+    assert "560 MiB short: needs 1,260 MiB where 700 MiB is usable" in short and "tight" not in short  # one "short"
 
 
 def test_plan_state_and_verdict(q32, rig):
@@ -56,7 +56,7 @@ def test_every_state_has_its_own_sentence(q32, rig):
             r = d.reason()
             assert (r == "") == (d.state == "fits")
             assert ("tight" in r) == (d.state == "tight")
-            assert ("short of the free memory" in r) == (d.state == "short")
+            assert ("MiB short: needs" in r) == (d.state == "short")
 
 
 def test_one_short_gpu_is_told_where_a_layer_fits(q32, rig):

@@ -82,8 +82,8 @@ def test_oom_configuration_turns_the_bar_red_with_the_reason(wiz):
     st.set_split_text("4 8 6")
     head, bar, why = page.bar_rows[0]
     assert bar.device.state == "short"
-    assert why.isVisible() and "GTX 1050 Ti" in why.text() and "MiB" in why.text()
-    assert "SHORT" in head.text()
+    assert why.isVisible() and "run out of memory" in why.text()  # under its bar: the name and MiB are above it
+    assert "SHORT by" in head.text() and "GTX 1050 Ti" in head.text() and "MiB" in head.text()
     assert head.palette().color(head.foregroundRole()).name().lower() == STATUS_COLOUR["short"].lower()
     img = bar.grab().toImage()
     edge = img.pixelColor(2, img.height() // 2)

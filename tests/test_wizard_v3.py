@@ -202,3 +202,77 @@ def test_tune_while_the_wizards_server_runs_picks_a_free_port(qtbot, skeletons, 
     qtbot.mouseClick(panel.cancel_btn, Qt.LeftButton)
     assert panel.tuner.state == "cancelled" and panel.bar.value() < panel.bar.maximum()
     w.session.stop()
+
+
+# --- 7: the split page reads whole at any size down to the minimum ---
+
+def _leaves(page):
+    from PySide6.QtWidgets import QAbstractButton, QAbstractSlider, QAbstractSpinBox, QComboBox, QLabel, QLineEdit
+
+    from phoenix_gui.ui.membar import MemoryBar
+
+    kinds = (QLabel, QAbstractButton, QAbstractSlider, QAbstractSpinBox, QComboBox, QLineEdit, MemoryBar)
+    return [w for w in page.findChildren(QWidget_()) if isinstance(w, kinds) and w.isVisibleTo(page)
+            and not isinstance(w.parentWidget(), (QAbstractSpinBox, QComboBox))]
+
+
+def QWidget_():  # noqa: N802
+    from PySide6.QtWidgets import QWidget
+
+    return QWidget
+
+
+def _overlaps(page):
+    """Pairs of visible controls and texts that are drawn over each other, and texts cut short."""
+    from PySide6.QtCore import QRect
+    from PySide6.QtWidgets import QLabel
+
+    content = page.scroll.widget() if hasattr(page.scroll, "widget") else page
+    rects = [(w, QRect(w.mapTo(content, w.rect().topLeft()), w.size())) for w in _leaves(page)]
+    bad = []
+    for k, (a, ra) in enumerate(rects):
+        for b, rb in rects[k + 1:]:
+            if ra.intersects(rb) and not (a.isAncestorOf(b) or b.isAncestorOf(a)):
+                bad.append(f"{a.__class__.__name__} {getattr(a, 'text', lambda: '')()[:30]!r} over "
+                           f"{b.__class__.__name__} {getattr(b, 'text', lambda: '')()[:30]!r}")
+        if isinstance(a, QLabel) and a.text():
+            need = a.heightForWidth(a.width()) if a.wordWrap() else a.sizeHint().height()
+            if a.height() < need or (not a.wordWrap() and a.width() < a.sizeHint().width()):
+                bad.append(f"cut: {a.text()[:40]!r} {a.size().toTuple()} needs {need}")
+    return bad
+
+
+@pytest.mark.parametrize("size", [(1280, 860), (1024, 700), (800, 600), (640, 480), (400, 300)])
+@pytest.mark.parametrize("plan", ["short cards", "auto-fit"])
+def test_the_split_page_has_no_overlap_and_no_cut_text(wiz, qtbot, size, plan):
+    from phoenix_gui.ui.wizard import MIN_SIZE
+
+    st = wiz.state
+    if plan == "short cards":
+        st.set_gpulayers(None)
+        st.set_split_text("4 8 6")
+    else:
+        st.run_auto_fit("fastest")
+    wiz.go_to("split")
+    wiz.resize(*size)
+    qtbot.wait(50)
+    assert (wiz.width(), wiz.height()) == (max(size[0], MIN_SIZE[0]), max(size[1], MIN_SIZE[1]))
+    page = wiz.page("split")
+    assert _overlaps(page) == []
+    # each card's state and advice once, next to its bar
+    texts = [w.text() for w in _leaves(page) if hasattr(w, "text")]
+    bad = [bar.device for _, bar, _ in page.bar_rows if bar.device.state != "fits"]
+    for (head, bar, why) in page.bar_rows:
+        d = bar.device
+        if d.state != "fits":
+            assert d.advice() in why.text() and d.name in head.text()
+            assert sum(d.advice() in t for t in texts) == sum(x.advice() == d.advice() for x in bad), d.name
+            assert sum(f"{d.short_bytes / (1 << 20):,.0f} MiB" in t for t in texts) == 1, d.name
+
+
+def test_the_minimum_window_size_is_set_and_kept(wiz, qtbot):
+    from phoenix_gui.ui.wizard import MIN_SIZE
+
+    assert (wiz.minimumWidth(), wiz.minimumHeight()) == MIN_SIZE
+    wiz.resize(300, 200)
+    assert (wiz.width(), wiz.height()) == MIN_SIZE

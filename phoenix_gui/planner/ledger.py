@@ -50,6 +50,12 @@ class DevicePlan:
         return self.usable_bytes - self.total_bytes
 
     @property
+    def short_bytes(self) -> int:
+        """The one "short" figure: what must move off for the device to fit (its total past its usable memory),
+        the same in the sentence, on the bar's label and in the tight case's "eats"."""
+        return max(0, self.total_bytes - self.usable_bytes)
+
+    @property
     def state(self) -> str:
         """The one verdict for this device, which the colour and the sentence both follow:
         "fits"  - the total is within the usable memory (free minus display reserve and margin);
@@ -71,9 +77,15 @@ class DevicePlan:
         state = self.state
         if state == "fits":
             return ""
+        return _sentence(self, state, self.advice())
+
+    def advice(self) -> str:
+        """What to do about a device that does not fit ("" when it fits): for a place that shows its name,
+        figures and state already (the split page's label over its bar)."""
+        if self.state == "fits":
+            return ""
         plan = self._plan() if self._plan is not None else None
-        advice = plan.advice_for(self) if plan is not None else _alone_advice(self)
-        return _sentence(self, state, advice)
+        return plan.advice_for(self) if plan is not None else _alone_advice(self)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -88,9 +100,10 @@ class DevicePlan:
 def _sentence(d: DevicePlan, state: str, advice: str) -> str:
     what = "System RAM" if d.kind == "cpu" else d.name
     if state == "tight":
-        return (f"{what}: tight — eats {_mib(d.total_bytes - d.usable_bytes)} of the {_mib(d.reserve_bytes)} "
+        return (f"{what}: tight — eats {_mib(d.short_bytes)} of the {_mib(d.reserve_bytes)} "
                 f"Phoenix keeps free; it may load, but Phoenix does not recommend it — {advice}.")
-    return f"{what}: {_mib(d.total_bytes - d.free_bytes)} short of the free memory (it will run out of memory) — {advice}."
+    return (f"{what}: {_mib(d.short_bytes)} short: needs {_mib(d.total_bytes)} where {_mib(d.usable_bytes)} is "
+            f"usable, more than is free (it will run out of memory) — {advice}.")
 
 
 def _alone_advice(d: DevicePlan) -> str:

@@ -13,6 +13,7 @@ from .pages import ContextPage, HardwarePage, LaunchPage, ModelPage, MonitorPage
 from .session import ServerSession
 from .state import WizardState
 
+MIN_SIZE = (800, 600)
 PAGES = ["hardware", "model", "context", "split", "launch", "monitor"]
 
 
@@ -29,7 +30,8 @@ class PhoenixWizard(QWizard):
         self.setOption(QWizard.NoCancelButton, False)
         self.setOption(QWizard.HaveHelpButton, False)
         self.setButtonText(QWizard.FinishButton, "Close")
-        self.setMinimumSize(1024, 700)
+        # the smallest window every page lays out whole in (the split page scrolls rather than overlap)
+        self.setMinimumSize(*MIN_SIZE)
         self.setAcceptDrops(True)
         self.pages = {
             "hardware": HardwarePage(state),

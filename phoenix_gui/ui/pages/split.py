@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QLineEdit, QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QBoxLayout, QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QGridLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea, QSlider, QSpinBox, QVBoxLayout,
+                               QWidget)
 
 from ...hardware.cluster import ASSUMED_LINK, LOCAL, link_of, machine_of
 from ...planner.placement import CPU
@@ -20,6 +21,7 @@ from .base import StatePage, banner
 
 OBJECTIVES = [("fastest", "fastest"), ("context", "longest context"), ("headroom", "most headroom")]
 STATE_WORD = {"fits": "fits", "tight": "TIGHT", "short": "SHORT"}
+STACK_BELOW_PX = 860  # narrower than this, the bars go under the controls instead of beside them
 
 
 def _colour(label: QLabel, colour: str | None) -> None:
@@ -30,6 +32,22 @@ def _colour(label: QLabel, colour: str | None) -> None:
     pal = label.palette()
     pal.setColor(QPalette.WindowText, QColor(colour) if colour else label.parentWidget().palette().color(QPalette.WindowText))
     label.setPalette(pal)
+
+
+def card_head(d) -> str:
+    """The label over a device's bar: what it holds against what it may use, and its state with the one
+    "short" figure (DevicePlan.short_bytes, the same as in the sentence under the bar)."""
+    state = STATE_WORD[d.state] + (f" by {mib(d.short_bytes)}" if d.short_bytes else "")
+    return f"{d.name} · {d.layers} layers · {mib(d.total_bytes)} of {mib(d.usable_bytes)} usable · {state}"
+
+
+def what_to_do(d) -> str:
+    """Under a card's bar: what its state means and what helps; its name, figures and state are on the label."""
+    if d.state == "fits":
+        return ""
+    means = ("it will run out of memory" if d.state == "short" else
+             "it eats into the memory Phoenix keeps free: it may load, but is not recommended")
+    return f"{means[0].upper()}{means[1:]} — {d.advice()}."
 
 
 def split_text(weights: list[float]) -> str:
@@ -212,12 +230,32 @@ class SplitPage(StatePage):
         right.addWidget(self.legend)
         right.addStretch(1)
 
-        cols = QHBoxLayout(self)
+        # Two columns side by side when there is room, one under the other when not, all in a scroll area:
+        # a label is never squeezed below the height its wrapped text needs (that is what drew one card's
+        # advice over the next card's label); the page scrolls instead.
+        self.cols = QBoxLayout(QBoxLayout.LeftToRight)
         lw, rw = QWidget(), QWidget()
         lw.setLayout(left)
         rw.setLayout(right)
-        cols.addWidget(lw, 6)
-        cols.addWidget(rw, 5)
+        self.cols.addWidget(lw, 6)
+        self.cols.addWidget(rw, 5)
+        content = QWidget()
+        content.setLayout(self.cols)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # everything wraps to the width
+        self.scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll)
+
+    def resizeEvent(self, e) -> None:  # noqa: N802 - Qt's name
+        narrow = e.size().width() < STACK_BELOW_PX
+        want = QBoxLayout.TopToBottom if narrow else QBoxLayout.LeftToRight
+        if self.cols.direction() != want:
+            self.cols.setDirection(want)
+        super().resizeEvent(e)
 
     def _show_calibrated(self, text: str) -> None:
         """An empty line takes no room under the speed."""
@@ -277,10 +315,13 @@ class SplitPage(StatePage):
                     net.setTextFormat(Qt.PlainText)
                     net.setWordWrap(True)
                     self.bars.addWidget(net)
+            if self.bar_rows:
+                self.bars.addSpacing(6)  # a card's advice is not read as the next card's
             head, bar, why = QLabel(), MemoryBar(), QLabel()
             head.setTextFormat(Qt.PlainText)  # plain text lays out far faster than rich text on every drag
             why.setTextFormat(Qt.PlainText)
-            why.setWordWrap(True)
+            for w in (head, why):
+                w.setWordWrap(True)  # wrapped whole, never cut off or drawn over the next card
             for w in (head, bar, why):
                 self.bars.addWidget(w)
             self.bar_rows.append((head, bar, why))
@@ -321,11 +362,10 @@ class SplitPage(StatePage):
         for gi, row in self.rows.items():
             row.update_range(n, gi in st.locked)
         for (head, bar, why), d in zip(self.bar_rows, plan.devices):
-            head.setText(f"{d.name} · {d.layers} layers · {mib(d.total_bytes)} of {mib(d.usable_bytes)} usable · "
-                         f"{STATE_WORD[d.state]}")
+            head.setText(card_head(d))
             _colour(head, STATUS_COLOUR[d.state] if d.state != "fits" else None)
             bar.set_device(d)
-            reason = d.reason()
+            reason = what_to_do(d)
             why.setText(reason)
             _colour(why, STATUS_COLOUR[d.state])
             if why.isVisibleTo(self) != bool(reason):  # a visibility flip relayouts the page
@@ -348,12 +388,12 @@ class SplitPage(StatePage):
         if plan.fits:
             # how sure: the held-out error of plans like this one, and the cost of a full cache
             lo, hi = plan.speed_band
-            lines.append(f"likely {lo:.1f}–{hi:.1f} · {plan.tokens_per_s_full:.1f} at full context "
-                         f"({st.context:,} tokens of context)")
+            lines.append(f"likely {lo:.1f}–{hi:.1f} · {plan.tokens_per_s_full:.1f} at full context")
+        lines.append(f"{st.context:,} tokens of context")  # what "longest context" found, and what "full" means
         b = st.baseline
         if b is not None:
-            if not b.fits:
-                lines.append(f"What you had before ({st.baseline_name}) would not load: {' '.join(b.reasons())}")
+            if not b.fits:  # why not is each card's business: said once, under its bar, for the plan shown
+                lines.append(f"What you had before ({st.baseline_name}) would not load.")
             elif plan.fits:
                 lines.append(f"What you had before ({st.baseline_name}): {b.predicted_tokens_per_s:.1f} tokens/s "
                              f"→ now {plan.predicted_tokens_per_s / b.predicted_tokens_per_s:.2f}×")
@@ -363,8 +403,11 @@ class SplitPage(StatePage):
         if plan.fits:
             lines.append(f"prompt processing, rough: {plan.predicted_prompt_tokens_per_s:.0f} tokens/s")
         self.compare.setText("<br>".join(lines))
-        if plan.fits:
+        bad = [d for d in plan.devices if d.state != "fits"]
+        if not bad:
             self.verdict.setText(f"<span style='color:{STATUS_COLOUR['fits']}'>Every device fits.</span>")
-        else:
-            self.verdict.setText("<br>".join(f"<span style='color:{STATUS_COLOUR[d.state]}'>{d.reason()}</span>"
-                                             for d in plan.devices if d.state != "fits"))
+        else:  # the count only: each card says its state and what to do once, under its own bar
+            worst = "short" if any(d.state == "short" for d in bad) else "tight"
+            names = ", ".join(d.name for d in bad)
+            self.verdict.setText(f"<span style='color:{STATUS_COLOUR[worst]}'>{len(bad)} of {len(plan.devices)} "
+                                 f"devices do not fit ({names}): see under their bars.</span>")
