@@ -272,15 +272,97 @@ def cmd_plan(args) -> int:
     except OSError as e:
         raise UserError(f"Cannot write {e.filename or 'the file'} ({e.strerror or e}).") from None
     if args.json:
-        d = plan.to_dict()
-        d.update(rig=rig.name, backend=settings.backend, argv=cmd.argv, env=cmd.env, objective=args.auto,
-                 network_s_per_token=getattr(plan.speed_inputs, "network_s", 0.0), machines=_machines(plan, rig),
-                 nodes=[n.to_dict() for n in nodes_of(rig)])
-        d.pop("settings", None)
-        print(json.dumps(d, indent=2))
+        print(json.dumps(_plan_json(plan, rig, cmd, args.auto), indent=2))
         return 0 if plan.fits else 3
     _print_plan(plan, rig, cmd, args.auto, demo)
     return 0 if plan.fits else 3
+
+
+def _plan_json(plan, rig, cmd, objective) -> dict:
+    """What `plan --json` prints for one plan (and `advise --json` for each row's)."""
+    from .hardware.cluster import nodes_of
+
+    d = plan.to_dict()
+    d.update(rig=rig.name, backend=plan.settings.backend if plan.settings else None, argv=cmd.argv, env=cmd.env,
+             objective=objective, network_s_per_token=getattr(plan.speed_inputs, "network_s", 0.0),
+             machines=_machines(plan, rig), nodes=[n.to_dict() for n in nodes_of(rig)])
+    d.pop("settings", None)
+    return d
+
+
+def cmd_advise(args) -> int:
+    """Every quant x context x KV cache type of the model on this rig: fits, fastest plan, speed band,
+    prompt speed, quality cost, and which quants are already on disk."""
+    from .backends import launch_command
+    from .model import ModelFileError, load_preset
+    from .model.quants import BY_NAME, file_name_for, own_quant, quants_on_disk, source_of_file, source_of_preset
+    from .planner import PlanSettings
+    from .planner.advisor import COMMON, KV_TYPES, advise, comparable_quality, contexts_for
+
+    rig = _calibrated(args, _load_rig(args, args.demo))
+    model, model_path = _load_model(args)
+    try:
+        base = PlanSettings(backend=args.backend, margin_mib=v.mib(args.margin, "--margin"))
+        contexts = [v.context(c, args.backend) for c in args.ctx] if args.ctx else contexts_for(model)
+        quants = None if args.all_quants else [v.choice(q.upper(), "quant type", list(BY_NAME)) for q in
+                                                (args.quant or COMMON)]
+        src = source_of_file(model_path) if args.model else source_of_preset(load_preset(args.preset or DEMO_PRESET))
+    except v.InputError as e:
+        raise UserError(str(e)) from None
+    except ModelFileError as e:
+        raise UserError(str(e)) from None
+    present = quants_on_disk(model_path, src) if args.model else {}
+    own = own_quant(src)
+    kv = tuple(args.kv or KV_TYPES)
+    show = not args.json and sys.stderr.isatty()
+    advice = advise(model, rig, base, src, quants, sorted(set(contexts)), kv, present, comparable_quality,
+                    progress=(lambda i, n: print(f"\rphoenix: planning {i}/{n}", end="", file=sys.stderr))
+                    if show else None)
+    if show:
+        print(file=sys.stderr)
+    name = Path(model_path).name
+    if args.json:
+        rows = [{"quant": r.quant, "file_bytes": r.file_bytes, "estimate": r.estimate, "needs_imatrix": r.needs_imatrix,
+                 "context": r.context, "kv_type": r.kv_type, "fits": r.fits, "status": r.status(),
+                 "plan": _plan_json(r.plan, rig, launch_command(r.plan, rig, str(r.present or model_path), args.exe),
+                                    "fastest"),
+                 "headroom_plan": None if r.headroom is None else _plan_json(
+                     r.headroom, rig, launch_command(r.headroom, rig, str(r.present or model_path), args.exe), "headroom"),
+                 "tokens_per_s": round(r.tokens_per_s, 2), "band": [round(x, 2) for x in r.plan.speed_band],
+                 "band_note": r.plan.speed_band_note,
+                 "prompt_tokens_per_s": round(r.plan.predicted_prompt_tokens_per_s, 1), "quality": r.quality,
+                 "present": str(r.present) if r.present else None,
+                 "file_name": r.present.name if r.present else file_name_for(name, own, r.quant)} for r in advice.rows]
+        print(json.dumps({"model": model.name, "source": name, "own_quant": own, "rig": rig.name,
+                          "seconds": round(advice.seconds, 2), "rows": rows}, indent=2))
+        return 0
+    _print_advice(advice, model, name, own)
+    return 0
+
+
+def _print_advice(advice, model, name: str, own) -> None:
+    print(f"{model.name} on this rig: {len(advice.rows)} plans in {advice.seconds:.1f} s "
+          f"(from {name}{f', a {own} file' if own else ', a custom mix: other sizes are estimates'}).")
+    groups: dict = {}
+    for r in advice.rows:
+        groups.setdefault((r.context, r.kv_type), []).append(r)
+    for (ctx, kv), rows in groups.items():
+        print(f"\ncontext {ctx:,}, KV cache {kv}:")
+        print(f"  {'quant':9s} {'file GB':>8s} {'fits':12s} {'GPU layers':>10s} {'tokens/s':>9s} {'band':>13s} "
+              f"{'prompt t/s':>10s}  quality (published)")
+        for r in rows:
+            q = r.quality
+            fam = q.get("family") if q else None
+            qual = "no measurement" if q is None else (f"{q['metric']} {q['value']:g} on {q['model']}" + (
+                f"; {fam['metric']} {fam['value']:g} on {fam['model']}" if fam else ""))
+            mark = " *on disk" if r.present else ""
+            lo, hi = r.plan.speed_band
+            print(f"  {r.quant:9s} {r.file_bytes / 1e9:8.2f} {r.status():12s} {r.plan.gpulayers:>4d}/{r.plan.n_layer + 1:<5d} "
+                  f"{r.tokens_per_s:9.2f} {f'{lo:.1f}-{hi:.1f}':>13s} {r.plan.predicted_prompt_tokens_per_s:10.0f}  {qual}"
+                  f"{' [needs an imatrix]' if r.needs_imatrix else ''}{mark}")
+    print("\nfits: the fastest plan fits (tight: less than a layer of room on a card); band: the held-out error of "
+          "the speed model for such plans; quality: the published loss against the 16-bit model (kld: KL "
+          "divergence; delta_ppl: perplexity increase), on the model named.")
 
 
 def _machines(plan, rig) -> list[str]:
@@ -768,6 +850,23 @@ def build_parser() -> argparse.ArgumentParser:
     next(a for a in tu._actions if a.dest == "margin").help = (
         "MiB the recommendation keeps free per GPU (default: sized from what the tune measured; "
         "the runs themselves may use it)")
+
+    ad = sub.add_parser("advise", help="which quant, context and KV cache type to run on this PC: every one planned")
+    ad.add_argument("model", nargs="?", help="a .gguf of the model, any quant (any part of a split model)")
+    ad.add_argument("--preset", help="a model preset instead of a file")
+    ad.add_argument("--demo", action="store_true", help="the demo rig and the Qwen2.5-32B preset")
+    ad.add_argument("--rig", help="a simulated rig TOML")
+    ad.add_argument("--rpc", metavar="HOST:PORT,...", help="other PCs sharing their devices (phoenix share)")
+    ad.add_argument("--no-bandwidth", action="store_true", help="skip the RAM bandwidth measurement")
+    ad.add_argument("--ctx", type=int, nargs="+", metavar="N", help="contexts to plan (default: 2k doubling up to "
+                    "the model's trained context)")
+    ad.add_argument("--kv", nargs="+", choices=["f16", "q8_0", "q4_0"], help="KV cache types (default: all three)")
+    ad.add_argument("--quant", nargs="+", metavar="TYPE", help="quant types to plan (default: the common ones)")
+    ad.add_argument("--all-quants", action="store_true", help="every standard llama-quantize type")
+    ad.add_argument("--backend", default="koboldcpp", choices=["koboldcpp", "llama-server"])
+    ad.add_argument("--margin", type=float, default=256.0, metavar="MIB", help="safety margin per GPU (default 256)")
+    ad.add_argument("--json", action="store_true")
+    ad.set_defaults(func=cmd_advise, exe=None)
 
     k = sub.add_parser("skeleton", help="write a sparse GGUF with a preset's real header and tensor shapes")
     k.add_argument("preset", nargs="?")

@@ -411,3 +411,77 @@ def describe_types(types: dict[str, int]) -> dict[str, int]:
     for t in types.values():
         out[type_name(t)] = out.get(type_name(t), 0) + 1
     return out
+
+
+def requantized(model, d: Derived):
+    """The model as the quant `d` would be: each tensor's type and size replaced, no file behind it (a
+    derived quant is planned like a preset: tensor offsets unknown). `model` is a ModelInfo."""
+    import dataclasses
+
+    def re_t(t):
+        new = d.types.get(t.name, t.ggml_type)
+        return t if new == t.ggml_type else dataclasses.replace(t, ggml_type=new, nbytes=tensor_bytes(new, t.shape),
+                                                               offset=-1)
+
+    layers = [dataclasses.replace(layer, tensors=[re_t(t) for t in layer.tensors]) for layer in model.layers]
+    return dataclasses.replace(model, path=None, parts=[], file_type=d.quant, layers=layers,
+                               input_tensors=[re_t(t) for t in model.input_tensors],
+                               output_tensors=[re_t(t) for t in model.output_tensors], file_size=d.file_bytes)
+
+
+def source_of_model(model) -> Source:
+    """A Source from a ModelInfo: from its file when it has one (header sizes exact), else from its tensors."""
+    if model.parts:
+        return source_of_file(model.parts[0])
+    tensors = [Tensor(t.name, tuple(t.shape), t.ggml_type)
+               for t in [*model.input_tensors, *(t for layer in model.layers for t in layer.tensors),
+                         *model.output_tensors]]
+    heads = model.n_head[0] if model.n_head else 0
+    kv = model.n_head_kv[0] if model.n_head_kv else heads
+    return Source(model.architecture, model.n_layer, heads, kv, model.n_expert, tensors,
+                  file_type=_ftype(model.file_type))
+
+
+def _signature(src: Source) -> tuple:
+    return src.architecture, tuple(sorted((t.name, t.shape) for t in src.tensors))
+
+
+def quants_on_disk(path: str | Path, src: Source | None = None, max_files: int = 200) -> dict[str, Path]:
+    """The quants of the same model that lie in the folder of `path` (the file itself included): quant name
+    -> file (the first part of a split one). Same model = same architecture and the same tensors by name
+    and shape; a file whose mix is custom is not any standard quant and is left out. Files that are not
+    GGUF models, or not readable, are skipped without a word: the folder is the user's."""
+    path = Path(path)
+    src = src or source_of_file(path)
+    mine = _signature(src)
+    out: dict[str, Path] = {}
+    split_rest = re.compile(r"-(\d{5})-of-\d{5}\.gguf$", re.IGNORECASE)
+    try:
+        files = sorted(p for p in path.parent.iterdir() if p.suffix.lower() == ".gguf")[:max_files]
+    except OSError:
+        return out
+    for f in files:
+        m = split_rest.search(f.name)
+        if m and m.group(1) != "00001":
+            continue
+        try:
+            other = src if f == path else source_of_file(f)
+        except (ModelFileError, OSError, ValueError):
+            continue
+        if _signature(other) != mine:
+            continue
+        q = own_quant(other)
+        if q is not None and q not in out:
+            out[q] = f
+    return out
+
+
+def file_name_for(source_name: str, own: str | None, quant: str) -> str:
+    """The file name a quant of this model goes by: the source's name with its quant swapped
+    ("Qwen2.5-32B-Instruct-Q4_K_M.gguf" -> "...-Q3_K_S.gguf"), or the quant added to the stem."""
+    stem = re.sub(r"-\d{5}-of-\d{5}$", "", Path(source_name).stem, flags=re.IGNORECASE)
+    for tag in ([own] if own else []) + [q.name for q in QUANTS]:
+        m = re.search(rf"(?i)(?<![A-Za-z0-9]){re.escape(tag)}(?![A-Za-z0-9_])", stem)
+        if m:
+            return f"{stem[:m.start()]}{quant}{stem[m.end():]}.gguf"
+    return f"{stem}-{quant}.gguf"

@@ -315,21 +315,40 @@ def _longest_context(ev: _Evaluator, base: PlanSettings, fast_s: PlanSettings, f
 
 
 def auto_fit(model: ModelInfo, rig: Rig, base: PlanSettings, objective: str = "fastest") -> FitResult:
+    return auto_fits(model, rig, base, (objective,))[0]
+
+
+def auto_fits(model: ModelInfo, rig: Rig, base: PlanSettings, objectives=("fastest",)) -> list[FitResult]:
+    """Several objectives from one search: each starts from the same fastest plan, found once (the
+    advisor asks for the fastest and the most-headroom plan of every row)."""
+    import dataclasses
+
     ev = _Evaluator(model, rig)
     base = base.with_(context=pad(base.context, 256) if base.context % 256 else base.context)
-    s, p = _fastest(ev, base)
-    if objective == "headroom":
-        s, p = _headroom(ev, s, p)
-    elif objective == "context":
-        s, p = _longest_context(ev, base, s, p)
-    p.explanation = explain(p, rig, objective, ev.rivals.get(id(p)))
-    if objective == "context":
-        trained = f" (the model was trained on {model.n_ctx_train:,})" if model.n_ctx_train else ""
-        p.explanation.insert(0, f"Context: {s.context:,} tokens — the longest that fits{trained}.")
-    return FitResult(p, s, objective, ev.count)
+    s0, p0 = _fastest(ev, base)
+    chosen = {rig.gpus.index(g) for g in selected_gpus(rig, base)}  # the cards the user left in
+    out, given = [], set()
+    for objective in objectives:
+        s, p = s0, p0
+        if objective == "headroom":
+            s, p = _headroom(ev, s0, p0)
+        elif objective == "context":
+            s, p = _longest_context(ev, base, s0, p0)
+        if id(p) in given:  # the same plan for two objectives: each gets its own explanation
+            p = dataclasses.replace(p, devices=[dataclasses.replace(d) for d in p.devices], explanation=[])
+        given.add(id(p))
+        p.explanation = explain(p, rig, objective, ev.rivals.get(id(p)), chosen)
+        if objective == "context":
+            trained = f" (the model was trained on {model.n_ctx_train:,})" if model.n_ctx_train else ""
+            p.explanation.insert(0, f"Context: {s.context:,} tokens — the longest that fits{trained}.")
+        out.append(FitResult(p, s, objective, ev.count))
+    return out
 
 
-def explain(p: Plan, rig: Rig, objective: str, rival: tuple[float, float, str] | None = None) -> list[str]:
+def explain(p: Plan, rig: Rig, objective: str, rival: tuple[float, float, str] | None = None,
+            chosen: set[int] | None = None) -> list[str]:
+    """Why each device holds what it holds; `chosen`: the devices the user left in (a card the user unticked is
+    not one auto-fit "left out")."""
     lines = []
     gib = 1 << 30
     ranked = sorted(p.gpus, key=lambda d: -_gpu_speed(rig.gpus[d.gpu_index], rig))
@@ -355,6 +374,8 @@ def explain(p: Plan, rig: Rig, objective: str, rival: tuple[float, float, str] |
                      "on the tightest card.")
     left = [i for i, g in enumerate(rig.gpus) if i not in {d.gpu_index for d in p.gpus}]
     for i in left:
+        if chosen is not None and i not in chosen:
+            continue  # the user's own choice, shown unticked on the Hardware page: nothing for auto-fit to explain
         lines.append(f"{rig.gpus[i].short_name}: left out — the model runs faster without it"
                      + (" (it would only add a slow hop)." if p.gpulayers == p.n_layer + 1 else "."))
     if rival:
