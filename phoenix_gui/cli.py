@@ -146,15 +146,23 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _settings_from_args(args, rig):
+def _settings_from_args(args, rig, model=None):
     """PlanSettings from the plan arguments, every value checked (validate.py): a bad one is a
-    UserError sentence, never a plan."""
+    UserError sentence, never a plan. Without --ctx the context is the one default (planner/settings.py
+    default_context, as in the wizard), said when the model's trained context made it smaller."""
     from .planner import PlanSettings
     from .planner.engines import engine_for
+    from .planner.settings import DEFAULT_CONTEXT, default_context
 
+    ctx = args.ctx
+    if ctx is None:
+        ctx = default_context(getattr(model, "n_ctx_train", None))
+        if ctx < DEFAULT_CONTEXT:
+            print(f"phoenix: context {ctx:,} tokens: the model was trained on {model.n_ctx_train:,} "
+                  "(give --ctx for another)", file=sys.stderr)
     try:
         return PlanSettings(
-            context=v.context(args.ctx, args.backend), cache_type_k=args.kv, cache_type_v=args.kv,
+            context=v.context(ctx, args.backend), cache_type_k=args.kv, cache_type_v=args.kv,
             flash_attn=not args.no_flash_attn, batch=v.batch(args.batch), gpulayers=_gpulayers(args.gpulayers),
             tensor_split=_split(args, rig), moecpu=v.moecpu(args.moecpu), split_mode=args.split_mode,
             parallel=v.integer(args.parallel, "--parallel", 1, 32), overrides=_overrides(args.override_tensors),
@@ -249,7 +257,7 @@ def cmd_plan(args) -> int:
     demo = args.demo or (not args.model and not args.rig and args.preset is not None)
     rig = _calibrated(args, _load_rig(args, args.demo))
     model, model_path = _load_model(args)
-    settings = _settings_from_args(args, rig)
+    settings = _settings_from_args(args, rig, model)
     _output_paths(args, model_path)
     if args.exe is not None:
         try:
@@ -484,7 +492,7 @@ def _plan_for_launch(args):
     _check_launch_args(args)
     rig = _calibrated(args, _load_rig(args, False))
     model, model_path = _load_model(args)
-    settings = _settings_from_args(args, rig)
+    settings = _settings_from_args(args, rig, model)
     plan = auto_fit(model, rig, settings, args.auto).plan if args.auto else make_plan(model, rig, settings)
     return rig, model, model_path, plan
 
@@ -657,7 +665,7 @@ def cmd_tune(args) -> int:
     args.margin = PlanSettings().margin_mib  # the candidates are judged against Phoenix's guess
     rig = _load_rig(args, False)
     model, model_path = _load_model(args)
-    settings = _settings_from_args(args, rig)
+    settings = _settings_from_args(args, rig, model)
     yours = settings if (args.split or args.gpulayers is not None) else None
     backend = backend_for(settings.backend)
     exe = args.exe or backend.find()
@@ -900,7 +908,8 @@ def _plan_args(p, launching: bool) -> None:
     p.add_argument("--rpc", metavar="HOST:PORT,...",
                    help="other PCs sharing their devices over RPC (phoenix share there): asked, measured, placed first")
     p.add_argument("--no-bandwidth", action="store_true", help="skip the RAM bandwidth measurement")
-    p.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
+    p.add_argument("--ctx", type=int, default=None,
+                   help="context size in tokens (default 4096, or the model's trained context when smaller)")
     p.add_argument("--kv", default="f16", choices=["f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl", "f32"])
     p.add_argument("--no-flash-attn", action="store_true")
     p.add_argument("--batch", type=int, default=512, help="batch size (n_ubatch), default 512")

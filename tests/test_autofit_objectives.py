@@ -58,3 +58,28 @@ def test_the_split_page_shows_the_context_auto_fit_found(wiz, qtbot):
     assert wiz.state.context == 32768
     assert "32,768 tokens of context" in page.compare.text()
     assert "the longest that fits" in page.explain.text()
+
+
+# --- item 17: one default context, the same in the CLI and the wizard ---
+
+def test_one_default_context_in_the_cli_and_the_wizard(qtbot, tmp_path):
+    import dataclasses
+
+    from phoenix_gui.model import write_skeleton
+    from phoenix_gui.model.presets import load_preset
+    from phoenix_gui.planner.settings import default_context
+    from phoenix_gui.ui.app import make_wizard
+
+    preset = dataclasses.replace(load_preset("tiny-llama-f16"), n_ctx_train=2048)  # a model trained on 2048 tokens
+    path = str(write_skeleton(preset, tmp_path / "short-trained.gguf"))
+    r = subprocess.run([sys.executable, "-m", "phoenix_gui", "plan", path, "--json", "--no-bandwidth"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["context"] == 2048 == default_context(2048)
+    assert "the model was trained on 2,048" in r.stderr  # said, not silent
+    w = make_wizard(model_path=path, persist=False, measure=False)
+    qtbot.addWidget(w)
+    assert w.state.context == 2048
+    big = subprocess.run([sys.executable, "-m", "phoenix_gui", "plan", "--demo", "--json"], capture_output=True,
+                         text=True, timeout=120)
+    assert json.loads(big.stdout)["context"] == 4096 == default_context(32768) and "trained" not in big.stderr

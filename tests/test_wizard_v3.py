@@ -276,3 +276,89 @@ def test_the_minimum_window_size_is_set_and_kept(wiz, qtbot):
     assert (wiz.minimumWidth(), wiz.minimumHeight()) == MIN_SIZE
     wiz.resize(300, 200)
     assert (wiz.width(), wiz.height()) == MIN_SIZE
+
+
+# --- 14: wording ---
+
+def test_an_unticked_card_is_not_explained_as_left_out_for_speed(wiz):
+    st = wiz.state
+    st.set_included(st.devices[0], False)
+    st.run_auto_fit("fastest")
+    wiz.go_to("split")
+    assert "runs faster without it" not in wiz.page("split").explain.text()
+
+
+def test_layers_on_another_pcs_cpu_are_not_called_gpu_layers(qtbot, tmp_path):
+    from test_wizard_cluster import CLUSTER_RIG
+
+    from phoenix_gui.model import preset_model_info
+    from phoenix_gui.ui.pages.split import OFFLOADED
+
+    rig = tmp_path / "cluster.toml"
+    rig.write_text(CLUSTER_RIG)
+    w = make_wizard(rig_path=str(rig), persist=False, measure=False)
+    qtbot.addWidget(w)
+    w.show()
+    w.state.set_model(preset_model_info("qwen2.5-7b-instruct-q4_k_m"), None)
+    w.go_to("split")
+    assert w.page("split").layers_label.text() == OFFLOADED
+
+
+def test_the_hardware_title_tells_two_pcs_of_the_same_name_apart(wiz, monkeypatch):
+    st = wiz.state
+    st.set_rig(dataclasses.replace(st.rig, name="vm"))
+    st.add_node(a_node(st.rig, address="192.168.1.20:50052", name="vm"))
+    wiz.go_to("hardware")
+    title = wiz.page("hardware").heading.text()
+    assert "(vm + vm)" not in title and "192.168.1.20:50052" in title
+
+
+# --- 18: tab order and error colour ---
+
+def test_tab_walks_the_card_rows_before_gpu_layers_and_autofit(wiz, qtbot):
+    wiz.go_to("split")
+    page = wiz.page("split")
+    rows = list(page.rows.values())
+    rows[0].slider.setFocus()
+    seen = []
+    for _ in range(4 * len(rows) + 6):
+        seen.append(QApplication_().focusWidget())
+        qtbot.keyClick(QApplication_().focusWidget(), Qt.Key_Tab)
+    order = [w for w in seen if w in {page.layers, page.autofit} or any(w in (r.slider, r.lock) for r in rows)]
+    assert order.index(rows[-1].lock) < order.index(page.layers) < order.index(page.autofit)
+
+
+def QApplication_():  # noqa: N802
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication
+
+
+def test_model_page_errors_are_red_text(wiz, qtbot, tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 16)
+    wiz.go_to("model")
+    page = wiz.page("model")
+    page.load(str(bad))
+    qtbot.waitUntil(lambda: page.error.isVisible(), timeout=10000)
+    img = page.error.grab().toImage()
+    reds = sum(1 for x in range(12, img.width()) for y in range(img.height())
+               if (c := img.pixelColor(x, y)).red() > c.green() + 80 and c.red() > c.blue() + 80)
+    assert reds > 30  # the sentence itself is red, not only the border on its left
+
+
+# --- 10: a calibration on another rig is simply not used ---
+
+def test_a_calibration_for_other_cards_says_nothing_on_another_rig(qtbot, skeletons):
+    from phoenix_gui.backends import calibrations
+    from phoenix_gui.planner.calibration import Calibration
+
+    rig = load_rig(demo_rig_path())
+    calibrations.save(Calibration(gpu_scale={g.uuid: 2.0 for g in rig.gpus}, cpu_scale=2.0, runs=4, created=0.0,
+                                  key=calibrations.rig_key(rig, "koboldcpp", "1.115.1")))
+    w = make_wizard(rig_path=str(demo_rig_path()), model_path=str(skeletons("qwen2.5-7b-instruct-q4_k_m")),
+                    persist=False, measure=False)
+    qtbot.addWidget(w)
+    page = w.page("split")
+    w.state.add_node(a_node(w.state.rig))  # another PC: these are not the cards the calibration measured
+    assert page.calibrated.text() == "" and "no longer applies" not in page.calibrated.text()

@@ -10,9 +10,20 @@ from ..validate import BACKENDS, CACHE_TYPES, OBJECTIVES  # noqa: F401 - the pla
 from .engines import CURRENT, EngineProfile, profile_named
 
 
+DEFAULT_CONTEXT = 4096  # tokens, when the user has not said: the CLI's --ctx and the wizard's first context
+
+
+def default_context(n_ctx_train: int | None) -> int:
+    """The one default context: 4096, or the model's trained context when that is smaller (a model trained on 2048
+    tokens is not asked for 4096), in whole 256-token steps."""
+    if not n_ctx_train:
+        return DEFAULT_CONTEXT
+    return max(256, min(DEFAULT_CONTEXT, n_ctx_train // 256 * 256))
+
+
 @dataclass(frozen=True)
 class PlanSettings:
-    context: int = 4096
+    context: int = DEFAULT_CONTEXT
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     flash_attn: bool = True

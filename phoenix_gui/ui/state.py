@@ -23,7 +23,7 @@ from ..hardware.rig import Rig
 from ..model.info import ModelInfo
 from ..planner import Plan, PlanSettings, make_plan
 from ..planner.autofit import FitResult, auto_fit
-from ..planner.settings import BACKENDS, CACHE_TYPES, OBJECTIVES
+from ..planner.settings import BACKENDS, CACHE_TYPES, DEFAULT_CONTEXT, OBJECTIVES
 
 SHARE_TOTAL = 100.0
 
@@ -73,7 +73,7 @@ class WizardState:
     # auto-fit and layer moves store integer layer counts, which llama.cpp reproduces exactly)
     locked: set[int] = field(default_factory=set)
     gpulayers: int | None = None  # None = all layers
-    context: int = 4096
+    context: int = DEFAULT_CONTEXT
     cache_type: str = "f16"
     flash_attn: bool = True
     batch: int = 512
@@ -364,8 +364,8 @@ class WizardState:
             if model is not None:
                 if self.gpulayers is not None:
                     self.gpulayers = min(self.gpulayers, model.n_layer + 1)
-                if model.n_ctx_train:
-                    self.context = min(self.context, max(256, model.n_ctx_train // 256 * 256))
+                # never past the trained context: from DEFAULT_CONTEXT that is default_context(), as in the CLI
+                self.context = min(self.context, self.context_limit)
                 self.moecpu = min(self.moecpu, model.n_layer)
             self.baseline = None
             self._emit(MODEL, SPLIT, CONTEXT)

@@ -29,7 +29,9 @@ def apply_calibration(state, version: str | None = None) -> str:
     if calibration_of(state.rig) != cal:
         state.rig = with_calibration(state.rig, cal)
         state.changed()
-    return note
+    # A calibration is keyed to the cards it measured: on another rig (simulated, another PC added) it is simply
+    # not used, and there is nothing to say about it.
+    return note if cal is not None else ""
 
 
 def calibration_note(state) -> str:

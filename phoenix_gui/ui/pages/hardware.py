@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHea
                                QPushButton, QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
 
 from ...hardware import RigFileError, detect_rig, load_rig
-from ...hardware.cluster import link_of, machine_of
+from ...hardware.cluster import link_of, machine_of, nodes_of
 from ...hardware.rigfile import rigs_dir
 from ..nodes_panel import NodesPanel, link_text
 from ..share_panel import SharePanel
@@ -29,10 +29,15 @@ SHARE = "Share this PC's GPUs…"
 
 
 def heading_text(rig, rig_path: str | None) -> str:
-    """Says whose GPUs these are: a simulated rig must never read as this PC's."""
+    """Says whose GPUs these are: a simulated rig must never read as this PC's. Other PCs are named with their
+    address (two PCs may both be called "vm": "(vm + vm)" told the user nothing)."""
+    nodes = nodes_of(rig)
+    name = rig.extra.get("local_name", rig.name) if nodes else rig.name
+    others = (" and " + ", ".join(f"{n.name} ({n.address})" if n.name != n.address else n.address for n in nodes)
+              if nodes else "")
     if not rig.simulated:
-        return f"{THIS_PC} ({rig.name})" if rig.name else THIS_PC
-    return f"Simulated rig: {rig.name}" + (f" (from {Path(rig_path).name})" if rig_path else "")
+        return (f"{THIS_PC} ({name})" if name else THIS_PC) + others
+    return f"Simulated rig: {name}" + (f" (from {Path(rig_path).name})" if rig_path else "") + others
 
 
 def no_gpu_text(rig) -> str:

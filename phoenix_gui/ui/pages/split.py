@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QBoxLayout, QCheckBox, QComboBox, QDoubleSpinBox,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea, QSlider, QSpinBox, QVBoxLayout,
                                QWidget)
 
-from ...hardware.cluster import ASSUMED_LINK, LOCAL, link_of, machine_of
+from ...hardware.cluster import ASSUMED_LINK, LOCAL, is_cpu_device, link_of, machine_of
 from ...planner.placement import CPU
 from ...planner.plan import network_seconds
 from ..binding import bind
@@ -21,6 +21,7 @@ from .base import StatePage, banner
 
 OBJECTIVES = [("fastest", "fastest"), ("context", "longest context"), ("headroom", "most headroom")]
 STATE_WORD = {"fits": "fits", "tight": "TIGHT", "short": "SHORT"}
+GPU_LAYERS, OFFLOADED = "GPU layers:", "Layers off this PC's CPU:"  # the second when another PC's CPU holds some
 STACK_BELOW_PX = 860  # narrower than this, the bars go under the controls instead of beside them
 
 
@@ -176,7 +177,8 @@ class SplitPage(StatePage):
         bind(self.layers, st, (SPLIT, DEVICES, MODEL), lambda: st.offloaded_layers, st.set_gpulayers, self.say)
         bind(self.layers_spin, st, (SPLIT, DEVICES, MODEL), lambda: st.offloaded_layers, st.set_gpulayers, self.say)
         lrow = QHBoxLayout()
-        lrow.addWidget(QLabel("GPU layers:"))
+        self.layers_label = QLabel(GPU_LAYERS)
+        lrow.addWidget(self.layers_label)
         lrow.addWidget(self.layers, 1)
         lrow.addWidget(self.layers_spin)
 
@@ -297,6 +299,7 @@ class SplitPage(StatePage):
             r.drop(self.sliders)
         st = self.state
         self.rows = {gi: CardRow(self, gi, r) for r, gi in enumerate(st.devices)}
+        self._tab_order()
         while self.bars.count():
             w = self.bars.takeAt(0).widget()
             if w:
@@ -327,6 +330,14 @@ class SplitPage(StatePage):
             self.bar_rows.append((head, bar, why))
         self._row_key = (tuple(st.devices), id(st.rig))  # by identity: comparing rigs field by field is slow
 
+    def _tab_order(self) -> None:
+        """Tab walks the page as it reads: each card's row (made after the controls below it, so Qt would put
+        it last), then the split text, GPU layers, the objective, Auto-fit and Tune."""
+        chain = [w for r in self.rows.values() for w in (r.slider, r.layers, r.percent, r.lock)]
+        chain += [self.split_edit, self.layers, self.layers_spin, self.objective, self.autofit, self.tune]
+        for a, b in zip(chain, chain[1:]):
+            QWidget.setTabOrder(a, b)
+
     def _group_head(self, node: str) -> QLabel:
         st = self.state
         if node:
@@ -347,6 +358,9 @@ class SplitPage(StatePage):
         if (tuple(st.devices), id(st.rig)) != self._row_key:
             self._build_rows()
         self._range_layers()
+        # --gpulayers counts every offloaded layer: on another PC's CPU too, and then they are not all on GPUs
+        remote_cpu = any(is_cpu_device(st.rig.gpus[i]) for i in st.devices)
+        self.layers_label.setText(OFFLOADED if remote_cpu else GPU_LAYERS)
         gpu_plan = bool(st.devices) and st.model is not None
         self.sliders_box.setVisible(bool(st.devices))
         for w in (self.sliders_box, self.split_edit, self.layers, self.layers_spin):
