@@ -544,7 +544,7 @@ def test_a_rig_file_with_nodes_opens_as_one_cluster_picture(qtbot, tmp_path):
     assert [n.name for n in st.nodes] == ["gaming-pc", "laptop"] and st.rig.name == "Main PC + gaming-pc, laptop"
     assert [pc.split("\n")[0] for pc, _ in rows(w)] == ["gaming-pc", "laptop", "this PC"]
     panel = w.page("hardware").nodes
-    assert panel.rows.itemAtPosition(1, 0).widget().text().startswith("laptop (192.168.1.21:50052) · 1 device")
+    assert panel.rows.itemAtPosition(1, 0).widget().text().startswith('"laptop" (192.168.1.21:50052) · 1 device')
     from phoenix_gui.model import preset_model_info
 
     st.set_model(preset_model_info("qwen2.5-32b-instruct-q4_k_m"), None)
