@@ -22,20 +22,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from phoenix_gui.planner.plan import make_plan  # noqa: E402
-from phoenix_gui.planner.speed import DEFAULT_CONSTANTS, token_seconds  # noqa: E402
+from phoenix_gui.planner.speed import (DEFAULT_CONSTANTS, DEVICE_CLASSES, QUANT_FAMILIES,  # noqa: E402
+                                       token_seconds)
 from speed_data import Case, load_cases  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "phoenix_gui" / "data" / "speed-model.json"
 
 # (constant, starting value = prior, lower, upper, prior weight on its log). A fitted constant is
 # pulled towards its prior, so a constant few rows inform stays physical instead of fitting noise.
+COST_FAMILIES = ["f16", "q8_0", "legacy", "q6_k", "k23", "iq_low"]
+# What the kernels allow, relative to k45: F16 unpacks nothing (on a GPU its mat-vec converts each half to f32 and has no int8 path: loosely bounded), Q8_0 and
+# the legacy blocks are simpler than k-quants, Q6_K does a little more per weight, 2-3 bit and codebook
+# types more again. A fit that leaves these ranges explains something else (a card's saturation) by a type.
+COST_BOUNDS = {
+    "gpu": {"f16": (0.2, 3.0), "q8_0": (0.3, 1.2), "legacy": (0.5, 1.2), "q6_k": (0.9, 2.0), "k23": (1.0, 8.0),
+            "iq_low": (1.0, 8.0)},
+    "cpu": {"f16": (0.5, 3.0), "q8_0": (0.4, 1.2), "legacy": (0.5, 1.2), "q6_k": (0.9, 2.0), "k23": (1.0, 4.0),
+            "iq_low": (1.0, 8.0)},
+}
+GENERATIONS = ["Pascal", "Turing", "Ampere", "Ada Lovelace", "Blackwell"]
 ARCHS = ["Pascal", "Turing", "Ampere", "Ada Lovelace", "Hopper", "Blackwell"]
 PARAMS = [
     # one achieved-bandwidth fraction for all GPUs, and per architecture a ratio to it, pulled
     # towards 1: an architecture that few sources show keeps the common value
     ("eff_gpu", 0.8, 0.2, 1.0, 0.3),
     *[(f"ratio.{a}", 1.0, 0.3, 1.6, 1.0) for a in ARCHS],
-    ("gpu_flop", 4.0, 0.5, 100.0, 0.3), ("gpu_overlap", 0.5, 0.01, 1.0, 0.3), ("lowbit_ops", 2.0, 1.0, 6.0, 0.3),
+    ("gpu_flop", 4.0, 0.5, 100.0, 0.3), ("gpu_overlap", 0.5, 0.01, 1.0, 0.3),
+    # kernel cost per family relative to the 4-5 bit k-quants (k45 = 1, the anchor): priors from the
+    # kernels' instruction counts (speed.DEFAULT_CONSTANTS), held there unless rows of the family move them
+    *[(f"gpu_cost.{f}", DEFAULT_CONSTANTS["gpu_cost"][f], *COST_BOUNDS["gpu"][f], 0.15) for f in COST_FAMILIES],
+    *[(f"cpu_cost.{f}", DEFAULT_CONSTANTS["cpu_cost"][f], *COST_BOUNDS["cpu"][f], 0.15) for f in COST_FAMILIES],
+    *[(f"cpu_isa.{k}", DEFAULT_CONSTANTS["cpu_isa"][k], 0.3, 4.0, 0.3) for k in ("AVX-512", "NEON", "NEON-wide")],
     ("bw_cap_gbs", 10000.0, 300.0, 1e5, 0.03),
     ("eff_cpu", 0.6, 0.1, 1.0, 0.3), ("cpu_cap_gbs", 300.0, 20.0, 1e4, 0.03), ("core_gweights", 2.0, 0.1, 50.0, 0.3),
     ("gpu_layer_ms", 0.04, 1e-3, 2.0, 0.3), ("cpu_layer_ms", 0.1, 1e-3, 5.0, 0.3), ("hop_ms", 0.15, 1e-3, 5.0, 0.3),
@@ -57,6 +74,11 @@ def unpack(x) -> dict:
     common = v["eff_gpu"]
     for a in ARCHS:
         c["eff"][a] = float(min(1.0, common * v["ratio." + a]))
+    # a newer consumer generation's memory path is not less efficient than the one before: without this a
+    # fit can rank an RTX 2070 SUPER above an RTX 3070 (same bandwidth, more compute); HBM parts (A100,
+    # H100) saturate through bw_cap_gbs instead
+    for older, newer in zip(GENERATIONS, GENERATIONS[1:]):
+        c["eff"][newer] = max(c["eff"][newer], c["eff"][older])
     # architectures without rows: Volta as Turing; Maxwell and Kepler below Pascal (priors, no data)
     c["eff"]["unknown"] = float(common)
     c["eff"]["Volta"] = c["eff"]["Turing"]
@@ -123,7 +145,8 @@ def fit_prompt(prepared, c: dict) -> dict:
     return c
 
 
-GROUPS = ("all", "single_gpu", "multi_gpu", "hybrid", "cpu", "moe", "era old", "era current")
+GROUPS = ("all", "single_gpu", "multi_gpu", "hybrid", "cpu", "moe", "era old", "era current",
+          *QUANT_FAMILIES, *DEVICE_CLASSES)
 
 
 def table(cases: list[Case], pred: dict[int, float]) -> dict[str, dict]:
@@ -133,6 +156,8 @@ def table(cases: list[Case], pred: dict[int, float]) -> dict[str, dict]:
     for g in GROUPS:
         idx = [i for i, cs in enumerate(cases) if i in pred and (g == "all" or g in cs.labels)]
         if not idx:
+            out[g] = {"n": 0, "sources": 0, "median": float("nan"), "p90": float("nan"), "bias": float("nan"),
+                      "band": [float("nan"), float("nan")]}
             continue
         ratio = np.array([pred[i] / cases[i].tg for i in idx])
         err = np.abs(ratio - 1)
@@ -158,8 +183,9 @@ def main() -> int:
     print(json.dumps(c, indent=1))
     if args.write:
         held = table(cases, leave_one_source_out(cases))
-        bands = {g: {k: round(v[k], 4) if isinstance(v[k], float) else v[k] for k in ("n", "sources", "median", "p90", "bias")}
-                 | {"band": [round(x, 4) for x in v["band"]]} for g, v in held.items()}
+        bands = {g: ({k: round(v[k], 4) if isinstance(v[k], float) else v[k] for k in ("n", "sources", "median", "p90", "bias")}
+                     | {"band": [round(x, 4) for x in v["band"]]}) if v["n"] else {"n": 0, "sources": 0}
+                 for g, v in held.items()}
         out = {"about": "Constants of phoenix_gui.planner.speed, fitted by benchmarks/fit_speed_model.py on "
                         "phoenix_gui/data/speed-calibration.jsonl (public llama.cpp benchmark results); bands: "
                         "held-out error per regime (leave one source out), which plans show as 'likely'.",

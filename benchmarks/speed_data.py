@@ -22,6 +22,7 @@ from phoenix_gui.hardware.specs import architecture_for, find_spec
 from phoenix_gui.model.info import LayerInfo, ModelInfo, TensorInfo
 from phoenix_gui.planner.engines import LLAMA_CPP_OLD, LLAMA_SERVER_CURRENT
 from phoenix_gui.planner.settings import PlanSettings
+from phoenix_gui.planner.speed import DEVICE_CLASSES, SMALL_PASCAL_CHIPS, quant_family
 
 GIB = 1 << 30
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "phoenix_gui" / "data" / "speed-calibration.jsonl"
@@ -105,6 +106,33 @@ def _quant_name(q: str) -> str:
     return re.sub(r"^Q(\d)_K([SML])$", r"Q\1_K_\2", q)
 
 
+# The tensor types of a file type, as llama.cpp's quantizer mixes them (src/llama-quant.cpp's rules, simplified):
+# (main type, attn_v type, ffn_down type, attn_output type, output type). The bytes come from the row's
+# file size; the types say which kernel each weight runs (planner/speed.py prices kernels per type).
+_RECIPES = {
+    "F16": ("f16",) * 5, "BF16": ("bf16",) * 5, "Q8_0": ("q8_0",) * 5,
+    "Q4_0": ("q4_0", "q4_0", "q4_0", "q4_0", "q6_k"), "Q4_1": ("q4_1", "q4_1", "q4_1", "q4_1", "q6_k"),
+    "Q5_0": ("q5_0", "q5_0", "q5_0", "q5_0", "q6_k"), "Q5_1": ("q5_1", "q5_1", "q5_1", "q5_1", "q6_k"),
+    "Q2_K": ("q2_k", "q3_k", "q3_k", "q3_k", "q6_k"), "Q3_K_S": ("q3_k", "q3_k", "q3_k", "q3_k", "q6_k"),
+    "Q3_K_M": ("q3_k", "q4_k", "q4_k", "q4_k", "q6_k"), "Q3_K_L": ("q3_k", "q5_k", "q5_k", "q5_k", "q6_k"),
+    "Q4_K_S": ("q4_k", "q5_k", "q4_k", "q4_k", "q6_k"), "Q4_K_M": ("q4_k", "q6_k", "q6_k", "q4_k", "q6_k"),
+    "Q5_K_S": ("q5_k", "q5_k", "q5_k", "q5_k", "q6_k"), "Q5_K_M": ("q5_k", "q6_k", "q6_k", "q5_k", "q6_k"),
+    "Q6_K": ("q6_k",) * 5, "IQ4_XS": ("iq4_xs", "iq4_xs", "iq4_xs", "iq4_xs", "q6_k"),
+    "IQ4_NL": ("iq4_nl", "iq4_nl", "iq4_nl", "iq4_nl", "q6_k"),
+    "IQ1_S": ("iq1_s", "q4_k", "iq2_xxs", "iq2_xxs", "q6_k"), "IQ1_M": ("iq1_m", "q4_k", "iq2_xxs", "iq2_xxs", "q6_k"),
+    "IQ2_XXS": ("iq2_xxs", "q4_k", "iq2_xxs", "iq2_xxs", "q6_k"), "IQ2_XS": ("iq2_xs", "q4_k", "iq2_xs", "iq2_xs", "q6_k"),
+    "IQ2_M": ("iq2_s", "q4_k", "iq3_s", "iq2_s", "q6_k"), "IQ3_XXS": ("iq3_xxs", "iq3_xxs", "iq3_xxs", "iq3_xxs", "q6_k"),
+    "IQ3_M": ("iq3_s", "q4_k", "q4_k", "iq3_s", "q6_k"), "IQ3_XS": ("iq3_s", "iq3_s", "iq3_s", "iq3_s", "q6_k"),
+}
+
+
+def _recipe(q: str) -> tuple[int, ...]:
+    from phoenix_gui.model.ggml_types import type_by_name
+    q = _quant_name(q)
+    r = _RECIPES.get(q) or next((v for k, v in _RECIPES.items() if q.startswith(k)), _RECIPES["Q4_K_M"])
+    return tuple(type_by_name(x) for x in r)
+
+
 def _layers_for(params_b: float) -> int:
     for limit, n in ((2, 16), (4.5, 28), (10, 32), (16, 40), (40, 64)):
         if params_b <= limit:
@@ -129,12 +157,16 @@ def synth_model(r: dict) -> ModelInfo:
     embd_bytes = int(V * E * bpw / 8)
     out_bytes = 0 if tied else int(V * E * out_bpw / 8)
     per_layer = max(1.0, (size - embd_bytes - out_bytes) / L)
+    main_t, v_t, down_t, o_t, out_t = _recipe(r["quant"])
     moe = bool(r.get("moe_active_params_b"))
     n_expert, n_used = (0, 0)
     if moe:
         n_expert, n_used = (8, 2) if "mixtral" in r.get("model", "").lower() else (128, 8)
         if n_used / n_expert >= A / P:
             n_used = max(1, int(n_expert * A / P / 2))
+    def tt(k: str) -> int:
+        return {"attn_v.weight": v_t, "ffn_down.weight": down_t, "attn_output.weight": o_t}.get(k, main_t)
+
     layers = []
     for il in range(L):
         attn = {"attn_q.weight": (E, E), "attn_k.weight": (E, kv), "attn_v.weight": (E, kv), "attn_output.weight": (E, E)}
@@ -145,26 +177,27 @@ def synth_model(r: dict) -> ModelInfo:
             attn_elems = sum(s[0] * s[1] for s in attn.values())
             dense_b = per_layer * (1 - x_share)
             exp_b = per_layer * x_share
-            ts = [TensorInfo(f"blk.{il}.{k}", s, 12, int(dense_b * s[0] * s[1] / attn_elems)) for k, s in attn.items()]
+            ts = [TensorInfo(f"blk.{il}.{k}", s, tt(k), int(dense_b * s[0] * s[1] / attn_elems)) for k, s in attn.items()]
             ff = max(64, int(exp_b * 8 / bpw / (3 * E * n_expert)))
-            ts += [TensorInfo(f"blk.{il}.ffn_{k}_exps.weight", (E, ff, n_expert), 12, int(exp_b / 3)) for k in ("gate", "up", "down")]
+            ts += [TensorInfo(f"blk.{il}.ffn_{k}_exps.weight", (E, ff, n_expert), down_t if k == "down" else main_t,
+                              int(exp_b / 3)) for k in ("gate", "up", "down")]
         else:
             ff_w = 3.5 * E
             shapes = {**attn, "ffn_gate.weight": (E, int(ff_w)), "ffn_up.weight": (E, int(ff_w)), "ffn_down.weight": (int(ff_w), E)}
             tot = sum(s[0] * s[1] for s in shapes.values())
-            ts = [TensorInfo(f"blk.{il}.{k}", s, 12, int(per_layer * s[0] * s[1] / tot)) for k, s in shapes.items()]
+            ts = [TensorInfo(f"blk.{il}.{k}", s, tt(k), int(per_layer * s[0] * s[1] / tot)) for k, s in shapes.items()]
         layers.append(LayerInfo(il, ts))
     n_head = max(1, E // 128)
     outputs = [TensorInfo("output_norm.weight", (E,), 0, E * 4)]
     if not tied:
-        outputs.append(TensorInfo("output.weight", (E, V), 14, out_bytes))
+        outputs.append(TensorInfo("output.weight", (E, V), out_t, out_bytes))
     return ModelInfo(
         path=None, parts=[], architecture="llama", name=r.get("model", "model"), size_label=f"{r['params_b']}B",
         file_type=_quant_name(r["quant"]), n_layer=L, n_embd=E, n_head=[n_head] * L, n_head_kv=[max(1, kv // 128)] * L,
         key_length=128, value_length=128, n_ff=[int(3.5 * E)] * L, n_vocab=V, n_ctx_train=131072,
         n_expert=n_expert, n_expert_used=n_used, expert_ff=0, sliding_window=0, swa_layers=[False] * L,
         kv_lora_rank=0, q_lora_rank=0, tied_embeddings=tied, layers=layers,
-        input_tensors=[TensorInfo("token_embd.weight", (E, V), 12, embd_bytes)], output_tensors=outputs,
+        input_tensors=[TensorInfo("token_embd.weight", (E, V), out_t if tied else main_t, embd_bytes)], output_tensors=outputs,
         file_size=int(size), n_params=int(P))
 
 
@@ -270,9 +303,23 @@ def synth_settings(r: dict, model: ModelInfo, rig: Rig, threads: int | None) -> 
     return base.with_(gpulayers=gl, tensor_split=split), ""
 
 
+def row_class(r: dict) -> str:
+    """The row's device class (planner/speed.py DEVICE_CLASSES)."""
+    gdevs = [d for d in r["devices"] if d.get("type") != "cpu"]
+    if r["kind"] == "cpu" or not gdevs:
+        return DEVICE_CLASSES[2]
+    for d in gdevs:
+        spec = find_spec(d.get("spec_name") or d["name"], d.get("vram_gb"))
+        if spec and spec.architecture == "Pascal" and spec.chip in SMALL_PASCAL_CHIPS:
+            return DEVICE_CLASSES[0]
+    return DEVICE_CLASSES[1]
+
+
 def case(r: dict) -> tuple[Case | None, str]:
     if not r.get("tg_tps") or not r.get("model_size_gib") or not r.get("params_b"):
         return None, "no generation speed, size or parameter count"
+    if r.get("prompt_style"):
+        return None, "prompt-style test (ubatch 1): not a decode measurement"
     if r.get("kind") not in ("single_gpu", "multi_gpu", "hybrid", "cpu"):
         return None, "unknown kind"
     model = synth_model(r)
@@ -280,5 +327,6 @@ def case(r: dict) -> tuple[Case | None, str]:
     s, why = synth_settings(r, model, rig, threads)
     if s is None:
         return None, why
-    labels = [r["kind"]] + (["moe"] if r.get("moe_active_params_b") else []) + ["era " + era_of(r)]
+    labels = ([r["kind"]] + (["moe"] if r.get("moe_active_params_b") else []) + ["era " + era_of(r)]
+              + [quant_family(model.file_type), row_class(r)])
     return Case(r, rig, model, s, float(r["tg_tps"]), source_of(r), labels), ""

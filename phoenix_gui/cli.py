@@ -437,7 +437,11 @@ def _print_plan(plan, rig, cmd, objective, demo) -> None:
     for w in plan.warnings:
         print(f"  note: {w}")
     lo, hi = plan.speed_band
+    # the band is the held-out error of plans like this one: its regime, quant family and device class
+    kind = f"{plan.speed_family} on {plan.speed_class}" if plan.speed_family else ""
+    kind += f": {plan.speed_band_note}" if plan.speed_band_note else ""
     print(f"Predicted generation: {plan.predicted_tokens_per_s:.1f} tokens/s, likely {lo:.1f}-{hi:.1f} "
+          + (f"[{kind}] " if kind else "") +
           f"({plan.tokens_per_s_full:.1f} at full context; prompt processing, rough: "
           f"{plan.predicted_prompt_tokens_per_s:.0f} tokens/s)")
     print("Fits." if plan.fits else "Does NOT fit.")

@@ -12,7 +12,8 @@ from phoenix_gui.hardware.rig import GIB
 from phoenix_gui.model import preset_model_info
 from phoenix_gui.planner import PlanSettings, make_plan
 from phoenix_gui.planner.autofit import auto_fit
-from phoenix_gui.planner.speed import SpeedDevice, default_threads, gpu_rate, speed_bands, token_seconds
+from phoenix_gui.planner.speed import (DEVICE_CLASSES, QUANT_FAMILIES, SpeedDevice, default_threads, gpu_rate,
+                                       speed_band, speed_bands, token_seconds)
 from phoenix_gui.resources import resource
 
 SEED = PlanSettings(context=4096, gpulayers=40, tensor_split=(1.5, 4.5, 3))
@@ -38,7 +39,9 @@ def test_llama_server_uses_the_physical_cores():
 def test_few_cores_make_the_ram_part_compute_bound(q32, seed_rig):
     """The CPU part of a hybrid run is limited by min(RAM bandwidth, threads x per-core rate):
     two cores are slower than eight on the same RAM; past the bandwidth more cores do not help."""
-    two, eight, many = (make_plan(q32, _cores(seed_rig, p, 2 * p), SEED) for p in (2, 8, 64))
+    # (issue 19: the per-core rates come from rows at 4-8 threads; eight Haswell cores on Q4_K_M are still
+    # short of the seed's RAM, so "past the bandwidth" is 24 cores here)
+    two, eight, many = (make_plan(q32, _cores(seed_rig, p, 2 * p), SEED) for p in (2, 24, 64))
     assert two.predicted_tokens_per_s < 0.8 * eight.predicted_tokens_per_s
     assert many.predicted_tokens_per_s == pytest.approx(eight.predicted_tokens_per_s, rel=0.02)
     assert two.speed_inputs.devices[-1].threads == 2
@@ -107,8 +110,10 @@ def test_the_band_is_the_regime_held_out_spread(q32, seed_rig):
     lo, hi = p.speed_band
     assert lo <= p.predicted_tokens_per_s <= hi and lo < hi
     want_lo, want_hi = bands["hybrid"]["band"]
-    assert lo == pytest.approx(p.predicted_tokens_per_s * min(want_lo, 1.0))
-    assert hi == pytest.approx(p.predicted_tokens_per_s * max(want_hi, 1.0))
+    # issue 19: the plan's quant family and device class widen the regime's band (never narrow it)
+    assert lo <= p.predicted_tokens_per_s * min(want_lo, 1.0) + 1e-9
+    assert hi >= p.predicted_tokens_per_s * max(want_hi, 1.0) - 1e-9
+    assert (lo, hi) == pytest.approx(speed_band(p.predicted_tokens_per_s, "hybrid", False, p.speed_family, p.speed_class))
     d = p.to_dict()
     assert d["predicted_tokens_per_s_band"] == [round(x, 2) for x in p.speed_band] and d["speed_regime"] == "hybrid"
 
@@ -142,9 +147,11 @@ def test_the_shipped_held_out_figures_meet_the_goal():
     issue's goal holds for them (refit with benchmarks/fit_speed_model.py --write)."""
     data = json.loads(resource("speed-model.json").read_text(encoding="utf-8"))
     b = data["bands"]
-    assert b["all"]["median"] <= 0.12 and b["all"]["p90"] <= 0.30
+    assert b["all"]["median"] <= 0.10 and b["all"]["p90"] <= 0.25  # issue 19 (issue 10: 0.12 / 0.30)
     assert b["hybrid"]["median"] <= 0.20 and b["multi_gpu"]["median"] <= 0.20
-    assert data["rows"] >= 150 and data["fitted_constants"] <= 20
+    for g in QUANT_FAMILIES + DEVICE_CLASSES:  # no family or class with >= 5 rows above 20 % median
+        assert b[g]["n"] < 5 or b[g]["median"] <= 0.20, g
+    assert data["rows"] >= 165 and data["fitted_constants"] <= 35
 
 
 def test_every_measurement_names_its_source():

@@ -149,6 +149,11 @@ class Plan:
     # full KV cache (predicted_tokens_per_s is at the plan's kv_fill)
     speed_band: tuple[float, float] = (0.0, 0.0)
     speed_regime: str = ""
+    # the band's quant family and device class (planner/speed.py quant_family, device_class), and
+    # "few measurements (...)" when either has too few held-out rows to say its spread
+    speed_family: str = ""
+    speed_class: str = ""
+    speed_band_note: str = ""
     tokens_per_s_empty: float = 0.0
     tokens_per_s_full: float = 0.0
 
@@ -216,6 +221,7 @@ class Plan:
             "devices": [d.to_dict() for d in self.devices], "fits": self.fits,
             "predicted_tokens_per_s": round(self.predicted_tokens_per_s, 2),
             "predicted_tokens_per_s_band": [round(x, 2) for x in self.speed_band], "speed_regime": self.speed_regime,
+            "speed_family": self.speed_family, "speed_class": self.speed_class, "speed_band_note": self.speed_band_note,
             "predicted_tokens_per_s_empty_context": round(self.tokens_per_s_empty, 2),
             "predicted_tokens_per_s_full_context": round(self.tokens_per_s_full, 2),
             "predicted_prompt_tokens_per_s": round(self.predicted_prompt_tokens_per_s, 1),

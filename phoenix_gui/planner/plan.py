@@ -15,12 +15,14 @@ from .kv import kv_cells, kv_bytes_per_layer
 from .ledger import DevicePlan, Plan
 from .placement import (CPU, gpu_tensor_bytes, host_model_buffers, host_tensors, layer_counts, moecpu_overrides,
                         plan_layers, tensor_moves)
-from ..validate import InputError, split_weights
+from ..validate import InputError
 from .settings import PlanSettings, check_settings
 from .calibration import calibrated_tokens_per_second, extra_bytes
 from .speed import UNKNOWN_BANDWIDTH_GBS as UNKNOWN_REMOTE_GBS
-from .speed import (LOWBIT_QUANTS, SpeedDevice, SpeedInputs, cpu_theoretical_bandwidth, default_threads,
-                    prompt_tokens_per_second, speed_band, tokens_per_second)
+from .speed import (SMALL_PASCAL_CHIPS, SpeedDevice, SpeedInputs, band_note, cpu_isa_of, cpu_theoretical_bandwidth,
+                    default_threads, device_class, prompt_tokens_per_second, quant_family, speed_band,
+                    tokens_per_second)
+from ..model.ggml_types import kernel_family
 
 
 # A node sharing its CPU and RAM runs koboldcpp --rpcmode host: 68 MiB resident when idle, +2 MiB once a
@@ -80,8 +82,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     ngl = n_layer + 1 if s.gpulayers is None else max(0, min(s.gpulayers, n_layer + 1))
     if n_gpu == 0:
         ngl = 0
-    # the weights the engine will read (validate.split_weights), so the layers are placed by the same numbers
-    split = split_weights(s.tensor_split) if s.tensor_split and any(x > 0 for x in s.tensor_split) else None
+    split = list(s.tensor_split) if s.tensor_split and any(x > 0 for x in s.tensor_split) else None
     if split is not None and split_ignored(s, gpus):
         split = None
         if n_gpu > 1:  # over one device a split means nothing anyway
@@ -251,14 +252,53 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     pp = prompt_tokens_per_second(speed.devices, s.batch)
     # the same with an empty and a full cache, scaled like the calibrated figure
     empty, full = (tps * tokens_per_second(speed, fill=f) / model_tps for f in (0.0, 1.0))
+    family, dclass = quant_family(model.file_type), device_class(speed)
     return Plan(
         model_name=model.name, n_layer=n_layer, gpulayers=ngl, tensor_split=[round(x, 4) for x in split],
         context=s.context, kv_cells=cells, devices=devices, assign=assign, predicted_tokens_per_s=tps,
         predicted_prompt_tokens_per_s=pp, pipeline_parallel=pipeline, approximate=approximate, settings=s,
         warnings=warnings, layer_bytes=max(map(add, dev_bytes, kv), default=0), speed_inputs=speed,
-        speed_band=speed_band(tps, speed.regime, speed.moe), speed_regime=speed.regime,
+        speed_band=speed_band(tps, speed.regime, speed.moe, family, dclass), speed_regime=speed.regime,
+        speed_family=family, speed_class=dclass, speed_band_note=band_note(family, dclass),
         tokens_per_s_empty=empty, tokens_per_s_full=full,
     )
+
+
+# id(model) -> (model, per layer: (dense, experts) weights by kernel family, the output layer's); a model's
+# tensors do not change, and auto-fit plans one model hundreds of times
+_MIX: dict[int, tuple] = {}
+
+
+def _type_mix(model) -> tuple[list[tuple[dict, dict]], dict]:
+    got = _MIX.get(id(model))
+    if got is not None and got[0] is model:
+        return got[1], got[2]
+
+    def add(into: dict, t) -> None:
+        n = 1
+        for x in t.shape:
+            n *= x
+        f = kernel_family(t.ggml_type)
+        into[f] = into.get(f, 0.0) + float(n)
+
+    layers = []
+    for layer in model.layers:
+        dense: dict[str, float] = {}
+        exp: dict[str, float] = {}
+        for t in layer.tensors:
+            add(exp if t.is_expert else dense, t)
+        layers.append((dense, exp))
+    out: dict[str, float] = {}
+    for t in model.output_tensors:
+        add(out, t)
+    if model.tied_embeddings:  # llama.cpp reads token_embd again as the output matrix
+        for t in model.input_tensors:
+            if t.name.startswith("token_embd."):
+                add(out, t)
+    if len(_MIX) >= 64:
+        _MIX.clear()
+    _MIX[id(model)] = (model, layers, out)
+    return layers, out
 
 
 def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) -> SpeedInputs:
@@ -270,6 +310,14 @@ def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) 
     n = len(gpus)
     read = [0.0] * (n + 1)  # weights read per token; last entry: CPU
     kv_full = [0.0] * (n + 1)
+    mix: list[dict[str, float]] = [{} for _ in range(n + 1)]  # weights read per token by kernel family
+    layer_mix, out_mix = _type_mix(model)
+
+    def take(i: int, m: dict, scale: float = 1.0) -> None:
+        into = mix[i]
+        for f, w in m.items():
+            into[f] = into.get(f, 0.0) + w * scale
+
     hops = 0
     # without flash attention every query head reads its group's K and V again (GQA)
     gqa = [max(1, h // max(1, k)) for h, k in zip(model.n_head, model.n_head_kv)]
@@ -277,33 +325,40 @@ def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) 
         d = assign[il]
         idx = n if d == CPU else d
         exp_read = layer.expert_bytes * frac_active
+        dense_m, exp_m = layer_mix[il]
+        take(idx, dense_m)
         if cpu_expert[il]:
             read[n] += exp_read
             read[idx] += layer.dense_bytes
+            take(n, exp_m, frac_active)
             hops += 2 if d != CPU else 0  # to the CPU for the experts and back
         else:
             read[idx] += layer.dense_bytes + exp_read
+            take(idx, exp_m, frac_active)
         kv_full[n if (d == CPU or s.lowvram) else d] += kv[il] * (1 if s.flash_attn else gqa[il])
         if s.lowvram and d != CPU:
             hops += 2  # attention runs where the cache is: to the CPU and back every layer
     hops += sum(1 for a, b in zip(assign, assign[1:]) if a != b)  # layer boundaries, output layer
     out = assign[model.n_layer]
     read[n if out == CPU else out] += model.output_bytes  # with tied embeddings: token_embd again
+    take(n if out == CPU else out, out_mix)
     read[n] += model.n_embd * 4  # one embedding row
     bpw = model.tensor_bytes * 8 / model.n_params if model.n_params else 4.5
-    lowbit = (model.file_type or "").upper().startswith(LOWBIT_QUANTS)
+    mixes = [tuple(sorted(m.items())) for m in mix]
     sd = []
     for i, g in enumerate(gpus):
         bw_g = g.bandwidth_gbs if g.bandwidth_gbs > 0 else UNKNOWN_REMOTE_GBS
         if is_cpu_device(g) or g.bandwidth_gbs <= 0:  # a node's CPU and RAM: bandwidth only, threads unknown
             sd.append(SpeedDevice("cpu", "cpu", bw_g, read[i] + kv_full[i] * fill, devices[i].layers,
                                   devices[i].weights_bytes, kv_full[i] * fill, kv_full[i], bits_per_weight=bpw,
-                                  lowbit=lowbit))
+                                  mix=mixes[i]))
             continue
         spec = find_spec(g.name, round(g.total_bytes / (1 << 30)))
+        small = bool(spec and spec.architecture == "Pascal" and spec.chip in SMALL_PASCAL_CHIPS)
         sd.append(SpeedDevice("gpu", g.architecture, g.bandwidth_gbs, read[i] + kv_full[i] * fill, devices[i].layers,
                               devices[i].weights_bytes, kv_full[i] * fill, kv_full[i],
-                              spec.fp32_tflops if spec else 0.0, g.compute_capability >= (6, 1), bpw, lowbit))
+                              spec.fp32_tflops if spec else 0.0, g.compute_capability >= (6, 1), bpw,
+                              mix=mixes[i], small_pascal=small))
     cpu = devices[-1]
     sysinfo = rig.system
     bw = cpu_theoretical_bandwidth(sysinfo.ram_bandwidth_gbs, sysinfo.ram_bandwidth_source)
@@ -313,7 +368,7 @@ def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) 
         threads = min(threads, sysinfo.physical_cores)  # a second hyperthread adds no arithmetic units
     sd.append(SpeedDevice("cpu", "cpu", bw, read[n] + kv_full[n] * fill, cpu.layers,
                           cpu.weights_bytes - model.input_bytes, kv_full[n] * fill, kv_full[n],
-                          threads=threads, bits_per_weight=bpw, lowbit=lowbit))
+                          threads=threads, bits_per_weight=bpw, mix=mixes[n], isa=cpu_isa_of(sysinfo.cpu_name)))
     used = [i for i in range(n) if read[i] > 0]
     if not used:
         regime = "cpu"
@@ -410,7 +465,7 @@ def _row_split_weights(model, assign, gpus, s, dev_bytes, w) -> list[int]:
     """Row split: 2-D matrices of every GPU layer are divided by rows across GPUs by the split
     (default: total VRAM); the owner device keeps the rest. Estimated."""
     n = len(gpus)
-    ts = split_weights(s.tensor_split) if s.tensor_split else [float(g.total_bytes) for g in gpus]
+    ts = list(s.tensor_split) if s.tensor_split else [float(g.total_bytes) for g in gpus]
     ts = ts[:n] + [0.0] * (n - len(ts))
     total = sum(ts) or 1.0
     share = [x / total for x in ts]
