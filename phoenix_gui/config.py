@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from . import validate as v
-from .planner.settings import DEFAULT_CONTEXT
 
 MAX_RECENT = 10
 _MAX_BYTES = 1 << 20
@@ -33,7 +32,7 @@ class UserSettings:
     rig_path: str | None = None
     model_path: str | None = None
     preset: str | None = None
-    context: int = DEFAULT_CONTEXT
+    context: int = v.DEFAULT_CONTEXT
     cache_type: str = "f16"
     flash_attn: bool = True
     batch: int = 512

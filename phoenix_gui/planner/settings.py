@@ -6,11 +6,10 @@ import re
 from dataclasses import dataclass, field, replace
 
 from .. import validate as v
-from ..validate import BACKENDS, CACHE_TYPES, OBJECTIVES  # noqa: F401 - the planner's names for them
+from ..validate import BACKENDS, CACHE_TYPES, DEFAULT_CONTEXT, OBJECTIVES  # noqa: F401 - the planner's names for them
 from .engines import CURRENT, EngineProfile, profile_named
 
 
-DEFAULT_CONTEXT = 4096  # tokens, when the user has not said: the CLI's --ctx and the wizard's first context
 
 
 def default_context(n_ctx_train: int | None) -> int:
