@@ -15,7 +15,7 @@ from .kv import kv_cells, kv_bytes_per_layer
 from .ledger import DevicePlan, Plan
 from .placement import (CPU, gpu_tensor_bytes, host_model_buffers, host_tensors, layer_counts, moecpu_overrides,
                         plan_layers, tensor_moves)
-from ..validate import InputError
+from ..validate import InputError, split_weights
 from .settings import PlanSettings, check_settings
 from .calibration import calibrated_tokens_per_second, extra_bytes
 from .speed import UNKNOWN_BANDWIDTH_GBS as UNKNOWN_REMOTE_GBS
@@ -82,7 +82,8 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     ngl = n_layer + 1 if s.gpulayers is None else max(0, min(s.gpulayers, n_layer + 1))
     if n_gpu == 0:
         ngl = 0
-    split = list(s.tensor_split) if s.tensor_split and any(x > 0 for x in s.tensor_split) else None
+    # the weights the engine will read (validate.split_weights), so the layers are placed by the same numbers
+    split = split_weights(s.tensor_split) if s.tensor_split and any(x > 0 for x in s.tensor_split) else None
     if split is not None and split_ignored(s, gpus):
         split = None
         if n_gpu > 1:  # over one device a split means nothing anyway
@@ -465,7 +466,7 @@ def _row_split_weights(model, assign, gpus, s, dev_bytes, w) -> list[int]:
     """Row split: 2-D matrices of every GPU layer are divided by rows across GPUs by the split
     (default: total VRAM); the owner device keeps the rest. Estimated."""
     n = len(gpus)
-    ts = list(s.tensor_split) if s.tensor_split else [float(g.total_bytes) for g in gpus]
+    ts = split_weights(s.tensor_split) if s.tensor_split else [float(g.total_bytes) for g in gpus]
     ts = ts[:n] + [0.0] * (n - len(ts))
     total = sum(ts) or 1.0
     share = [x / total for x in ts]
