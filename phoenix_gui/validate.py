@@ -17,6 +17,7 @@ from pathlib import Path
 MAX_DEVICES = 16
 CONTEXT_MIN = 256
 CONTEXT_MAX = {"koboldcpp": 262144, "llama-server": 1 << 24}
+DEFAULT_CONTEXT = 4096  # tokens when the user has not said (planner/settings.py default_context)
 KOBOLD_BATCHES = (-1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 BATCH_MAX = 8192
 INT32_MAX = (1 << 31) - 1
