@@ -403,6 +403,8 @@ class SplitPage(StatePage):
             # how sure: the held-out error of plans like this one, and the cost of a full cache
             lo, hi = plan.speed_band
             lines.append(f"likely {lo:.1f}–{hi:.1f} · {plan.tokens_per_s_full:.1f} at full context")
+            if plan.speed_band_note:  # its quant family or device class has too few held-out rows
+                lines[-1] += f" · {plan.speed_band_note}"
         lines.append(f"{st.context:,} tokens of context")  # what "longest context" found, and what "full" means
         b = st.baseline
         if b is not None:
