@@ -323,7 +323,7 @@ def cmd_advise(args) -> int:
     own = own_quant(src)
     kv = tuple(args.kv or KV_TYPES)
     show = not args.json and sys.stderr.isatty()
-    advice = advise(model, rig, base, src, quants, sorted(set(contexts)), kv, present, comparable_quality,
+    advice = advise(model, rig, base, src, quants, sorted(set(contexts)), kv, present, comparable_quality, workers=2,
                     progress=(lambda i, n: print(f"\rphoenix: planning {i}/{n}", end="", file=sys.stderr))
                     if show else None)
     if show:

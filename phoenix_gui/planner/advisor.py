@@ -90,10 +90,12 @@ def contexts_for(model: ModelInfo, steps=CONTEXT_STEPS) -> list[int]:
 
 def advise(model: ModelInfo, rig: Rig, base: PlanSettings, src: Source, quants: list[str] | None = None,
            contexts: list[int] | None = None, kv_types: tuple[str, ...] = KV_TYPES, present: dict | None = None,
-           quality=None, headroom: bool = True, progress=None, cancelled=None) -> Advice:
+           quality=None, headroom: bool = True, progress=None, cancelled=None, workers: int = 1) -> Advice:
     """Plan every quant x context x KV type. `src` is the model's Source (quants.source_of_*), `present` the
     quants on disk (name -> file), `quality(quant, model_name)` the published quality cost or None,
-    `progress(done, total)` is called per row and `cancelled()` ends early (the rows so far are kept)."""
+    `progress(done, total)` is called as rows arrive and `cancelled()` ends early (the rows so far are kept).
+    workers > 1 plans the quants in that many forked processes where the OS forks (the command line; the
+    wizard plans on its one worker thread so it can cancel between rows)."""
     t0 = time.perf_counter()
     derived = [d for d in every_quant(src) if quants is None or d.quant in quants]
     order = {q.name: i for i, q in enumerate(QUANTS)}
@@ -101,20 +103,66 @@ def advise(model: ModelInfo, rig: Rig, base: PlanSettings, src: Source, quants: 
     contexts = contexts or contexts_for(model)
     total = len(derived) * len(contexts) * len(kv_types)
     out = Advice(model)
-    for d in derived:
-        m = _model_for(model, d)
-        for ctx in contexts:
-            for kv in kv_types:
-                if cancelled is not None and cancelled():
-                    out.seconds = time.perf_counter() - t0
-                    return out
-                s = base.with_(context=ctx, cache_type_k=kv, cache_type_v=kv,
-                               flash_attn=base.flash_attn or kv != "f16")  # a quantized V cache needs flash attention
-                out.rows.append(_row(m, rig, s, d, headroom, present, quality))
+    job = (model, rig, base, contexts, kv_types, headroom)
+    if workers > 1 and len(derived) > 1 and _can_fork():
+        _rows_forked(job, derived, workers, out, total, progress)
+    else:
+        for d in derived:
+            if cancelled is not None and cancelled():
+                break
+            for row in _quant_rows(job, d, cancelled):
+                out.rows.append(row)
                 if progress is not None:
                     progress(len(out.rows), total)
+    for r in out.rows:  # the parts that are not planning: cheap, and the same in every process
+        r.quality = quality(r.quant, model.name) if quality else None
+        r.present = (present or {}).get(r.quant)
+    out.rows.sort(key=lambda r: (order[r.quant], contexts.index(r.context), kv_types.index(r.kv_type)))
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _quant_rows(job, d: Derived, cancelled=None) -> list[Row]:
+    model, rig, base, contexts, kv_types, headroom = job
+    m = _model_for(model, d)
+    rows = []
+    for ctx in contexts:
+        for kv in kv_types:
+            if cancelled is not None and cancelled():
+                return rows
+            s = base.with_(context=ctx, cache_type_k=kv, cache_type_v=kv,
+                           flash_attn=base.flash_attn or kv != "f16")  # a quantized V cache needs flash attention
+            rows.append(_row(m, rig, s, d, headroom))
+    return rows
+
+
+_JOB = None  # what a forked worker plans with: inherited, not pickled (a model's tensor table is big)
+
+
+def _worker(d: Derived) -> list[Row]:
+    return _quant_rows(_JOB, d)
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _rows_forked(job, derived: list[Derived], workers: int, out: Advice, total: int, progress) -> None:
+    import multiprocessing
+
+    global _JOB
+    _JOB = job
+    try:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(derived))) as pool:
+            # the biggest quants first: they take the longest, so the last ones to finish are short
+            for rows in pool.imap_unordered(_worker, sorted(derived, key=lambda d: -d.file_bytes)):
+                out.rows.extend(rows)
+                if progress is not None:
+                    progress(len(out.rows), total)
+    finally:
+        _JOB = None
 
 
 def _model_for(model: ModelInfo, d: Derived) -> ModelInfo:
@@ -124,9 +172,9 @@ def _model_for(model: ModelInfo, d: Derived) -> ModelInfo:
     return model if same else requantized(model, d)
 
 
-def _row(m: ModelInfo, rig: Rig, s: PlanSettings, d: Derived, headroom: bool, present, quality) -> Row:
+def _row(m: ModelInfo, rig: Rig, s: PlanSettings, d: Derived, headroom: bool) -> Row:
     fits = auto_fits(m, rig, s, ("fastest", "headroom") if headroom else ("fastest",))
     fast = fits[0]
     room = fits[1].plan if headroom and fast.plan.fits else None
     return Row(d.quant, d.file_bytes, not d.exact, d.needs_imatrix, s.context, s.cache_type_k, fast.plan, room,
-               fast.settings, quality(d.quant, m.name) if quality else None, (present or {}).get(d.quant))
+               fast.settings)

@@ -37,6 +37,11 @@ class DevicePlan:
     # the plans made on every slider move are freed without the cycle collector)
     _plan = None
 
+    def __getstate__(self):  # a plan crosses processes (the advisor's workers): the owner link is redone there
+        state = dict(self.__dict__)
+        state.pop("_plan", None)
+        return state
+
     @property
     def total_bytes(self) -> int:
         return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.overhead_bytes
@@ -169,6 +174,10 @@ class Plan:
         me = weakref.ref(self)
         for d in self.devices:
             d._plan = me
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__post_init__()
 
     @property
     def fits(self) -> bool:
