@@ -71,8 +71,8 @@ def banner(text: str = "", kind: str = "info") -> QLabel:
     lab.setWordWrap(True)
     lab.setTextInteractionFlags(Qt.TextSelectableByMouse)
     colours = {"info": "#1f6feb", "warn": "#b08800", "error": "#d62728"}
-    text = f" color: {colours[kind]};" if kind == "error" else ""  # an error reads as one, not as plain black text
-    lab.setStyleSheet(f"QLabel {{ border-left: 4px solid {colours[kind]}; padding: 6px 8px;{text} }}")
+    ink = f" color: {colours[kind]};" if kind == "error" else ""  # an error reads as one, not as plain black text
+    lab.setStyleSheet(f"QLabel {{ border-left: 4px solid {colours[kind]}; padding: 6px 8px;{ink} }}")
     lab.setVisible(bool(text))
     return lab
 
