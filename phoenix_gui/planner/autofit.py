@@ -19,6 +19,7 @@ from ..hardware.specs import find_spec
 from ..model.info import ModelInfo
 from .kv import pad
 from .ledger import Plan
+from .placement import experts_in_ram_overrides
 from .plan import make_plan, selected_gpus
 from .calibration import calibration_of
 from .settings import PlanSettings
@@ -175,7 +176,7 @@ def _fastest(ev: _Evaluator, base: PlanSettings) -> tuple[PlanSettings, Plan]:
         consider(s, ev.plan(s) if c2 != counts else p)
         if not full:
             if model.is_moe and cand == devices:
-                for s2, p2 in _moe_candidates(ev, base, cand):
+                for s2, p2 in [*_moe_candidates(ev, base, cand), *_expert_candidates(ev, base, cand, counts)]:
                     consider(s2, p2)
             break  # fewer GPUs can only hold less
     # The ranking above is by memory speed; another PC's card also pays the network on every token, so
@@ -245,6 +246,60 @@ def _moe_candidates(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...]
     d2, c2 = _drop_empty(devices, counts)
     s = _with_counts(base.with_(moecpu=n_moe), d2, c2)
     return [(s, ev.plan(s))]
+
+
+def _expert_candidates(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...], hint: list[int] | None = None):
+    """Every layer's attention and shared weights on the GPUs, and each GPU keeping the experts of as many of
+    its own layers as fit, the rest of the experts in RAM (one override naming those blocks). --moecpu frees
+    experts only from the first blocks, which sit on the first cards; here every card, fast or slow, small or
+    big, is filled with experts up to its own memory, the fastest card first. Experts stay with their layer's
+    card (no extra hop between cards per layer). Layer splits tried: the greedy one that gives the fastest
+    cards the most layers, one in proportion to each card's memory (which leaves each card room for experts
+    in step with its size), and `hint` (the whole-layer fill's counts) scaled up to every layer."""
+    model = ev.model
+    if base.overrides or base.moecpu:
+        return []  # the user's own overrides decide where tensors go
+    n = model.n_layer
+    every = experts_in_ram_overrides(range(n))
+    lean = base.with_(moecpu=0, overrides=every)
+    counts, p = _fill(ev, lean, devices, polish_within=2)
+    if sum(counts) < n + 1:
+        return []  # even without experts the layers do not all fit on the GPUs
+    splits = [counts]
+    usable = [max(1, ev.rig.gpus[i].free_bytes) for i in devices]
+    prop = [int((n + 1) * u / sum(usable)) for u in usable]
+    prop[max(range(len(prop)), key=usable.__getitem__)] += n + 1 - sum(prop)
+    if hint and sum(hint) and len(hint) == len(devices):
+        scaled = [int((n + 1) * c / sum(hint)) for c in hint]
+        scaled[max(range(len(scaled)), key=hint.__getitem__)] += n + 1 - sum(scaled)
+        splits.append(scaled)
+    splits.append(prop)
+    splits = list(dict.fromkeys(tuple(x) for x in splits if list(x) != counts or x is counts))
+    gpus = [ev.rig.gpus[i] for i in devices]
+    order = sorted(range(len(devices)), key=lambda k: -_gpu_speed(gpus[k], ev.rig))
+    out = []
+    for split in splits:
+        d2, c2 = _drop_empty(devices, split)
+        trial_s = _with_counts(lean, d2, c2)
+        first = ev.plan(trial_s)
+        if not _gpus_fit(first):
+            continue
+        blocks = {k: [il for il in range(n) if first.assign[il] == k] for k in range(len(d2))}
+        ram = set(range(n))
+        speed_order = [k for k in order if k < len(d2)] if len(d2) == len(devices) else range(len(d2))
+        for k in speed_order:  # each card's own experts: taking them onto one card changes only that card
+            lo, hi = 0, len(blocks[k])
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                s = trial_s.with_(overrides=experts_in_ram_overrides(ram - set(blocks[k][:mid])))
+                if _gpus_fit(ev.plan(s)):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            ram -= set(blocks[k][:lo])
+        s = trial_s.with_(overrides=experts_in_ram_overrides(ram))
+        out.append((s, ev.plan(s)))
+    return out
 
 
 HEADROOM_SPEED_COST = 0.10  # "most headroom" may give up this share of the fastest speed for room on the cards

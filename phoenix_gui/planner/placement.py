@@ -98,6 +98,16 @@ def moecpu_overrides(moecpu: int) -> list[tuple[str, str]]:
     return [(rf"blk\.{i}\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU") for i in range(moecpu)]
 
 
+def experts_in_ram_overrides(blocks) -> tuple[tuple[str, str], ...]:
+    """The experts of these blocks in RAM, every other tensor where the layer split puts it: one override
+    whose pattern names the blocks as a regex alternation (koboldcpp splits --overridetensors at commas, so
+    one pattern per block would not survive its parser)."""
+    blocks = sorted(set(int(b) for b in blocks))
+    if not blocks:
+        return ()
+    return ((rf"blk\.({'|'.join(map(str, blocks))})\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"),)
+
+
 def _compiled(overrides) -> list[tuple[re.Pattern, int | None]]:
     return [(re.compile(rx), override_device(buft)) for rx, buft in overrides]
 
