@@ -32,6 +32,12 @@ class ModelPage(StatePage):
         kc.setToolTip("Read a koboldcpp config: its model, context and split become the starting point, "
                       "and the split page compares against it.")
         kc.clicked.connect(self.import_dialog)
+        self.advise_button = QPushButton("What fits this PC?…")
+        self.advise_button.setToolTip("Every quant of this model at a context you pick, planned on this PC: "
+                                      "does it fit, how fast, what it costs in quality, and which files you have.")
+        self.advise_button.clicked.connect(self.open_advisor)
+        self.advise_button.setEnabled(False)
+        self.advisor = None
         self.recent = QComboBox()
         self.recent.setToolTip("Recently used models")
         self.recent.activated.connect(lambda i: self.load(self.recent.itemData(i)) if self.recent.itemData(i) else None)
@@ -61,6 +67,7 @@ class ModelPage(StatePage):
         row.addWidget(self.path, 1)
         row.addWidget(browse)
         row.addWidget(kc)
+        row.addWidget(self.advise_button)
         lay = QVBoxLayout(self)
         lay.addLayout(row)
         lay.addWidget(self.recent)
@@ -75,6 +82,16 @@ class ModelPage(StatePage):
         path, _ = QFileDialog.getOpenFileName(self, "Choose a model", start, "GGUF models (*.gguf);;All files (*)")
         if path:
             self.load(path)
+
+    def open_advisor(self) -> None:
+        """The 'What fits this PC?' view of this model (ui/advisor_view.py); a quant on disk picked there opens."""
+        from ..advisor_view import AdvisorDialog
+
+        if self.state.model is None:
+            return
+        self.advisor = AdvisorDialog(self.state, self)
+        self.advisor.open_file.connect(self.load)
+        self.advisor.show()
 
     def import_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import a koboldcpp config", "", "koboldcpp configs (*.kcpps *.kcppt)")
@@ -163,6 +180,7 @@ class ModelPage(StatePage):
         self.info.setVisible(bool(st.notes))
         m = st.model
         f = self.fields
+        self.advise_button.setEnabled(m is not None and self.loading is None)
         if m is None:
             for lab in f.values():
                 lab.setText("—")
