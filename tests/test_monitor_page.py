@@ -71,6 +71,7 @@ def test_gpu_graphs_with_nvml_and_a_vanishing_gpu(qtbot, tiny, tmp_path):
     w = make_wizard(rig_path=str(demo_rig_path()), model_path=str(tiny), persist=False, measure=False)
     qtbot.addWidget(w)
     st = w.state
+    st.set_rig(st.rig)  # it opened on the fastest fit (issue 21): every card back, in the rig's order
     for g, fg in zip(st.rig.gpus, [nvml.gpus[0]]):
         fg.uuid = g.uuid
     w.session.nvml = nvml
@@ -123,6 +124,7 @@ def _oom_wizard(qtbot, tiny, monkeypatch, mode: str):
     qtbot.addWidget(w)
     w.state.set_executable(str(Path(__file__).with_name("fake_koboldcpp.py")))
     w.state.set_port(free_port())
+    w.state.set_rig(w.state.rig)  # it opened on the fastest fit (issue 21): every card back, in the rig's order
     w.state.set_split_text("1 1 1")
     return w
 

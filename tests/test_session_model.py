@@ -59,7 +59,7 @@ def test_apply_and_settings_are_inverse(st):
 def test_kcpps_and_retry_and_saved_settings_use_apply(st, monkeypatch):
     calls = []
     orig = WizardState.apply
-    monkeypatch.setattr(WizardState, "apply", lambda self, s: (calls.append(s), orig(self, s)))
+    monkeypatch.setattr(WizardState, "apply", lambda self, s, **k: (calls.append(s), orig(self, s, **k)))
     st.run_auto_fit("fastest")
     from phoenix_gui.config import UserSettings
 

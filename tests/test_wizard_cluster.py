@@ -434,7 +434,8 @@ def test_changing_this_pcs_rig_keeps_the_other_pcs(wiz, tmp_path):
     assert [g.node for g in st.rig.gpus] == ["192.168.1.20:50052", ""]
     assert st.rig.name == "laptop + gaming-pc" and st.devices == [0, 1]
     wiz.go_to("hardware")
-    assert wiz.page("hardware").heading.text().startswith("Simulated rig: laptop + gaming-pc")
+    assert wiz.page("hardware").heading.text().startswith("Simulated rig: laptop")  # each PC named with its address
+    assert "gaming-pc (192.168.1.20:50052)" in wiz.page("hardware").heading.text()
 
 
 def test_a_measured_ram_bandwidth_is_kept_when_a_pc_is_added(wiz):

@@ -69,6 +69,8 @@ def test_every_settings_field_round_trips_on_every_rig_shape(qtbot, config_dir, 
     st = w.state
     if "another PC" in shape:
         st.add_node(a_node(st.rig, address="127.0.0.1:9"))
+    for i in range(len(st.rig.gpus)):
+        st.set_included(i, True)  # auto-fit may have opened on fewer cards: every card in play
     if len(st.rig.gpus) > 1:
         st.set_included(st.devices[-1], False)
         st.move_gpu(st.devices[-1], -1)
@@ -300,6 +302,8 @@ def test_layers_on_another_pcs_cpu_are_not_called_gpu_layers(qtbot, tmp_path):
     qtbot.addWidget(w)
     w.show()
     w.state.set_model(preset_model_info("qwen2.5-7b-instruct-q4_k_m"), None)
+    for i in range(len(w.state.rig.gpus)):
+        w.state.set_included(i, True)
     w.go_to("split")
     assert w.page("split").layers_label.text() == OFFLOADED
 
@@ -362,3 +366,58 @@ def test_a_calibration_for_other_cards_says_nothing_on_another_rig(qtbot, skelet
     page = w.page("split")
     w.state.add_node(a_node(w.state.rig))  # another PC: these are not the cards the calibration measured
     assert page.calibrated.text() == "" and "no longer applies" not in page.calibrated.text()
+
+
+# --- 8: a new model opens on the fastest plan that fits; the user's own split always wins ---
+
+def test_a_new_model_opens_on_the_fastest_plan_and_says_so(wiz):
+    from phoenix_gui.ui.state import OPENED_ON_FASTEST
+
+    wiz.go_to("split")
+    page = wiz.page("split")
+    assert wiz.state.plan().fits and page.speed.text() != "does not fit"
+    assert OPENED_ON_FASTEST in page.explain.text()
+    assert "do not fit" not in page.verdict.text()
+
+
+def test_the_users_split_wins_over_the_fastest_plan(wiz, tmp_path):
+    from phoenix_gui.model import preset_model_info
+
+    k = tmp_path / "mine.kcpps"
+    k.write_text(json.dumps({"gpulayers": 40, "tensor_split": [1.5, 4.5, 3], "contextsize": 4096,
+                             "usecuda": ["normal"]}))
+    st = wiz.state
+    wiz.go_to("model")
+    wiz.page("model").import_kcpps(str(k))  # imported: kept
+    assert st.gpulayers == 40 and [round(st.percent(i), 1) for i in st.devices] == [16.7, 50.0, 33.3]
+    st.set_split_text("4 8 6")  # typed: a model loaded afterwards keeps it
+    st.set_model(preset_model_info("qwen2.5-7b-instruct-q4_k_m"), None)
+    assert [st.shares[i] for i in st.devices] == [4.0, 8.0, 6.0]
+
+
+# --- 15: the monitor on a PC without GPUs ---
+
+def test_monitor_without_gpus_hides_gpu_graphs_and_keeps_speeds_non_negative(qtbot, tmp_path):
+    from test_monitor_page import cpu_rig
+
+    from phoenix_gui.backends.probe import free_port as port
+    from phoenix_gui.model import write_skeleton
+
+    model = write_skeleton("tiny-llama-f16", tmp_path / "tiny.gguf", random_data=True)
+    w = make_wizard(rig_path=cpu_rig(tmp_path), model_path=str(model), persist=False, measure=False)
+    qtbot.addWidget(w)
+    w.resize(1024, 700)
+    w.show()
+    st = w.state
+    st.set_executable(str(Path(__file__).with_name("fake_koboldcpp.py")))
+    st.set_port(port())
+    assert w.session.start() is None
+    qtbot.waitUntil(lambda: w.session.outcome is not None and w.session.outcome.ok, timeout=60000)
+    mon = w.page("monitor")
+    qtbot.wait(1500)  # a few samples
+    mon.update_plots()
+    items = [mon.plots.ci.getItem(r, 0) for r in range(3)]
+    assert mon.vram not in items and mon.util not in items and mon.tps in items  # nothing to measure: not shown
+    lo, hi = mon.tps.viewRange()[1]
+    assert lo == 0 and 0 < hi < 1e4
+    w.session.stop()

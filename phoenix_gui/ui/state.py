@@ -26,6 +26,8 @@ from ..planner.autofit import FitResult, auto_fit
 from ..planner.settings import BACKENDS, CACHE_TYPES, DEFAULT_CONTEXT, OBJECTIVES
 
 SHARE_TOTAL = 100.0
+OPENED_ON_FASTEST = ("Opened on the fastest plan that fits (auto-fit): move the sliders, type a split or import "
+                     "a .kcpps and yours is kept.")
 
 # Topics a listener can follow. PLAN is announced with every change that can change the plan.
 RIG, DEVICES, SPLIT, MODEL, CONTEXT, LAUNCH, NOTES, PLAN = ("rig", "devices", "split", "model", "context", "launch",
@@ -100,6 +102,9 @@ class WizardState:
     _listeners: list[tuple[frozenset, Listener]] = field(default_factory=list, repr=False)
     _pending: set | None = field(default=None, repr=False)
     _parked_shares: dict[int, float] = field(default_factory=dict, repr=False)  # shares of unticked GPUs
+    # The user's own split (typed, dragged, imported, saved, a tune's winner): it always wins. Without one, a new
+    # model opens on the fastest plan that fits, not on the engine's default (a wall of red for a newcomer).
+    split_chosen: bool = False
 
     def __post_init__(self):
         self._local, file_nodes = _split_rig(self.rig)
@@ -213,9 +218,10 @@ class WizardState:
         return launch_command(p, self.rig, path, self.executable)
 
     # --- the one translation from PlanSettings to the wizard's controls ---
-    def apply(self, s: PlanSettings) -> None:
+    def apply(self, s: PlanSettings, chosen: bool = True) -> None:
         """Set every control from PlanSettings. Devices keep the user's order for the chosen GPUs,
-        left-out ones after them; a missing split starts from llama.cpp's default (free memory)."""
+        left-out ones after them; a missing split starts from llama.cpp's default (free memory). chosen=False:
+        auto-fit's answer, which is not the user's own split."""
         n = len(self.rig.gpus)
         if s.devices is not None:
             _checked(v.devices, s.devices, n)  # a GPU twice would be counted twice
@@ -241,6 +247,7 @@ class WizardState:
             self.moecpu = max(0, int(s.moecpu))
             self.backend = s.backend if s.backend in BACKENDS else "koboldcpp"
             self.host, self.port = s.host, int(s.port)
+            self.split_chosen = chosen and bool(s.tensor_split or s.gpulayers is not None)
             self._emit(DEVICES, SPLIT, CONTEXT, LAUNCH)
 
     # --- other PCs (RPC nodes) ---
@@ -369,6 +376,10 @@ class WizardState:
                 self.moecpu = min(self.moecpu, model.n_layer)
             self.baseline = None
             self._emit(MODEL, SPLIT, CONTEXT)
+            if model is not None and not self.split_chosen and self.devices:
+                self.run_auto_fit("fastest")
+                self.explanation.insert(0, OPENED_ON_FASTEST)
+                self.explained = self.settings()
 
     def set_notes(self, notes: list[str]) -> None:
         self.notes = list(notes)
@@ -465,6 +476,7 @@ class WizardState:
     def set_share(self, gpu: int, value: float) -> float:
         """Set one GPU's share (percent); locked GPUs keep theirs, the other unlocked ones make room
         in proportion to what they had. Returns the share actually set."""
+        self.split_chosen = True
         if gpu not in self.included or gpu in self.locked:
             return self.percent(gpu)
         self._renormalise()  # work in percent from here on
@@ -491,6 +503,7 @@ class WizardState:
     def set_layers(self, gpu: int, n: int) -> int:
         """Give one GPU exactly n of the offloaded layers; unlocked cards absorb the difference in
         proportion to what they hold (whole layers), locked cards keep theirs. Returns what was set."""
+        self.split_chosen = True
         counts = self.layer_counts()
         if gpu not in counts or gpu in self.locked:
             return counts.get(gpu, 0)
@@ -547,6 +560,7 @@ class WizardState:
 
     def set_split_text(self, text: str) -> None:
         """A koboldcpp --tensor_split ("1.5 4.5 3") for the included GPUs in order."""
+        self.split_chosen = True
         vals = parse_split(text)
         devs = self.devices
         if len(vals) > len(devs):
@@ -559,6 +573,7 @@ class WizardState:
         self.gpulayers = None if n is None or n >= self.max_layers else max(0, int(n))
 
     def set_gpulayers(self, n: int | None) -> None:
+        self.split_chosen = True
         held = self._held()
         if held and n is not None:
             n = max(int(n), sum(held.values()))  # fewer would take layers from a locked card
@@ -574,7 +589,7 @@ class WizardState:
         base = self.settings().with_(tensor_split=None, gpulayers=None, moecpu=0, devices=tuple(self.devices))
         fit = auto_fit(self.model, self.rig, base, self.objective)
         with self.grouped():
-            self.apply(fit.settings)
+            self.apply(fit.settings, chosen=False)
             self.explanation = list(fit.plan.explanation)
             self.explained = self.settings()
         return fit

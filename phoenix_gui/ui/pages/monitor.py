@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QPushButton,
@@ -89,7 +90,9 @@ class MonitorPage(StatePage):
             p.setDownsampling(auto=True, mode="peak")
             p.hideButtons()
         self.util.setYRange(0, 100)
+        self.tps.setYRange(0, 1)  # never an empty autorange's -40000..40000: 0 to the highest speed seen
         self.curves: dict[str, pg.PlotDataItem] = {}
+        self._gpu_plots = True
 
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
@@ -154,7 +157,22 @@ class MonitorPage(StatePage):
                 self.table.setItem(r, col, QTableWidgetItem(text))
         self.timer.setInterval(int(1000 / self.session.hz))
         self.timer.start()
+        self._show_gpu_plots(bool(self._local_gpus()))
         self.refresh()
+
+    def _local_gpus(self) -> list:
+        la = self.session.launch
+        return [la.rig.gpus[d.gpu_index] for d in la.plan.gpus if not la.rig.gpus[d.gpu_index].is_remote] if la else []
+
+    def _show_gpu_plots(self, on: bool) -> None:
+        """VRAM and utilisation only where this PC has GPUs in the plan: on a PC without them there is nothing to
+        measure, and an empty graph reads as a broken one."""
+        if on == self._gpu_plots:
+            return
+        self._gpu_plots = on
+        self.plots.clear()  # the items are kept (and re-added), only taken out of the grid
+        for row, p in enumerate([self.vram, self.util, self.tps] if on else [self.tps]):
+            self.plots.addItem(p, row=row, col=0)
 
     def _failed(self, f) -> None:
         self.error.setText(f.message)
@@ -218,12 +236,16 @@ class MonitorPage(StatePage):
         if rss is not None and rss.last() is not None:
             summary.append(f"server process: {rss.last():,.0f} MiB RAM")
         self.now.setText(" · ".join(summary))
+        top = 0.0
         for key, name, colour in (("server/gen_tps", "generation", "#E45756"), ("server/prompt_tps", "prompt", "#4C78A8")):
             buf = m.series.get(key)
             if buf is not None:
                 t, v = buf.data()
                 sel = t >= now - WINDOW_S
                 self._curve(self.tps, key, name, colour).setData(t[sel] - now, v[sel])
+                finite = v[sel][np.isfinite(v[sel])]
+                top = max(top, float(finite.max()) if finite.size else 0.0)
+        self.tps.setYRange(0, max(1.0, top * 1.1), padding=0)  # speeds are never negative
 
     def _ask_remote(self, la) -> None:
         """Every few seconds, the other PCs' own account of their devices' memory (on the worker)."""
