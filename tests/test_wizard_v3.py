@@ -421,3 +421,34 @@ def test_monitor_without_gpus_hides_gpu_graphs_and_keeps_speeds_non_negative(qtb
     lo, hi = mon.tps.viewRange()[1]
     assert lo == 0 and 0 < hi < 1e4
     w.session.stop()
+
+
+# --- 12: the status follows the server ---
+
+def test_stop_says_stopping_at_once_and_the_launch_page_follows(qtbot, tmp_path, monkeypatch):
+    from test_monitor_page import cpu_rig
+
+    from phoenix_gui.backends.probe import free_port as port
+    from phoenix_gui.model import write_skeleton
+
+    model = write_skeleton("tiny-llama-f16", tmp_path / "tiny.gguf", random_data=True)
+    w = make_wizard(rig_path=cpu_rig(tmp_path), model_path=str(model), persist=False, measure=False)
+    qtbot.addWidget(w)
+    w.show()
+    st = w.state
+    st.set_executable(str(Path(__file__).with_name("fake_koboldcpp.py")))
+    st.set_port(port())
+    w.go_to("launch")
+    launch = w.page("launch")
+    qtbot.mouseClick(launch.launch, Qt.LeftButton)
+    qtbot.waitUntil(lambda: w.session.outcome is not None and w.session.outcome.ok, timeout=60000)
+    mon = w.page("monitor")
+    seen = []
+    real = w.session.stop
+    monkeypatch.setattr(w.session, "stop", lambda: (seen.append((mon.status.text(), mon.stop_btn.isEnabled(),
+                                                                 mon.bench_btn.isEnabled())), real())[1])
+    qtbot.mouseClick(mon.stop_btn, Qt.LeftButton)
+    assert seen == [("Stopping…", False, False)]  # said and greyed before the seconds a stop may take
+    qtbot.waitUntil(lambda: not w.session.running, timeout=15000)
+    assert "Starting" not in launch.status.text() and "stopped" in launch.status.text()
+    assert not mon.stop_btn.isEnabled()

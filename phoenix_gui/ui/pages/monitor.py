@@ -51,7 +51,7 @@ class MonitorPage(StatePage):
         self.retry_btn.setToolTip("Move layers off the GPU that ran out of memory (its shortfall plus a margin) and "
                                   "launch again.")
         self.csv_btn = QPushButton("Export CSV…")
-        self.stop_btn.clicked.connect(session.stop)
+        self.stop_btn.clicked.connect(self.stop)
         self.bench_btn.clicked.connect(lambda: session.benchmark())
         self.retry_btn.clicked.connect(session.retry_smaller)
         self.csv_btn.clicked.connect(self.export_csv)
@@ -127,6 +127,19 @@ class MonitorPage(StatePage):
         self.timer = QTimer(self)
         self.timer.setInterval(1000)
         self.timer.timeout.connect(self.update_plots)
+
+    def stop(self) -> None:
+        """Say "Stopping…" and grey the buttons before the stop, which can take seconds (a graceful shutdown, then
+        the process tree): the page must not look as if nothing happened."""
+        from PySide6.QtWidgets import QApplication
+
+        self.status.setText("Stopping…")
+        for b in (self.stop_btn, self.bench_btn, self.retry_btn):
+            b.setEnabled(False)
+        QApplication.processEvents()  # drawn now, not after the stop
+        self.session.stop()
+        self.status.setText("Stopped.")
+        self.refresh()
 
     def _append(self, lines: list[str]) -> None:
         self.log.appendPlainText("\n".join(lines))
