@@ -452,3 +452,18 @@ def test_stop_says_stopping_at_once_and_the_launch_page_follows(qtbot, tmp_path,
     qtbot.waitUntil(lambda: not w.session.running, timeout=15000)
     assert "Starting" not in launch.status.text() and "stopped" in launch.status.text()
     assert not mon.stop_btn.isEnabled()
+
+
+# --- 9: after the tune ---
+
+def test_after_the_tune_cancel_is_off_and_use_the_winner_closes_the_dialog(qtbot, skeletons, monkeypatch):
+    from test_tune_panel import wizard
+
+    w, st, page = wizard(qtbot, skeletons, monkeypatch)
+    qtbot.mouseClick(page.tune, Qt.LeftButton)
+    panel = page.tune_panel
+    qtbot.waitUntil(lambda: panel.tuner is not None and panel.tuner.state != "running", timeout=120000)
+    assert panel.tuner.state == "done" and not panel.cancel_btn.isEnabled()
+    assert panel.table.rowCount() == len(panel.tuner.runs)
+    qtbot.mouseClick(panel.use_btn, Qt.LeftButton)
+    assert not panel.isVisible()

@@ -144,6 +144,7 @@ class TunePanel(QDialog):
     def use_winner(self) -> None:
         if self.tuner is not None and self.tuner.winner is not None:
             self.state.apply(self.tuner.recommended())  # the winner with the margin it keeps
+            self.accept()  # done: the split page shows the winner, the dialog has nothing left to do
 
     def user_margin(self) -> float | None:
         return None if self.margin.value() == MEASURED else float(self.margin.value())
