@@ -37,11 +37,21 @@ class FitResult:
 class _Evaluator:
     def __init__(self, model: ModelInfo, rig: Rig):
         self.model, self.rig, self.count = model, rig, 0
+        self._memo: dict[tuple, tuple[PlanSettings, Plan]] = {}
         self.rivals: dict[int, tuple[float, float, str]] = {}  # id(plan) -> a rival within noise
 
     def plan(self, s: PlanSettings) -> Plan:
+        """make_plan, once per distinct settings: the searches reach the same split from several sides (a
+        fifth of a search's plans were repeats). Callers do not change the plans they get."""
+        key = (s.devices, s.gpulayers, s.tensor_split, s.moecpu, s.overrides, s.context, s.cache_type_k,
+               s.cache_type_v, s.margin_mib)
+        got = self._memo.get(key)
+        if got is not None and got[0] == s:
+            return got[1]
         self.count += 1
-        return make_plan(self.model, self.rig, s)
+        p = make_plan(self.model, self.rig, s)
+        self._memo[key] = (s, p)
+        return p
 
 
 def _gpu_speed(g, rig: Rig) -> float:

@@ -122,20 +122,38 @@ def tensor_moves(model, assign: list[int], overrides) -> tuple[list[dict[int, in
     the layer's own device, by destination; and the largest matrix sent to the CPU (the first GPU copies
     it for a big-batch matmul). llama.cpp tries the patterns in order with regex_search and the first
     match wins; a tensor matched to its own layer's device stays."""
-    pats = _compiled(overrides)
     moves: list[dict[int, int]] = []
     largest = 0
-    groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
-    for il, tensors in enumerate(groups):
+    for il, matched in enumerate(_matched(model, overrides)):
         out: dict[int, int] = {}
-        for t in tensors:
-            dest = _override_of(pats, t.name)
-            if dest is not None and dest != assign[il]:
-                out[dest] = out.get(dest, 0) + t.nbytes
-                if dest == CPU and len(t.shape) > 1:
-                    largest = max(largest, t.nbytes)
+        for dest, nbytes, matrix in matched:
+            if dest != assign[il]:
+                out[dest] = out.get(dest, 0) + nbytes
+                if dest == CPU and matrix:
+                    largest = max(largest, nbytes)
         moves.append(out)
     return moves, largest
+
+
+# (id(model), overrides) -> (model, per layer group: (device, bytes, is a matrix) of each tensor an override names)
+_MATCHED: dict[tuple, tuple] = {}
+
+
+def _matched(model, overrides) -> list[list[tuple[int, int, bool]]]:
+    """Which tensors of each layer group the overrides name, and where to: matched once per model and
+    override list (auto-fit plans one model under the same overrides many times)."""
+    key = (id(model), tuple(tuple(o) for o in overrides))
+    got = _MATCHED.get(key)
+    if got is not None and got[0] is model:
+        return got[1]
+    pats = _compiled(overrides)
+    groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
+    out = [[(d, t.nbytes, len(t.shape) > 1) for t in tensors if (d := _override_of(pats, t.name)) is not None]
+           for tensors in groups]
+    if len(_MATCHED) >= 256:
+        _MATCHED.clear()
+    _MATCHED[key] = (model, out)
+    return out
 
 
 # --- the host's weights, buffer by buffer (what the engine logs as CPU_Mapped, CPU, CPU_REPACK) ---
@@ -213,11 +231,17 @@ def host_model_buffers(tensors, *, mmap: bool, repack_types: frozenset[int] = fr
     mapped_span) or, without mmap, copied into the plain host buffer: `plain`, which is "CUDA_Host" (the
     first local GPU's pinned memory) when the plan has one. With mmap, the repacked copies come on top of
     the mapped span: the file's pages stay mapped while the copies are anonymous RAM."""
-    packed = [t for t in tensors if repackable(t, repack_types)]
-    rest = [t for t in tensors if not repackable(t, repack_types)]
+    packed, rest = 0, tensors
+    if repack_types:  # one pass; most plans repack nothing (koboldcpp with mmap, llama-server on a GPU)
+        rest = []
+        for t in tensors:
+            if repackable(t, repack_types):
+                packed += t.nbytes
+            else:
+                rest.append(t)
     out = {"CPU_Mapped": mapped_span(rest)} if mmap else {plain: sum(t.nbytes for t in rest)}
     if packed:
-        out["CPU_REPACK"] = sum(t.nbytes for t in packed)
+        out["CPU_REPACK"] = packed
     return {k: v for k, v in out.items() if v}
 
 
