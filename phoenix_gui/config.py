@@ -48,6 +48,7 @@ class UserSettings:
     recent_models: list[str] = field(default_factory=list)
     geometry: str | None = None  # base64 of QWidget.saveGeometry()
     nodes: list[str] = field(default_factory=list)  # other PCs sharing devices over RPC, "host:port", --rpc order
+    overrides: list[list[str]] = field(default_factory=list)  # tensor overrides [regex, device], first match wins
 
     def remember_model(self, path: str) -> None:
         self.recent_models = [path] + [p for p in self.recent_models if p != path][: MAX_RECENT - 1]
@@ -82,6 +83,28 @@ def _executables(x) -> dict[str, str]:
     return {v.choice(k, "backend", v.BACKENDS): v.text(p, "An executable path") for k, p in x.items()}
 
 
+def _overrides(x) -> list[list[str]]:
+    """[[regex, device], ...]: each pattern a regex Python compiles, each device CPU or a GPU as the engines name
+    one (CUDA1, RPC0): what reaches --overridetensors / -ot."""
+    import re
+
+    if not isinstance(x, list) or len(x) > 64:
+        raise v.InputError("overrides must be a list of at most 64 pairs.")
+    out = []
+    for pair in x:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise v.InputError("Each tensor override is a [pattern, device] pair.")
+        rx, dev = v.text(pair[0], "A tensor override's pattern", 4096), v.text(pair[1], "A tensor override's device", 64)
+        if "," in rx or "=" in rx or not re.fullmatch(r"CPU|(CUDA|Vulkan|RPC)\d{1,2}", dev):
+            raise v.InputError(f"{rx}={dev} is not a tensor override Phoenix can pass on.")
+        try:
+            re.compile(rx)
+        except re.error:
+            raise v.InputError(f"{rx!r} is not a regular expression.") from None
+        out.append([rx, dev])
+    return out
+
+
 def _flag(x) -> bool:
     if not isinstance(x, bool):
         raise v.InputError(f"{x!r} is not true or false.")
@@ -109,6 +132,7 @@ _CHECKS = {
     "recent_models": lambda x: _str_list(x, "recent_models")[:MAX_RECENT],
     "geometry": _optional(lambda x: v.text(x, "geometry", 65536)),
     "nodes": _node_addresses,
+    "overrides": _overrides,
 }
 assert set(_CHECKS) == {f.name for f in fields(UserSettings)}
 

@@ -121,3 +121,27 @@ def test_experts_spread_over_two_devices_match_the_engines_buffers(kcpp_script, 
                               repack_types=s.profile.repack_types(s.mmap, local_gpu=False))
     logged = {b: v for (b, kind), v in rep.buffers.items() if kind == "model" and device_of_buffer(b) == "cpu"}
     assert logged == pytest.approx({k: v / MIB for k, v in host.items()}, abs=0.01)
+
+
+def test_the_wizard_keeps_autofits_expert_placement_and_saves_it(wiz, qtbot):
+    """The split page's plan is auto-fit's (the overrides reach the plan, the command line and the
+    explanation), and the saved settings bring it back."""
+    from phoenix_gui.config import UserSettings, check_fields
+    from phoenix_gui.model import preset_model_info
+
+    st = wiz.state
+    st.set_model(preset_model_info("qwen3-30b-a3b-q4_k_m"), None)
+    st.set_context(16384)
+    fit = st.run_auto_fit("fastest")
+    assert fit.settings.overrides and st.overrides == fit.settings.overrides
+    plan = st.plan()
+    assert plan.fits and plan.cpu.expert_bytes_on_cpu > 0 and plan.settings.overrides == fit.settings.overrides
+    assert "--overridetensors" in st.command().argv
+    assert any("every card keeps the experts" in line for line in st.current_explanation())
+    wiz.go_to("split")
+    us = st.to_user_settings(UserSettings())
+    assert us.overrides == [list(o) for o in fit.settings.overrides]
+    back, bad = check_fields({"overrides": us.overrides})
+    assert not bad and back.overrides == us.overrides
+    for hostile in ([["a,b", "CPU"]], [["(", "CPU"]], [["x", "CPU; rm -rf /"]], [["x"]], "x", [["x", "CPU"]] * 65):
+        assert check_fields({"overrides": hostile})[1] == ["overrides"]

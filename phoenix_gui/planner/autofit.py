@@ -19,7 +19,7 @@ from ..hardware.specs import find_spec
 from ..model.info import ModelInfo
 from .kv import pad
 from .ledger import Plan
-from .placement import experts_in_ram_overrides
+from .placement import experts_in_ram_blocks, experts_in_ram_overrides
 from .plan import make_plan, selected_gpus
 from .calibration import calibration_of
 from .settings import PlanSettings
@@ -451,6 +451,10 @@ def explain(p: Plan, rig: Rig, objective: str, rival: tuple[float, float, str] |
     cpu = p.cpu
     if cpu.layers or cpu.expert_bytes_on_cpu:
         extra = f", experts of the first {p.settings.moecpu} blocks" if p.settings.moecpu else ""
+        blocks = experts_in_ram_blocks(p.settings.overrides)
+        if blocks:
+            extra += (f", the experts of {len(blocks)} blocks ({', '.join(map(str, blocks))}): every card keeps the "
+                      "experts of as many of its own layers as fit, the rest stay here (--overridetensors)")
         lines.append(f"CPU / RAM: {cpu.layers} layers{extra} ({cpu.weights_bytes / gib:.2f} GiB) that fit on no GPU.")
     else:
         lines.append("CPU / RAM: only the input embeddings — every layer runs on a GPU.")

@@ -108,6 +108,17 @@ def experts_in_ram_overrides(blocks) -> tuple[tuple[str, str], ...]:
     return ((rf"blk\.({'|'.join(map(str, blocks))})\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"),)
 
 
+_EXPERT_BLOCKS = re.compile(r"^blk\\\.\(([0-9|]+)\)\\\.ffn_\(up\|down\|gate\|gate_up\)_\(ch\|\)exps$")
+
+
+def experts_in_ram_blocks(overrides) -> list[int]:
+    """The blocks whose experts experts_in_ram_overrides keeps in RAM ([] for any other overrides)."""
+    if len(overrides) != 1 or overrides[0][1] != "CPU":
+        return []
+    m = _EXPERT_BLOCKS.match(overrides[0][0])
+    return [int(b) for b in m.group(1).split("|")] if m else []
+
+
 def _compiled(overrides) -> list[tuple[re.Pattern, int | None]]:
     return [(re.compile(rx), override_device(buft)) for rx, buft in overrides]
 

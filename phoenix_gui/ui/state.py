@@ -81,6 +81,9 @@ class WizardState:
     batch: int = 512
     margin_mib: float = 256.0  # free memory kept on every GPU: Phoenix's guess, or what a tune measured
     moecpu: int = 0
+    # tensor overrides (regex, device): auto-fit's experts kept in RAM per card, or a .kcpps's own; they follow
+    # the plan into the command line, exports and saved settings
+    overrides: tuple = ()
     backend: str = "koboldcpp"
     executable: str | None = None
     host: str = "127.0.0.1"
@@ -201,6 +204,7 @@ class WizardState:
             flash_attn=self.flash_attn, batch=self.batch, gpulayers=self.gpulayers if devs else 0, tensor_split=split,
             moecpu=self.moecpu if self.model and self.model.is_moe else 0, backend=self.backend,
             devices=tuple(devs), host=self.host, port=self.port, margin_mib=self.margin_mib,
+            overrides=self.overrides if devs else (),
         )
 
     def plan(self) -> Plan | None:
@@ -245,6 +249,7 @@ class WizardState:
             self.flash_attn, self.batch = bool(s.flash_attn), int(s.batch)
             self.margin_mib = _checked(v.mib, s.margin_mib, "The safety margin (MiB)")  # a tune's winner keeps its own
             self.moecpu = max(0, int(s.moecpu))
+            self.overrides = tuple(tuple(o) for o in s.overrides)
             self.backend = s.backend if s.backend in BACKENDS else "koboldcpp"
             self.host, self.port = s.host, int(s.port)
             self.split_chosen = chosen and bool(s.tensor_split or s.gpulayers is not None)
@@ -586,7 +591,8 @@ class WizardState:
         """Set the sliders to the planner's answer; the user can drag from there."""
         if objective:
             self.set_objective(objective)
-        base = self.settings().with_(tensor_split=None, gpulayers=None, moecpu=0, devices=tuple(self.devices))
+        base = self.settings().with_(tensor_split=None, gpulayers=None, moecpu=0, overrides=(),
+                                     devices=tuple(self.devices))
         fit = auto_fit(self.model, self.rig, base, self.objective)
         with self.grouped():
             self.apply(fit.settings, chosen=False)
@@ -622,6 +628,7 @@ class WizardState:
     def to_user_settings(self, us: UserSettings) -> UserSettings:
         us.context, us.cache_type, us.flash_attn, us.batch = self.context, self.cache_type, self.flash_attn, self.batch
         us.moecpu, us.gpulayers, us.backend = self.moecpu, self.gpulayers, self.backend
+        us.overrides = [list(o) for o in self.overrides]
         us.host, us.port, us.objective = self.host, self.port, self.objective
         if self.executable:
             us.executables[self.backend] = self.executable
@@ -646,7 +653,8 @@ class WizardState:
         split = tuple(us.split) if known and us.split and len(us.split) == len(devices) else None
         s = PlanSettings(context=us.context, cache_type_k=us.cache_type, cache_type_v=us.cache_type,
                          flash_attn=us.flash_attn, batch=us.batch, gpulayers=us.gpulayers, tensor_split=split,
-                         moecpu=us.moecpu, backend=us.backend, devices=devices, host=us.host, port=us.port)
+                         moecpu=us.moecpu, backend=us.backend, devices=devices, host=us.host, port=us.port,
+                         overrides=tuple(tuple(o) for o in us.overrides))
         with self.grouped():
             self.apply(s)
             self.saved_nodes = [a for a in us.nodes if a not in {n.address for n in self.nodes}]
