@@ -12,13 +12,13 @@ import pytest
 from phoenix_gui.backends.commandline import koboldcpp_command
 from phoenix_gui.backends.probe import free_port, probe_koboldcpp
 from phoenix_gui.hardware import demo_rig_path, load_rig
-from phoenix_gui.hardware.cluster import cluster_rig
 from phoenix_gui.hardware.rig import MIB
 from phoenix_gui.model import preset_model_info, read_model, write_skeleton
 from phoenix_gui.model.presets import load_preset
 from phoenix_gui.planner import PlanSettings, make_plan
 from phoenix_gui.planner.autofit import _Evaluator, _expert_candidates, _moe_candidates, auto_fit
 from phoenix_gui.planner.placement import experts_in_ram_overrides, host_model_buffers, host_tensors
+from test_cluster import hosts  # noqa: F401 - the two RPC hosts on 127.0.0.1 that stand for two cards
 
 MOE = ('[model]\nname = "Expert placement test"\nsize_label = "test"\narchitecture = "qwen3moe"\nblock_count = 8\n'
        'embedding_length = 512\nfeed_forward_length = 1536\nexpert_feed_forward_length = 512\nexpert_count = 8\n'
@@ -65,22 +65,6 @@ def moe_model(tmp_path_factory):
     return write_skeleton(load_preset(d / "moe.toml"), d / "moe-f16.gguf")
 
 
-@pytest.fixture(scope="module")
-def hosts(kcpp_script, tmp_path_factory):
-    from test_cluster import start_host, stop_host
-
-    d = tmp_path_factory.mktemp("hosts")
-    ports = [free_port(), free_port()]
-    procs = []
-    try:
-        for p in ports:
-            procs.append(start_host(kcpp_script, p, d / f"host-{p}.log"))
-        yield [f"127.0.0.1:{p}" for p in ports]
-    finally:
-        for p in procs:
-            stop_host(p)
-
-
 @pytest.mark.engine
 def test_experts_spread_over_two_devices_match_the_engines_buffers(kcpp_script, moe_model, hosts):
     from test_cluster import cluster, per_endpoint
@@ -88,7 +72,8 @@ def test_experts_spread_over_two_devices_match_the_engines_buffers(kcpp_script, 
     from phoenix_gui.backends.logparse import device_of_buffer
 
     model = read_model(moe_model)
-    real = cluster(hosts)
+    addrs, _ = hosts
+    real = cluster(addrs)
     # an RPC host sharing a CPU is kept a RAM margin (ram_margin_mib): none here, the memory is pretend anyway
     base = PlanSettings(context=1024, batch=256, threads=1, margin_mib=0, ram_margin_mib=0, use_mmap=True,
                         port=free_port())
@@ -114,7 +99,7 @@ def test_experts_spread_over_two_devices_match_the_engines_buffers(kcpp_script, 
     assert "--overridetensors" in argv and "--moecpu" not in argv
     rep, log = probe_koboldcpp(argv)
     assert "Override Tensor:" in log
-    for d, a in zip(plan.gpus, hosts):
+    for d, a in zip(plan.gpus, addrs):
         assert per_endpoint(log, a, "model") == pytest.approx(d.weights_bytes / MIB, abs=0.01), a
         assert per_endpoint(log, a, "KV") == pytest.approx(d.kv_bytes / MIB, abs=0.01), a
     host = host_model_buffers(host_tensors(model, plan.assign, s.overrides), mmap=s.mmap,

@@ -146,25 +146,34 @@ def tensor_moves(model, assign: list[int], overrides) -> tuple[list[dict[int, in
     return moves, largest
 
 
-# (id(model), overrides) -> (model, per layer group: (device, bytes, is a matrix) of each tensor an override names)
+def _per_model(store: dict, model, overrides, build):
+    """build(model, compiled patterns) once per model and override list. Auto-fit plans one model under the
+    same few override lists hundreds of times, and matching every tensor name against every pattern was most
+    of a plan's time (an MoE model with --moecpu N). Keyed by the model's id, checked against the model itself
+    (an id can be reused once a model is gone); at most 256 entries."""
+    key = (id(model), tuple(tuple(o) for o in overrides))
+    got = store.get(key)
+    if got is not None and got[0] is model:
+        return got[1]
+    out = build(model, _compiled(overrides))
+    if len(store) >= 256:
+        store.clear()
+    store[key] = (model, out)
+    return out
+
+
+def _groups(model) -> list:
+    return [layer.tensors for layer in model.layers] + [model.output_tensors]
+
+
 _MATCHED: dict[tuple, tuple] = {}
 
 
 def _matched(model, overrides) -> list[list[tuple[int, int, bool]]]:
-    """Which tensors of each layer group the overrides name, and where to: matched once per model and
-    override list (auto-fit plans one model under the same overrides many times)."""
-    key = (id(model), tuple(tuple(o) for o in overrides))
-    got = _MATCHED.get(key)
-    if got is not None and got[0] is model:
-        return got[1]
-    pats = _compiled(overrides)
-    groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
-    out = [[(d, t.nbytes, len(t.shape) > 1) for t in tensors if (d := _override_of(pats, t.name)) is not None]
-           for tensors in groups]
-    if len(_MATCHED) >= 256:
-        _MATCHED.clear()
-    _MATCHED[key] = (model, out)
-    return out
+    """Per layer group, the tensors the overrides name: (device, bytes, is a matrix)."""
+    return _per_model(_MATCHED, model, overrides, lambda m, pats: [
+        [(d, t.nbytes, len(t.shape) > 1) for t in tensors if (d := _override_of(pats, t.name)) is not None]
+        for tensors in _groups(m)])
 
 
 # --- the host's weights, buffer by buffer (what the engine logs as CPU_Mapped, CPU, CPU_REPACK) ---
@@ -173,33 +182,26 @@ def _matched(model, overrides) -> list[list[tuple[int, int, bool]]]:
 _LOOKUP = ("token_embd.", "per_layer_token_embd.", "position_embd.", "token_types.")
 
 
-# (id(model), overrides) -> (model, per layer group: (the tensors in RAM when the layer is on the CPU, those
-# in RAM when it is not)). Auto-fit plans one model under the same few override lists hundreds of times, and
-# matching every tensor name against every pattern was most of a plan's time (an MoE model with --moecpu N).
 _HOST_SPLIT: dict[tuple, tuple] = {}
 
 
 def _host_split(model, overrides) -> list[tuple[list, list]]:
-    key = (id(model), tuple(tuple(o) for o in overrides))
-    got = _HOST_SPLIT.get(key)
-    if got is not None and got[0] is model:
-        return got[1]
-    pats = _compiled(overrides)
-    groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
-    split = []
-    for tensors in groups:
-        on_cpu, elsewhere = [], []
-        for t in tensors:
-            dest = _override_of(pats, t.name) if pats else None
-            if dest is None or dest == CPU:
-                on_cpu.append(t)
-            if dest == CPU:
-                elsewhere.append(t)
-        split.append((on_cpu, elsewhere))
-    if len(_HOST_SPLIT) >= 256:
-        _HOST_SPLIT.clear()
-    _HOST_SPLIT[key] = (model, split)
-    return split
+    """Per layer group: (the tensors in RAM when the layer is on the CPU, those in RAM when it is not)."""
+
+    def build(m, pats):
+        split = []
+        for tensors in _groups(m):
+            on_cpu, elsewhere = [], []
+            for t in tensors:
+                dest = _override_of(pats, t.name) if pats else None
+                if dest is None or dest == CPU:
+                    on_cpu.append(t)
+                if dest == CPU:
+                    elsewhere.append(t)
+            split.append((on_cpu, elsewhere))
+        return split
+
+    return _per_model(_HOST_SPLIT, model, overrides, build)
 
 
 def host_tensors(model, assign: list[int], overrides=()) -> list:
