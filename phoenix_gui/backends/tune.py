@@ -42,6 +42,7 @@ from ..planner.recovery import MARGIN_FLOOR_MIB, PROBE_MARGIN_MIB, Budgets, fits
 from ..planner.tuning import RUN_GEN as N_GEN
 from ..planner.tuning import RUN_PROMPT as N_PROMPT
 from ..planner.tuning import RUN_REPEATS as N_REPEATS
+from ..planner.tuning import NOISE_FLOOR
 from ..planner.tuning import (calibrated_best, candidates, counts_of, disagreement, features, keep, learned_fit,
                               measured_noise, pin_down, slice_limit, slice_runs, with_counts)
 from .tune_report import fit_notes
@@ -647,15 +648,21 @@ class Tuner:
 
     # --- the report ---
     def speedups(self) -> list[str]:
-        """'x times faster than ...' lines, both sides measured."""
+        """'x times faster than ...' lines, both sides measured; a ratio inside two runs' noise (the rule the fit's
+        disagreement uses) is called within noise: no real difference was measured."""
         if self.winner is None or not self.winner.measured_tps:
             return []
         out = []
+        noise = max(self.noise if self.noise is not None else NOISE, NOISE_FLOOR)
         for label, name in (("predicted best", "the predicted best"), ("your config", "your config")):
             r = next((r for r in self.runs if r.label == label and r.outcome == "ok" and r.measured_tps), None)
             if r is not None:
-                out.append(f"{self.winner.measured_tps / r.measured_tps:.2f} times as fast as {name} "
-                           f"({self.winner.measured_tps:.1f} vs {r.measured_tps:.1f} tokens/s, both measured)")
+                ratio = self.winner.measured_tps / r.measured_tps
+                line = (f"{ratio:.2f} times as fast as {name} "
+                        f"({self.winner.measured_tps:.1f} vs {r.measured_tps:.1f} tokens/s, both measured)")
+                if abs(ratio - 1) <= 2 * noise:
+                    line += f": within noise ({noise:.0%} per run), no real difference"
+                out.append(line)
         return out
 
     def table(self) -> list[str]:

@@ -108,6 +108,9 @@ class WizardState:
     # The user's own split (typed, dragged, imported, saved, a tune's winner): it always wins. Without one, a new
     # model opens on the fastest plan that fits, not on the engine's default (a wall of red for a newcomer).
     split_chosen: bool = False
+    # What a tune measured on this PC, per plan (measured_key): (mean tokens/s, runs). The split page shows the
+    # measurement of a plan the tune ran rather than a prediction of it.
+    measured: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self._local, file_nodes = _split_rig(self.rig)
@@ -213,6 +216,22 @@ class WizardState:
         if self._plan is None:
             self._plan = make_plan(self.model, self.rig, self.settings())
         return self._plan
+
+    def set_measured(self, runs: Iterable[tuple[PlanSettings, float]]) -> None:
+        """A tune's measured whole-model plans (settings, tokens/s), kept per plan for this session."""
+        if self.model is None:
+            return
+        got: dict = {}
+        for s, tps in runs:
+            if tps and tps > 0:
+                got.setdefault(measured_key(make_plan(self.model, self.rig, s), self.rig), []).append(float(tps))
+        self.measured.update({k: (sum(v) / len(v), len(v)) for k, v in got.items()})
+        self._emit(PLAN)  # the same plan, shown with its measurement
+
+    def measured_speed(self, plan: Plan | None = None) -> tuple[float, int] | None:
+        """(mean tokens/s, runs) a tune measured for this very plan, or None."""
+        plan = plan or self.plan()
+        return None if plan is None or not self.measured else self.measured.get(measured_key(plan, self.rig))
 
     def command(self) -> LaunchCommand | None:
         p = self.plan()
@@ -672,6 +691,16 @@ def _spread(n: int, weights: list[float]) -> list[int]:
     for k in sorted(range(len(out)), key=lambda k: -(raw[k] - out[k]))[: n - sum(out)]:
         out[k] += 1
     return out
+
+
+def measured_key(plan: Plan, rig: Rig) -> tuple:
+    """What makes two plans the same run for the engine: the model, where each layer goes (by device identity),
+    and the settings that change the speed; not the margin, host or port."""
+    s = plan.settings
+    where = tuple((None if d.gpu_index is None else _key(rig.gpus[d.gpu_index]), d.first_layer, d.layers)
+                  for d in plan.devices if d.layers)
+    return (plan.model_name, where, plan.context, s.cache_type_k, s.cache_type_v, s.flash_attn, s.batch, s.threads,
+            s.moecpu, tuple(s.overrides), s.split_mode, s.lowvram, s.backend, s.parallel)
 
 
 def _key(g) -> tuple:

@@ -9,8 +9,8 @@ import threading
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout)
+from PySide6.QtWidgets import (QDialog, QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QSpinBox,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout)
 
 from ..backends.probe import free_port
 from ..backends.servers import backend_for
@@ -81,12 +81,17 @@ class TunePanel(QDialog):
         self.plot = pg.PlotWidget()
         self.plot.setLabel("bottom", "predicted tokens/s (speed model)")
         self.plot.setLabel("left", "measured tokens/s")
-        self.plot.setMinimumHeight(200)
+        self.plot.setMinimumHeight(160)
         self.scatter = pg.ScatterPlotItem(size=10, brush=pg.mkBrush(40, 110, 200))
         self.plot.addItem(self.scatter)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        # the notes scroll in a box of their own: a long summary must not squeeze the table to a row or two
+        self.summary_box = QScrollArea()
+        self.summary_box.setWidgetResizable(True)
+        self.summary_box.setFrameShape(QFrame.NoFrame)
+        self.summary_box.setWidget(self.summary)
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.clicked.connect(self.cancel)
         self.use_btn = QPushButton("Use the winner")
@@ -103,7 +108,7 @@ class TunePanel(QDialog):
         lay = QVBoxLayout(self)
         lay.addWidget(self.header)
         lay.addLayout(margin_row)
-        for w in (self.margin_note, self.bar, self.left, self.status, self.table, self.plot, self.summary):
+        for w in (self.margin_note, self.bar, self.left, self.status, self.table, self.plot, self.summary_box):
             lay.addWidget(w)
         lay.addLayout(buttons)
         self.timer = QTimer(self)
@@ -173,6 +178,7 @@ class TunePanel(QDialog):
             self.cancel_btn.setEnabled(False)
             if self.tuner.state == "done":
                 apply_calibration(self.state, self._version)
+                self.state.set_measured(self.tuner.measured())  # the split page shows these, not predictions
                 self.use_btn.setEnabled(self.tuner.winner is not None)
             self.finished_tune.emit(self.tuner)
 
@@ -195,6 +201,7 @@ class TunePanel(QDialog):
                 for j, text in enumerate(cells):
                     self.table.setItem(i, j, QTableWidgetItem(text))
             self.table.resizeColumnsToContents()
+            self._fit_rows()
             pts = [(r.predicted_tps, r.measured_tps) for r in t.runs if r.measured_tps]
             self.scatter.setData([p for p, _ in pts], [m for _, m in pts])
         if t.state == "done":
@@ -202,6 +209,17 @@ class TunePanel(QDialog):
             self.summary.setText("<br>".join(t.speedups() + t.notes() + [
                 f"Learned ({describe(c)}): time per layer " + ", ".join(f"{k} {v:.3f} ms" for k, v in c.per_layer_ms.items()),
                 t.message]))
+
+
+    def _fit_rows(self) -> None:
+        """Every run is a row, and every row is in sight: the table is never shorter than its rows."""
+        t = self.table
+        h = t.horizontalHeader().height() + 2 * t.frameWidth()
+        h += sum(t.rowHeight(i) for i in range(t.rowCount()))
+        if t.horizontalScrollBar().isVisible() or t.horizontalHeader().length() > t.viewport().width():
+            h += t.horizontalScrollBar().sizeHint().height()
+        if t.minimumHeight() != h:
+            t.setMinimumHeight(h)
 
 
 def _num(x) -> str:

@@ -392,13 +392,18 @@ class SplitPage(StatePage):
     def _show_speed(self, plan) -> None:
         """A plan that would not load has no speed to show, and no ratio against it either way."""
         st = self.state
+        measured = st.measured_speed(plan)
         if plan.fits:
-            self.speed.setText(f"{plan.predicted_tokens_per_s:.1f} tokens/s")
+            tps = measured[0] if measured else plan.predicted_tokens_per_s
+            self.speed.setText(f"{tps:.1f} tokens/s")
             _colour(self.speed, None)
         else:
             self.speed.setText("does not fit")
             _colour(self.speed, STATUS_COLOUR["short"])
         lines = []
+        if measured:  # a plan the tune ran: its measurement, not the prediction (which the line keeps)
+            runs = f"{measured[1]} run{'s' if measured[1] > 1 else ''}"
+            lines.append(f"measured by the tune on this PC ({runs}); predicted {plan.predicted_tokens_per_s:.1f}")
         if plan.fits:
             # how sure: the held-out error of plans like this one, and the cost of a full cache
             lo, hi = plan.speed_band

@@ -1,0 +1,58 @@
+"""Issue #21 (wizard v3), the items left after the first pass: the tune's result on the split page (9), a dead
+other PC (12), a .kcpps's engine options kept (13), the RPC host's CPU threads in the headline (16)."""
+
+from PySide6.QtCore import Qt
+
+from phoenix_gui.backends.tune import Tuner, TuneRun
+from phoenix_gui.planner import PlanSettings
+
+
+# --- 9: after the tune ---
+
+def test_after_use_the_winner_the_split_page_shows_what_the_tune_measured(qtbot, skeletons, monkeypatch):
+    from test_tune_panel import wizard
+
+    w, st, page = wizard(qtbot, skeletons, monkeypatch)
+    w.resize(1024, 700)
+    w.show()
+    w.go_to("split")
+    qtbot.mouseClick(page.tune, Qt.LeftButton)
+    panel = page.tune_panel
+    qtbot.waitUntil(lambda: panel.tuner is not None and panel.tuner.state != "running", timeout=120000)
+    t = panel.tuner
+    assert t.state == "done", t.message
+    # every run is a row, and every row can be seen without scrolling the table
+    assert panel.table.rowCount() == len(t.runs)
+    view = panel.table.viewport().rect()
+    for i in range(len(t.runs)):
+        rect = panel.table.visualRect(panel.table.model().index(i, 1))
+        assert view.contains(rect), (i, rect, view)
+    qtbot.mouseClick(panel.use_btn, Qt.LeftButton)
+    same = [r.measured_tps for r in t.runs if r.outcome == "ok" and r.model is None
+            and t._same(r.settings, t.winner.settings)]
+    measured = sum(same) / len(same)
+    # the headline is the tune's measurement of this very plan, and says so
+    assert page.speed.text() == f"{measured:.1f} tokens/s"
+    assert "measured by the tune" in page.compare.text()
+    st.set_layers(2, 20)  # another plan: the prediction again
+    assert page.speed.text() == f"{st.plan().predicted_tokens_per_s:.1f} tokens/s"
+    assert "measured by the tune" not in page.compare.text()
+
+
+def _tuner_with(winner_tps: float, other_tps: float, noise: float) -> Tuner:
+    t = Tuner.__new__(Tuner)
+    s = PlanSettings()
+    t.noise = noise
+    t.runs = [TuneRun("predicted best", s, 10.0, measured_tps=other_tps, outcome="ok"),
+              TuneRun("calibrated winner", s.with_(gpulayers=3), 10.0, measured_tps=winner_tps, outcome="ok")]
+    t.winner = t.runs[1]
+    return t
+
+
+def test_a_speedup_inside_the_noise_is_called_within_noise():
+    t = _tuner_with(10.5, 10.0, 0.24)
+    (line,) = t.speedups()
+    assert "within noise" in line and "24" in line
+    t = _tuner_with(15.0, 10.0, 0.01)
+    (line,) = t.speedups()
+    assert line.startswith("1.50 times as fast as the predicted best") and "within noise" not in line
