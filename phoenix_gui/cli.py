@@ -440,7 +440,9 @@ def _print_plan(plan, rig, cmd, objective, demo) -> None:
     # the band is the held-out error of plans like this one: its regime, quant family and device class
     kind = f"{plan.speed_family} on {plan.speed_class}" if plan.speed_family else ""
     kind += f": {plan.speed_band_note}" if plan.speed_band_note else ""
-    print(f"Predicted generation: {plan.predicted_tokens_per_s:.1f} tokens/s, likely {lo:.1f}-{hi:.1f} "
+    head = (f"{lo:.1f}-{hi:.1f} tokens/s ({plan.speed_caveat}), the speed model's {plan.predicted_tokens_per_s:.1f}"
+            if plan.speed_caveat else f"{plan.predicted_tokens_per_s:.1f} tokens/s, likely {lo:.1f}-{hi:.1f}")
+    print(f"Predicted generation: {head} "
           + (f"[{kind}] " if kind else "") +
           f"({plan.tokens_per_s_full:.1f} at full context; prompt processing, rough: "
           f"{plan.predicted_prompt_tokens_per_s:.0f} tokens/s)")

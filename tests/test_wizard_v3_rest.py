@@ -56,3 +56,35 @@ def test_a_speedup_inside_the_noise_is_called_within_noise():
     t = _tuner_with(15.0, 10.0, 0.01)
     (line,) = t.speedups()
     assert line.startswith("1.50 times as fast as the predicted best") and "within noise" not in line
+
+
+# --- 16: a known engine limit in the headline ---
+
+def test_a_shared_cpu_over_rpc_makes_the_headline_a_band_down_to_the_real_speed(qtbot, tmp_path, capsys):
+    from test_wizard_cluster import CLUSTER_RIG
+
+    from phoenix_gui.model import preset_model_info
+    from phoenix_gui.ui.app import make_wizard
+
+    rig = tmp_path / "cluster.toml"
+    rig.write_text(CLUSTER_RIG)
+    w = make_wizard(rig_path=str(rig), persist=False, measure=False)
+    qtbot.addWidget(w)
+    w.show()
+    st = w.state
+    st.set_model(preset_model_info("qwen2.5-7b-instruct-q4_k_m"), None)
+    for i in range(len(st.rig.gpus)):
+        st.set_included(i, True)
+    laptop = next(i for i, g in enumerate(st.rig.gpus) if g.node == "192.168.1.21:50052")
+    st.set_layers(laptop, 4)  # a few layers on the laptop's CPU, shared by koboldcpp's RPC host (4 threads)
+    w.go_to("split")
+    plan = st.plan()
+    assert plan.speed_caveat.startswith("unreliable: the engine's RPC host computes")
+    lo, hi = plan.speed_band
+    # a run that waits ~0.5 s a token on the host's threads (the real run: ~2 tokens/s) is inside the band
+    assert lo <= 1 / (1 / plan.predicted_tokens_per_s + 0.5) and hi >= plan.predicted_tokens_per_s * 0.9
+    page = w.page("split")
+    assert page.speed.text() == f"{lo:.1f}–{hi:.1f} tokens/s"
+    assert "Unreliable: the engine's RPC host" in page.compare.text()
+    st.set_layers(laptop, 0)  # nothing on the shared CPU: a plain prediction again
+    assert not st.plan().speed_caveat and page.speed.text() == f"{st.plan().predicted_tokens_per_s:.1f} tokens/s"

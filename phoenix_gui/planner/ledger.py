@@ -159,6 +159,9 @@ class Plan:
     speed_family: str = ""
     speed_class: str = ""
     speed_band_note: str = ""
+    # a known engine limit the speed model does not include (the RPC host's fixed CPU threads): the figure is
+    # unreliable, the band's floor includes the limit, and every headline says so
+    speed_caveat: str = ""
     tokens_per_s_empty: float = 0.0
     tokens_per_s_full: float = 0.0
 
@@ -231,6 +234,7 @@ class Plan:
             "predicted_tokens_per_s": round(self.predicted_tokens_per_s, 2),
             "predicted_tokens_per_s_band": [round(x, 2) for x in self.speed_band], "speed_regime": self.speed_regime,
             "speed_family": self.speed_family, "speed_class": self.speed_class, "speed_band_note": self.speed_band_note,
+            "speed_caveat": self.speed_caveat,
             "predicted_tokens_per_s_empty_context": round(self.tokens_per_s_empty, 2),
             "predicted_tokens_per_s_full_context": round(self.tokens_per_s_full, 2),
             "predicted_prompt_tokens_per_s": round(self.predicted_prompt_tokens_per_s, 1),

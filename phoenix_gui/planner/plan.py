@@ -28,6 +28,11 @@ from ..model.ggml_types import kernel_family
 # A node sharing its CPU and RAM runs koboldcpp --rpcmode host: 68 MiB resident when idle, +2 MiB once a
 # client has loaded (measured, 1.115.1). Counted whole: a rig file's free figure may predate the host.
 REMOTE_CPU_HOST_MIB = 70
+# The engine's RPC host computes a shared CPU with a fixed number of threads (EngineProfile.rpc_host_cpu_threads):
+# on a PC with fewer free cores a token waits on thread contention. benchmarks/rpc_timeline.py measured 240-320 ms
+# of compute per token for a tiny model on a 2-core PC and a real run gave ~2 tokens/s (~500 ms); the band's floor
+# allows up to this much per token.
+RPC_CPU_WAIT_S = 1.0
 
 
 def cuda_overhead(settings: PlanSettings, rig: Rig) -> int:
@@ -237,12 +242,15 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     warnings += load_time_notes(rig, gpus, devices)
     shared_cpus = sorted({machine_of(rig, g) for g, d in zip(gpus, devices) if g.is_remote and is_cpu_device(g)
                           and d.layers})
+    caveat = ""
     if shared_cpus and eng.rpc_host_cpu_threads:
         # on a 2-core PC benchmarks/rpc_timeline.py measures ~240-320 ms of compute per token for a tiny model
         n = eng.rpc_host_cpu_threads
         warnings.append(f"The engine's RPC host computes a shared CPU with {n} threads whatever the PC has: on "
                         f"{', '.join(shared_cpus)} with fewer than {n} free cores each token can wait hundreds of ms "
                         "on thread contention, which this prediction does not include; share a GPU rather than a CPU.")
+        caveat = (f"unreliable: the engine's RPC host computes {', '.join(shared_cpus)}'s CPU with {n} threads, "
+                  f"which can cost up to ~{RPC_CPU_WAIT_S:g} s per token (not in the prediction)")
     unknown = sorted({machine_of(rig, g) for g in gpus if g.bandwidth_gbs <= 0})
     if unknown:
         warnings.append(f"The memory speed of {', '.join(unknown)}'s devices is unknown (share them with phoenix share "
@@ -254,12 +262,15 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     # the same with an empty and a full cache, scaled like the calibrated figure
     empty, full = (tps * tokens_per_second(speed, fill=f) / model_tps for f in (0.0, 1.0))
     family, dclass = quant_family(model.file_type), device_class(speed)
+    band = speed_band(tps, speed.regime, speed.moe, family, dclass)
+    if caveat:  # the floor includes the wait the engine's RPC host can add to every token
+        band = (1.0 / (1.0 / max(band[0], 1e-9) + RPC_CPU_WAIT_S), band[1])
     return Plan(
         model_name=model.name, n_layer=n_layer, gpulayers=ngl, tensor_split=[round(x, 4) for x in split],
         context=s.context, kv_cells=cells, devices=devices, assign=assign, predicted_tokens_per_s=tps,
         predicted_prompt_tokens_per_s=pp, pipeline_parallel=pipeline, approximate=approximate, settings=s,
         warnings=warnings, layer_bytes=max(map(add, dev_bytes, kv), default=0), speed_inputs=speed,
-        speed_band=speed_band(tps, speed.regime, speed.moe, family, dclass), speed_regime=speed.regime,
+        speed_band=band, speed_caveat=caveat, speed_regime=speed.regime,
         speed_family=family, speed_class=dclass, speed_band_note=band_note(family, dclass),
         tokens_per_s_empty=empty, tokens_per_s_full=full,
     )

@@ -3,6 +3,8 @@ per-device memory bars, auto-fit."""
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (QBoxLayout, QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QGridLayout, QGroupBox,
@@ -395,7 +397,11 @@ class SplitPage(StatePage):
         measured = st.measured_speed(plan)
         if plan.fits:
             tps = measured[0] if measured else plan.predicted_tokens_per_s
-            self.speed.setText(f"{tps:.1f} tokens/s")
+            if plan.speed_caveat and not measured:  # a known engine limit: the headline is the band that includes it
+                lo, hi = plan.speed_band
+                self.speed.setText(f"{lo:.1f}–{hi:.1f} tokens/s")
+            else:
+                self.speed.setText(f"{tps:.1f} tokens/s")
             _colour(self.speed, None)
         else:
             self.speed.setText("does not fit")
@@ -404,6 +410,10 @@ class SplitPage(StatePage):
         if measured:  # a plan the tune ran: its measurement, not the prediction (which the line keeps)
             runs = f"{measured[1]} run{'s' if measured[1] > 1 else ''}"
             lines.append(f"measured by the tune on this PC ({runs}); predicted {plan.predicted_tokens_per_s:.1f}")
+        if plan.fits and plan.speed_caveat and not measured:
+            caveat = html.escape(plan.speed_caveat[0].upper() + plan.speed_caveat[1:], quote=False)  # names come from other PCs
+            lines.append(f"<b>{caveat}</b>: the speed model alone says "
+                         f"{plan.predicted_tokens_per_s:.1f} tokens/s.")
         if plan.fits:
             # how sure: the held-out error of plans like this one, and the cost of a full cache
             lo, hi = plan.speed_band
