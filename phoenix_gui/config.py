@@ -49,6 +49,9 @@ class UserSettings:
     geometry: str | None = None  # base64 of QWidget.saveGeometry()
     nodes: list[str] = field(default_factory=list)  # other PCs sharing devices over RPC, "host:port", --rpc order
     overrides: list[list[str]] = field(default_factory=list)  # tensor overrides [regex, device], first match wins
+    threads: int | None = None  # CPU threads; None: the engine's choice
+    use_mmap: bool | None = None  # None: the engine's default
+    engine_options: dict = field(default_factory=dict)  # kept from an imported .kcpps (validate.ENGINE_OPTIONS)
 
     def remember_model(self, path: str) -> None:
         self.recent_models = [path] + [p for p in self.recent_models if p != path][: MAX_RECENT - 1]
@@ -105,6 +108,10 @@ def _overrides(x) -> list[list[str]]:
     return out
 
 
+def _not_a_dict(x):
+    raise v.InputError(f"{x!r} is not a set of engine options.")
+
+
 def _flag(x) -> bool:
     if not isinstance(x, bool):
         raise v.InputError(f"{x!r} is not true or false.")
@@ -133,6 +140,9 @@ _CHECKS = {
     "geometry": _optional(lambda x: v.text(x, "geometry", 65536)),
     "nodes": _node_addresses,
     "overrides": _overrides,
+    "threads": _optional(lambda x: v.integer(x, "threads", 1, 4096)),
+    "use_mmap": _optional(_flag),
+    "engine_options": lambda x: dict(v.engine_options(x if isinstance(x, dict) else _not_a_dict(x))),
 }
 assert set(_CHECKS) == {f.name for f in fields(UserSettings)}
 

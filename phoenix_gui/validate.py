@@ -352,3 +352,36 @@ def folder_writable(folder: str | Path) -> bool:
     except OSError:
         pass
     return True
+
+
+# koboldcpp options Phoenix does not plan but keeps from a user's .kcpps (koboldcpp.md §2.3-2.4), each as the engine
+# takes it: --blasthreads N (prompt threads; 0 = --threads), --usemlock, --quiet, --highpriority
+ENGINE_OPTIONS = ("blasthreads", "usemlock", "quiet", "highpriority")
+
+
+def engine_options(value) -> tuple:
+    """{name: value} or (name, value) pairs -> sorted pairs of the options that are on; off is the engine's default,
+    nothing to keep."""
+    items = value.items() if isinstance(value, dict) else value
+    out = {}
+    try:
+        pairs = [tuple(p) for p in items]
+    except TypeError:
+        raise InputError(f"Engine options must be names with values, not {_show(value)}.") from None
+    for pair in pairs:
+        if len(pair) != 2 or pair[0] not in ENGINE_OPTIONS:
+            raise InputError(f"{_show(pair[0] if pair else pair)} is not an engine option Phoenix keeps "
+                             f"({', '.join(ENGINE_OPTIONS)}).")
+        name, x = pair
+        if name == "blasthreads":
+            x = integer(x, "blasthreads", 0, 4096)
+        elif not isinstance(x, bool):
+            raise InputError(f"{name} must be true or false, not {_show(x)}.")
+        if x:
+            out[name] = x
+    return tuple(sorted(out.items()))
+
+
+def engine_option_text(name: str, x) -> str:
+    """'--blasthreads 8', '--usemlock': as koboldcpp's command line has it."""
+    return f"--{name}" if x is True else f"--{name} {x}"

@@ -88,3 +88,48 @@ def test_a_shared_cpu_over_rpc_makes_the_headline_a_band_down_to_the_real_speed(
     assert "Unreliable: the engine's RPC host" in page.compare.text()
     st.set_layers(laptop, 0)  # nothing on the shared CPU: a plain prediction again
     assert not st.plan().speed_caveat and page.speed.text() == f"{st.plan().predicted_tokens_per_s:.1f} tokens/s"
+
+
+# --- 13: a .kcpps's engine options are kept, and threads can be set ---
+
+def test_a_kcpps_import_is_confirmed_and_its_engine_options_are_kept(wiz, qtbot, tmp_path):
+    import json
+
+    from phoenix_gui.backends.commandline import kcpps_config, launch_command
+    from phoenix_gui.config import UserSettings
+
+    cfg = tmp_path / "mine.kcpps"
+    cfg.write_text(json.dumps({"contextsize": 2048, "batchsize": 256, "gpulayers": 20, "threads": 8, "blasthreads": 6,
+                               "usemlock": True, "quiet": True, "highpriority": False, "usemmap": True}))
+    st = wiz.state
+    wiz.go_to("model")
+    page = wiz.page("model")
+    page.import_kcpps(str(cfg))
+    info = page.info.text()
+    assert info.startswith("Imported mine.kcpps: context 2,048, batch 256, KV cache f16, flash attention on, 20 layers")
+    assert "Kept from your config (mine.kcpps): --threads 8, --usemmap, --blasthreads 6, --quiet, --usemlock." in info
+    argv = st.command().argv
+    for flag in (["--threads", "8"], ["--blasthreads", "6"], ["--usemlock"], ["--quiet"], ["--usemmap"]):
+        assert any(argv[i:i + len(flag)] == flag for i in range(len(argv))), flag
+    assert "--highpriority" not in argv
+    exported = kcpps_config(st.plan(), st.rig, "m.gguf")
+    assert (exported["threads"], exported["blasthreads"], exported["usemlock"], exported["quiet"],
+            exported["usemmap"]) == (8, 6, True, True, True)
+    # threads are set on the Context page, and the rest stays kept
+    wiz.go_to("context")
+    ctx = wiz.page("context")
+    assert ctx.threads.value() == 8 and "--blasthreads 6" in ctx.kept.text()
+    ctx.threads.setValue(3)
+    assert st.threads == 3 and st.command().argv[st.command().argv.index("--threads") + 1] == "3"
+    assert "--threads" not in st.kept_text() and "--usemlock" in st.kept_text()
+    st.set_backend("llama-server")
+    argv = launch_command(st.plan(), st.rig, "m.gguf").argv
+    assert argv[argv.index("-t") + 1] == "3" and argv[argv.index("-tb") + 1] == "6" and "--mlock" in argv
+    # saved and read back
+    us = st.to_user_settings(UserSettings())
+    assert (us.threads, us.use_mmap, us.engine_options) == (3, True, {"blasthreads": 6, "quiet": True, "usemlock": True})
+    st.set_threads(None)
+    st.apply_user_settings(us)
+    assert st.threads == 3 and dict(st.engine_options) == {"blasthreads": 6, "quiet": True, "usemlock": True}
+    ctx.threads.setValue(0)  # the engine's choice
+    assert st.threads is None and "-t" not in st.command().argv

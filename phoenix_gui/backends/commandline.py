@@ -148,6 +148,8 @@ def koboldcpp_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None) ->
         argv += ["--usemmap"]
     if s.threads:
         argv += ["--threads", str(s.threads)]
+    for name, x in s.engine_options:  # kept from the user's config as they set them
+        argv += [f"--{name}"] + ([] if x is True else [str(x)])
     if s.parallel > 1:
         argv += ["--parallelrequests", str(s.parallel)]  # slots sharing one unified cache
     argv += ["--host", s.host, "--port", str(s.port), "--multiuser", "1"]
@@ -194,6 +196,11 @@ def llama_server_command(plan: Plan, rig: Rig, model_path: str | Path, exe=None)
         argv += list(s.profile.no_mmap_args)
     if s.threads:
         argv += ["-t", str(s.threads)]
+    kept = dict(s.engine_options)  # llama-server's names for what a koboldcpp config kept; --quiet and
+    if kept.get("blasthreads"):  # --highpriority have no llama-server twin and stay koboldcpp's
+        argv += ["-tb", str(kept["blasthreads"])]
+    if kept.get("usemlock"):
+        argv += ["--mlock"]
     argv += ["--host", s.host, "--port", str(s.port)]
     # Prometheus counters for the throughput graph; the per-device buffer lines appear only at verbosity 4
     argv += ["--metrics", "-lv", "4"]
@@ -227,8 +234,11 @@ def kcpps_config(plan: Plan, rig: Rig, model_path: str | Path) -> dict:
         "moecpu": s.moecpu, "contextsize": s.context, "quantkv": kv,
         "overridetensors": format_overrides(_engine_overrides(plan, rig) if nodes else s.overrides) if gpu else "",
         "noflashattention": not s.flash_attn, "batchsize": s.batch, "threads": s.threads or -1,
-        "blasthreads": 0, "usemmap": s.mmap, "host": s.host, "port": s.port, "port_param": s.port,
-        "multiuser": 1, "parallelrequests": s.parallel, "quiet": False, "skiplauncher": True, "istemplate": False,
+        "blasthreads": dict(s.engine_options).get("blasthreads", 0), "usemmap": s.mmap,
+        "usemlock": bool(dict(s.engine_options).get("usemlock")), "highpriority": bool(dict(s.engine_options).get("highpriority")),
+        "host": s.host, "port": s.port, "port_param": s.port,
+        "multiuser": 1, "parallelrequests": s.parallel, "quiet": bool(dict(s.engine_options).get("quiet")),
+        "skiplauncher": True, "istemplate": False,
     }
 
 

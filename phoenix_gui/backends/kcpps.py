@@ -142,6 +142,18 @@ def _parse(data: dict, path: Path, s: PlanSettings) -> KcppsImport:
         kw["host"] = v.host(data["host"])
     if _given(data, "usemmap"):
         kw["use_mmap"] = _flag(data, "usemmap")
+    if _given(data, "threads"):  # -1 (a template's) or 0: the engine's own choice
+        threads = v.integer(data["threads"], "threads", -1, 4096)
+        if threads > 0:
+            kw["threads"] = threads
+    kept: dict = {}
+    if _given(data, "blasthreads"):
+        kept["blasthreads"] = max(0, v.integer(data["blasthreads"], "blasthreads", -1, 4096))
+    for name in ("usemlock", "quiet", "highpriority"):
+        kept[name] = _flag(data, name)
+    kw["engine_options"] = v.engine_options(kept)
+    if _flag(data, "nommap") and not _given(data, "usemmap"):
+        notes.append("The config's nommap is a retired key koboldcpp ignores; mapping stays off unless usemmap is on.")
     gpu_ids = _device_ids(data)
     ids = [int(x) for x in (cuda or []) if x.isascii() and x.isdigit()]
     if gpu_ids is not None:  # the device list chooses and orders the GPUs; a usecuda digit is then the main GPU

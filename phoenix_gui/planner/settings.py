@@ -52,6 +52,9 @@ class PlanSettings:
     # tensor overrides (-ot REGEX=BUFT, koboldcpp --overridetensors), in order, first match wins: pairs of
     # (regex, "CPU" or "CUDA<n>", the n-th GPU of the plan); applied after the layer rule, before --moecpu's
     overrides: tuple[tuple[str, str], ...] = ()
+    # engine options Phoenix does not plan, kept from the user's config (validate.ENGINE_OPTIONS): sorted (name,
+    # value) pairs, carried to the command lines and exports as the user set them
+    engine_options: tuple = ()
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
@@ -109,6 +112,7 @@ def check_settings(s: PlanSettings, n_gpus: int) -> None:
     if s.threads is not None:
         v.integer(s.threads, "threads", 1, 4096)
     v.integer(s.parallel, "parallel slots", 1, 32)  # koboldcpp's --parallelrequests range
+    v.engine_options(s.engine_options)
     check_overrides(s.overrides, n_dev)
     v.host(s.host)
     v.port(s.port)

@@ -84,6 +84,10 @@ class WizardState:
     # tensor overrides (regex, device): auto-fit's experts kept in RAM per card, or a .kcpps's own; they follow
     # the plan into the command line, exports and saved settings
     overrides: tuple = ()
+    threads: int | None = None  # CPU threads (--threads / -t); None: the engine's choice
+    use_mmap: bool | None = None  # None: the engine's default; a .kcpps's usemmap as the user set it
+    # engine options Phoenix does not plan, kept from the user's .kcpps (validate.ENGINE_OPTIONS): (name, value) pairs
+    engine_options: tuple = ()
     backend: str = "koboldcpp"
     executable: str | None = None
     host: str = "127.0.0.1"
@@ -207,7 +211,8 @@ class WizardState:
             flash_attn=self.flash_attn, batch=self.batch, gpulayers=self.gpulayers if devs else 0, tensor_split=split,
             moecpu=self.moecpu if self.model and self.model.is_moe else 0, backend=self.backend,
             devices=tuple(devs), host=self.host, port=self.port, margin_mib=self.margin_mib,
-            overrides=self.overrides if devs else (),
+            overrides=self.overrides if devs else (), threads=self.threads, use_mmap=self.use_mmap,
+            engine_options=self.engine_options,
         )
 
     def plan(self) -> Plan | None:
@@ -269,6 +274,9 @@ class WizardState:
             self.margin_mib = _checked(v.mib, s.margin_mib, "The safety margin (MiB)")  # a tune's winner keeps its own
             self.moecpu = max(0, int(s.moecpu))
             self.overrides = tuple(tuple(o) for o in s.overrides)
+            self.threads = None if not s.threads else _checked(v.integer, s.threads, "threads", 1, 4096)
+            self.use_mmap = s.use_mmap
+            self.engine_options = _checked(v.engine_options, s.engine_options)
             self.backend = s.backend if s.backend in BACKENDS else "koboldcpp"
             self.host, self.port = s.host, int(s.port)
             self.split_chosen = chosen and bool(s.tensor_split or s.gpulayers is not None)
@@ -434,6 +442,25 @@ class WizardState:
     def set_margin(self, mib: float) -> None:
         self.margin_mib = _checked(v.mib, mib, "The safety margin (MiB)")
         self._emit(CONTEXT)
+
+    def set_threads(self, n: int | None) -> None:
+        """CPU threads for the engine; None (or 0): the engine's own choice."""
+        self.threads = None if not n else _checked(v.integer, n, "CPU threads", 1, 4096)
+        self._emit(CONTEXT)
+
+    def kept_text(self) -> str:
+        """'Kept from your config: --threads 8, --usemlock' for what an imported .kcpps set that Phoenix carries as
+        it was ("" without an import, or when it set none of them)."""
+        if not self.baseline_name:
+            return ""
+        b = self.baseline.settings if self.baseline is not None else None
+        kept = []
+        if b is not None and b.threads and b.threads == self.threads:
+            kept.append(f"--threads {self.threads}")
+        if b is not None and b.use_mmap and self.use_mmap:
+            kept.append("--usemmap")
+        kept += [v.engine_option_text(n, x) for n, x in self.engine_options]
+        return f"Kept from your config ({self.baseline_name}): {', '.join(kept)}." if kept else ""
 
     def set_moecpu(self, n: int) -> None:
         self.moecpu = max(0, min(int(n), self.model.n_layer if self.model else 0))
@@ -639,15 +666,34 @@ class WizardState:
         chosen = [i for i, g in enumerate(gpus) if g.node in rpc] + chosen
         with self.grouped():
             self.apply(imp.settings.with_(devices=tuple(chosen), backend="koboldcpp"))
-            self.set_notes(imp.notes)
-            if self.model is not None:
-                self.baseline = make_plan(self.model, self.rig, self.settings())
-                self.baseline_name = Path(imp.path).name
+            self.baseline_name = Path(imp.path).name
+            self.baseline = make_plan(self.model, self.rig, self.settings()) if self.model is not None else None
+            self.set_notes([self.imported_text(imp)] + imp.notes)
+
+    def imported_text(self, imp: KcppsImport) -> str:
+        """The Model page's confirmation of an import: what the config set, and what is kept as it was."""
+        s = self.settings()
+        got = [f"context {s.context:,}", f"batch {s.batch}", f"KV cache {s.cache_type_k}",
+               f"flash attention {'on' if s.flash_attn else 'off'}"]
+        if not self.devices:
+            got.append("CPU only")
+        else:
+            layers = "all layers" if self.gpulayers is None else f"{self.gpulayers} layers"
+            got.append(f"{layers} on {', '.join(self.gpu_label(i) for i in self.devices)}")
+            if imp.settings.tensor_split:
+                got.append("split " + " ".join(f"{x:g}" for x in imp.settings.tensor_split))
+        if s.moecpu:
+            got.append(f"experts of {s.moecpu} layers in RAM")
+        if s.overrides:
+            got.append(f"{len(s.overrides)} tensor override{'s' if len(s.overrides) > 1 else ''}")
+        kept = self.kept_text()
+        return f"Imported {Path(imp.path).name}: {', '.join(got)}." + (f" {kept}" if kept else "")
 
     def to_user_settings(self, us: UserSettings) -> UserSettings:
         us.context, us.cache_type, us.flash_attn, us.batch = self.context, self.cache_type, self.flash_attn, self.batch
         us.moecpu, us.gpulayers, us.backend = self.moecpu, self.gpulayers, self.backend
         us.overrides = [list(o) for o in self.overrides]
+        us.threads, us.use_mmap, us.engine_options = self.threads, self.use_mmap, dict(self.engine_options)
         us.host, us.port, us.objective = self.host, self.port, self.objective
         if self.executable:
             us.executables[self.backend] = self.executable
@@ -673,7 +719,8 @@ class WizardState:
         s = PlanSettings(context=us.context, cache_type_k=us.cache_type, cache_type_v=us.cache_type,
                          flash_attn=us.flash_attn, batch=us.batch, gpulayers=us.gpulayers, tensor_split=split,
                          moecpu=us.moecpu, backend=us.backend, devices=devices, host=us.host, port=us.port,
-                         overrides=tuple(tuple(o) for o in us.overrides))
+                         overrides=tuple(tuple(o) for o in us.overrides), threads=us.threads, use_mmap=us.use_mmap,
+                         engine_options=tuple(us.engine_options.items()))
         with self.grouped():
             self.apply(s)
             self.saved_nodes = [a for a in us.nodes if a not in {n.address for n in self.nodes}]

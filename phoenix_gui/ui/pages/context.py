@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QSpinBox, QVBoxLayout
 
 from ..binding import bind
@@ -46,6 +47,15 @@ class ContextPage(StatePage):
         self.moe = QSpinBox()
         self.moe.setToolTip("Keep the experts of the first N layers in system RAM (--moecpu / --n-cpu-moe). "
                             "Attention stays on the GPUs; frees VRAM at some speed cost.")
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 4096)
+        self.threads.setSpecialValueText("the engine's choice")
+        self.threads.setAccessibleName("CPU threads")
+        self.threads.setToolTip("CPU threads for the layers in system RAM (--threads / -t). The engine's choice: "
+                                "koboldcpp about half the logical CPUs, llama-server the physical cores.")
+        self.kept = QLabel()  # the engine options a .kcpps set that Phoenix keeps as they were
+        self.kept.setWordWrap(True)
+        self.kept.setTextFormat(Qt.PlainText)
         self.cost = QLabel()
         self.cost.setStyleSheet("font-size: 15pt;")
         self.cost.setWordWrap(True)
@@ -61,6 +71,8 @@ class ContextPage(StatePage):
         form.addRow("Batch size:", self.batch)
         self.moe_label = QLabel("MoE experts in RAM:")
         form.addRow(self.moe_label, self.moe)
+        form.addRow("CPU threads:", self.threads)
+        form.addRow("", self.kept)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addWidget(self.error)
@@ -78,6 +90,7 @@ class ContextPage(StatePage):
         bind(self.fa, st, CONTEXT, lambda: st.flash_attn, st.set_flash_attn, say)
         bind(self.batch, st, CONTEXT, lambda: st.batch, st.set_batch, say)
         bind(self.moe, st, (CONTEXT, MODEL), lambda: st.moecpu, st.set_moecpu, say)
+        bind(self.threads, st, CONTEXT, lambda: st.threads or 0, lambda n: st.set_threads(n or None), say)
 
     def _say(self, sentence: str) -> None:
         self.error.setText(sentence)
@@ -110,6 +123,9 @@ class ContextPage(StatePage):
             self.moe.setRange(0, st.model.n_layer)
             self.moe.setValue(st.moecpu)
             self.moe.blockSignals(False)
+        kept = st.kept_text()
+        self.kept.setText(kept)
+        self.kept.setVisible(bool(kept))
         p = st.plan()
         if p is not None:
             kv = sum(d.kv_bytes for d in p.devices)
