@@ -133,3 +133,54 @@ def test_a_kcpps_import_is_confirmed_and_its_engine_options_are_kept(wiz, qtbot,
     assert st.threads == 3 and dict(st.engine_options) == {"blasthreads": 6, "quiet": True, "usemlock": True}
     ctx.threads.setValue(0)  # the engine's choice
     assert st.threads is None and "-t" not in st.command().argv
+
+
+# --- 12: a dead other PC is shown down on the Hardware and Monitor pages ---
+
+def test_a_pc_that_stops_answering_is_shown_down_on_hardware_and_monitor(wiz, qtbot):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_wizard_cluster import a_node, free_port
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    server = [Path(__file__).with_name("fake_rpc_server.py")]
+
+    def start():
+        p = subprocess.Popen([sys.executable, str(server[0]), "-H", "127.0.0.1", "-p", str(port)],
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().startswith("Starting RPC server")
+        return p
+
+    proc = start()
+    try:
+        st = wiz.state
+        st.add_node(a_node(st.rig, address=address))
+        hw = wiz.page("hardware")
+        panel = hw.nodes
+        panel.health.setInterval(100)
+        wiz.go_to("hardware")
+        qtbot.wait(400)
+        assert address not in st.down
+        proc.kill()
+        proc.wait()
+        qtbot.waitUntil(lambda: address in st.down, timeout=10000)
+        assert "stopped answering" in st.down[address]
+        row = next(r for r, gi in enumerate(st.order) if st.rig.gpus[gi].node == address)
+        assert hw.table.item(row, 1).text().endswith("· DOWN")
+        from PySide6.QtWidgets import QLabel
+
+        assert any(f"· DOWN: {address} stopped answering" in w.text() for w in panel.findChildren(QLabel))
+        mon = wiz.page("monitor")
+        g = next(g for g in st.rig.gpus if g.node == address)
+        mon.remote_info[address] = {"devices": [{"total_bytes": 12 << 30, "free_bytes": 9 << 30}]}  # its last reading
+        text = mon._remote_text(g, "RTX 3060")
+        assert text.startswith("RTX 3060: DOWN (") and "MiB" not in text
+        proc = start()  # back: shown healthy again
+        qtbot.waitUntil(lambda: address not in st.down, timeout=10000)
+        assert not hw.table.item(row, 1).text().endswith("· DOWN")
+    finally:
+        proc.kill()
+        proc.wait()

@@ -194,6 +194,22 @@ class _Http:
         self.sock.close()
 
 
+def node_answers(address: str, timeout: float = 2.0) -> str:
+    """Is another PC's RPC server still there? "" when its port takes a connection (closed at once, before any
+    message: the engine may hold the server's one session, and a connection waits in the backlog until then), else
+    one sentence naming the PC and why it stopped answering."""
+    from .rpcwire import connect
+
+    try:
+        host, port = split_address(address)
+        connect(host, port, timeout).close()
+    except RpcError as e:
+        return f"{address} stopped answering: {e.detail}."
+    except (InputError, OSError) as e:
+        return f"{address} stopped answering ({e})."
+    return ""
+
+
 def fetch_info(host: str, port: int, timeout: float) -> dict | None:
     """The node's /info within `timeout` in all, or None when it has none (a plain rpc-server), it is not
     Phoenix's, or it does not answer in time."""

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout
 
 from .. import validate as v
@@ -13,6 +13,8 @@ from .worker import OwnedTask
 
 ADD = "Add a PC"
 TIMEOUT_S = 5.0
+HEALTH_EVERY_S = 5.0  # each listed PC's RPC port is tried this often: a PC that died is shown down
+HEALTH_TIMEOUT_S = 2.0
 
 
 def link_text(link: LinkInfo | None) -> str:
@@ -80,6 +82,11 @@ class NodesPanel(QGroupBox):
         lay.addWidget(self.note)
         lay.addLayout(self.rows)
         self._shown_key = None
+        self._health = OwnedTask(self)
+        self.health = QTimer(self)
+        self.health.setInterval(int(HEALTH_EVERY_S * 1000))
+        self.health.timeout.connect(self.check_health)
+        self.health.start()
         state.on(RIG, lambda _t: self.refresh())
         self.refresh()
         if state.saved_nodes:  # remembered from the last run: asked again, they may have changed or gone
@@ -94,6 +101,26 @@ class NodesPanel(QGroupBox):
             self.say(str(e))
             return
         self._describe(addresses, typed=True)
+
+    def check_health(self) -> None:
+        """Try each listed PC's RPC port on a worker; one that stopped answering is marked down (and back up when
+        it answers again)."""
+        addresses = [n.address for n in self.state.nodes]
+        if not addresses or self._health.running:
+            return
+        from ..backends.nodes import node_answers
+
+        def work(_cancel):
+            return {a: node_answers(a, HEALTH_TIMEOUT_S) for a in addresses}
+
+        def done(got):
+            listed = {n.address for n in self.state.nodes}
+            with self.state.grouped():
+                for a, why in got.items():
+                    if a in listed:
+                        self.state.set_down(a, why)
+
+        self._health.run(work, done, lambda _e: None)
 
     def retry(self, address: str) -> None:
         self._describe([address], typed=False)
@@ -169,7 +196,7 @@ class NodesPanel(QGroupBox):
     # --- drawing ---
     def refresh(self) -> None:
         st = self.state
-        key = ([(n.address, node_text(n)) for n in st.nodes], sorted(st.unreachable.items()))
+        key = ([(n.address, node_text(n), st.down.get(n.address, "")) for n in st.nodes], sorted(st.unreachable.items()))
         if key == self._shown_key:
             return
         self._shown_key = key
@@ -179,14 +206,17 @@ class NodesPanel(QGroupBox):
                 w.deleteLater()
         r = 0
         for n in st.nodes:
-            self._row(r, node_text(n), n.address, retry=False)
+            down = st.down.get(n.address)
+            self._row(r, node_text(n) + (f" · DOWN: {down}" if down else ""), n.address, retry=False, down=bool(down))
             r += 1
         for address, why in st.unreachable.items():
             self._row(r, why, address, retry=True)  # the sentence names the PC
             r += 1
 
-    def _row(self, r: int, text: str, address: str, retry: bool) -> None:
+    def _row(self, r: int, text: str, address: str, retry: bool, down: bool = False) -> None:
         label = QLabel(text)
+        if down:
+            label.setStyleSheet("color: #c0392b;")
         label.setTextFormat(Qt.PlainText)  # names come from other PCs
         label.setWordWrap(True)
         self.rows.addWidget(label, r, 0)

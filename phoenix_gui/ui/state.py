@@ -103,6 +103,7 @@ class WizardState:
     # their devices first, in node order, as the engine numbers them.
     nodes: list[RemoteNode] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)  # address -> why it could not be described
+    down: dict[str, str] = field(default_factory=dict)  # a described PC that stopped answering -> why
     saved_nodes: list[str] = field(default_factory=list)  # addresses from the settings, not yet described
     _local: Rig | None = field(default=None, repr=False)  # this PC's (or the simulated rig's) own devices
     _plan: Plan | None = field(default=None, repr=False)
@@ -310,6 +311,16 @@ class WizardState:
             self.unreachable.pop(address, None)
         self._emit(RIG)
 
+    def set_down(self, address: str, why: str) -> None:
+        """A listed PC stopped answering (why), or answers again (""): the Hardware and Monitor pages say so."""
+        if self.down.get(address, "") == why:
+            return
+        if why:
+            self.down[address] = why
+        else:
+            self.down.pop(address, None)
+        self._emit(RIG)
+
     def set_nodes(self, nodes: list[RemoteNode]) -> None:
         """The other PCs, in --rpc order. The user's ticks, shares and locks of devices still present are
         kept (devices move index when a PC comes or goes); a new PC's devices start ticked, with the share
@@ -327,6 +338,7 @@ class WizardState:
             self.nodes = list(nodes)
             for a in addresses:
                 self.unreachable.pop(a, None)
+            self.down = {a: why for a, why in self.down.items() if a in addresses}
             self.saved_nodes = [a for a in self.saved_nodes if a not in addresses]
             self.rig = rig
             self.order = self._engine_order([back[o] for o in self.order if o in back]

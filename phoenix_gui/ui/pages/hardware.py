@@ -263,7 +263,11 @@ class HardwarePage(StatePage):
             it = self.table.item(row, col)
             if it.data(Qt.ForegroundRole) != grey:
                 it.setData(Qt.ForegroundRole, grey)
-        if g.is_remote:  # the engine numbers it RPCn, first; its PC and link say where it really is
+        if g.is_remote and g.node in st.down:  # it stopped answering: not a healthy device until it answers again
+            _set(self.table.item(row, PC), f"{machine_of(st.rig, g)}\n{g.node} · DOWN", st.down[g.node])
+            _set(self.table.item(row, NAME), f"RPC{g.index} {g.short_name}\n[{g.node}]",
+                 f"{g.name}\nThe engine names it RPC{g.index}[{g.node}].")
+        elif g.is_remote:  # the engine numbers it RPCn, first; its PC and link say where it really is
             _set(self.table.item(row, PC), f"{machine_of(st.rig, g)}\n{g.node}",
                  f"Shared over the network by {g.node}; {link_text(link_of(st.rig, g))}.")
             _set(self.table.item(row, NAME), f"RPC{g.index} {g.short_name}\n[{g.node}]",

@@ -275,6 +275,10 @@ class MonitorPage(StatePage):
         self._remote.run(ask, lambda got: self.remote_info.update(got), lambda _e: None)
 
     def _remote_text(self, g, name: str) -> str:
+        down = self.state.down.get(g.node)
+        if down:  # its last memory reading is stale: say it is down instead
+            self.remote_info.pop(g.node, None)
+            return f"{name}: DOWN ({down})"
         info = self.remote_info.get(g.node)
         devs = info.get("devices") if info else None
         d = devs[g.index] if isinstance(devs, list) and g.index < len(devs) and isinstance(devs[g.index], dict) else {}
