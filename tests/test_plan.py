@@ -118,8 +118,11 @@ def test_autofit_one_to_eight_gpus(q32, n, objective):
     assert f.plan.fits, f.plan.reasons()
     assert all(d.layers > 0 for d in f.plan.gpus)  # empty GPUs are left out of the device list
     assert len(f.plan.explanation) >= len(f.plan.gpus) + 1
-    if n >= 3:
+    if n >= 3 and objective == "fastest":
         assert f.plan.gpulayers == q32.n_layer + 1
+    if objective == "headroom":  # room may come from a layer moved to the CPU, at most 10 % slower (issue 21)
+        fast = auto_fit(q32, rig, PlanSettings(context=8192), "fastest").plan
+        assert f.plan.predicted_tokens_per_s >= 0.9 * fast.predicted_tokens_per_s - 1e-9
 
 
 def test_autofit_headroom_is_not_tighter_than_fastest(q32, seed_rig):
