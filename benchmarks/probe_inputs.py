@@ -152,11 +152,16 @@ def cli_probes(work: Path, tiny: Path) -> list[dict]:
 
 def run_cli(p: dict) -> tuple[str, str]:
     before = {w: sha(Path(w)) for w in p["watch"]}
+    home = tempfile.mkdtemp(prefix="probe-home-")  # this PC's own settings and calibrations stay out of it
     try:
         r = subprocess.run([sys.executable, "-m", "phoenix_gui", *p["argv"]], capture_output=True, text=True,
-                           timeout=CLI_TIMEOUT_S, cwd=ROOT, env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
+                           timeout=CLI_TIMEOUT_S, cwd=ROOT,
+                           env=dict(os.environ, QT_QPA_PLATFORM="offscreen", PHOENIX_CONFIG_DIR=f"{home}/config",
+                                    PHOENIX_DATA_DIR=f"{home}/data"))
     except subprocess.TimeoutExpired:
         return "hang", f"no answer in {CLI_TIMEOUT_S} s"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     changed = [Path(w).name for w in p["watch"] if sha(Path(w)) != before[w]]
     if changed:
         return "data loss", f"changed {', '.join(changed)}"
@@ -519,7 +524,8 @@ def worker(surface: str) -> int:
 
     def state_factory():
         st = WizardState(rig)
-        st.set_model(model, None)
+        st.set_model(model, None)  # opens on the fastest plan, which may leave cards out: tick them all again
+        st.apply(st.settings().with_(devices=tuple(range(len(rig.gpus))), tensor_split=None, gpulayers=None))
         return st
 
     wiz = qapp = None
