@@ -186,7 +186,7 @@ def _fastest(ev: _Evaluator, base: PlanSettings) -> tuple[PlanSettings, Plan]:
         consider(s, ev.plan(s) if c2 != counts else p)
         if not full:
             if model.is_moe and cand == devices:
-                for s2, p2 in [*_moe_candidates(ev, base, cand), *_expert_candidates(ev, base, cand, counts)]:
+                for s2, p2 in [*_moe_candidates(ev, base, cand, counts), *_expert_candidates(ev, base, cand, counts)]:
                     consider(s2, p2)
             break  # fewer GPUs can only hold less
     # The ranking above is by memory speed; another PC's card also pays the network on every token, so
@@ -235,24 +235,66 @@ def _describe(p: Plan) -> str:
     return f"{p.gpulayers} layers on {', '.join(gpus)}{extra}"
 
 
-def _moe_candidates(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...]):
-    """Every layer on GPUs with the experts of the first N blocks in RAM: smallest N that fits."""
-    model = ev.model
-    lo, hi = 0, model.n_layer
-    found = None
-    while lo <= hi:
+def smallest_from(ok, start: int, top: int) -> int | None:
+    """The smallest k in 0..top with ok(k), for an ok that stays true once true, searched from a guess: steps
+    of 1, 2, 4 ... away from `start` until the answer is bracketed, then bisection. None when ok(top) is false."""
+    start = min(max(start, 0), top)
+    if ok(start):
+        hi, step = start, 1
+        while hi > 0:
+            lo = max(0, hi - step)
+            if not ok(lo):
+                break
+            hi, step = lo, step * 2
+        else:
+            return 0
+        lo += 1
+    else:
+        lo, step = start, 1
+        while True:
+            if lo >= top:
+                return None
+            hi = min(top, lo + step)
+            if ok(hi):
+                lo += 1
+                break
+            lo, step = hi, step * 2
+    while lo < hi:  # ok(hi), and not ok(lo - 1)
         mid = (lo + hi) // 2
-        s = base.with_(moecpu=mid)
-        # polishing only matters near the boundary; far from it the greedy answer decides
-        counts, p = _fill(ev, s, devices, polish_within=2)
-        if sum(counts) == model.n_layer + 1:
-            found = (mid, counts, p)
-            hi = mid - 1
+        if ok(mid):
+            hi = mid
         else:
             lo = mid + 1
-    if not found:
+    return hi
+
+
+def _moe_candidates(ev: _Evaluator, base: PlanSettings, devices: tuple[int, ...], hint: list[int] | None = None):
+    """Every layer on GPUs with the experts of the first N blocks in RAM: smallest N that fits. The fills are
+    the cost (each a search of its own), so the search starts where memory says the answer lies: `hint` (the
+    whole-layer fill's counts) leaves some layers off the GPUs, and each block whose experts go to RAM frees
+    its experts' bytes; from that estimate it walks down while N fits, or gallops up until it does (fitting
+    grows with N, so this finds the same smallest N as a bisection of 0..n, in a few fills instead of six)."""
+    model = ev.model
+    n = model.n_layer
+    tried: dict[int, tuple] = {}
+
+    def fill(k: int):
+        if k not in tried:
+            # polishing only matters near the boundary; far from it the greedy answer decides
+            counts, p = _fill(ev, base.with_(moecpu=k), devices, polish_within=2)
+            tried[k] = (sum(counts) == n + 1, counts, p)
+        return tried[k]
+
+    est = n // 2
+    experts = sum(layer.expert_bytes for layer in model.layers) / max(1, n)
+    if hint and experts:
+        missing = n + 1 - sum(hint)
+        est = min(n, max(0, -(-missing * (model.layers[0].nbytes) // max(1, int(experts)))))
+    k = smallest_from(lambda k: fill(k)[0], est, n)
+    if k is None:
         return []
-    n_moe, counts, p = found
+    _, counts, p = fill(k)
+    n_moe = k
     d2, c2 = _drop_empty(devices, counts)
     s = _with_counts(base.with_(moecpu=n_moe), d2, c2)
     return [(s, ev.plan(s))]

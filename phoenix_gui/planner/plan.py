@@ -333,23 +333,31 @@ def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) 
     hops = 0
     # without flash attention every query head reads its group's K and V again (GQA)
     gqa = [max(1, h // max(1, k)) for h, k in zip(model.n_head, model.n_head_kv)]
+    # each layer's mix goes to its device; summed per device first (most layers share one), then once per device
+    dense_on: list[list[int]] = [[] for _ in range(n + 1)]
+    experts_on: list[list[int]] = [[] for _ in range(n + 1)]
     for il, layer in enumerate(model.layers):
         d = assign[il]
         idx = n if d == CPU else d
         exp_read = layer.expert_bytes * frac_active
-        dense_m, exp_m = layer_mix[il]
-        take(idx, dense_m)
+        dense_on[idx].append(il)
         if cpu_expert[il]:
             read[n] += exp_read
             read[idx] += layer.dense_bytes
-            take(n, exp_m, frac_active)
+            experts_on[n].append(il)
             hops += 2 if d != CPU else 0  # to the CPU for the experts and back
         else:
             read[idx] += layer.dense_bytes + exp_read
-            take(idx, exp_m, frac_active)
+            experts_on[idx].append(il)
         kv_full[n if (d == CPU or s.lowvram) else d] += kv[il] * (1 if s.flash_attn else gqa[il])
         if s.lowvram and d != CPU:
             hops += 2  # attention runs where the cache is: to the CPU and back every layer
+    for i in range(n + 1):  # inline: this runs for every layer of every plan auto-fit tries
+        into = mix[i]
+        for part, layers, scale in ((0, dense_on[i], 1.0), (1, experts_on[i], frac_active)):
+            for il in layers:
+                for f, w in layer_mix[il][part].items():
+                    into[f] = into.get(f, 0.0) + w * scale
     hops += sum(1 for a, b in zip(assign, assign[1:]) if a != b)  # layer boundaries, output layer
     out = assign[model.n_layer]
     read[n if out == CPU else out] += model.output_bytes  # with tied embeddings: token_embd again
