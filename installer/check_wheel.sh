@@ -14,7 +14,7 @@ SDIST=$(ls "$WORK"/dist/*.tar.gz)
 WHEEL=$(ls "$WORK"/dist/*.whl)
 tar tzf "$SDIST" >"$WORK/sdist.txt"
 "$PY" -m zipfile -l "$WHEEL" >"$WORK/wheel.txt"
-for f in gpu-specs.csv speed-model.json rigs/phoenix-cluster.toml models/qwen2.5-32b-instruct-q4_k_m.toml icons/phoenix.png; do
+for f in gpu-specs.csv speed-model.json speed-calibration.jsonl quant-quality.jsonl rigs/phoenix-cluster.toml models/qwen2.5-32b-instruct-q4_k_m.toml icons/phoenix.png; do
   grep -q "/phoenix_gui/data/$f\$" "$WORK/sdist.txt" || { echo "the sdist lacks phoenix_gui/data/$f" >&2; exit 1; }
   grep -q "^phoenix_gui/data/$f " "$WORK/wheel.txt" || { echo "the wheel lacks phoenix_gui/data/$f" >&2; exit 1; }
 done
@@ -25,5 +25,8 @@ cd "$WORK"  # not the checkout: only the installed copy can be imported from her
 where=$("$WORK/venv/bin/python" -c "import phoenix_gui; print(phoenix_gui.__file__)")
 case "$where" in "$WORK/venv/"*) ;; *) echo "phoenix_gui was imported from $where, not the fresh venv" >&2; exit 1;; esac
 "$WORK/venv/bin/phoenix" plan --demo --auto fastest | tail -1
+# the advisor's quality figures come from the shipped data: an installed copy must still find them
+"$WORK/venv/bin/phoenix" advise --demo --ctx 4096 --kv f16 --quant Q4_K_M Q3_K_S --json >"$WORK/advise.json"
+grep -q '"source": "https://' "$WORK/advise.json" || { echo "phoenix advise found no published quality figure" >&2; exit 1; }
 env -u DISPLAY -u WAYLAND_DISPLAY "$WORK/venv/bin/phoenix" --self-test
 echo "wheel check OK: $(basename "$SDIST") and $(basename "$WHEEL") carry the data; installed outside the checkout, demo plan and self-test pass"
