@@ -349,6 +349,8 @@ def cmd_advise(args) -> int:
 
 
 def _print_advice(advice, model, name: str, own) -> None:
+    from .planner.placement import experts_in_ram_blocks
+
     print(f"{model.name} on this rig: {len(advice.rows)} plans in {advice.seconds:.1f} s "
           f"(from {name}{f', a {own} file' if own else ', a custom mix: other sizes are estimates'}).")
     groups: dict = {}
@@ -365,6 +367,10 @@ def _print_advice(advice, model, name: str, own) -> None:
                 f"; {fam['metric']} {fam['value']:g} on {fam['model']}" if fam else ""))
             mark = " *on disk" if r.present else ""
             lo, hi = r.plan.speed_band
+            s = r.plan.settings
+            ram = len(experts_in_ram_blocks(s.overrides)) or s.moecpu if model.is_moe else 0
+            if ram:  # every layer on the GPUs, some layers' experts in RAM
+                mark += f"; experts of {ram} blocks in RAM" + (" (--moecpu)" if s.moecpu else " (per card)")
             print(f"  {r.quant:9s} {r.file_bytes / 1e9:8.2f} {r.status():12s} {r.plan.gpulayers:>4d}/{r.plan.n_layer + 1:<5d} "
                   f"{r.tokens_per_s:9.2f} {f'{lo:.1f}-{hi:.1f}':>13s} {r.plan.predicted_prompt_tokens_per_s:10.0f}  {qual}"
                   f"{' [needs an imatrix]' if r.needs_imatrix else ''}{mark}")
