@@ -1,13 +1,16 @@
 """After an out-of-memory the retry is the fastest plan the planner's own ledger, corrected by what the
 failure showed, says fits; never a plan it says is short (issue 11's seed-rig example)."""
 
+import dataclasses
+
 from phoenix_gui.backends.diagnose import classify
 from phoenix_gui.backends.launch import smaller_plan
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import MIB
 from phoenix_gui.model import preset_model_info
 from phoenix_gui.planner import PlanSettings, make_plan
-from phoenix_gui.planner.recovery import Budgets, fits, recover
+from phoenix_gui.planner.calibration import Calibration, with_calibration
+from phoenix_gui.planner.recovery import Budgets, fits, learn, recover
 
 OOM_4285 = "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 4285.00 MiB on device 0: cudaMalloc failed: out of memory"
 
@@ -81,3 +84,32 @@ def test_budgets_travel_in_the_settings():
     r = recover(model, rig, plan, 0, 4285.0)
     assert Budgets.from_settings(r.settings).to_dict() == r.budgets.to_dict()
     assert r.settings == r.settings.with_(extra={})  # not part of the plan's identity
+
+
+def test_an_out_of_memory_the_measured_excess_explains_does_not_cap_the_card_twice():
+    """A load that ran out of memory with no size in the log shows that the card held less than the plan
+    plus what the engine needs beyond it there. While tuning (the bare rig) that caps the card at the
+    plan's bytes; once the tune measured the engine's excess on that card (the calibration's mem_extra_mib,
+    which every later plan there carries), the cap is the plan plus that excess. Before, the cap stayed at
+    the plan's bytes and the excess was added to the plans on top: a plan one layer smaller, which fits the
+    card with the excess, was ruled out (bench_tune's misses on rigs whose engine needs 50-100 MiB more)."""
+    rig = load_rig(demo_rig_path())
+    model = preset_model_info("qwen2.5-7b-instruct-q4_k_m")
+    s = PlanSettings(context=4096, margin_mib=0.0, devices=(1,), gpulayers=20, tensor_split=(20.0,))
+    d = make_plan(model, rig, s).gpus[0]
+    gpus = list(rig.gpus)
+    gpus[1] = dataclasses.replace(gpus[1], free_bytes=d.total_bytes + d.reserve_bytes + 100 * MIB)
+    rig = dataclasses.replace(rig, gpus=gpus)
+    big = make_plan(model, rig, s)
+    assert big.fits  # the plan fits the card; with the engine's 200 MiB beyond it, the load ran out of memory
+    _, budgets = learn(rig, big, 0, None, Budgets())
+    assert not fits(rig, big, budgets)  # never relaunched
+    smaller = s.with_(gpulayers=19, tensor_split=(19.0,))
+    assert big.gpus[0].weights_bytes - make_plan(model, rig, smaller).gpus[0].weights_bytes > 100 * MIB  # a layer
+    cal_rig = with_calibration(rig, Calibration(mem_extra_mib={rig.gpus[1].uuid: 200.0}))
+    p = make_plan(model, cal_rig, smaller)
+    assert p.fits and fits(cal_rig, p, budgets)  # 19 layers + 200 MiB fit the card: the runs' law allows it
+    assert not fits(cal_rig, make_plan(model, cal_rig, s), budgets)
+    assert budgets.get(rig.gpus[1].uuid).cap() == big.gpus[0].total_bytes - MIB  # while probing: as before
+    # the budgets travel in the settings with the cap kept apart
+    assert Budgets.from_settings(budgets.into(s)).to_dict() == budgets.to_dict()

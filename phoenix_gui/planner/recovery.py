@@ -4,7 +4,11 @@ A failed allocation of R MiB on a GPU, at a point where the plan had already pla
 context, then weights, KV and compute in the engine's order), shows that the card held less than C + R:
 its free memory is capped just below that. If R is more than the plan predicted for that buffer, the
 engine needs more per layer on that card than the model says: the difference per layer is added to every
-later plan for it. Auto-fit then re-runs with the corrected budget; a plan is only returned when the
+later plan for it. A failure whose log gives no size shows less: the card held less than the whole plan
+for it plus whatever the engine needs beyond the plan there. That cap is kept apart (Budget.plan_cap_bytes)
+and, once a tune has measured the card's excess (the calibration's mem_extra_mib, on the rig the budgets
+are checked against), raised by it: an out-of-memory the measured excess explains does not also lower the
+card's budget, or the excess would count twice (bench_tune: the true best ruled out on such rigs). Auto-fit then re-runs with the corrected budget; a plan is only returned when the
 planner's own ledger, corrected, says every device fits.
 
 Corrections are plain numbers per GPU UUID (`Budgets`), so a retry of a retry, and the tuner, keep what
@@ -24,7 +28,7 @@ import math
 from ..hardware.rig import MIB, Rig
 from ..model.info import ModelInfo
 from .autofit import _Evaluator, _fill, auto_fit  # the same fill auto-fit uses
-from .calibration import Calibration
+from .calibration import Calibration, extra_bytes
 from .ledger import DevicePlan, Plan
 from .plan import make_plan
 from .settings import PlanSettings
@@ -53,15 +57,29 @@ class Budget:
     """What failures showed about one GPU."""
     free_cap_bytes: int | None = None  # the card held less than this
     extra_per_layer_bytes: int = 0  # the engine needs this much more per layer than predicted
+    # a load of a plan this large (the bare plan's bytes, less one MiB) ran out of memory on the card with no
+    # size logged: the card held less than this plus the engine's excess over the plan there (see cap)
+    plan_cap_bytes: int | None = None
+
+    def cap(self, excess_bytes: int = 0) -> int | None:
+        """The most the card can hold, given the engine's measured excess over the plan on it."""
+        caps = [c for c in (self.free_cap_bytes,
+                            None if self.plan_cap_bytes is None else self.plan_cap_bytes + max(0, excess_bytes))
+                if c is not None]
+        return min(caps) if caps else None
 
     def to_dict(self) -> dict:
-        return {"free_cap_mib": None if self.free_cap_bytes is None else self.free_cap_bytes / MIB,
-                "extra_per_layer_mib": self.extra_per_layer_bytes / MIB}
+        out = {"free_cap_mib": None if self.free_cap_bytes is None else self.free_cap_bytes / MIB,
+               "extra_per_layer_mib": self.extra_per_layer_bytes / MIB}
+        if self.plan_cap_bytes is not None:
+            out["plan_cap_mib"] = self.plan_cap_bytes / MIB
+        return out
 
     @staticmethod
     def from_dict(d: dict) -> "Budget":
-        cap = d.get("free_cap_mib")
-        return Budget(None if cap is None else int(float(cap) * MIB), int(float(d.get("extra_per_layer_mib", 0)) * MIB))
+        cap, plan = d.get("free_cap_mib"), d.get("plan_cap_mib")
+        return Budget(None if cap is None else int(float(cap) * MIB), int(float(d.get("extra_per_layer_mib", 0)) * MIB),
+                      None if plan is None else int(float(plan) * MIB))
 
 
 @dataclass
@@ -100,17 +118,20 @@ def learn(rig: Rig, plan: Plan, device: int | None, requested_mib: float | None,
     uuid = rig.gpus[d.gpu_index].uuid
     old = budgets.get(uuid)
     before, predicted = _placed_before(d, requested_mib)
-    if requested_mib is None:  # no size in the log: the card held less than the whole plan for it
-        cap = d.total_bytes + _extra(rig, d, budgets) - MIB
-        extra = old.extra_per_layer_bytes
-    else:
-        req = int(requested_mib * MIB)
-        cap = before + req - MIB
-        under = max(0, req - predicted)
-        extra = max(old.extra_per_layer_bytes, under // max(1, d.layers))
-    cap = min(cap, d.free_bytes, old.free_cap_bytes if old.free_cap_bytes is not None else cap)
     new = Budgets(dict(budgets.by_uuid))
-    new.by_uuid[uuid] = Budget(cap, extra)
+    if requested_mib is None:  # no size in the log: the card held less than the whole plan plus the excess
+        # the bare plan's bytes: a calibration's excess on the plan's rig is added back where caps are checked
+        bare = d.total_bytes - extra_bytes(rig, rig.gpus[d.gpu_index]) + _extra(rig, d, budgets) - MIB
+        if old.plan_cap_bytes is not None:
+            bare = min(bare, old.plan_cap_bytes)
+        new.by_uuid[uuid] = replace(old, plan_cap_bytes=bare)
+        return device, new
+    req = int(requested_mib * MIB)
+    cap = before + req - MIB
+    under = max(0, req - predicted)
+    extra = max(old.extra_per_layer_bytes, under // max(1, d.layers))
+    cap = min(cap, d.free_bytes, old.free_cap_bytes if old.free_cap_bytes is not None else cap)
+    new.by_uuid[uuid] = Budget(cap, extra, old.plan_cap_bytes)
     return device, new
 
 
@@ -137,7 +158,8 @@ def corrected_rig(rig: Rig, budgets: Budgets, layers: dict[str, int] | None = No
     gpus = []
     for g in rig.gpus:
         b = budgets.get(g.uuid)
-        free = g.free_bytes if b.free_cap_bytes is None else min(g.free_bytes, b.free_cap_bytes)
+        cap = b.cap(extra_bytes(rig, g))
+        free = g.free_bytes if cap is None else min(g.free_bytes, cap)
         free -= b.extra_per_layer_bytes * layers.get(g.uuid, 0)
         gpus.append(replace(g, free_bytes=max(0, free)))
     return replace(rig, gpus=gpus)
@@ -147,8 +169,10 @@ def shortfalls(rig: Rig, plan: Plan, budgets: Budgets) -> list[tuple[DevicePlan,
     """Devices the corrected ledger says do not fit, with how many bytes they are short."""
     out = []
     for d in plan.gpus:
-        b = budgets.get(rig.gpus[d.gpu_index].uuid)
-        free = d.free_bytes if b.free_cap_bytes is None else min(d.free_bytes, b.free_cap_bytes)
+        g = rig.gpus[d.gpu_index]
+        b = budgets.get(g.uuid)
+        cap = b.cap(extra_bytes(rig, g))
+        free = d.free_bytes if cap is None else min(d.free_bytes, cap)
         need = d.total_bytes + b.extra_per_layer_bytes * d.layers + d.reserve_bytes
         if need > free:
             out.append((d, need - free))
@@ -204,7 +228,7 @@ def recover(model: ModelInfo, rig: Rig, plan: Plan, device: int | None, requeste
     idx, budgets = learn(rig, plan, device, requested_mib, budgets)
     d = plan.gpus[idx]
     b = budgets.get(rig.gpus[d.gpu_index].uuid)
-    what = f"{d.name} holds less than {b.free_cap_bytes / MIB:,.0f} MiB"
+    what = f"{d.name} holds less than {b.cap(extra_bytes(rig, rig.gpus[d.gpu_index])) / MIB:,.0f} MiB"
     if b.extra_per_layer_bytes:
         what += f" and needs {b.extra_per_layer_bytes / MIB:,.0f} MiB more per layer than predicted"
     nxt = fastest_fitting(model, rig, settings, budgets)
