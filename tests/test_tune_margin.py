@@ -170,3 +170,34 @@ def test_a_constant_excess_is_counted_once(skeletons, monkeypatch, tmp_path):
     p = make_plan(model, rig, t.recommended())
     for d in p.gpus:
         assert d.total_bytes + excess[d.gpu_index] * MIB + 64 * MIB <= d.free_bytes
+
+
+def test_a_slice_keeps_the_guessed_margin_and_an_unlogged_card_gets_the_largest_excess_seen():
+    """The candidates probe without a margin, but a slice run is for a card's speed and its excess: one
+    that runs out of memory on an engine needing more than the plan teaches neither, and the calibrated
+    winner was then planned to the brim of a card whose excess nobody measured (bench_tune: measured, it
+    no longer kept the margin, and nothing was kept). So a slice keeps Phoenix's guessed margin free, and a
+    card no load logged gets the largest excess logged on another."""
+    from dataclasses import replace
+
+    from phoenix_gui.model import preset_model_info
+    from phoenix_gui.model.slice import slice_info
+    from phoenix_gui.planner.calibration import memory_corrections
+    from phoenix_gui.planner.recovery import PROBE_MARGIN_MIB, Budgets
+    from phoenix_gui.planner.tuning import SLICE_CONTEXT, SLICE_MARGIN_MIB, slice_runs, with_counts
+
+    rig = load_rig(demo_rig_path())
+    model = preset_model_info("qwen2.5-7b-instruct-q4_k_m")
+    probe = PlanSettings(context=4096, margin_mib=PROBE_MARGIN_MIB)
+    eight = make_plan(slice_info(model, 8), rig, with_counts(probe.with_(context=SLICE_CONTEXT), {0: 9})).gpus[0]
+    gpus = list(rig.gpus)
+    gpus[0] = replace(gpus[0], free_bytes=eight.total_bytes + eight.reserve_bytes + 100 * MIB)  # 8 layers: 100 MiB left
+    rig = replace(rig, gpus=gpus)
+    runs = slice_runs(model, rig, probe, None, Budgets(), limit=4)
+    on0 = next(r for r in runs if r.gpu == 0)
+    assert on0.layers < 8
+    assert make_plan(on0.model, rig, on0.settings.with_(margin_mib=SLICE_MARGIN_MIB)).fits
+    pairs = [("a", 1000 * MIB, 1080 * MIB), ("b", 1000 * MIB, 1060 * MIB), ("a", 900 * MIB, 970 * MIB)]
+    assert memory_corrections(pairs, ["a", "b", "c"]) == {"a": 80.0, "b": 60.0, "c": 80.0}
+    assert memory_corrections(pairs) == {"a": 80.0, "b": 60.0}
+    assert memory_corrections([("a", 1000 * MIB, 900 * MIB)], ["a", "c"]) == {"a": -100.0}  # nothing to carry over

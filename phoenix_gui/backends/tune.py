@@ -551,7 +551,7 @@ class Tuner:
             for d, (_, pred, act) in zip(p.gpus, r.devices):
                 if act is not None:
                     pairs.append((self.rig.gpus[d.gpu_index].uuid, pred, act))
-        cal.mem_extra_mib = memory_corrections(pairs)
+        cal.mem_extra_mib = memory_corrections(pairs, [g.uuid for g in self.rig.gpus])
         self._mem_spread = memory_spread(pairs)
         cal.key = rig_key(self.rig, self.base.backend, self.version)
         cal.model = self.model.name

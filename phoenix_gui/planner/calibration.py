@@ -285,13 +285,19 @@ def prior_information(n_gpus: int, noise: float = NOISE, prior_sd: float = PRIOR
     return np.diag((max(noise, 1e-4) / sd) ** 2)
 
 
-def memory_corrections(pairs: list[tuple[str, int, int]]) -> dict[str, float]:
+def memory_corrections(pairs: list[tuple[str, int, int]], uuids: list[str] = ()) -> dict[str, float]:
     """(GPU UUID, predicted bytes, logged bytes) per device and run -> MiB the engine needed beyond the
-    plan: the largest excess seen (a GPU the plan over-estimates gets a negative, unused, figure)."""
+    plan: the largest excess seen (a GPU the plan over-estimates gets a negative, unused, figure). A card
+    in `uuids` that no load logged (every run on it ran out of memory) gets the largest excess seen on
+    another card: the same engine on the same PC, rather than none, under a winner planned to the brim."""
     out: dict[str, float] = {}
     for uuid, predicted, actual in pairs:
         extra = (actual - predicted) / MIB
         out[uuid] = max(out.get(uuid, extra), extra)
+    seen = max(out.values(), default=0.0)
+    for u in uuids:
+        if u not in out and seen > 0:
+            out[u] = seen
     return {u: round(v, 1) for u, v in out.items()}
 
 

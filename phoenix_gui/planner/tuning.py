@@ -45,6 +45,11 @@ NOISE_FLOOR = 0.001  # three repeats that happen to agree do not make a run exac
 # a slice run: the first few layers of the model alone on one device (model/slice.py), at a context that
 # holds the benchmark; as many layers as fit, up to the first of these
 SLICE_LAYERS, CPU_SLICE_LAYERS, SLICE_CONTEXT = (8, 6, 4, 2, 1), 4, 512
+# a slice keeps Phoenix's guessed margin free (the candidates probe without one): it is run for a card's
+# speed and, loaded, for the engine's memory beyond the plan there; a slice that runs out of memory on an
+# engine that needs more than the plan teaches neither, and that card's excess stays unknown to the
+# calibrated winner (bench_tune: a winner planned without it no longer kept the margin once measured)
+SLICE_MARGIN_MIB = 256.0
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ def slice_runs(model: ModelInfo, rig: Rig, base: PlanSettings, best: PlanSetting
     if not rig.gpus or base.devices == () or limit <= 0:
         return []
     devices = base.devices if base.devices is not None else tuple(range(len(rig.gpus)))
-    small = base.with_(context=min(base.context, SLICE_CONTEXT))
+    small = base.with_(context=min(base.context, SLICE_CONTEXT), margin_mib=max(base.margin_mib, SLICE_MARGIN_MIB))
     out: list[SliceRun] = []
     for d in devices:
         for k in (k for k in SLICE_LAYERS if k <= model.n_layer):
