@@ -19,7 +19,8 @@ fits, picks the calibrated best and measures it once more; all runs count. Repor
                   tokens) at the rig's true speed), summed per rig, mean over rigs; model loads come on top
   picked-fastest - the pick's true speed is the true fastest among all fitting plans, within the noise
                   of one run's mean (plans closer than that cannot be told apart by measuring them),
-                  found by enumerating every layer split on every set of the rig's cards
+                  found by enumerating every layer split on every set of the rig's cards in every order
+                  (the first card holds buffers the others do not)
   speed err     - the largest |predicted - true| / true tokens/s over 20 random fitting plans (random
                   cards, random layer counts; not the tuner's), median over rigs: the speed model before
                   tuning, and calibrated by it after; "other model": the same on Gemma-3-12B's plans
@@ -27,6 +28,9 @@ fits, picks the calibrated best and measures it once more; all runs count. Repor
 
 Run: .venv/bin/python benchmarks/bench_tune.py [--rigs 200] [--noise 0.007] [--load-noise 0] [--seed 1]
      .venv/bin/python benchmarks/bench_tune.py --check-pruning 40   (the true-fastest search is exact)
+     .venv/bin/python benchmarks/bench_tune.py --rigs 40 --misses   (why a kept plan fell below 0.97 of the
+     true best: what was kept and measured, the true best, whether a run measured it, whether the tune's
+     margin, learned excess and out-of-memory caps allowed it, what the calibration predicted for both)
 """
 
 from __future__ import annotations
@@ -52,8 +56,8 @@ from phoenix_gui.model.info import ModelInfo  # noqa: E402
 from phoenix_gui.planner.calibration import memory_corrections, memory_spread  # noqa: E402
 from phoenix_gui.planner.recovery import (MARGIN_FLOOR_MIB, PROBE_MARGIN_MIB, Budgets, fits, learn,  # noqa: E402
                                           measured_margin)
-from phoenix_gui.planner.tuning import (RUN_REPEATS, calibrated_best, candidates, keep, learned, measured_noise,  # noqa: E402
-                                        run_seconds, slice_limit, slice_runs, with_counts)
+from phoenix_gui.planner.tuning import (RUN_REPEATS, calibrated_best, candidates, counts_of, keep, learned,  # noqa: E402
+                                        measured_noise, run_seconds, slice_limit, slice_runs, with_counts)
 
 MODEL = "qwen2.5-7b-instruct-q4_k_m"
 OTHER = "gemma-3-12b-it-q4_k_m"  # a later model on the same rig: what the learned costs carry over
@@ -85,31 +89,38 @@ def true_tps(model, rig, truth, s) -> float:
 
 
 def true_fastest(model, rig, truth, base) -> float:
-    """Every split of the layers over every set of cards (the rest in RAM) that fits: the best true speed.
+    """Every split of the layers over every set of cards in every order (the first card holds buffers the
+    others do not; the rest in RAM) that fits: the best true speed.
     While RAM keeps a layer, the last of two or more cards holds only its own layers (the first card
     also holds buffers that shrink as RAM holds less), so once it is short, more layers on it stay short
     until every layer is on the cards: those splits are skipped, not guessed (--check-pruning compares
     with every split)."""
-    return _fastest(model, rig, truth, base, prune=True)
+    return _fastest(model, rig, truth, base, prune=True)[0]
 
 
-def _fastest(model, rig, truth, base, prune: bool) -> float:
+def _fastest(model, rig, truth, base, prune: bool, wider_mib: float = 0.0) -> tuple[float, PlanSettings, float]:
+    """(the best true speed, its plan, the best true speed of the plans that also keep `wider_mib` more
+    free on every card: at a wider margin in one pass, the speed being the same)."""
     total = model.n_layer + 1
     cal_rig = with_calibration(rig, truth)
-    best = make_plan(model, cal_rig, base.with_(devices=(), gpulayers=0, tensor_split=None)).predicted_tokens_per_s
+    arg = base.with_(devices=(), gpulayers=0, tensor_split=None)
+    best = wide = make_plan(model, cal_rig, arg).predicted_tokens_per_s
     n = len(rig.gpus)
     for k in range(1, n + 1):
-        for sub in itertools.combinations(range(n), k):
+        for sub in itertools.permutations(range(n), k):  # the order too: the first card holds more buffers
             for head in itertools.product(range(1, total + 1), repeat=k - 1):
                 room = total - sum(head)
                 last = 1
                 while last <= room:
-                    p = make_plan(model, cal_rig, with_counts(base, dict(zip(sub, (*head, last)))))
-                    if p.fits:
-                        best = max(best, p.predicted_tokens_per_s)
+                    s = with_counts(base, dict(zip(sub, (*head, last))))
+                    p = make_plan(model, cal_rig, s)
+                    if p.fits and p.predicted_tokens_per_s > best:
+                        best, arg = p.predicted_tokens_per_s, s
+                    if p.fits and p.predicted_tokens_per_s > wide and all(d.headroom_bytes >= wider_mib * MIB for d in p.gpus):
+                        wide = p.predicted_tokens_per_s
                     short = k > 1 and not next(d.fits for d in p.gpus if d.gpu_index == sub[-1])
                     last = room if prune and short and last < room else last + 1
-    return best
+    return best, arg, wide
 
 
 def check_pruning(rigs: int, seed: int) -> int:
@@ -121,7 +132,7 @@ def check_pruning(rigs: int, seed: int) -> int:
     for _ in range(rigs):
         rig = random_rig(rng, pool, base_rig, model.tensor_bytes, rng.choice((2, 3)))
         truth = random_truth(rng, rig)
-        a, b = (_fastest(model, rig, truth, PlanSettings(context=4096), prune) for prune in (True, False))
+        a, b = (_fastest(model, rig, truth, PlanSettings(context=4096), prune)[0] for prune in (True, False))
         bad += a != b
     return bad
 
@@ -138,6 +149,7 @@ def tune_one(model, rig, truth, base, rng, noise: float, load_noise: float, max_
     probe = base.with_(margin_mib=PROBE_MARGIN_MIB)
     true_rig = with_calibration(rig, truth)
     loads = [0]
+    ooms: list[tuple[ModelInfo, PlanSettings]] = []
 
     def measure(m, s) -> None:  # one load, RUN_REPEATS repeats: their mean
         nonlocal budgets
@@ -146,6 +158,7 @@ def tune_one(model, rig, truth, base, rng, noise: float, load_noise: float, max_
         short = next((i for i, d in enumerate(tp.gpus) if d.headroom_bytes < 0), None)
         if short is not None:
             _, budgets = learn(rig, p, short, None, budgets)
+            ooms.append((m, s))
             return
         pairs.extend((rig.gpus[d.gpu_index].uuid, d.total_bytes,
                       d.total_bytes + int(truth.mem_extra_mib.get(rig.gpus[d.gpu_index].uuid, 0.0) * MIB)) for d in p.gpus)
@@ -157,7 +170,7 @@ def tune_one(model, rig, truth, base, rng, noise: float, load_noise: float, max_
         whole = [(s, t) for m, s, t in runs[:k] if m is model]
         cal = learned(model, rig, whole, noise=measured_noise(repeats[:k]) or NOISE,
                       slices=[r for r in runs[:k] if r[0] is not model])
-        cal.mem_extra_mib = memory_corrections(pairs)
+        cal.mem_extra_mib = memory_corrections(pairs, [g.uuid for g in rig.gpus])
         return cal
 
     def fitting(m, s) -> bool:
@@ -209,7 +222,8 @@ def tune_one(model, rig, truth, base, rng, noise: float, load_noise: float, max_
     needed = next((k for k in range(1, len(runs) + 1) if cost_err(fit(k)) <= 0.05), None)
     hop_err = abs(cal.hop_scale - truth.hop_scale) / truth.hop_scale
     seconds = sum(run_seconds(make_plan(m, with_calibration(rig, truth), s)) for m, s, _ in runs)
-    return (loads[0], cost_err(cal), hop_err, true_tps(model, rig, truth, pick) if pick is not None else 0.0, seconds,
+    diag = {"runs": runs, "ooms": ooms, "pick": pick, "cal": cal, "margin": margin, "budgets": budgets, "safe": safe}
+    return diag, (loads[0], cost_err(cal), hop_err, true_tps(model, rig, truth, pick) if pick is not None else 0.0, seconds,
             needed, speed_errors(model, rig, truth, cal, base, plan_rng),
             speed_errors(other, rig, truth, cal, base, plan_rng), kept, best_measured)
 
@@ -239,6 +253,35 @@ def speed_errors(model, rig, truth, cal, base, rng, n: int = 20) -> tuple[float,
     return before, after
 
 
+def _plan(s: PlanSettings | None, rig) -> str:
+    if s is None:
+        return "none"
+    c = counts_of(s, rig)
+    return "+".join(f"{rig.gpus[d].short_name}:{n}" for d, n in c.items() if n) or "RAM"
+
+
+def print_miss(i, model, rig, truth, diag, kept, safe_best, safe_arg, slow, excess) -> None:
+    """Why a rig missed: what was kept, what was truly best, whether it (or its split) was measured, whether
+    an out-of-memory or the tune's margin/budgets ruled it out, and what the calibration predicted."""
+    cal, budgets, safe = diag["cal"], diag["budgets"], diag["safe"]
+    cal_rig = with_calibration(rig, cal)
+    pred = lambda s: make_plan(model, cal_rig, s).predicted_tokens_per_s  # noqa: E731
+    tt = lambda s: true_tps(model, rig, truth, s)  # noqa: E731
+    measured = [_plan(s, rig) for m, s, _ in diag["runs"] if m is model]
+    print(f"miss rig {i}: {'slow ' if slow else ''}{'excess ' if excess else ''}kept {_plan(diag['pick'], rig)} "
+          f"measured {kept:.2f} ({kept / safe_best:.3f}); true best {_plan(safe_arg, rig)} {safe_best:.2f} "
+          f"(calibrated {pred(safe_arg):.2f}, kept calibrated {pred(diag['pick']) if diag['pick'] else 0:.2f}); "
+          f"best measured: {_plan(safe_arg, rig) in measured}; tune's margin/budgets keep it: {safe(safe_arg)} "
+          f"(margin {diag['margin']:.0f}, excess learned {cal.mem_extra_mib}, true "
+          f"{ {u: round(v, 1) for u, v in truth.mem_extra_mib.items()} }, caps "
+          f"{ {u: (b.cap(int(cal.mem_extra_mib.get(u, 0) * MIB)) or 0) // MIB for u, b in budgets.by_uuid.items()} })")
+    runs = [(f"{_plan(s, rig)} {t:.2f} (true {tt(s):.2f})" if m is model else f"slice {_plan(s, rig)}")
+            for m, s, t in diag["runs"]]
+    print(f"   runs: {', '.join(runs)}"
+          f"; OOM: {', '.join(_plan(s, rig) for _, s in diag['ooms']) or 'none'}; free "
+          f"{[g.free_bytes // MIB for g in rig.gpus]} MiB")
+
+
 def _needed(sel) -> str:
     """The median number of runs after which the costs were within 5 %, over the rigs where they got there."""
     got = [r[7] for r in sel if r[7] is not None]
@@ -258,6 +301,8 @@ def main() -> int:
     ap.add_argument("--load-noise", type=float, default=0.0, help="relative noise drawn once per load (default 0)")
     ap.add_argument("--max-runs", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--misses", action="store_true",
+                    help="print each rig where the kept plan measured below 0.97 of the true best: why")
     ap.add_argument("--check-pruning", type=int, metavar="RIGS", default=0,
                     help="only compare the pruned true-fastest search with every split on RIGS rigs")
     a = ap.parse_args()
@@ -278,11 +323,20 @@ def main() -> int:
         rig = random_rig(rng, pool, base_rig, model.tensor_bytes, rng.choice((2, 3)))
         slow, excess = rng.random() < 0.35, rng.random() < 0.5
         truth = random_truth(rng, rig, slow, excess)
-        n, err, hop_err, got, seconds, needed, (before, after), (_, other_after), kept, best_run = tune_one(
+        diag, (n, err, hop_err, got, seconds, needed, (before, after), (_, other_after), kept, best_run) = tune_one(
             model, rig, truth, base, noise_rng, a.noise, a.load_noise, a.max_runs, plan_rng, other)
-        best = true_fastest(model, rig, truth, base)
-        # the true best that keeps the noise floor free with the truth's memory (the hidden excess counted)
-        safe_best = true_fastest(model, rig, truth, base.with_(margin_mib=MARGIN_FLOOR_MIB))
+        # the true best that keeps the noise floor free with the truth's memory (the hidden excess counted), and
+        # the true best at the default margin (what "picked fastest" compares with)
+        safe_best, safe_arg, best = _fastest(model, rig, truth, base.with_(margin_mib=MARGIN_FLOOR_MIB), prune=True,
+                                             wider_mib=base.margin_mib - MARGIN_FLOOR_MIB)
+        if a.misses and kept < 0.97 * safe_best:
+            print_miss(i, model, rig, truth, diag, kept, safe_best, safe_arg, slow, excess)
+        if a.misses and err > 0.05:
+            cal = diag["cal"]
+            print(f"cost rig {i}: learned/true per GPU "
+                  f"{[round(cal.gpu_scale[g.uuid] / truth.gpu_scale[g.uuid], 3) for g in rig.gpus]}, CPU "
+                  f"{cal.cpu_scale / truth.cpu_scale:.3f}, hop {cal.hop_scale / truth.hop_scale:.3f}; runs: "
+                  + ", ".join(f"{'' if m is model else 'slice '}{_plan(s, rig)}" for m, s, _ in diag["runs"]))
         rows.append((len(rig.gpus), n, err, hop_err, got >= best * (1 - max(run_noise, 0.001)), got / best, seconds,
                      needed, before, after, other_after, kept / best_run if best_run else 0.0, kept / safe_best,
                      slow, excess))
