@@ -25,3 +25,13 @@ def gone(pids, timeout=10.0):
             return True
         time.sleep(0.1)
     return False
+
+
+def run_tuner(t, timeout=180.0):
+    """Start a Tuner and poll it to the end (as the CLI does), failing the test past `timeout` seconds."""
+    t.start()
+    end = time.monotonic() + timeout
+    while t.poll():
+        assert time.monotonic() < end, t.message
+        time.sleep(0.02)
+    return t

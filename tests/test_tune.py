@@ -23,7 +23,7 @@ from phoenix_gui.model import read_model
 from phoenix_gui.planner import PlanSettings, make_plan
 from phoenix_gui.planner.calibration import Calibration, with_calibration
 from phoenix_gui.planner.tuning import with_counts
-from machine_helpers import gone
+from machine_helpers import gone, run_tuner
 
 FAKE = str(Path(__file__).with_name("fake_koboldcpp.py"))
 LAW_MS = [3.0, 1.2, 0.8]  # per layer on the 1050 Ti, 2080, 1060: the 1060 is fastest, unlike the model says
@@ -61,12 +61,7 @@ def tuner(q7, **kw):
 
 
 def run(t, timeout=120):
-    t.start()
-    end = time.monotonic() + timeout
-    while t.poll():
-        assert time.monotonic() < end, t.message
-        time.sleep(0.02)
-    return t
+    return run_tuner(t, timeout)
 
 
 def law_fastest(rig, model):

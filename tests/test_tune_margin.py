@@ -8,10 +8,10 @@ its plans (once), and the recommendation keeps only a margin for noise and drift
 the same on every load); the user's --margin instead when one is given, said in the table, the JSON and the CLI."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
+from machine_helpers import run_tuner
 
 from phoenix_gui.backends.probe import free_port
 from phoenix_gui.backends.tune import Tuner
@@ -80,12 +80,7 @@ def q32(skeletons, monkeypatch, tmp_path):
 
 
 def run(t, timeout=180):
-    t.start()
-    end = time.monotonic() + timeout
-    while t.poll():
-        assert time.monotonic() < end, t.message
-        time.sleep(0.02)
-    return t
+    return run_tuner(t, timeout)
 
 
 def test_the_tune_probes_past_the_guess_and_keeps_a_measured_margin(q32):

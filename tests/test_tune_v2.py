@@ -3,10 +3,10 @@ over the fit (a stand-in whose slice runs and whole-model runs disagree), and a 
 is said, held at the speed model's figure, with the run that would pin it down."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
+from machine_helpers import run_tuner
 
 from phoenix_gui.backends.probe import free_port
 from phoenix_gui.backends.tune import Tuner
@@ -23,12 +23,7 @@ def law(rig, n, ms, **kw):
 
 
 def run(t, timeout=180):
-    t.start()
-    end = time.monotonic() + timeout
-    while t.poll():
-        assert time.monotonic() < end, t.message
-        time.sleep(0.02)
-    return t
+    return run_tuner(t, timeout)
 
 
 @pytest.fixture
