@@ -21,6 +21,8 @@ documented API fields. What the "engine" does is set by environment variables:
                       in the whole model (slice and whole-model runs disagree; default 1)
   FAKE_KCPP_OOM_AT    "DEVICE:MIB": the load fails allocating MIB on CUDA device DEVICE (a wrapper that knows the
                       card's memory sets it), in FAKE_KCPP_OOM_MODE
+  FAKE_KCPP_TIMER_ZERO  "1": /api/extra/perf reports both speeds as 0, as koboldcpp does when a token's time
+                      rounds to 0 ms (a tiny model on a fast CPU)
   FAKE_KCPP_CHATTER_MB  print this many MB of console lines after loading, as fast as possible (a chatty
                       server, e.g. per-token debug output), then serve
 """
@@ -194,6 +196,8 @@ def serve(args):
                                   last_token_count=gen, last_input_count=prompt_tokens, stop_reason=0,
                                   last_process=round(1000 * pp_s / prompt_tokens, 3), last_eval=round(1000 * tg_s / gen, 3),
                                   total_gens=State.perf["total_gens"] + 1, last_seed=1, idle=1)
+                if os.environ.get("FAKE_KCPP_TIMER_ZERO") == "1":  # its per-token times rounded to 0 ms: koboldcpp
+                    State.perf.update(last_process=0, last_eval=0, last_process_speed=0, last_eval_speed=0)  # says 0
                 out(f"[{time.strftime('%H:%M:%S')}] CtxLimit:{prompt_tokens + gen}/{args.contextsize}, Init:0.01s, "
                     f"Processed:{prompt_tokens} in {pp_s:.2f}s ({prompt_tokens / pp_s:.2f}T/s), Generated:{gen}/{gen} in "
                     f"{tg_s:.2f}s ({gen / tg_s:.2f}T/s), Total:{pp_s + tg_s:.2f}s")

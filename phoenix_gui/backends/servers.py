@@ -175,16 +175,24 @@ class KoboldCppBackend(ServerBackend):
                           None if idle is None else not idle, last_request=True)
 
     def generate(self, host, port, prompt, n_predict, context) -> GenerationResult:
+        import time
+
         url = base_url(host, port)
+        t0 = time.perf_counter()
         r = post_json(url + "/api/v1/generate", {
             "prompt": prompt, "max_length": n_predict, "max_context_length": context, "temperature": 0.01,
             "top_k": 1, "rep_pen": 1.0, "ban_eos_token": True, "sampler_seed": 1})
+        wall = time.perf_counter() - t0
         res = (r.get("results") or [{}])[0]
         perf = get_json(url + "/api/extra/perf")
-        return GenerationResult(int(res.get("prompt_tokens", perf.get("last_input_count", 0)) or 0),
-                                float(perf.get("last_process_speed", 0.0)),
-                                int(res.get("completion_tokens", perf.get("last_token_count", 0)) or 0),
-                                float(perf.get("last_eval_speed", 0.0)))
+        n_prompt = int(res.get("prompt_tokens", perf.get("last_input_count", 0)) or 0)
+        n_gen = int(res.get("completion_tokens", perf.get("last_token_count", 0)) or 0)
+        gen_speed = float(perf.get("last_eval_speed", 0.0))
+        if n_gen > 0 and gen_speed <= 0 and wall > 0:
+            # koboldcpp reports 0 when its per-token time rounds to 0 ms (a tiny model on a fast CPU): the request's
+            # own wall time, prompt and HTTP included, gives a lower bound instead of a speed of nothing
+            gen_speed = n_gen / wall
+        return GenerationResult(n_prompt, float(perf.get("last_process_speed", 0.0)), n_gen, gen_speed)
 
     def count_tokens(self, host, port, text) -> int | None:
         try:
