@@ -135,15 +135,8 @@ def _bound(name: str) -> str:
     info_port, relay_port = ep["host"].info_port, ep["host"].port
     base = _settle(1.0)
     if name.startswith("info endpoint: 200"):
-        socks = _flood(info_port, 200, b"GET /info HTTP/1.1\r\nHost: x\r\n")
-        try:
-            time.sleep(1.0)
-            grown = threading.active_count() - base
-        finally:
-            _close(socks)
-        _settle()
-        if grown > THREADS_MAX:
-            raise Defect(f"{grown} threads held by 200 half-sent requests")
+        grown = _threads_while(_flood(info_port, 200, b"GET /info HTTP/1.1\r\nHost: x\r\n"), base, 1.0,
+                               "200 half-sent requests")
         return f"{grown} threads while 200 half-sent requests were open"
     if name.startswith("info endpoint: a half-sent"):
         [s] = _flood(info_port, 1, b"GET /info HTTP/1.1\r\n")
@@ -182,16 +175,22 @@ def _bound(name: str) -> str:
         if status != 200:
             raise Defect("no /info for a well-behaved client while slow ones held connections")
         return "answered"
-    socks = _flood(relay_port, 200, b"", source="127.0.0.2")  # not on the allow-list
+    grown = _threads_while(_flood(relay_port, 200, b"", source="127.0.0.2"), base, 0.5,  # not on the allow-list
+                           "200 refused connections")
+    return f"{grown} threads while 200 strangers were turned away"
+
+
+def _threads_while(socks, base: int, wait: float, what: str) -> int:
+    """How many threads the share holds while these connections stay open; a Defect past THREADS_MAX."""
     try:
-        time.sleep(0.5)
+        time.sleep(wait)
         grown = threading.active_count() - base
     finally:
         _close(socks)
     _settle()
     if grown > THREADS_MAX:
-        raise Defect(f"{grown} threads held by 200 refused connections")
-    return f"{grown} threads while 200 strangers were turned away"
+        raise Defect(f"{grown} threads held by {what}")
+    return grown
 
 
 # --- node ---
