@@ -96,28 +96,30 @@ class AdvisorDialog(QDialog):
         lay.addWidget(split, 1)
         lay.addLayout(buttons)
         self.resize(1000, 560)
-        self._find_files()
+        self.src = None  # the model's Source, read with the quants beside its file by the first plan's worker
         self.refresh()
 
-    def _find_files(self) -> None:
-        """The model's Source and the quants beside its file: read once, on this thread (headers only)."""
-        st = self.state
-        self.src = source_of_model(st.model)
-        self.own = own_quant(self.src)
-        self.present = quants_on_disk(st.model_path, self.src) if st.model.parts and st.model_path else {}
+    @staticmethod
+    def _files(model, path):
+        """(the model's Source, its own quant, the quants beside its file): headers only, but a folder of big
+        models takes seconds, so the worker reads them, once."""
+        src = source_of_model(model)
+        return src, own_quant(src), (quants_on_disk(path, src) if model.parts and path else {})
 
     def refresh(self) -> None:
         """Plan every quant at the chosen context and KV type on a worker thread (a newer choice supersedes)."""
         st = self.state
         ctx, kv = self.context.currentData(), self.kv.currentData()
-        model, rig, base, src, present = st.model, st.rig, st.settings(), self.src, dict(self.present)
+        model, rig, base, path = st.model, st.rig, st.settings(), st.model_path
+        files = (self.src, self.own, dict(self.present)) if self.src is not None else None
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self.summary.setText(f"Planning every quant of {model.name} at {ctx:,} tokens, KV cache {kv}…")
 
         def work(cancel):
-            return advise(model, rig, base, src, list(COMMON), [ctx], (kv,), present, comparable_quality,
-                          cancelled=cancel.is_set)
+            src, own, present = files or self._files(model, path)
+            return (src, own, present), advise(model, rig, base, src, list(COMMON), [ctx], (kv,), present,
+                                               comparable_quality, cancelled=cancel.is_set)
 
         self.task.run(work, self._show, self._failed)
 
@@ -125,7 +127,8 @@ class AdvisorDialog(QDialog):
         self.progress.setVisible(False)
         self.summary.setText(f"The table could not be planned ({type(e).__name__}: {e}).")
 
-    def _show(self, advice) -> None:
+    def _show(self, result) -> None:
+        (self.src, self.own, self.present), advice = result
         self.advice = advice
         self.progress.setVisible(False)
         rows = advice.rows
