@@ -35,7 +35,7 @@ def _api():
         return c.import_from, c.find, c.folder, c.export_to
     except ImportError:
         from phoenix_gui.backends import tune as c
-        from phoenix_gui.backends.launch import data_dir
+        from phoenix_gui.storage import data_dir
         from phoenix_gui.validate import InputError
 
         def import_from(path):  # its CLI showed a ValueError's sentence as a refusal

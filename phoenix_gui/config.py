@@ -9,17 +9,17 @@ settings are written back, and load_settings returns one sentence to show the us
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from . import validate as v
+from .storage import config_dir, remove_leftovers, write_atomic
 
 MAX_RECENT = 10
 _MAX_BYTES = 1 << 20
-_TMP = re.compile(r"^settings\.json\.(\d+)\.tmp$")
+_TMP = re.compile(r"^settings\.json\.([0-9]+)\.tmp$")  # storage.write_atomic's temporary file
 _TMP_STALE_S = 60.0  # a save takes milliseconds: an older temp file is a leftover of an interrupted one
 
 
@@ -147,15 +147,6 @@ _CHECKS = {
 assert set(_CHECKS) == {f.name for f in fields(UserSettings)}
 
 
-def config_dir() -> Path:
-    env = os.environ.get("PHOENIX_CONFIG_DIR")
-    if env:
-        return Path(env)
-    from platformdirs import user_config_dir
-
-    return Path(user_config_dir("phoenix", appauthor=False))
-
-
 def settings_path() -> Path:
     return config_dir() / "settings.json"
 
@@ -175,7 +166,7 @@ def check_fields(data: dict) -> tuple[UserSettings, list[str]]:
 def load_settings(path: Path | None = None) -> tuple[UserSettings, str]:
     """(settings, a sentence to show the user or "")."""
     path = path or settings_path()
-    clean_temp_files(path.parent)
+    remove_leftovers(path.parent, _TMP, older_than_s=_TMP_STALE_S)  # of an interrupted save
     notes = [] if v.folder_writable(path.parent) else [f"Your settings folder {path.parent} is read-only, so changes will not be kept."]
     try:
         st = v.regular_file(path, "Your settings file")
@@ -228,42 +219,12 @@ def set_aside(path: Path, raw: bytes) -> Path | None:
     return None
 
 
-def clean_temp_files(folder: Path) -> None:
-    """Remove settings.json.<pid>.tmp left by an interrupted save (not one a running save is writing)."""
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return
-    import psutil
-
-    now = time.time()
-    for e in entries:
-        m = _TMP.match(e.name)
-        if not m or int(m.group(1)) == os.getpid():
-            continue
-        try:
-            if e.is_file(follow_symlinks=False) and (not psutil.pid_exists(int(m.group(1)))
-                                                     or now - e.stat(follow_symlinks=False).st_mtime > _TMP_STALE_S):
-                os.remove(e.path)
-        except (OSError, OverflowError):
-            pass
-
-
 def save_settings(s: UserSettings, path: Path | None = None) -> None:
     """Write atomically; raises SettingsSaveError (an OSError) with one sentence when it cannot."""
     path = path or settings_path()
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(asdict(s), f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(asdict(s), indent=2).encode("utf-8"))
     except (OSError, ValueError, TypeError) as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
         raise SettingsSaveError(f"Your settings could not be saved in {path.parent} "
                                 f"({getattr(e, 'strerror', None) or e}).") from None

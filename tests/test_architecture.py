@@ -67,6 +67,7 @@ def _copy_package(dst: Path) -> Path:
     ("planner/_bad.py", "from ..ui import membar\n", "Qt only in phoenix_gui.ui"),  # indirect Qt
     ("model/_bad.py", "from ..hardware import rig\n", "Layers"),  # siblings stay independent
     ("resources.py", "from .planner import plan\n", "Layers"),  # shared modules stay at the bottom
+    ("storage.py", "from . import config\n", "Layers"),  # storage knows no file's meaning (settings use it)
 ])
 def test_contracts_catch_a_wrong_import(tmp_path, where, code, broken):
     pkg = _copy_package(tmp_path)

@@ -4,6 +4,7 @@ interrupted saves' temp files cleaned at start."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phoenix_gui.config import (SettingsSaveError, UserSettings, check_fields, clean_temp_files, load_settings,
+from phoenix_gui.config import (SettingsSaveError, UserSettings, check_fields, load_settings,
                                 save_settings)
+from phoenix_gui.storage import remove_leftovers
 
 GOOD = {"model_path": "/models/q.gguf", "context": 8192, "cache_type": "q8_0", "port": 5010, "backend": "llama-server",
         "recent_models": ["/models/q.gguf"], "split": [1.0, 2.0], "devices": ["GPU-a", "GPU-b"]}
@@ -109,8 +111,8 @@ def test_leftover_temp_files_are_cleaned_at_start(config_dir):
     assert not gone.exists() and not old.exists() and busy.exists() and other.exists()
 
 
-def test_clean_temp_files_on_a_missing_folder_is_quiet(tmp_path):
-    clean_temp_files(tmp_path / "none")
+def test_removing_leftovers_in_a_missing_folder_is_quiet(tmp_path):
+    assert remove_leftovers(tmp_path / "none", re.compile(r"^settings\.json\.([0-9]+)\.tmp$"), older_than_s=60) == []
 
 
 def test_save_into_an_impossible_folder_is_one_sentence(tmp_path):

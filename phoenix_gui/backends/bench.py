@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from ..hardware.rig import Rig
 from ..model.info import ModelInfo
 from ..planner import Plan
+from ..storage import append_record, data_dir, read_records
 from .servers import ServerBackend
 
 SENTENCE = ("The quick brown fox jumps over the lazy dog while the old GPUs hum along in the basement server. ")
@@ -79,31 +80,20 @@ def run_benchmark(backend: ServerBackend, host: str, port: int, plan: Plan, mode
                        fingerprint(model, plan, rig), time.time(), gen if len(gen) > 1 else [])
 
 
-def record(result: BenchResult) -> None:
-    from .launch import data_dir
+HISTORY = "bench-history.jsonl"  # in the data folder: one BenchResult a line
 
-    try:
-        d = data_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        with open(d / "bench-history.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(asdict(result)) + "\n")
-    except OSError:
-        pass
+
+def record(result: BenchResult) -> None:
+    append_record(data_dir() / HISTORY, asdict(result))
 
 
 def history(fp: str) -> list[BenchResult]:
-    from .launch import data_dir
-
+    """The recorded benchmarks of this fingerprint (bench.fingerprint), oldest first."""
     out = []
-    try:
-        with open(data_dir() / "bench-history.jsonl", encoding="utf-8") as f:
-            for line in f:
-                try:
-                    d = json.loads(line)
-                    if d.get("fingerprint") == fp:
-                        out.append(BenchResult(**d))
-                except (ValueError, TypeError):
-                    continue
-    except OSError:
-        pass
+    for d in read_records(data_dir() / HISTORY):
+        try:
+            if d.get("fingerprint") == fp:
+                out.append(BenchResult(**d))
+        except (ValueError, TypeError):
+            continue
     return out

@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import validate as v
 from ..hardware.rig import Rig
 from ..planner.calibration import Calibration
-from .launch import data_dir
+from ..storage import data_dir, write_atomic
 
 MAX_BYTES = 256 << 10  # a calibration is a few KiB; anything near this is not one
 FOLDER = "calibrations"
@@ -97,26 +97,12 @@ def read_file(path: str | Path) -> Calibration:
     return parse(raw, name)
 
 
-def write_atomic(p: Path, cal: Calibration) -> None:
-    """Write next to p, then rename over it: a reader never sees half a file, a rename replaces a link
-    itself (never writes through it), and a failed write leaves nothing behind."""
-    data = json.dumps(cal.to_dict(), indent=1, allow_nan=False).encode("utf-8")
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+def _write(p: Path, cal: Calibration) -> None:
+    """storage.write_atomic: a reader never sees half a file, a link is replaced (never written through),
+    a failed write leaves nothing behind."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        try:
-            view = memoryview(data)
-            while view:  # a full disk raises here (ENOSPC)
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, p)
+        write_atomic(p, json.dumps(cal.to_dict(), indent=1, allow_nan=False).encode("utf-8"))
     except (OSError, ValueError) as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         why = getattr(e, "strerror", None) or str(e)
         raise CalibrationFileError(f"The calibration could not be written to {p} ({why}).") from None
 
@@ -129,7 +115,7 @@ def save(cal: Calibration) -> Path:
     except OSError as e:
         raise CalibrationFileError(f"Phoenix's calibration folder {p.parent} could not be made "
                                    f"({e.strerror or e}).") from None
-    write_atomic(p, cal)
+    _write(p, cal)
     return p
 
 
@@ -221,7 +207,7 @@ def export_to(cal: Calibration, path: str | Path, force: bool = False) -> Path:
     """Write a calibration for another PC; raises InputError (one sentence). Checked again at write time:
     the path may have changed during a tune."""
     p = check_export(path, force)
-    write_atomic(p, cal)
+    _write(p, cal)
     return p
 
 

@@ -5,7 +5,6 @@ benchmarking around it live in lifecycle.LaunchMachine."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import socket
 import threading
@@ -17,6 +16,7 @@ from ..hardware.rig import MIB, Rig
 from ..model.info import ModelInfo
 from ..planner import Plan, PlanSettings
 from ..planner.recovery import recover
+from ..storage import data_dir
 from ..validate import InputError
 from ..validate import host as valid_host
 from ..validate import port as valid_port
@@ -93,15 +93,6 @@ def _resolve(host: str, port: int):
     return fam, sockaddr
 
 
-def data_dir() -> Path:
-    env = os.environ.get("PHOENIX_DATA_DIR")
-    if env:
-        return Path(env)
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("phoenix", appauthor=False))
-
-
 @dataclass
 class DeviceComparison:
     name: str
@@ -174,18 +165,6 @@ def placement_warnings(plan: Plan, rig: Rig, report: BufferReport, backend: str)
     if backend == "koboldcpp":
         return ["No layers reached a GPU: this koboldcpp has no CUDA (use koboldcpp_cu12 or a CUDA build)."]
     return [f"No layers reached a GPU: this {backend} has no CUDA (use a CUDA build)."]
-
-
-def record_calibration(plan: Plan, comparison: list[DeviceComparison], model: ModelInfo, backend: str) -> None:
-    """Keep predicted/actual pairs: they calibrate later plans."""
-    try:
-        d = data_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        with open(d / "calibration.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"time": time.time(), "model": model.name, "arch": model.architecture, "backend": backend,
-                                "context": plan.context, "devices": [c.__dict__ for c in comparison]}) + "\n")
-    except OSError:
-        pass
 
 
 def smaller_plan(model: ModelInfo, rig: Rig, settings: PlanSettings, plan: Plan, failure: Failure) -> PlanSettings | None:
@@ -286,8 +265,6 @@ class Launch:
         ready_s = time.monotonic() - self.process.started_at
         report = parse_log("\n".join(list(self.process.lines)))
         comp = compare(self.plan, report, self.rig)
-        if any(c.actual_bytes is not None for c in comp):
-            record_calibration(self.plan, comp, self.model, self.backend.name)
         self.outcome = LaunchOutcome(True, ready_s, None, report, comp, self.log_path,
                                      placement_warnings(self.plan, self.rig, report, self.backend.name))
         return self.outcome

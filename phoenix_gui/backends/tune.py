@@ -25,6 +25,7 @@ driver and the engine and its version.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -45,6 +46,7 @@ from ..planner.tuning import RUN_REPEATS as N_REPEATS
 from ..planner.tuning import NOISE_FLOOR
 from ..planner.tuning import (calibrated_best, candidates, counts_of, disagreement, features, keep, learned_fit,
                               measured_noise, pin_down, slice_limit, slice_runs, with_counts)
+from ..storage import remove_leftovers
 from .tune_report import fit_notes
 from .bench import spread_of
 from .calibrations import CalibrationFileError, rig_key, save
@@ -52,6 +54,7 @@ from .lifecycle import LaunchMachine, State
 
 FIRST_RUN_GUESS_S = 30.0  # time-left estimate before any run has finished
 SLICE_PREFIX = "phoenix-slices-"  # + the tuning process's id: a folder whose process is gone is a leftover
+_SLICE_DIR = re.compile(re.escape(SLICE_PREFIX) + r"([0-9]+)(?:-|$)")
 WARM_CHUNK = 8 << 20
 
 
@@ -59,29 +62,9 @@ WARM_CHUNK = 8 << 20
 
 def remove_stale_slices(tmp: str | Path | None = None) -> list[Path]:
     """Remove the slice folders of tunes that died without cleaning up (killed with SIGKILL, a power cut):
-    a folder named for a process that no longer exists, owned by this user. A folder of a running tune, of
-    another user, or one that is a link is left alone. Returns what was removed."""
-    import psutil
-
-    removed = []
-    try:
-        entries = list(os.scandir(tmp or tempfile.gettempdir()))
-    except OSError:
-        return removed
-    for e in entries:
-        pid = e.name[len(SLICE_PREFIX):].split("-", 1)[0]
-        if not e.name.startswith(SLICE_PREFIX) or not pid.isdigit():
-            continue
-        try:
-            st = e.stat(follow_symlinks=False)
-            if (not e.is_dir(follow_symlinks=False) or (hasattr(os, "getuid") and st.st_uid != os.getuid())
-                    or psutil.pid_exists(int(pid))):
-                continue
-        except (OSError, OverflowError):
-            continue
-        shutil.rmtree(e.path, ignore_errors=True)
-        removed.append(Path(e.path))
-    return removed
+    one named for a process that no longer exists, owned by this user (storage.remove_leftovers).
+    Returns what was removed."""
+    return remove_leftovers(tmp or tempfile.gettempdir(), _SLICE_DIR)
 
 
 @dataclass

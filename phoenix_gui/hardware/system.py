@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 
+from ..storage import cache_dir, write_atomic
 from .rig import SystemInfo
 
 # Sustained read bandwidth a decode loop gets, by memory generation and channel count, when
@@ -18,9 +19,7 @@ FALLBACK_BANDWIDTH_GBS = 30.0
 
 
 def _cache_file() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("phoenix", appauthor=False)) / "ram-bandwidth.json"
+    return cache_dir() / "ram-bandwidth.json"
 
 
 def measure_ram_bandwidth(budget_s: float = 0.25) -> float:
@@ -58,9 +57,7 @@ def ram_bandwidth(use_cache: bool = True) -> tuple[float, str]:
         return FALLBACK_BANDWIDTH_GBS, "table"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, "gbs": gbs}))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps({"key": key, "gbs": gbs}).encode("utf-8"))
     except OSError:
         pass
     return gbs, "measured"

@@ -137,7 +137,7 @@ def log_error(t, e, tb) -> Path | None:
     import time
     import traceback
 
-    from ..backends.launch import data_dir
+    from ..storage import data_dir
 
     try:
         log = data_dir() / ERROR_LOG
