@@ -112,7 +112,8 @@ def test_launch_ready_generate_benchmark_stop(kcpp_script, tiny, tmp_path):
         gen = la.backend.generate(la.host, la.port, "Hello there", 8, 512)
         assert gen.gen_tokens == 8 and gen.gen_tokens_per_s > 0
         tp = la.backend.throughput(la.host, la.port)
-        assert tp.generations >= 1 and tp.gen_tokens_per_s > 0
+        # koboldcpp times tokens in whole ms: a tiny model on a fast CPU reads "too fast to time" (None), never 0
+        assert tp.generations >= 1 and (tp.gen_tokens_per_s is None or tp.gen_tokens_per_s > 0), tp
         m.benchmark(n_prompt=64, n_gen=8)
         drive(m, until=lambda m: m.state is not State.BENCHMARKING, timeout=180)
         assert m.state is State.READY and "result" in m.history[-1].info, m.history[-1].info

@@ -108,3 +108,13 @@ def test_koboldcpp_tokens_per_s_drop_to_idle_after_a_request(tmp_path):
         assert s.sample() == {"server/gen_tps": 0.0, "server/prompt_tps": 0.0}  # idle again: not the old speed
     finally:
         sp.stop(5, graceful=lambda: b.graceful_stop("127.0.0.1", port))
+
+
+def test_a_koboldcpp_speed_too_fast_to_time_is_unknown_not_zero():
+    """koboldcpp divides by whole milliseconds per token: 0 tokens/s for a request that made tokens means "untimed"."""
+    from phoenix_gui.backends.servers import _measured_speed
+
+    assert _measured_speed(0, 8) is None and _measured_speed(0.0, 1) is None
+    assert _measured_speed(0, 0) == 0.0  # nothing generated yet: a real zero
+    assert _measured_speed(12.5, 8) == 12.5
+    assert _measured_speed("fast", 8) is None and _measured_speed(None, 8) is None and _measured_speed(True, 8) is None

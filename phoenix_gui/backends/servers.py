@@ -170,9 +170,12 @@ class KoboldCppBackend(ServerBackend):
             d = get_json(base_url(host, port) + "/api/extra/perf", timeout=2)
         except HttpError:
             return None
+        if not isinstance(d, dict):
+            return None
         idle = d.get("idle")
-        return Throughput(d.get("last_eval_speed"), d.get("last_process_speed"), d.get("total_gens"),
-                          None if idle is None else not idle, last_request=True)
+        return Throughput(_measured_speed(d.get("last_eval_speed"), d.get("last_token_count")),
+                          _measured_speed(d.get("last_process_speed"), d.get("last_input_count")),
+                          d.get("total_gens"), None if idle is None else not idle, last_request=True)
 
     def generate(self, host, port, prompt, n_predict, context) -> GenerationResult:
         import time
@@ -204,3 +207,14 @@ class KoboldCppBackend(ServerBackend):
 def backend_for(name: str) -> ServerBackend:
     return LlamaServerBackend() if name == "llama-server" else KoboldCppBackend()
 
+
+def _measured_speed(speed, tokens) -> float | None:
+    """koboldcpp's speed for its last request, or None where it has none to give.
+
+    It divides tokens by a per-token time in whole milliseconds, so a tiny model on a fast CPU reads 0 tokens/s for a
+    request that did produce tokens: that is "too fast to time", not "stalled", and a graph must not show it as 0."""
+    if not isinstance(speed, (int, float)) or isinstance(speed, bool):
+        return None
+    if speed <= 0 and isinstance(tokens, int) and tokens > 0:
+        return None
+    return float(speed)
