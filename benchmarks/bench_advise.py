@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from phoenix_gui.hardware import demo_rig_path, load_rig  # noqa: E402
 from phoenix_gui.model import preset_model_info  # noqa: E402
 from phoenix_gui.model.presets import load_preset  # noqa: E402
-from phoenix_gui.model.quants import source_of_preset  # noqa: E402
+from phoenix_gui.model.presets import source_of_preset  # noqa: E402
 from phoenix_gui.planner import PlanSettings  # noqa: E402
 from phoenix_gui.planner.advisor import COMMON, KV_TYPES, advise, contexts_for  # noqa: E402
 

@@ -18,7 +18,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from phoenix_gui.backends.lifecycle import LaunchMachine, State  # noqa: E402
-from phoenix_gui.backends.probe import free_port  # noqa: E402
+from phoenix_gui.backends.processes.ports import free_port  # noqa: E402
 from phoenix_gui.hardware.rig import GIB, Rig, SystemInfo  # noqa: E402
 from phoenix_gui.model import read_model, write_skeleton  # noqa: E402
 from phoenix_gui.monitor import Monitor, NvmlSampler, ProcessSampler, ThroughputSampler  # noqa: E402

@@ -14,7 +14,7 @@ compute.py's own error on both, each row marked fit or held out):
                 plus the f16 mask), from the rows where that stage is the peak;
   koboldcpp:    the output stage, which is its peak wherever the logits of the whole ubatch are (compute.py:
                 n_vocab logits + 2 n_embd f32 per ubatch token): the per-token floats beyond the logits.
-koboldcpp differs from llama-server only by the rules its profile states (planner/engines.py: context +
+koboldcpp differs from llama-server only by the rules its profile states (phoenix_gui/engines/koboldcpp/profile.py: context +
 128, logits for the whole ubatch, n_seq_max + 1).
 """
 
@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from phoenix_gui.backends.commandline import koboldcpp_command  # noqa: E402
-from phoenix_gui.backends.probe import free_port, probe_buffers, probe_koboldcpp  # noqa: E402
+from phoenix_gui.backends.probe import probe_buffers, probe_koboldcpp  # noqa: E402
+from phoenix_gui.backends.processes.ports import free_port  # noqa: E402
 from phoenix_gui.hardware.rig import MIB, Rig, SystemInfo  # noqa: E402
 from phoenix_gui.model import read_model, write_skeleton  # noqa: E402
 from phoenix_gui.planner import PlanSettings, make_plan  # noqa: E402

@@ -115,7 +115,7 @@ def _bad(p, work):
 # --- the engine's processes and Phoenix's own folder ---
 
 def _phoenix_args(command: str, work: Path, exe: Path) -> list[str]:
-    from phoenix_gui.backends.probe import free_port
+    from phoenix_gui.backends.processes.ports import free_port
     from phoenix_gui.hardware import demo_rig_path
     from phoenix_gui.model import write_skeleton
 

@@ -32,7 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from phoenix_gui.backends.lifecycle import LaunchMachine, State  # noqa: E402
-from phoenix_gui.backends.probe import free_port, llama_server_binary  # noqa: E402
+from phoenix_gui.backends.probe import llama_server_binary  # noqa: E402
+from phoenix_gui.backends.processes.ports import free_port  # noqa: E402
 from phoenix_gui.hardware import detect_rig  # noqa: E402
 from phoenix_gui.model import read_model, write_skeleton  # noqa: E402
 from phoenix_gui.model.presets import load_preset  # noqa: E402

@@ -20,7 +20,7 @@ from pathlib import Path
 from phoenix_gui.hardware.rig import GpuInfo, Rig, SystemInfo
 from phoenix_gui.hardware.specs import architecture_for, find_spec
 from phoenix_gui.model.info import LayerInfo, ModelInfo, TensorInfo
-from phoenix_gui.planner.engines import LLAMA_CPP_OLD, LLAMA_SERVER_CURRENT
+from phoenix_gui.engines.llama_server.profile import LLAMA_CPP_OLD, LLAMA_SERVER_CURRENT
 from phoenix_gui.planner.settings import PlanSettings
 from phoenix_gui.planner.speed import DEVICE_CLASSES, SMALL_PASCAL_CHIPS, quant_family
 

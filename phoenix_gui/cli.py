@@ -49,7 +49,8 @@ def _with_nodes(rig, targets: list[str], args=None):
     """The rig with the devices the PCs at `targets` share over RPC, each asked and its link measured, then
     checked together (one PC twice, this PC's own GPU, too many devices) and against the engine's RPC
     protocol, each refusal in one sentence naming the PC."""
-    from .backends.nodes import NodeError, check_version, describe_node
+    from .backends.nodes import NodeError, describe_node
+    from .backends.protocols import check_version
     from .backends.servers import backend_for
     from .hardware.cluster import ClusterError, check_cluster, cluster_rig, nodes_of
 
@@ -151,7 +152,7 @@ def _settings_from_args(args, rig, model=None):
     UserError sentence, never a plan. Without --ctx the context is the one default (planner/settings.py
     default_context, as in the wizard), said when the model's trained context made it smaller."""
     from .planner import PlanSettings
-    from .planner.engines import engine_for
+    from .engines import engine_for
     from .planner.settings import DEFAULT_CONTEXT, default_context
 
     ctx = args.ctx
@@ -303,7 +304,8 @@ def cmd_advise(args) -> int:
     prompt speed, quality cost, and which quants are already on disk."""
     from .backends import launch_command
     from .model import ModelFileError, load_preset
-    from .model.quants import BY_NAME, file_name_for, own_quant, quants_on_disk, source_of_file, source_of_preset
+    from .model.presets import source_of_preset
+    from .model.quants import BY_NAME, file_name_for, own_quant, quants_on_disk, source_of_file
     from .planner import PlanSettings
     from .planner.advisor import COMMON, KV_TYPES, advise, comparable_quality, contexts_for
 
@@ -543,7 +545,7 @@ def _start(args, rig, model, model_path, plan, quiet: bool):
 
 
 def cmd_launch(args) -> int:
-    from .backends.process import stop_on_signals
+    from .backends.processes.process import stop_on_signals
 
     with stop_on_signals():  # SIGTERM and SIGHUP (a closed terminal) stop the server as Ctrl-C does
         return _launch(args)
@@ -575,7 +577,7 @@ def _launch(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .backends.process import stop_on_signals
+    from .backends.processes.process import stop_on_signals
 
     with stop_on_signals():  # the server is stopped on SIGTERM and SIGHUP too
         return _bench(args)
@@ -698,7 +700,7 @@ def cmd_tune(args) -> int:
         times = f", {t.n_repeats} times" if t.n_repeats > 1 else ""
         print(f"phoenix: tuning {model.name} with {backend.name} {version}: each run is {t.n_prompt} prompt tokens "
               f"then {t.n_gen} generated{times}; at most {args.max_runs} runs in {args.budget_s:.0f} s", file=sys.stderr)
-    from .backends.process import stop_on_signals
+    from .backends.processes.process import stop_on_signals
 
     try:
         with stop_on_signals():  # SIGTERM and SIGHUP cancel as Ctrl-C does: the engine and the slice files go
@@ -777,7 +779,7 @@ def cmd_share(args) -> int:
     """Share this PC's devices with a main PC over llama.cpp's RPC backend until Ctrl-C or SIGTERM."""
     import time
 
-    from .backends.process import stop_on_signals
+    from .backends.processes.process import stop_on_signals
     from .backends.servers import backend_for
     from .backends.share import ShareHost
 

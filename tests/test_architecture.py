@@ -68,6 +68,8 @@ def _copy_package(dst: Path) -> Path:
     ("model/_bad.py", "from ..hardware import rig\n", "Layers"),  # siblings stay independent
     ("resources.py", "from .planner import plan\n", "Layers"),  # shared modules stay at the bottom
     ("storage.py", "from . import config\n", "Layers"),  # storage knows no file's meaning (settings use it)
+    ("engines/_bad.py", "from ..backends import launch\n", "Engines import nothing above them"),
+    ("engines/koboldcpp/_bad.py", "from ..llama_server import profile\n", "Engine packages are independent"),
 ])
 def test_contracts_catch_a_wrong_import(tmp_path, where, code, broken):
     pkg = _copy_package(tmp_path)

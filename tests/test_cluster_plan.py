@@ -15,7 +15,7 @@ from phoenix_gui.backends.commandline import (engine_split, kcpps_config, kobold
                                               write_kcpps)
 from phoenix_gui.backends.diagnose import classify
 from phoenix_gui.backends.kcpps import KcppsError, read_kcpps
-from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.hardware.cluster import (ASSUMED_LINK, LinkInfo, RemoteNode, cluster_rig, machine_of, nodes_of)
 from phoenix_gui.hardware.rig import MIB
 from phoenix_gui.hardware.rigfile import RigFileError, load_rig

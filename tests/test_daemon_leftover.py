@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from phoenix_gui.backends.probe import free_port
-from phoenix_gui.backends.process import ServerProcess
+from phoenix_gui.backends.processes.ports import free_port
+from phoenix_gui.backends.processes.process import ServerProcess
 from phoenix_gui.hardware import demo_rig_path
 from phoenix_gui.model import write_skeleton
 from machine_helpers import gone
@@ -73,7 +73,7 @@ def test_stop_ends_a_daemon_that_left_the_session(tmp_path, monkeypatch, server)
 def test_only_this_runs_daemon_is_stopped(tmp_path, monkeypatch):
     """Two runs, each with a daemon, and a sleeper the test started itself (its own session, and even a
     marker-like variable of its own): stopping one run ends its daemon and nothing else."""
-    from phoenix_gui.backends.process import RUN_MARKER
+    from phoenix_gui.backends.processes.process import RUN_MARKER
 
     runs, pids = [], []
     for k in range(2):

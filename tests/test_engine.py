@@ -122,7 +122,8 @@ KCPP_CASES = [
 @pytest.mark.parametrize("preset,ctx,fa,batch,kv,parallel", KCPP_CASES)
 def test_cpu_buffers_match_koboldcpp(kcpp_script, skeletons, preset, ctx, fa, batch, kv, parallel):
     from phoenix_gui.backends.commandline import koboldcpp_command
-    from phoenix_gui.backends.probe import free_port, probe_koboldcpp
+    from phoenix_gui.backends.probe import probe_koboldcpp
+    from phoenix_gui.backends.processes.ports import free_port
 
     path = skeletons(preset)
     s = PlanSettings(context=ctx, flash_attn=fa, batch=batch, cache_type_k=kv, cache_type_v=kv, parallel=parallel,
@@ -148,7 +149,8 @@ def _load(engine, skeletons, kcpp_script, preset, ctx, fa, batch, kv):
     key = (engine, preset, ctx, fa, batch, kv)
     if key not in _LOADS:
         from phoenix_gui.backends.commandline import koboldcpp_command
-        from phoenix_gui.backends.probe import free_port, probe_koboldcpp
+        from phoenix_gui.backends.probe import probe_koboldcpp
+        from phoenix_gui.backends.processes.ports import free_port
 
         path = skeletons(preset)
         s = PlanSettings(context=ctx, flash_attn=fa, batch=batch, cache_type_k=kv, cache_type_v=kv, backend=engine,

@@ -12,7 +12,9 @@ from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import preset_model_info
 from phoenix_gui.planner import PlanSettings, make_plan
 from phoenix_gui.planner.compute import ComputeInputs, layer_peak, output_peak
-from phoenix_gui.planner.engines import KOBOLDCPP_1115, LLAMA_SERVER_CURRENT, PROFILES, engine_for
+from phoenix_gui.engines import PROFILES, engine_for
+from phoenix_gui.engines.koboldcpp.profile import KOBOLDCPP_1115
+from phoenix_gui.engines.llama_server.profile import LLAMA_SERVER_CURRENT
 
 PLANNER = Path(__file__).resolve().parents[1] / "phoenix_gui" / "planner"
 

@@ -10,7 +10,8 @@ from dataclasses import replace
 import pytest
 
 from phoenix_gui.backends.commandline import koboldcpp_command
-from phoenix_gui.backends.probe import free_port, probe_koboldcpp
+from phoenix_gui.backends.probe import probe_koboldcpp
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import MIB
 from phoenix_gui.model import preset_model_info, read_model, write_skeleton

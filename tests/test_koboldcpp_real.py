@@ -23,7 +23,7 @@ from phoenix_gui.backends.commandline import koboldcpp_command, write_kcpps
 from phoenix_gui.backends.kcpps import read_kcpps
 from phoenix_gui.backends.launch import Launch
 from phoenix_gui.backends.lifecycle import LaunchMachine, State
-from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import GIB, MIB, Rig, SystemInfo
 from phoenix_gui.model import read_model, write_skeleton

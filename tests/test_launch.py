@@ -14,9 +14,10 @@ import pytest
 
 from phoenix_gui.backends.bench import history
 from phoenix_gui.backends.diagnose import classify
-from phoenix_gui.backends.launch import port_free, smaller_plan
+from phoenix_gui.backends.launch import smaller_plan
+from phoenix_gui.backends.processes.ports import port_free
 from phoenix_gui.backends.lifecycle import LaunchMachine, State
-from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.backends.servers import KoboldCppBackend, LlamaServerBackend
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import GIB, Rig, SystemInfo
@@ -230,7 +231,7 @@ def test_no_orphan_when_phoenix_is_killed(tiny, tmp_path):
     script.write_text(
         "import sys, time\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
-        "from phoenix_gui.backends.process import ServerProcess\n"
+        "from phoenix_gui.backends.processes.process import ServerProcess\n"
         f"sp = ServerProcess([sys.executable, {FAKE!r}, '--model', {str(tiny)!r}, '--port', '{free_port()}', "
         "'--host', '127.0.0.1']).start()\n"
         "print(sp.pid, flush=True)\n"
@@ -248,7 +249,7 @@ def test_no_orphan_on_normal_exit(tiny, tmp_path):
     script.write_text(
         "import sys\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
-        "from phoenix_gui.backends.process import ServerProcess\n"
+        "from phoenix_gui.backends.processes.process import ServerProcess\n"
         f"sp = ServerProcess([sys.executable, {FAKE!r}, '--model', {str(tiny)!r}, '--port', '{free_port()}']).start()\n"
         "print(sp.pid, flush=True)\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)

@@ -11,7 +11,7 @@ import pytest
 from phoenix_gui.backends import lifecycle
 from phoenix_gui.backends.diagnose import classify
 from phoenix_gui.backends.lifecycle import IllegalTransition, LaunchMachine, State
-from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import read_model, write_skeleton
 from phoenix_gui.planner import PlanSettings, make_plan

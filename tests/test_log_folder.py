@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.hardware import demo_rig_path
 from phoenix_gui.model import write_skeleton
 

@@ -15,7 +15,9 @@ from phoenix_gui.hardware.rig import MIB
 from phoenix_gui.model import read_model, write_skeleton
 from phoenix_gui.model.ggml_types import type_by_name
 from phoenix_gui.model.info import TensorInfo
-from phoenix_gui.planner.engines import KOBOLDCPP_1115, LLAMA_SERVER_CURRENT, REPACK_X86
+from phoenix_gui.engines.koboldcpp.profile import KOBOLDCPP_1115
+from phoenix_gui.engines.llama_server.profile import LLAMA_SERVER_CURRENT
+from phoenix_gui.engines.profile import REPACK_X86
 from phoenix_gui.planner.placement import (CPU, gpu_tensor_bytes, host_model_buffers, host_tensors, mapped_span,
                                            plan_layers)
 

@@ -63,7 +63,7 @@ def test_sampler_rate_is_bounded():
 
 
 def test_throughput_sampler_against_a_stopped_server():
-    from phoenix_gui.backends.probe import free_port
+    from phoenix_gui.backends.processes.ports import free_port
     from phoenix_gui.backends.servers import LlamaServerBackend
 
     s = ThroughputSampler(LlamaServerBackend(), "127.0.0.1", free_port())
@@ -84,8 +84,8 @@ def test_koboldcpp_tokens_per_s_drop_to_idle_after_a_request(tmp_path):
     import time
     from pathlib import Path
 
-    from phoenix_gui.backends.probe import free_port
-    from phoenix_gui.backends.process import ServerProcess
+    from phoenix_gui.backends.processes.ports import free_port
+    from phoenix_gui.backends.processes.process import ServerProcess
     from phoenix_gui.backends.servers import KoboldCppBackend
 
     model = tmp_path / "m.gguf"

@@ -15,8 +15,9 @@ import psutil
 import pytest
 from test_rpcwire import OneShotServer
 
-from phoenix_gui.backends import nodes
-from phoenix_gui.backends.nodes import ASSUMED_MBS, NodeError, check_version, describe_node, engine_protocol
+from phoenix_gui.backends import nodes, protocols
+from phoenix_gui.backends.nodes import ASSUMED_MBS, NodeError, describe_node
+from phoenix_gui.backends.protocols import check_version, engine_protocol
 from phoenix_gui.backends.rpcwire import RpcClient, RpcError, Version
 from phoenix_gui.backends.share import ShareHost
 
@@ -61,7 +62,7 @@ def test_same_engine_same_protocol(plain_host, kcpp_script):
 
 
 def test_a_koboldcpp_without_its_source_is_asked_in_host_mode(kcpp_script):
-    assert nodes._asked_version(Path(kcpp_script)) == Version(4, 0, 1)
+    assert protocols._asked_version(Path(kcpp_script)) == Version(4, 0, 1)
 
 
 def _fake_node(version: tuple[int, int, int], old_form: bool):
@@ -212,7 +213,7 @@ def tiny(tmp_path_factory):
 def test_check_version_agrees_with_the_real_engine(kcpp_script, tiny, version):
     """The real koboldcpp main refuses these nodes as check_version does; worse, it then loads the model
     without them ("Failed to connect" and the layers go elsewhere), so the check must come before."""
-    from phoenix_gui.backends.process import ServerProcess
+    from phoenix_gui.backends.processes.process import ServerProcess
 
     fake = _fake_node(version, old_form=False)
     target = f"127.0.0.1:{fake.port}"

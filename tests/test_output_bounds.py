@@ -10,10 +10,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from phoenix_gui.backends import process
+from phoenix_gui.backends.processes import process
 from phoenix_gui.backends.lifecycle import PENDING_LINES, LaunchMachine, State, _PendingLines
-from phoenix_gui.backends.probe import free_port
-from phoenix_gui.backends.process import LineSplitter, RotatingLog, ServerProcess
+from phoenix_gui.backends.processes.ports import free_port
+from phoenix_gui.backends.processes.process import LineSplitter, RotatingLog, ServerProcess
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import read_model, write_skeleton
 from phoenix_gui.planner import PlanSettings, make_plan

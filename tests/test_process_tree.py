@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from phoenix_gui.backends.probe import free_port
-from phoenix_gui.backends.process import ServerProcess
+from phoenix_gui.backends.processes.ports import free_port
+from phoenix_gui.backends.processes.process import ServerProcess
 from phoenix_gui.hardware import demo_rig_path
 from phoenix_gui.model import write_skeleton
 from machine_helpers import gone
@@ -110,7 +110,7 @@ def test_a_tree_that_ignores_sigterm_is_killed_within_the_timeout(scripts):
 
 PHOENIX_LIKE = """import sys, time
 sys.path.insert(0, {root!r})
-from phoenix_gui.backends.process import ServerProcess, watchdog_pid
+from phoenix_gui.backends.processes.process import ServerProcess, watchdog_pid
 sp = ServerProcess({argv!r}).start()
 print(sp.pid, watchdog_pid(), flush=True)
 time.sleep(300)
@@ -188,14 +188,14 @@ def test_phoenix_launch_stops_the_server_behind_a_launcher_on_a_signal(scripts, 
     if sig is not signal.SIGKILL:
         assert code == 0
         assert "stopping the server" in p.stderr.read()
-    from phoenix_gui.backends.launch import port_free
+    from phoenix_gui.backends.processes.ports import port_free
 
     assert port_free("127.0.0.1", port)
 
 
 def test_watchdog_lets_a_stopped_server_go_and_stays_quiet(scripts):
     """A server stopped by Phoenix is forgotten by the watchdog; the watchdog itself stays for the next."""
-    from phoenix_gui.backends.process import watchdog_pid
+    from phoenix_gui.backends.processes.process import watchdog_pid
 
     sp = ServerProcess([sys.executable, "-c", "import time; time.sleep(300)"]).start()
     dog = watchdog_pid()

@@ -17,7 +17,8 @@ from phoenix_gui.model import ModelFileError
 from phoenix_gui.model.ggml_types import type_name
 from phoenix_gui.model.gguf_header import read_header
 from phoenix_gui.model.presets import load_preset
-from phoenix_gui.model.quants import QUANTS, derive, every_quant, own_quant, source_of_file, source_of_preset
+from phoenix_gui.model.presets import source_of_preset
+from phoenix_gui.model.quants import QUANTS, derive, every_quant, own_quant, source_of_file
 from phoenix_gui.model.skeleton import write_skeleton
 
 pytestmark = pytest.mark.engine

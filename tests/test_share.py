@@ -166,12 +166,13 @@ def test_phoenix_share_says_so_when_the_engine_dies(kcpp_script):
 def test_a_port_taken_for_the_share_has_its_info_neighbour_free_too(monkeypatch):
     from phoenix_gui.backends import share
     from phoenix_gui.backends.nodes import INFO_PORT_OFFSET
+    from phoenix_gui.backends.processes import ports
 
     with socket.socket() as held:  # another program holds the neighbour of the first free port offered
         held.bind(("127.0.0.1", 0))
         held.listen()
         taken = held.getsockname()[1]
-        offered = iter([taken - INFO_PORT_OFFSET, share._free_port()])
-        monkeypatch.setattr(share, "_free_port", lambda: next(offered))
+        offered = iter([taken - INFO_PORT_OFFSET, ports.free_port()])
+        monkeypatch.setattr(ports, "free_port", lambda: next(offered))
         host = share.ShareHost("koboldcpp.py", port=None)
         assert host.port != taken - INFO_PORT_OFFSET and host.info_port == host.port + INFO_PORT_OFFSET

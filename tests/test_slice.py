@@ -5,7 +5,7 @@ engines load it and generate."""
 import pytest
 
 from phoenix_gui.backends.lifecycle import LaunchMachine, State
-from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import GIB, Rig, SystemInfo
 from phoenix_gui.model import ModelFileError, preset_model_info, read_model, write_skeleton

@@ -14,7 +14,7 @@ import pytest
 
 from phoenix_gui.backends import calibrations
 from phoenix_gui.backends import tune as tune_mod
-from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.backends.calibrations import export_to, find, import_from, save
 from phoenix_gui.backends.tune import Tuner
 from phoenix_gui.cli import main

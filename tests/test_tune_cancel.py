@@ -7,7 +7,7 @@ import psutil
 import pytest
 
 from phoenix_gui.backends.lifecycle import State
-from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.backends.servers import backend_for
 from phoenix_gui.backends.tune import Tuner
 from phoenix_gui.hardware import detect_system

@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.backends.servers import backend_for
 from phoenix_gui.backends.calibrations import find
 from phoenix_gui.backends.tune import Tuner

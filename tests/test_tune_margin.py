@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from machine_helpers import run_tuner
 
-from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.backends.tune import Tuner
 from phoenix_gui.cli import main
 from phoenix_gui.hardware import demo_rig_path, load_rig

@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 from PySide6.QtCore import Qt
 
-from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.ui.app import make_wizard
 from machine_helpers import gone

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from machine_helpers import run_tuner
 
-from phoenix_gui.backends.probe import free_port
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.backends.tune import Tuner
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import read_model

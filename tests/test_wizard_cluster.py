@@ -304,7 +304,7 @@ def tiny(tmp_path_factory):
 def test_launch_over_a_real_rpc_node_and_the_monitor_shows_its_logged_buffers(qtbot, tmp_path, tiny, kcpp_script,
                                                                                 rpc_host):
     from phoenix_gui.backends.logparse import parse_log
-    from phoenix_gui.backends.probe import free_port
+    from phoenix_gui.backends.processes.ports import free_port
 
     rig = tmp_path / "cpu.toml"  # this PC: no GPU, so every offloaded layer goes to the other PC
     rig.write_text('name = "this PC"\n[system]\nram_gib = 16\nram_bandwidth_gbs = 20\n')

@@ -218,7 +218,7 @@ def test_escape_while_a_real_server_runs_asks_and_no_keeps_it(qtbot, tmp_path, m
     import psutil
     from PySide6.QtWidgets import QMessageBox
 
-    from phoenix_gui.backends.probe import free_port
+    from phoenix_gui.backends.processes.ports import free_port
     from phoenix_gui.model import write_skeleton
 
     monkeypatch.setenv("PHOENIX_DATA_DIR", str(tmp_path / "data"))

@@ -400,7 +400,7 @@ def test_the_users_split_wins_over_the_fastest_plan(wiz, tmp_path):
 def test_monitor_without_gpus_hides_gpu_graphs_and_keeps_speeds_non_negative(qtbot, tmp_path):
     from test_monitor_page import cpu_rig
 
-    from phoenix_gui.backends.probe import free_port as port
+    from phoenix_gui.backends.processes.ports import free_port as port
     from phoenix_gui.model import write_skeleton
 
     model = write_skeleton("tiny-llama-f16", tmp_path / "tiny.gguf", random_data=True)
@@ -428,7 +428,7 @@ def test_monitor_without_gpus_hides_gpu_graphs_and_keeps_speeds_non_negative(qtb
 def test_stop_says_stopping_at_once_and_the_launch_page_follows(qtbot, tmp_path, monkeypatch):
     from test_monitor_page import cpu_rig
 
-    from phoenix_gui.backends.probe import free_port as port
+    from phoenix_gui.backends.processes.ports import free_port as port
     from phoenix_gui.model import write_skeleton
 
     model = write_skeleton("tiny-llama-f16", tmp_path / "tiny.gguf", random_data=True)

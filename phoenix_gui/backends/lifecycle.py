@@ -18,7 +18,6 @@ import enum
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +27,8 @@ from ..planner import Plan, make_plan
 from .bench import record, run_benchmark
 from .diagnose import Failure
 from .launch import Launch, LaunchOutcome, smaller_plan
-from .process import LogFolderError
+from .processes.process import LogFolderError
+from .processes.states import IllegalTransition, Machine
 from .servers import ServerBackend
 
 
@@ -63,21 +63,6 @@ ALLOWED: dict[State, set[State]] = {
 CANCELLED = "Loading was cancelled."
 PROBE_EVERY_S = 0.1
 PENDING_LINES = 5000  # server lines waiting for the next poll(); more are dropped (the log file keeps them)
-
-
-class IllegalTransition(RuntimeError):
-    """A transition the machine does not allow: a bug in the caller or the machine."""
-
-
-@dataclass
-class Transition:
-    old: State
-    new: State
-    info: dict = field(default_factory=dict)
-    time: float = field(default_factory=time.monotonic)
-
-
-Listener = Callable[[State, State, dict], None]
 
 
 class _PendingLines:
@@ -137,20 +122,19 @@ class _Worker:
         self.jobs.put(None)
 
 
-class LaunchMachine:
+class LaunchMachine(Machine):
+    ALLOWED = ALLOWED
+
     def __init__(self, plan: Plan, rig: Rig, model: ModelInfo, model_path: str, exe: str | None = None, *,
                  auto_retry: bool = False, attempts: int = 3, timeout: float = 1800.0,
                  log_dir: Path | None = None, backend: ServerBackend | None = None):
         self.rig, self.model, self.model_path, self.exe = rig, model, model_path, exe
         self.auto_retry, self.attempts, self.timeout = auto_retry, max(1, attempts), timeout
         self.log_dir, self._backend = log_dir, backend
-        self.state = State.IDLE
-        self.history: list[Transition] = []
+        super().__init__(State.IDLE)
         self.attempt = 0  # 0 for the first plan, +1 per smaller plan
         self.failure: Failure | None = None
         self.outcome: LaunchOutcome | None = None  # set when ready or failed
-        self.message = ""  # one line about the last transition, for a status bar
-        self._listeners: list[Listener] = []
         self._line_listeners: list[Callable[[list[str]], None]] = []
         self._lines = _PendingLines()
         self._results: "queue.SimpleQueue" = queue.SimpleQueue()
@@ -161,10 +145,7 @@ class LaunchMachine:
         # created now so that a caller (or a test) can look at the command before start()
         self.launch = self._new_launch(plan)
 
-    # --- observers ---
-    def on_transition(self, cb: Listener) -> None:
-        self._listeners.append(cb)
-
+    # --- observers (on_transition: Machine's) ---
     def on_lines(self, cb: Callable[[list[str]], None]) -> None:
         """New output lines of the server, delivered by poll() on the caller's thread."""
         self._line_listeners.append(cb)
@@ -253,16 +234,6 @@ class LaunchMachine:
     def _new_launch(self, plan: Plan) -> Launch:
         return Launch(plan, self.rig, self.model, self.model_path, self.exe, backend=self._backend,
                       on_line=self._lines.put, log_dir=self.log_dir)
-
-    def _to(self, new: State, **info) -> None:
-        old = self.state
-        if new not in ALLOWED[old]:
-            raise IllegalTransition(f"{old.value} -> {new.value}")
-        self.state = new
-        self.message = info.get("message", self.message)
-        self.history.append(Transition(old, new, info))
-        for cb in list(self._listeners):
-            cb(old, new, info)
 
     def _begin(self) -> None:
         la = self.launch

@@ -293,25 +293,7 @@ def measure_throughput(host: str, port: int, rtt_s: float, timeout: float = THRO
         return None
 
 
-# --- the engines' protocol versions ---
-
-_engine_versions: dict[tuple, Version | None] = {}
-
-
-def engine_protocol(engine_exe: str | Path) -> Version | None:
-    """The RPC protocol the engine at engine_exe speaks, or None when Phoenix cannot tell. A koboldcpp.py
-    source tree says it in ggml/include/ggml-rpc.h; any other koboldcpp is started briefly in RPC host
-    mode on a free loopback port and asked (its version is compiled in). Cached per file and mtime."""
-    path = Path(engine_exe)
-    try:
-        st = path.stat()
-    except (OSError, ValueError):  # ValueError: a NUL in the name
-        return None
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
-    if key not in _engine_versions:
-        _engine_versions[key] = _header_version(path) or _asked_version(path)
-    return _engine_versions[key]
-
+# --- a koboldcpp source tree's protocol version (protocols.engine_protocol asks a binary) ---
 
 def _header_version(path: Path) -> Version | None:
     header = path.parent / "ggml" / "include" / "ggml-rpc.h"
@@ -331,39 +313,5 @@ def _header_version(path: Path) -> Version | None:
         return None
 
 
-def _asked_version(path: Path) -> Version | None:
-    from .share import ShareHost, ShareError  # the share module starts engines in host mode
-
-    if "kobold" not in path.name.lower():
-        return None  # llama-server has no host mode; its rpc-server would be a separate program
-    host = ShareHost(path, port=None, info=False, cpu_only=True)
-    try:
-        host.start(timeout=60.0)
-        return host.version
-    except ShareError:
-        return None
-    finally:
-        host.stop()
-
-
-def check_version(node: RemoteNode, engine_exe: str | Path) -> str | None:
-    """Before loading: raise NodeError when this PC's engine and the node's RPC server disagree (the engine
-    would abort on its first hello). Returns a note when the engine's version cannot be told, else None."""
-    mine = engine_protocol(engine_exe)
-    if mine is None:
-        return (f"Phoenix cannot tell which RPC protocol {Path(engine_exe).name} speaks; {node.label} speaks "
-                f"{node.protocol}, and the engine will refuse it at load time if they differ.")
-    try:
-        theirs = Version.parse(node.protocol)
-    except (TypeError, ValueError):
-        raise NodeError(f"{node.label} reported no usable RPC protocol version.") from None
-    if not theirs.serves(mine):
-        newer = "newer" if theirs > mine else "older"
-        raise NodeError(f"{node.label} runs RPC protocol {theirs}, {newer} than the {mine} of "
-                        f"{Path(engine_exe).name} on this PC, so the engine would refuse it: run the same "
-                        "koboldcpp or llama.cpp version on both PCs.")
-    return None
-
-
-__all__ = ["NodeError", "describe_node", "check_version", "engine_protocol", "fetch_info", "measure_throughput",
-           "network_text", "split_address", "INFO_PORT_OFFSET"]
+__all__ = ["NodeError", "describe_node", "fetch_info", "measure_throughput", "network_text", "split_address",
+           "INFO_PORT_OFFSET"]

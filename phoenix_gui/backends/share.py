@@ -22,9 +22,9 @@ from pathlib import Path
 from ..validate import InputError, host as check_host, port as check_port
 from .commandline import exe_argv
 from .infoserver import InfoServer
-from .launch import address_problem
 from .nodes import INFO_PORT_OFFSET
-from .process import ServerProcess
+from .processes.ports import address_problem, free_port, free_port_with
+from .processes.process import ServerProcess
 from .rpcwire import REFUSAL, RpcClient, RpcError, Version
 
 _DEVICE_LINE = re.compile(r"^\s+(\w+): (.*) \((\d+) MiB, (\d+) MiB free\)\s*$")  # the engine's device list
@@ -76,23 +76,6 @@ def allow_list(items) -> list:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _free_port_with(offsets: list[int], host: str = "127.0.0.1", tries: int = 50) -> int:
-    """A free port whose neighbours at these offsets are free too (the info endpoint sits beside the RPC
-    port: a free port alone can have a taken neighbour)."""
-    where = "127.0.0.1" if host in ("0.0.0.0", "localhost") else host
-    for _ in range(tries):
-        p = _free_port()
-        if all(p + o <= 65535 and not address_problem(where, p + o) for o in offsets):
-            return p
-    raise ShareError("No free pair of ports was found on this PC; give one with --port.")
-
-
 class ShareHost:
     """The RPC host of this PC. start() returns once the engine answers the RPC hello; stop() leaves nothing
     running. port=None takes a free one; info=False serves no info endpoint; cpu_only shares just the CPU."""
@@ -105,8 +88,10 @@ class ShareHost:
         if ":" in self.host:  # llama.cpp splits an RPC endpoint at its first colon
             raise ShareError(f"{self.host} is an IPv6 address; a main PC's engine can reach RPC servers only by "
                              "IPv4 address or host name, so share on an IPv4 address (or 0.0.0.0).")
-        self.port = check_port(port) if port is not None else _free_port_with(
+        self.port = check_port(port) if port is not None else free_port_with(
             [INFO_PORT_OFFSET] if info and not info_port else [], host)
+        if self.port is None:
+            raise ShareError("No free pair of ports was found on this PC; give one with --port.")
         self.devices = [_device_name(d) for d in (devices or [])]
         self.allow = allow_list(allow) if allow is not None else []  # given empty: refused, never open
         self.info_port = None if not info else check_port(info_port or self.port + INFO_PORT_OFFSET)
@@ -161,7 +146,7 @@ class ShareHost:
         if not Path(self.exe).is_file() and not shutil.which(self.exe):
             raise ShareError(f"{self.exe} does not exist; give koboldcpp, koboldcpp.py or llama.cpp's rpc-server.")
         if self.allow:
-            self.engine_port = _free_port()
+            self.engine_port = free_port()
         for h, p in {(self.host, self.port), (self.engine_host, self.engine_port)} | (
                 {(self.host, self.info_port)} if self.info_port else set()):
             problem = address_problem(h, p)

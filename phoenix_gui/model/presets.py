@@ -9,6 +9,7 @@ import gguf
 
 from ..resources import resource
 from ..tomlcompat import tomllib
+from .quants import Source, Tensor, derive, file_type_of
 
 Q = gguf.GGMLQuantizationType
 
@@ -134,11 +135,15 @@ def preset_tensors(p: ModelPreset) -> list[tuple[str, tuple[int, ...], int]]:
         add("output.weight", (E, V))
     if p.recipe in ("F16", "F32"):
         return out
-    from .quants import Source, Tensor, derive
-
     src = Source(p.architecture, p.n_layer, p.n_head, p.n_head_kv, p.n_expert, [Tensor(*t) for t in out])
     types = derive(src, p.recipe).types
     return [(name, shape, types[name]) for name, shape, _ in out]
+
+
+def source_of_preset(p: ModelPreset) -> Source:
+    """A quant Source from a model preset: tensors exact, no header (sizes are data only)."""
+    return Source(p.architecture, p.n_layer, p.n_head, p.n_head_kv, p.n_expert,
+                  [Tensor(n, tuple(s), t) for n, s, t in preset_tensors(p)], file_type=file_type_of(p.recipe))
 
 
 def recipe_file_type(recipe: str) -> int:

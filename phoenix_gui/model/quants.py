@@ -392,15 +392,8 @@ def source_of_file(path: str | Path) -> Source:
                   tensors, dict(first.kv_bytes), first.alignment, ft if isinstance(ft, int) else None)
 
 
-def source_of_preset(p) -> Source:
-    """A Source from a model preset (model/presets.py): tensors exact, no header (sizes are data only)."""
-    from .presets import preset_tensors
-
-    return Source(p.architecture, p.n_layer, p.n_head, p.n_head_kv, p.n_expert,
-                  [Tensor(n, tuple(s), t) for n, s, t in preset_tensors(p)], file_type=_ftype(p.recipe))
-
-
-def _ftype(name: str) -> int | None:
+def file_type_of(name: str) -> int | None:
+    """The general.file_type number of a quant name (Q4_K_M -> 15), None for a name Phoenix does not know."""
     q = BY_NAME.get(name)
     return q.ftype if q else None
 
@@ -439,7 +432,7 @@ def source_of_model(model) -> Source:
     heads = model.n_head[0] if model.n_head else 0
     kv = model.n_head_kv[0] if model.n_head_kv else heads
     return Source(model.architecture, model.n_layer, heads, kv, model.n_expert, tensors,
-                  file_type=_ftype(model.file_type))
+                  file_type=file_type_of(model.file_type))
 
 
 def _signature(src: Source) -> tuple:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..model.ggml_types import row_bytes, type_by_name
-from .engines import EngineProfile, profile_named
+from ..engines import EngineProfile, profile_named
 
 PAD = 256
 

@@ -10,7 +10,7 @@ from ..hardware.rig import MIB, GpuInfo, Rig
 from ..hardware.specs import find_spec
 from ..model.info import ModelInfo
 from .compute import ComputeInputs, device_compute, host_compute
-from .engines import OLD
+from ..engines import OLD
 from .kv import kv_cells, kv_bytes_per_layer
 from .ledger import DevicePlan, Plan
 from .placement import (CPU, gpu_tensor_bytes, host_model_buffers, host_tensors, layer_counts, moecpu_overrides,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from .. import validate as v
 from ..validate import BACKENDS, CACHE_TYPES, DEFAULT_CONTEXT, OBJECTIVES  # noqa: F401 - the planner's names for them
-from .engines import CURRENT, EngineProfile, profile_named
+from ..engines import CURRENT, EngineProfile, profile_named
 
 
 
@@ -32,7 +32,7 @@ class PlanSettings:
     moecpu: int = 0  # experts of the first N blocks stay in RAM (--moecpu / --n-cpu-moe)
     split_mode: str = "layer"  # "layer" or "row" (row is approximate)
     backend: str = "koboldcpp"
-    # the engine build's rules (planner/engines.py): a profile or its name; None = the backend's
+    # the engine build's rules (phoenix_gui/engines): a profile or its name; None = the backend's
     # current profile. `phoenix plan --era old` picks the backend's pre-Dec-2025 profile.
     engine: str | EngineProfile | None = None
     use_mmap: bool | None = None  # None = the engine's default (koboldcpp off, llama-server on)

@@ -227,7 +227,7 @@ def _run_for_screenshot(app, w, seconds: float = 6.0) -> None:
     so the monitor page shows real graphs."""
     import time
 
-    from ..backends.probe import free_port
+    from ..backends.processes.ports import free_port
     from ..backends.servers import LlamaServerBackend
 
     st = w.state

