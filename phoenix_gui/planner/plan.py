@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 from operator import add
 
 from ..hardware.cluster import ASSUMED_LINK, LinkInfo, is_cpu_device, link_of, machine_of
@@ -74,16 +75,44 @@ def _layer_bytes(model: ModelInfo, moecpu: int) -> tuple[list[int], list[int]]:
 
 
 def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
+    """One configuration's plan, stage by stage: which device each layer goes to, the bytes each device
+    holds, the device ledgers, the warnings, the predicted speed."""
     s = settings
     check_settings(s, len(rig.gpus))  # a plan is never built on nonsense (raises InputError)
-    eng = s.profile  # every engine-version rule comes from here
     gpus = selected_gpus(rig, s)
     check_engine_order(rig, gpus)
-    n_gpu = len(gpus)
-    n_layer = model.n_layer
     overhead = cuda_overhead(s, rig)
-    warnings: list[str] = []
+    place = _place(model, s, gpus, overhead)
+    tally = _tally(model, s, gpus, place.assign)
+    devices = _devices(model, rig, s, gpus, place.assign, tally, overhead)
+    warnings, caveat = _warnings(model, rig, s, gpus, devices)
+    speed = _speed(model, rig, s, gpus, devices, place.assign, tally, caveat)
+    return Plan(
+        model_name=model.name, n_layer=model.n_layer, gpulayers=place.ngl,
+        tensor_split=[round(x, 4) for x in place.split], context=s.context, kv_cells=tally.cells, devices=devices,
+        assign=place.assign, predicted_tokens_per_s=speed.tps, predicted_prompt_tokens_per_s=speed.pp,
+        pipeline_parallel=tally.pipeline, approximate=tally.approximate, settings=s,
+        warnings=place.warnings + tally.warnings + warnings,
+        layer_bytes=max(map(add, tally.dev_bytes, tally.kv), default=0), speed_inputs=speed.inputs,
+        speed_band=speed.band, speed_caveat=caveat, speed_regime=speed.inputs.regime,
+        speed_family=speed.family, speed_class=speed.dclass, speed_band_note=band_note(speed.family, speed.dclass),
+        tokens_per_s_empty=speed.empty, tokens_per_s_full=speed.full,
+    )
 
+
+@dataclass
+class _Placement:
+    """Stage 1: the layers the GPUs get (ngl), the split the engine is given, each layer's device."""
+    ngl: int
+    split: list[float]
+    assign: list[int]  # per block, then the output layer: an index into the plan's GPUs, or CPU
+    warnings: list[str]
+
+
+def _place(model: ModelInfo, s: PlanSettings, gpus: list[GpuInfo], overhead: int) -> _Placement:
+    eng = s.profile
+    n_gpu, n_layer = len(gpus), model.n_layer
+    warnings: list[str] = []
     ngl = n_layer + 1 if s.gpulayers is None else max(0, min(s.gpulayers, n_layer + 1))
     if n_gpu == 0:
         ngl = 0
@@ -103,7 +132,41 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
         # Emit what the engine would do as exact layer counts: the free-memory default is a
         # snapshot that changes with whatever else runs at load time.
         split = [float(c) for c in layer_counts(assign, n_gpu)]
+    return _Placement(ngl, split, assign, warnings)
 
+
+@dataclass
+class _Tally:
+    """Stage 2: what each device holds (weights, KV cache, layers) for a placement, and the engine's
+    buffers that follow from it. Lists are per plan GPU; the cpu_ fields are the CPU's."""
+    dev_bytes: list[int]  # per block: bytes on the block's device
+    cpu_expert: list[int]  # per block: expert bytes kept in RAM (--moecpu, overrides)
+    kv: list[int]  # per block: KV cache bytes
+    cells: int
+    n_seq: int
+    ci: ComputeInputs
+    w: list[int]
+    kvb: list[int]
+    layers: list[int]
+    first: list[int | None]
+    last: list[int | None]
+    cpu_w: int
+    cpu_kv: int
+    cpu_layers: int
+    out_dev: int
+    moves: list[dict[int, int]]  # per block and output layer: device -> bytes the overrides move there
+    pipeline: bool
+    scratch_dev: int | None
+    scratch: int
+    approximate: bool
+    host_bufs: dict[str, int]
+    warnings: list[str]
+
+
+def _tally(model: ModelInfo, s: PlanSettings, gpus: list[GpuInfo], assign: list[int]) -> _Tally:
+    eng = s.profile
+    n_gpu, n_layer = len(gpus), model.n_layer
+    warnings: list[str] = []
     moecpu = s.moecpu if model.is_moe else 0
     # with tensor overrides, --moecpu's patterns follow the user's (first match wins): all moved below
     dev_bytes, cpu_expert = _layer_bytes(model, 0 if s.overrides else moecpu)
@@ -196,43 +259,64 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     host_bufs = host_model_buffers(host_tensors(model, assign, host_ot), mmap=s.mmap,
                                    repack_types=eng.repack_types(s.mmap, local_gpu),
                                    plain="CUDA_Host" if local_gpu else "CPU")
+    return _Tally(dev_bytes, cpu_expert, kv, cells, n_seq, ci, w, kvb, layers, first, last, cpu_w, cpu_kv, cpu_layers,
+                  out_dev, moves, pipeline, scratch_dev, scratch, approximate, host_bufs, warnings)
 
+
+def _devices(model: ModelInfo, rig: Rig, s: PlanSettings, gpus: list[GpuInfo], assign: list[int], t: _Tally,
+             overhead: int) -> list[DevicePlan]:
+    """Stage 3: each device's ledger (the plan's GPUs, then the CPU and RAM)."""
+    eng = s.profile
+    n_layer, out_dev, moves = model.n_layer, t.out_dev, t.moves
     devices: list[DevicePlan] = []
     # the desktop already uses what NVML reports; this is room for it to grow (compositor, browser)
     display_reserve = (s.display_reserve_mib if s.display_reserve_mib is not None
                        else (512 if rig.os == "windows" else 256)) * MIB
     for i, g in enumerate(gpus):
-        comp = device_compute(model, ci, has_layers=layers[i] - (1 if out_dev == i else 0) > 0
+        scratch = t.scratch if i == t.scratch_dev else 0
+        comp = device_compute(model, t.ci, has_layers=t.layers[i] - (1 if out_dev == i else 0) > 0
                               or any(mv.get(i) for mv in moves),
-                              has_output=out_dev == i, gpu=True,
-                              host_weight_scratch=scratch if i == scratch_dev else 0,
-                              pipeline_copies=eng.pipeline_copies if pipeline else 1)
+                              has_output=out_dev == i, gpu=True, host_weight_scratch=scratch,
+                              pipeline_copies=eng.pipeline_copies if t.pipeline else 1)
         reserve = int((s.ram_margin_mib if is_cpu_device(g) else s.margin_mib) * MIB
                       + (display_reserve if g.display_attached else 0))
         devices.append(DevicePlan(
-            name=_device_name(rig, g), kind="gpu", gpu_index=rig.gpus.index(g), layers=layers[i], first_layer=first[i],
-            last_layer=last[i], has_output=out_dev == i, weights_bytes=w[i], kv_bytes=kvb[i], compute_bytes=comp,
-            overhead_bytes=_device_overhead(rig, g, overhead), reserve_bytes=reserve, capacity_bytes=g.total_bytes,
-            free_bytes=g.free_bytes, bandwidth_gbs=g.bandwidth_gbs, scratch_bytes=scratch if i == scratch_dev else 0,
+            name=_device_name(rig, g), kind="gpu", gpu_index=rig.gpus.index(g), layers=t.layers[i],
+            first_layer=t.first[i], last_layer=t.last[i], has_output=out_dev == i, weights_bytes=t.w[i],
+            kv_bytes=t.kvb[i], compute_bytes=comp, overhead_bytes=_device_overhead(rig, g, overhead),
+            reserve_bytes=reserve, capacity_bytes=g.total_bytes, free_bytes=g.free_bytes,
+            bandwidth_gbs=g.bandwidth_gbs, scratch_bytes=scratch,
         ))
     # layers whose tensors an override keeps in RAM are computed there too (logged on koboldcpp over RPC)
-    host = host_compute(model, ci, cpu_layers=cpu_layers > (1 if out_dev == CPU else 0)
+    host = host_compute(model, t.ci, cpu_layers=t.cpu_layers > (1 if out_dev == CPU else 0)
                         or any(mv.get(CPU) for mv in moves[:n_layer]),
                         cpu_output=out_dev == CPU or bool(moves and moves[n_layer].get(CPU)),
-                        any_gpu=n_gpu > 0, n_seq=n_seq)
+                        any_gpu=len(gpus) > 0, n_seq=t.n_seq)
     sysinfo = rig.system
     cpu_first = next((il for il in range(n_layer + 1) if assign[il] == CPU), None)
     cpu_last = max((il for il in range(n_layer + 1) if assign[il] == CPU), default=None)
     devices.append(DevicePlan(
-        name="CPU / RAM", kind="cpu", gpu_index=None, layers=cpu_layers, first_layer=cpu_first, last_layer=cpu_last,
-        has_output=out_dev == CPU, weights_bytes=cpu_w, kv_bytes=cpu_kv, compute_bytes=host,
+        name="CPU / RAM", kind="cpu", gpu_index=None, layers=t.cpu_layers, first_layer=cpu_first, last_layer=cpu_last,
+        has_output=out_dev == CPU, weights_bytes=t.cpu_w, kv_bytes=t.cpu_kv, compute_bytes=host,
         overhead_bytes=eng.process_ram_mib * MIB, reserve_bytes=int(s.ram_margin_mib * MIB),
         capacity_bytes=sysinfo.ram_total_bytes, free_bytes=sysinfo.ram_available_bytes,
-        bandwidth_gbs=sysinfo.ram_bandwidth_gbs, expert_bytes_on_cpu=sum(cpu_expert),
-        mmap_bytes=host_bufs.get("CPU_Mapped", 0), model_buffers=host_bufs,
-        note="weights are memory-mapped (page cache)" if s.mmap and cpu_w else "",
+        bandwidth_gbs=sysinfo.ram_bandwidth_gbs, expert_bytes_on_cpu=sum(t.cpu_expert),
+        mmap_bytes=t.host_bufs.get("CPU_Mapped", 0), model_buffers=t.host_bufs,
+        note="weights are memory-mapped (page cache)" if s.mmap and t.cpu_w else "",
     ))
-    if model.architecture in ("mamba", "mamba2", "rwkv6", "rwkv7", "jamba", "nemotron_h", "qwen3next", "lfm2", "falcon-h1"):
+    return devices
+
+
+RECURRENT = ("mamba", "mamba2", "rwkv6", "rwkv7", "jamba", "nemotron_h", "qwen3next", "lfm2", "falcon-h1")
+
+
+def _warnings(model: ModelInfo, rig: Rig, s: PlanSettings, gpus: list[GpuInfo],
+              devices: list[DevicePlan]) -> tuple[list[str], str]:
+    """Stage 4: what the plan cannot promise (after placement's and the tally's own warnings), and the
+    caveat on its speed ("" when none)."""
+    eng = s.profile
+    warnings: list[str] = []
+    if model.architecture in RECURRENT:
         warnings.append("Recurrent state of this architecture is not modelled; leave extra headroom.")
     local_old = [g for g in gpus if not g.is_remote and g.compute_capability < (7, 5)]  # a node runs its own build
     if local_old:
@@ -255,7 +339,25 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     if unknown:
         warnings.append(f"The memory speed of {', '.join(unknown)}'s devices is unknown (share them with phoenix share "
                         f"to tell it); the predicted speed assumes {UNKNOWN_REMOTE_GBS:g} GB/s.")
-    speed = _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells)
+    return warnings, caveat
+
+
+@dataclass
+class _Speed:
+    """Stage 5: the predicted speed (calibrated on this PC when the rig carries a calibration)."""
+    inputs: SpeedInputs
+    tps: float
+    pp: float
+    empty: float  # tokens/s with an empty cache
+    full: float  # and with a full one
+    family: str
+    dclass: str
+    band: tuple[float, float]
+
+
+def _speed(model: ModelInfo, rig: Rig, s: PlanSettings, gpus: list[GpuInfo], devices: list[DevicePlan],
+           assign: list[int], t: _Tally, caveat: str) -> _Speed:
+    speed = _speed_devices(model, rig, gpus, devices, assign, t.kv, s, t.cpu_expert, t.cells)
     model_tps = tokens_per_second(speed)
     tps = calibrated_tokens_per_second(rig, gpus, speed, model_tps)  # measured on this PC, if any
     pp = prompt_tokens_per_second(speed.devices, s.batch)
@@ -265,15 +367,7 @@ def make_plan(model: ModelInfo, rig: Rig, settings: PlanSettings) -> Plan:
     band = speed_band(tps, speed.regime, speed.moe, family, dclass)
     if caveat:  # the floor includes the wait the engine's RPC host can add to every token
         band = (1.0 / (1.0 / max(band[0], 1e-9) + RPC_CPU_WAIT_S), band[1])
-    return Plan(
-        model_name=model.name, n_layer=n_layer, gpulayers=ngl, tensor_split=[round(x, 4) for x in split],
-        context=s.context, kv_cells=cells, devices=devices, assign=assign, predicted_tokens_per_s=tps,
-        predicted_prompt_tokens_per_s=pp, pipeline_parallel=pipeline, approximate=approximate, settings=s,
-        warnings=warnings, layer_bytes=max(map(add, dev_bytes, kv), default=0), speed_inputs=speed,
-        speed_band=band, speed_caveat=caveat, speed_regime=speed.regime,
-        speed_family=family, speed_class=dclass, speed_band_note=band_note(family, dclass),
-        tokens_per_s_empty=empty, tokens_per_s_full=full,
-    )
+    return _Speed(speed, tps, pp, empty, full, family, dclass, band)
 
 
 # id(model) -> (model, per layer: (dense, experts) weights by kernel family, the output layer's); a model's
