@@ -64,7 +64,7 @@ def main() -> int:
             from phoenix_gui.ui.app import make_app
             from phoenix_gui.ui.pages.monitor import MonitorPage
             from phoenix_gui.ui.session import ServerSession
-            from phoenix_gui.ui.state import WizardState
+            from phoenix_gui.session import WizardState
 
             app = make_app()
             st = WizardState(rig)

@@ -484,7 +484,7 @@ def _refusals() -> tuple:
     from phoenix_gui.backends.kcpps import KcppsError
     from phoenix_gui.hardware import RigFileError
     from phoenix_gui.model import ModelFileError
-    from phoenix_gui.ui.state import SettingError
+    from phoenix_gui.session import SettingError
 
     try:
         from phoenix_gui.validate import InputError
@@ -515,7 +515,7 @@ def worker(surface: str) -> int:
     os.environ["PHOENIX_DATA_DIR"] = str(work / "data")
     from phoenix_gui.hardware import demo_rig_path, load_rig
     from phoenix_gui.model import preset_model_info, write_skeleton
-    from phoenix_gui.ui.state import WizardState
+    from phoenix_gui.session import WizardState
     refused = _refusals()
 
     tiny = write_skeleton("tiny-llama-f16", work / "tiny.gguf")

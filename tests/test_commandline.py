@@ -111,7 +111,7 @@ def test_kcpps_names_the_chosen_gpus_it_cannot_mask(setup, tmp_path):
     """A .kcpps cannot carry CUDA_VISIBLE_DEVICES: two of three GPUs, in another order, must be named in
     its `device` list (CUDA ids in PCI order), or koboldcpp splits over every GPU in PCI order."""
     from phoenix_gui.backends.kcpps import KcppsError, read_kcpps
-    from phoenix_gui.ui.state import WizardState
+    from phoenix_gui.session import WizardState
 
     rig, m = setup
     p = make_plan(m, rig, PlanSettings(context=4096, devices=(2, 0), gpulayers=30, tensor_split=(20, 10)))

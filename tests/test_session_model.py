@@ -5,7 +5,7 @@ import pytest
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import preset_model_info
 from phoenix_gui.planner import PlanSettings
-from phoenix_gui.ui.state import CONTEXT, LAUNCH, PLAN, SettingError, WizardState, parse_split
+from phoenix_gui.session import CONTEXT, LAUNCH, PLAN, SettingError, WizardState, parse_split
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def test_any_json_object_gives_usable_settings(data):
     assert again == s and bad2 == []
     from phoenix_gui.hardware import demo_rig_path, load_rig
     from phoenix_gui.model import preset_model_info
-    from phoenix_gui.ui.state import WizardState
+    from phoenix_gui.session import WizardState
 
     st_ = WizardState(load_rig(demo_rig_path()))
     st_.set_model(preset_model_info("qwen2.5-7b-instruct-q4_k_m"), None)

@@ -21,7 +21,7 @@ from phoenix_gui.config import load_settings
 from phoenix_gui.hardware import RigFileError, demo_rig_path, load_rig
 from phoenix_gui.model import ModelFileError, preset_model_info, read_model
 from phoenix_gui.planner import PlanSettings, make_plan
-from phoenix_gui.ui.state import SettingError, WizardState
+from phoenix_gui.session import SettingError, WizardState
 
 RIG_HEAD = "[system]\nram_gib = 32\n"
 CARD = "[[gpu]]\nname = 'NVIDIA GeForce RTX 3060'\nvram_mib = 12288\n"

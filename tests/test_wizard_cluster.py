@@ -98,7 +98,7 @@ def test_this_pcs_cards_cannot_be_moved_before_a_remote_device(wiz):
 
 
 def test_the_same_pc_twice_is_refused_and_a_new_description_replaces_the_old(wiz):
-    from phoenix_gui.ui.state import SettingError
+    from phoenix_gui.session import SettingError
 
     st = wiz.state
     n = a_node(st.rig)
@@ -397,7 +397,7 @@ def test_a_kcpps_for_a_cluster_round_trips_through_the_wizard(wiz, tmp_path):
 def test_a_kcpps_for_a_pc_not_added_is_one_sentence_naming_it(wiz, tmp_path):
     from phoenix_gui.backends.commandline import write_kcpps
     from phoenix_gui.backends.kcpps import read_kcpps
-    from phoenix_gui.ui.state import SettingError
+    from phoenix_gui.session import SettingError
 
     st = wiz.state
     st.add_node(a_node(st.rig))

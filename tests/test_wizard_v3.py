@@ -371,7 +371,7 @@ def test_a_calibration_for_other_cards_says_nothing_on_another_rig(qtbot, skelet
 # --- 8: a new model opens on the fastest plan that fits; the user's own split always wins ---
 
 def test_a_new_model_opens_on_the_fastest_plan_and_says_so(wiz):
-    from phoenix_gui.ui.state import OPENED_ON_FASTEST
+    from phoenix_gui.session import OPENED_ON_FASTEST
 
     wiz.go_to("split")
     page = wiz.page("split")

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import UserSettings, load_settings
 from ..hardware import RigFileError, demo_rig_path, detect_rig, load_rig
 from ..model import ModelFileError, load_preset, preset_model_info, read_model
-from .state import WizardState
+from ..session import WizardState
 
 DEMO_PRESET = "qwen2.5-32b-instruct-q4_k_m"
 
@@ -193,11 +193,7 @@ def make_wizard(demo: bool = False, rig_path: str | None = None, model_path: str
     if measure and not state.rig.simulated:
         from ..hardware.system import detect_system
 
-        def measured(system):
-            state.rig.system = system
-            state.changed()
-
-        run_in_thread(lambda: detect_system(measure=True), measured, lambda e: None)
+        run_in_thread(lambda: detect_system(measure=True), state.set_system, lambda e: None)
     return w
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 from shiboken6 import isValid
 from PySide6.QtWidgets import QAbstractSlider, QAbstractSpinBox, QCheckBox, QComboBox, QLineEdit
 
-from .state import SettingError, WizardState
+from ..session import SettingError, WizardState
 
 
 class Binding:

@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLine
 
 from .. import validate as v
 from ..hardware.cluster import LinkInfo, RemoteNode, check_cluster
-from .state import RIG
+from ..session import RIG
 from .worker import OwnedTask
 
 ADD = "Add a PC"

@@ -13,7 +13,7 @@ from ..backends.diagnose import Failure
 from ..backends.launch import Launch, LaunchOutcome
 from ..backends.lifecycle import LaunchMachine, State
 from ..monitor import Monitor, NvmlSampler, ProcessSampler, ThroughputSampler
-from .state import WizardState
+from ..session import WizardState
 
 
 class ServerSession(QObject):

@@ -16,7 +16,7 @@ from ..backends.processes.ports import free_port
 from ..backends.servers import backend_for
 from ..backends.calibrations import describe, find
 from ..backends.tune import N_GEN, N_PROMPT, N_REPEATS, Tuner
-from ..planner.calibration import calibration_of, with_calibration
+from ..planner.calibration import calibration_of
 
 COLUMNS = ("#", "run", "plan", "predicted", "measured", "spread", "calibrated", "load s", "outcome")
 MEASURED = -1  # the margin box's value for "sized from what the tune measured"
@@ -26,9 +26,7 @@ def apply_calibration(state, version: str | None = None) -> str:
     """Put this PC's calibration for the chosen engine on the wizard's rig (or take off one that no
     longer applies); returns the sentence to show next to the prediction ("" when there is none)."""
     cal, note = find(state.rig, state.backend, version)
-    if calibration_of(state.rig) != cal:
-        state.rig = with_calibration(state.rig, cal)
-        state.changed()
+    state.set_calibration(cal)
     # A calibration is keyed to the cards it measured: on another rig (simulated, another PC added) it is simply
     # not used, and there is nothing to say about it.
     return note if cal is not None else ""

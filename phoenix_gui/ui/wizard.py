@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit, QMessageBo
 from ..config import UserSettings, save_settings
 from .pages import ContextPage, HardwarePage, LaunchPage, ModelPage, MonitorPage, SplitPage
 from .session import ServerSession
-from .state import WizardState
+from ..session import WizardState
 
 MIN_SIZE = (800, 600)
 PAGES = ["hardware", "model", "context", "split", "launch", "monitor"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QWizardPage
 
-from ..state import ALL_TOPICS, RIG, WizardState
+from ...session import ALL_TOPICS, RIG, WizardState
 
 
 class StatePage(QWizardPage):

@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QSpinBox, QVBoxLayout
 
 from ..binding import bind
-from ..state import CONTEXT, MODEL, PLAN
+from ...session import CONTEXT, MODEL, PLAN
 from ..ticks import TickedSlider
 from .base import StatePage, banner
 

@@ -14,7 +14,7 @@ from ...hardware.cluster import link_of, machine_of, nodes_of
 from ...hardware.rigfile import rigs_dir
 from ..nodes_panel import NodesPanel, link_text
 from ..share_panel import SharePanel
-from ..state import DEVICES, RIG
+from ...session import DEVICES, RIG
 from ..worker import OwnedTask
 from .base import StatePage, banner, gib, quiet
 

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
 from ...backends.commandline import write_kcpps, write_launcher
 from ...backends.servers import backend_for
 from ..binding import bind
-from ..state import LAUNCH
+from ...session import LAUNCH
 from .base import StatePage, banner
 
 

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout,
 
 from ...backends.kcpps import KcppsError, read_kcpps
 from ...model import ModelFileError, read_model
-from ..state import MODEL, NOTES, SettingError
+from ...session import MODEL, NOTES, SettingError
 from ..worker import OwnedTask
 from .base import StatePage, banner
 

@@ -17,7 +17,7 @@ from ...planner.plan import network_seconds
 from ..binding import bind
 from ..membar import STATUS_COLOUR, MemoryBar, legend_html, mib
 from ..nodes_panel import link_text
-from ..state import DEVICES, LAUNCH, MODEL, PLAN, RIG, SPLIT
+from ...session import DEVICES, LAUNCH, MODEL, PLAN, RIG, SPLIT
 from ..tune_panel import TunePanel, apply_calibration, calibration_note
 from .base import StatePage, banner
 
