@@ -148,11 +148,9 @@ def cmd_inspect(args) -> int:
 
 
 def _settings_from_args(args, rig, model=None):
-    """PlanSettings from the plan arguments, every value checked (validate.py): a bad one is a
-    UserError sentence, never a plan. Without --ctx the context is the one default (planner/settings.py
+    """PlanSettings from the plan arguments (session/translation.py), every value checked (validate.py): a bad
+    one is a UserError sentence, never a plan. Without --ctx the context is the one default (planner/settings.py
     default_context, as in the wizard), said when the model's trained context made it smaller."""
-    from .planner import PlanSettings
-    from .engines import engine_for
     from .planner.settings import DEFAULT_CONTEXT, default_context
 
     ctx = args.ctx
@@ -162,24 +160,9 @@ def _settings_from_args(args, rig, model=None):
             print(f"phoenix: context {ctx:,} tokens: the model was trained on {model.n_ctx_train:,} "
                   "(give --ctx for another)", file=sys.stderr)
     try:
-        return PlanSettings(
-            context=v.context(ctx, args.backend), cache_type_k=args.kv, cache_type_v=args.kv,
-            flash_attn=not args.no_flash_attn, batch=v.batch(args.batch), gpulayers=_gpulayers(args.gpulayers),
-            tensor_split=_split(args, rig), moecpu=v.moecpu(args.moecpu), split_mode=args.split_mode,
-            parallel=v.integer(args.parallel, "--parallel", 1, 32), overrides=_overrides(args.override_tensors),
-            backend=args.backend, engine=engine_for(args.backend, args.era) if args.era == "old" else None,
-            devices=_devices(args.devices, rig), host=v.host(args.host), port=v.port(args.port),
-            cuda_overhead_mib=_opt_mib(args.overhead, "--overhead"), margin_mib=v.mib(args.margin, "--margin"),
-            display_reserve_mib=_opt_mib(args.display_reserve, "--display-reserve"),
-        )
+        return settings_from_args(args, rig, ctx)
     except v.InputError as e:
         raise UserError(str(e)) from None
-
-
-def _overrides(text):
-    from .planner.settings import parse_overrides
-
-    return parse_overrides(text or "")
 
 
 def _check_launch_args(args) -> None:
@@ -195,35 +178,6 @@ def _check_launch_args(args) -> None:
             v.text(args.exe, "The executable path")
     except v.InputError as e:
         raise UserError(str(e)) from None
-
-
-def _gpulayers(n):
-    if n is not None and n < 0:
-        raise v.InputError("--gpulayers takes 0 or more layers (leave it out for all).")
-    return v.gpulayers(n)
-
-
-def _opt_mib(x, what: str):
-    return None if x is None else v.mib(x, what)
-
-
-def _devices(text: str | None, rig):
-    if not text:
-        return None
-    try:
-        ids = [int(x) for x in text.split(",")]
-    except ValueError:
-        raise v.InputError("--devices takes GPU indices separated by commas, e.g. 0,2.") from None
-    return v.devices(ids, len(rig.gpus))
-
-
-def _split(args, rig):
-    if not args.split:
-        return None
-    n = len(args.devices.split(",")) if args.devices else len(rig.gpus)
-    if n == 0:
-        raise v.InputError("--split needs a GPU, and this rig has none.")
-    return v.split(args.split, n)
 
 
 def _output_paths(args, model_path: str) -> None:
