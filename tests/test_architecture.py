@@ -70,6 +70,9 @@ def _copy_package(dst: Path) -> Path:
     ("storage.py", "from . import config\n", "Layers"),  # storage knows no file's meaning (settings use it)
     ("engines/_bad.py", "from ..backends import launch\n", "Engines import nothing above them"),
     ("engines/koboldcpp/_bad.py", "from ..llama_server import profile\n", "Engine packages are independent"),
+    ("session/_bad.py", "def f():\n    from ..cli import main\n", "The session imports no ui, cli or Qt"),
+    ("session/_bad.py", "import shiboken6\n", "The session imports no ui, cli or Qt"),
+    ("monitor/_bad.py", "from ..session import WizardState\n", "Layers"),  # the session sits above the monitor
 ])
 def test_contracts_catch_a_wrong_import(tmp_path, where, code, broken):
     pkg = _copy_package(tmp_path)
