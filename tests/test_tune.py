@@ -267,6 +267,7 @@ def test_a_faster_run_at_a_smaller_context_is_never_kept(q7):
     asked, smaller = PlanSettings(context=2048, devices=(), gpulayers=0), PlanSettings(context=1024, devices=(), gpulayers=0)
     t.runs = [tune_mod.TuneRun("predicted best", asked, 5.0, measured_tps=5.0, outcome="ok"),
               tune_mod.TuneRun("candidate 2", smaller, 5.0, measured_tps=5.5, outcome="ok")]
+    t._to(tune_mod.TuneState.RUNNING)  # as start() does: a tune concludes only while running
     t._conclude()
     assert t.state == "done" and t.winner.settings.context == 2048, t.message
 

@@ -18,18 +18,19 @@ import enum
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..engines.base import Engine
 from ..hardware.rig import Rig
 from ..model.info import ModelInfo
 from ..planner import Plan, make_plan
-from .bench import record, run_benchmark
+from .bench import BenchResult, record, run_benchmark
 from .diagnose import Failure
 from .launch import Launch, LaunchOutcome, smaller_plan
 from .processes.process import LogFolderError
 from .processes.states import IllegalTransition, Machine
-from .servers import ServerBackend
 
 
 class State(str, enum.Enum):
@@ -63,6 +64,13 @@ ALLOWED: dict[State, set[State]] = {
 CANCELLED = "Loading was cancelled."
 PROBE_EVERY_S = 0.1
 PENDING_LINES = 5000  # server lines waiting for the next poll(); more are dropped (the log file keeps them)
+
+
+@dataclass(frozen=True)
+class Benchmarked:
+    """How the last benchmark ended: its result, or why it failed."""
+    result: BenchResult | None
+    error: str | None = None
 
 
 class _PendingLines:
@@ -127,7 +135,7 @@ class LaunchMachine(Machine):
 
     def __init__(self, plan: Plan, rig: Rig, model: ModelInfo, model_path: str, exe: str | None = None, *,
                  auto_retry: bool = False, attempts: int = 3, timeout: float = 1800.0,
-                 log_dir: Path | None = None, backend: ServerBackend | None = None):
+                 log_dir: Path | None = None, backend: Engine | None = None):
         self.rig, self.model, self.model_path, self.exe = rig, model, model_path, exe
         self.auto_retry, self.attempts, self.timeout = auto_retry, max(1, attempts), timeout
         self.log_dir, self._backend = log_dir, backend
@@ -135,6 +143,7 @@ class LaunchMachine(Machine):
         self.attempt = 0  # 0 for the first plan, +1 per smaller plan
         self.failure: Failure | None = None
         self.outcome: LaunchOutcome | None = None  # set when ready or failed
+        self.benchmarked: Benchmarked | None = None  # set when a benchmark ends (benchmarking -> ready)
         self._line_listeners: list[Callable[[list[str]], None]] = []
         self._lines = _PendingLines()
         self._results: "queue.SimpleQueue" = queue.SimpleQueue()
@@ -194,8 +203,10 @@ class LaunchMachine(Machine):
         return self.state
 
     def benchmark(self, n_prompt: int = 512, n_gen: int = 128, repeats: int = 1) -> None:
-        """Run the built-in benchmark on the worker; the result arrives with benchmarking -> ready."""
+        """Run the built-in benchmark on the worker; its result arrives with benchmarking -> ready, in
+        `benchmarked` (and in the transition's info for listeners)."""
         la = self.launch
+        self.benchmarked = None
         times = f" ({repeats} times)" if repeats > 1 else ""
         self._to(State.BENCHMARKING, n_prompt=n_prompt, n_gen=n_gen, repeats=repeats,
                  message=f"Benchmarking: {n_prompt} prompt tokens, then {n_gen} generated{times}…")
@@ -332,10 +343,12 @@ class LaunchMachine(Machine):
                          message=f"Ready in {out.ready_s:.1f} s at http://{la.host}:{la.port}")
             elif key[0] == "bench" and self.state is State.BENCHMARKING:
                 if error is not None:
+                    self.benchmarked = Benchmarked(None, str(error))
                     self._to(State.READY, error=str(error), message=f"The benchmark failed ({error}).")
                 else:
                     record(result)
                     r = result
+                    self.benchmarked = Benchmarked(r)
                     self._to(State.READY, result=r,
                              message=f"Benchmark: prompt {r.prompt_tokens_per_s:.1f} tokens/s, generation "
                                      f"{r.gen_tokens_per_s:.1f} tokens/s (predicted {r.predicted_tokens_per_s:.1f})")

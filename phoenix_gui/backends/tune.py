@@ -24,6 +24,7 @@ driver and the engine and its version.
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import shutil
@@ -44,13 +45,14 @@ from ..planner.tuning import RUN_GEN as N_GEN
 from ..planner.tuning import RUN_PROMPT as N_PROMPT
 from ..planner.tuning import RUN_REPEATS as N_REPEATS
 from ..planner.tuning import NOISE_FLOOR
-from ..planner.tuning import (calibrated_best, candidates, counts_of, disagreement, features, keep, learned_fit,
+from ..planner.tuning import (calibrated_best, candidates, disagreement, features, keep, learned_fit,
                               measured_noise, pin_down, slice_limit, slice_runs, with_counts)
 from ..storage import remove_leftovers
 from .tune_report import fit_notes
 from .bench import spread_of
 from .calibrations import CalibrationFileError, rig_key, save
 from .lifecycle import LaunchMachine, State
+from .processes.states import Machine
 
 FIRST_RUN_GUESS_S = 30.0  # time-left estimate before any run has finished
 SLICE_PREFIX = "phoenix-slices-"  # + the tuning process's id: a folder whose process is gone is a leftover
@@ -59,6 +61,23 @@ WARM_CHUNK = 8 << 20
 
 
 # --- the tuner ---
+
+class TuneState(str, enum.Enum):
+    IDLE = "idle"
+    RUNNING = "running"  # reading the model file, or measuring one plan after another
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+T = TuneState
+ALLOWED: dict[TuneState, set[TuneState]] = {
+    T.IDLE: {T.RUNNING, T.CANCELLED},
+    T.RUNNING: {T.DONE, T.CANCELLED, T.FAILED},
+    T.DONE: set(),
+    T.CANCELLED: set(),
+    T.FAILED: set(),
+}
 
 def remove_stale_slices(tmp: str | Path | None = None) -> list[Path]:
     """Remove the slice folders of tunes that died without cleaning up (killed with SIGKILL, a power cut):
@@ -195,7 +214,9 @@ def _ram_available() -> int:
         return 0
 
 
-class Tuner:
+class Tuner(Machine):
+    ALLOWED = ALLOWED
+
     def __init__(self, model: ModelInfo, rig: Rig, model_path: str, base: PlanSettings, exe: str | None, *,
                  budget_s: float = 300.0, max_runs: int = 6, n_prompt: int = N_PROMPT, n_gen: int = N_GEN,
                  n_repeats: int = N_REPEATS,
@@ -220,8 +241,7 @@ class Tuner:
         self.runs: list[TuneRun] = []
         self.queue: list[TuneRun] = []
         self.budgets = Budgets()
-        self.state = "idle"  # running, done, cancelled, failed
-        self.message = ""
+        super().__init__(TuneState.IDLE)
         self.calibration: Calibration | None = None
         self.winner: TuneRun | None = None
         self._m: LaunchMachine | None = None
@@ -240,10 +260,10 @@ class Tuner:
     def start(self) -> None:
         remove_stale_slices()
         self._t0 = time.monotonic()
-        self.state = "running"
+        self._to(TuneState.RUNNING)
         first = candidates(self.model, self.rig, self.probe, self.budgets, limit=1)
         if not first:
-            self._finish("failed", "No candidate plan fits this PC, so there is nothing to measure.")
+            self._finish(TuneState.FAILED, "No candidate plan fits this PC, so there is nothing to measure.")
             return
         slices = self._slices(first[0])
         plans = candidates(self.model, self.rig, self.probe, self.budgets, limit=self.max_runs - 1 - len(slices),
@@ -265,26 +285,26 @@ class Tuner:
 
     def poll(self) -> bool:
         """Advance; True while tuning goes on."""
-        if self.state != "running":
+        if self.state is not TuneState.RUNNING:
             return False
         m = self._m
         if m is None:
             if self.warmer is not None and not self.warmer.done:
                 return True
             self._next()
-            return self.state == "running"
+            return self.state is TuneState.RUNNING
         st = m.poll()
         if st is State.READY and self._cur.measured_tps is None and not self._cur.outcome:
-            bench = [t for t in m.history if t.old is State.BENCHMARKING]
-            if not bench:
+            done = m.benchmarked  # handed over by benchmarking -> ready; None: not benchmarked yet
+            if done is None:
                 self._cur.devices = [(c.name, c.predicted_bytes, c.actual_bytes) for c in m.outcome.comparison]
                 self._cur.load_s = m.outcome.ready_s
                 m.benchmark(self.n_prompt, self.n_gen, self.n_repeats)
             else:
-                res = bench[-1].info.get("result")
+                res = done.result
                 if res:
                     self._cur.repeats = list(res.gen_repeats)
-                self._end_run("ok" if res else f"the benchmark failed ({bench[-1].info.get('error')})",
+                self._end_run("ok" if res else f"the benchmark failed ({done.error})",
                               res.gen_tokens_per_s if res else None)
         elif st is State.FAILED:
             f = m.failure
@@ -292,14 +312,16 @@ class Tuner:
                 _, self.budgets = learn(self.rig, m.plan, f.device, f.requested_mib, self.budgets)
                 self.queue = self._replan()
                 self._end_run("out of memory", None)
+            elif not any(r.outcome == "ok" for r in self.runs):
+                # nothing measured yet and the engine does not start: no next run is launched to be stopped
+                self._end_run(f.message if f else "failed", None, go_on=False)
+                self._finish(TuneState.FAILED, f.message if f else "The engine did not start.")
+                return False
             else:
                 self._end_run(f.message if f else "failed", None)
-                if not any(r.outcome == "ok" for r in self.runs):
-                    self._finish("failed", f.message if f else "The engine did not start.")
-                    return False
         elif not m.done and time.monotonic() - self._t0 > self.budget_s + 5 and self._cur.label != "calibrated winner":
             self._end_run("stopped at the time budget", None)
-        return self.state == "running"
+        return self.state is TuneState.RUNNING
 
     def cancel(self) -> None:
         """Stop now; nothing is left running."""
@@ -308,8 +330,8 @@ class Tuner:
         if self._m is not None:
             self._m.stop()
             self._m = None
-        if self.state in ("running", "idle"):
-            self._finish("cancelled", "Tuning was cancelled; nothing is left running.")
+        if self.state in (TuneState.RUNNING, TuneState.IDLE):
+            self._finish(TuneState.CANCELLED, "Tuning was cancelled; nothing is left running.")
 
     # --- progress ---
     @property
@@ -325,7 +347,7 @@ class Tuner:
         return max(0.0, min(self.budget_s - self.elapsed, warm + todo * per - min(cur, per)))
 
     def fraction(self) -> float:
-        if self.state != "running":
+        if self.state is not TuneState.RUNNING:
             return 1.0
         left = self.time_left()
         return self.elapsed / max(1e-6, self.elapsed + left)
@@ -449,7 +471,7 @@ class Tuner:
         self.message = f"Run {len(self.runs) + 1}: {run.label} — {run.split}"
         self._m.start()
 
-    def _end_run(self, outcome: str, tps: float | None) -> None:
+    def _end_run(self, outcome: str, tps: float | None, go_on: bool = True) -> None:
         run, m = self._cur, self._m
         run.outcome, run.measured_tps, run.seconds = outcome, tps, time.monotonic() - self._run_t0
         if m is not None:
@@ -458,7 +480,8 @@ class Tuner:
         self.runs.append(run)
         if self.on_run:
             self.on_run(run)
-        self._next()
+        if go_on:
+            self._next()
 
     def measured(self) -> list[tuple[PlanSettings, float]]:
         """The whole model's measured plans (the slice runs apart: see measured_slices)."""
@@ -543,7 +566,7 @@ class Tuner:
     def _conclude(self) -> None:
         data = self.measured()
         if not data and not self.measured_slices():
-            self._finish("failed", "No run finished, so nothing was learned.")
+            self._finish(TuneState.FAILED, "No run finished, so nothing was learned.")
             return
         self.calibration = self._calibrate(data)
         self.calibration.per_layer_ms = self._per_layer_ms()
@@ -558,10 +581,10 @@ class Tuner:
             kept = f" {e} It was not kept for later plans."
         if not data:
             self.winner = None
-            self._finish("done", "Learned this PC from the slice runs, but no plan of the whole model finished, "
+            self._finish(TuneState.DONE, "Learned this PC from the slice runs, but no plan of the whole model finished, "
                                  "so none is kept." + kept)
             return
-        self._finish("done", self._choose() + kept)
+        self._finish(TuneState.DONE, self._choose() + kept)
 
     def _choose(self) -> str:
         """Set the winner among the measured plans and say what was kept. A probe that ate into the
@@ -595,7 +618,7 @@ class Tuner:
         else:
             self.margin_mib = self.user_margin if self.user_margin is not None else self.guess_margin
             self.margin_source = "yours" if self.user_margin is not None else "guess"
-        if self.state == "done":
+        if self.state is TuneState.DONE:
             self.message = self._choose()
 
     def _per_layer_ms(self) -> dict[str, float]:
@@ -620,14 +643,14 @@ class Tuner:
             out["CPU"] = per_layer(None, self.calibration.cpu_scale)
         return out
 
-    def _finish(self, state: str, message: str) -> None:
+    def _finish(self, state: TuneState, message: str) -> None:
         if self.warmer is not None and not self.warmer.done:
             self.warmer.stop()
         if self._m is not None:
             self._m.stop()
             self._m = None
         self._remove_slices()
-        self.state, self.message = state, message
+        self._to(state, message=message)
 
     # --- the report ---
     def speedups(self) -> list[str]:
@@ -688,7 +711,7 @@ class Tuner:
 
     def report(self) -> dict:
         c = self.calibration
-        return {"state": self.state, "message": self.message, "n_prompt": self.n_prompt, "n_gen": self.n_gen,
+        return {"state": self.state.value, "message": self.message, "n_prompt": self.n_prompt, "n_gen": self.n_gen,
                 "n_repeats": self.n_repeats, "noise": self.noise,
                 "runs": [{"label": r.label, "plan": r.split, "devices": r.settings.devices, "gpulayers": r.settings.gpulayers,
                           "tensor_split": r.settings.tensor_split, "threads": r.settings.threads, "batch": r.settings.batch,
