@@ -240,7 +240,7 @@ class CountingRelay:
 
 
 def test_one_round_trip_per_token_and_node_with_the_predicted_bytes(kcpp_script, tiny, hosts, tmp_path):
-    from phoenix_gui.planner.plan import RPC_REQUEST_BYTES
+    from phoenix_gui.planner.network import RPC_REQUEST_BYTES
 
     addrs, _ = hosts
     relays = [CountingRelay(int(a.rpartition(":")[2])) for a in addrs]

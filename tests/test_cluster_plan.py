@@ -21,7 +21,8 @@ from phoenix_gui.hardware.rig import MIB
 from phoenix_gui.hardware.rigfile import RigFileError, load_rig
 from phoenix_gui.planner import PlanSettings, make_plan
 from phoenix_gui.planner.autofit import auto_fit
-from phoenix_gui.planner.plan import REMOTE_CPU_HOST_MIB, RPC_REQUEST_BYTES, network_seconds
+from phoenix_gui.planner.network import RPC_REQUEST_BYTES, network_seconds
+from phoenix_gui.planner.plan import REMOTE_CPU_HOST_MIB
 from phoenix_gui.validate import InputError, rpc_targets
 
 RIG = """

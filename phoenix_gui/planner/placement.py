@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from bisect import bisect_right
 
 from ..model.ggml_types import block_size, tensor_bytes
+from ..validate import split_weights
 
 CPU = -1
 
@@ -267,3 +269,48 @@ def gpu_tensor_bytes(t, row_padding: int, align: int) -> int:
     if block > 1 and row_padding and t.shape[0] % row_padding:
         n += tensor_bytes(t.ggml_type, (block,)) * (row_padding - t.shape[0] % row_padding) // block
     return -(-n // align) * align if align > 1 else n
+
+
+def row_split_weights(model, assign, gpus, s, dev_bytes, w) -> list[int]:
+    """Row split: 2-D matrices of every GPU layer are divided by rows across GPUs by the split
+    (default: total VRAM); the owner device keeps the rest. Estimated."""
+    n = len(gpus)
+    ts = split_weights(s.tensor_split) if s.tensor_split else [float(g.total_bytes) for g in gpus]
+    ts = ts[:n] + [0.0] * (n - len(ts))
+    total = sum(ts) or 1.0
+    share = [x / total for x in ts]
+    out = [0.0] * n
+    for il, layer in enumerate(model.layers):
+        d = assign[il]
+        if d == CPU:
+            continue
+        mat = sum(t.nbytes for t in layer.tensors if len(t.shape) >= 2 and not t.is_expert)
+        for j in range(n):
+            out[j] += mat * share[j]
+        out[d] += dev_bytes[il] - mat
+    o = assign[model.n_layer]
+    if o != CPU:
+        out[o] += model.output_bytes
+    return [int(x) for x in out]
+
+
+def cuda_padding(model, assign, dev, eng) -> int:
+    """Bytes a CUDA buffer adds to the weights of the layers on device dev (row padding, alignment)."""
+    per_layer = _layer_padding(model, eng.gpu_row_padding, eng.gpu_tensor_align)
+    return sum(b for il, b in enumerate(per_layer) if assign[il] == dev)
+
+
+_PADDING: dict[tuple[int, int, int], list[int]] = {}
+
+
+def _layer_padding(model, row_padding: int, align: int) -> list[int]:
+    """Per block (then the output layer), the bytes a CUDA buffer adds to its tensors: a property of the
+    model and the engine, worked out once per model rather than on every slider move."""
+    key = (id(model), row_padding, align)
+    got = _PADDING.get(key)
+    if got is None:
+        groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
+        got = [sum(gpu_tensor_bytes(t, row_padding, align) - t.nbytes for t in ts) for ts in groups]
+        _PADDING[key] = got
+        weakref.finalize(model, _PADDING.pop, key, None)  # the id may be reused once the model is gone
+    return got

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from operator import add
 
-from ..hardware.cluster import ASSUMED_LINK, LinkInfo, is_cpu_device, link_of, machine_of
+from ..hardware.cluster import is_cpu_device, machine_of
 from ..hardware.rig import MIB, GpuInfo, Rig
-from ..hardware.specs import find_spec
 from ..model.info import ModelInfo
-from .compute import ComputeInputs, device_compute, host_compute
-from ..engines import OLD
-from .kv import kv_cells, kv_bytes_per_layer
-from .ledger import DevicePlan, Plan
-from .placement import (CPU, gpu_tensor_bytes, host_model_buffers, host_tensors, layer_counts, moecpu_overrides,
-                        plan_layers, tensor_moves)
-from ..validate import InputError, split_weights
-from .settings import PlanSettings, check_settings
+from ..validate import split_weights
 from .calibration import calibrated_tokens_per_second, extra_bytes
+from .compute import ComputeInputs, device_compute, host_compute
+from .kv import kv_bytes_per_layer, kv_cells
+from .ledger import DevicePlan, Plan
+from .network import check_engine_order, load_time_notes
+from .placement import (CPU, cuda_padding, host_model_buffers, host_tensors, layer_counts, moecpu_overrides,
+                        plan_layers, row_split_weights, tensor_moves)
+from .settings import PlanSettings, check_settings
 from .speed import UNKNOWN_BANDWIDTH_GBS as UNKNOWN_REMOTE_GBS
-from .speed import (SMALL_PASCAL_CHIPS, SpeedDevice, SpeedInputs, band_note, cpu_isa_of, cpu_theoretical_bandwidth,
-                    default_threads, device_class, prompt_tokens_per_second, quant_family, speed_band,
+from .speed import (SpeedInputs, band_note, device_class, prompt_tokens_per_second, quant_family, speed_band,
                     tokens_per_second)
-from ..model.ggml_types import kernel_family
+from .speed_inputs import speed_inputs
 
 
 # A node sharing its CPU and RAM runs koboldcpp --rpcmode host: 68 MiB resident when idle, +2 MiB once a
@@ -247,13 +244,13 @@ def _tally(model: ModelInfo, s: PlanSettings, gpus: list[GpuInfo], assign: list[
     approximate = False
     if s.split_mode == "row" and n_gpu > 1:
         approximate = True
-        w = _row_split_weights(model, assign, gpus, s, dev_bytes, w)
+        w = row_split_weights(model, assign, gpus, s, dev_bytes, w)
         warnings.append("Row split is estimated: matrices are divided by rows across all GPUs; numbers are approximate.")
 
     # CUDA devices (this PC's or another's over RPC) pad quantized rows and align tensors (EngineProfile)
     for i, g in enumerate(gpus):
         if not is_cpu_device(g) and not approximate:
-            w[i] += _padding(model, assign, i, eng)
+            w[i] += cuda_padding(model, assign, i, eng)
     local_gpu = any(not g.is_remote for g in gpus)
     host_ot = [*s.overrides, *moecpu_overrides(moecpu)] if n_gpu else []
     host_bufs = host_model_buffers(host_tensors(model, assign, host_ot), mmap=s.mmap,
@@ -357,7 +354,7 @@ class _Speed:
 
 def _speed(model: ModelInfo, rig: Rig, s: PlanSettings, gpus: list[GpuInfo], devices: list[DevicePlan],
            assign: list[int], t: _Tally, caveat: str) -> _Speed:
-    speed = _speed_devices(model, rig, gpus, devices, assign, t.kv, s, t.cpu_expert, t.cells)
+    speed = speed_inputs(model, rig, gpus, devices, assign, t.kv, s, t.cpu_expert, t.cells)
     model_tps = tokens_per_second(speed)
     tps = calibrated_tokens_per_second(rig, gpus, speed, model_tps)  # measured on this PC, if any
     pp = prompt_tokens_per_second(speed.devices, s.batch)
@@ -370,142 +367,7 @@ def _speed(model: ModelInfo, rig: Rig, s: PlanSettings, gpus: list[GpuInfo], dev
     return _Speed(speed, tps, pp, empty, full, family, dclass, band)
 
 
-# id(model) -> (model, per layer: (dense, experts) weights by kernel family, the output layer's); a model's
-# tensors do not change, and auto-fit plans one model hundreds of times
-_MIX: dict[int, tuple] = {}
-
-
-def _type_mix(model) -> tuple[list[tuple[dict, dict]], dict]:
-    got = _MIX.get(id(model))
-    if got is not None and got[0] is model:
-        return got[1], got[2]
-
-    def add(into: dict, t) -> None:
-        n = 1
-        for x in t.shape:
-            n *= x
-        f = kernel_family(t.ggml_type)
-        into[f] = into.get(f, 0.0) + float(n)
-
-    layers = []
-    for layer in model.layers:
-        dense: dict[str, float] = {}
-        exp: dict[str, float] = {}
-        for t in layer.tensors:
-            add(exp if t.is_expert else dense, t)
-        layers.append((dense, exp))
-    out: dict[str, float] = {}
-    for t in model.output_tensors:
-        add(out, t)
-    if model.tied_embeddings:  # llama.cpp reads token_embd again as the output matrix
-        for t in model.input_tensors:
-            if t.name.startswith("token_embd."):
-                add(out, t)
-    if len(_MIX) >= 64:
-        _MIX.clear()
-    _MIX[id(model)] = (model, layers, out)
-    return layers, out
-
-
-def _speed_devices(model, rig, gpus, devices, assign, kv, s, cpu_expert, cells) -> SpeedInputs:
-    """What a generated token reads on each device, how the devices hand it on, and which build
-    era and regime the plan is in (planner/speed.py turns this into tokens/s)."""
-    cells = max(1, cells)
-    fill = min(1.0, (s.kv_fill if s.kv_fill is not None else max(1, s.context // 4)) / cells)
-    frac_active = (model.n_expert_used / model.n_expert) if model.is_moe else 1.0
-    n = len(gpus)
-    read = [0.0] * (n + 1)  # weights read per token; last entry: CPU
-    kv_full = [0.0] * (n + 1)
-    mix: list[dict[str, float]] = [{} for _ in range(n + 1)]  # weights read per token by kernel family
-    layer_mix, out_mix = _type_mix(model)
-
-    def take(i: int, m: dict, scale: float = 1.0) -> None:
-        into = mix[i]
-        for f, w in m.items():
-            into[f] = into.get(f, 0.0) + w * scale
-
-    hops = 0
-    # without flash attention every query head reads its group's K and V again (GQA)
-    gqa = [max(1, h // max(1, k)) for h, k in zip(model.n_head, model.n_head_kv)]
-    # each layer's mix goes to its device; summed per device first (most layers share one), then once per device
-    dense_on: list[list[int]] = [[] for _ in range(n + 1)]
-    experts_on: list[list[int]] = [[] for _ in range(n + 1)]
-    for il, layer in enumerate(model.layers):
-        d = assign[il]
-        idx = n if d == CPU else d
-        exp_read = layer.expert_bytes * frac_active
-        dense_on[idx].append(il)
-        if cpu_expert[il]:
-            read[n] += exp_read
-            read[idx] += layer.dense_bytes
-            experts_on[n].append(il)
-            hops += 2 if d != CPU else 0  # to the CPU for the experts and back
-        else:
-            read[idx] += layer.dense_bytes + exp_read
-            experts_on[idx].append(il)
-        kv_full[n if (d == CPU or s.lowvram) else d] += kv[il] * (1 if s.flash_attn else gqa[il])
-        if s.lowvram and d != CPU:
-            hops += 2  # attention runs where the cache is: to the CPU and back every layer
-    for i in range(n + 1):  # inline: this runs for every layer of every plan auto-fit tries
-        into = mix[i]
-        for part, layers, scale in ((0, dense_on[i], 1.0), (1, experts_on[i], frac_active)):
-            for il in layers:
-                for f, w in layer_mix[il][part].items():
-                    into[f] = into.get(f, 0.0) + w * scale
-    hops += sum(1 for a, b in zip(assign, assign[1:]) if a != b)  # layer boundaries, output layer
-    out = assign[model.n_layer]
-    read[n if out == CPU else out] += model.output_bytes  # with tied embeddings: token_embd again
-    take(n if out == CPU else out, out_mix)
-    read[n] += model.n_embd * 4  # one embedding row
-    bpw = model.tensor_bytes * 8 / model.n_params if model.n_params else 4.5
-    mixes = [tuple(sorted(m.items())) for m in mix]
-    sd = []
-    for i, g in enumerate(gpus):
-        bw_g = g.bandwidth_gbs if g.bandwidth_gbs > 0 else UNKNOWN_REMOTE_GBS
-        if is_cpu_device(g) or g.bandwidth_gbs <= 0:  # a node's CPU and RAM: bandwidth only, threads unknown
-            sd.append(SpeedDevice("cpu", "cpu", bw_g, read[i] + kv_full[i] * fill, devices[i].layers,
-                                  devices[i].weights_bytes, kv_full[i] * fill, kv_full[i], bits_per_weight=bpw,
-                                  mix=mixes[i]))
-            continue
-        spec = find_spec(g.name, round(g.total_bytes / (1 << 30)))
-        small = bool(spec and spec.architecture == "Pascal" and spec.chip in SMALL_PASCAL_CHIPS)
-        sd.append(SpeedDevice("gpu", g.architecture, g.bandwidth_gbs, read[i] + kv_full[i] * fill, devices[i].layers,
-                              devices[i].weights_bytes, kv_full[i] * fill, kv_full[i],
-                              spec.fp32_tflops if spec else 0.0, g.compute_capability >= (6, 1), bpw,
-                              mix=mixes[i], small_pascal=small))
-    cpu = devices[-1]
-    sysinfo = rig.system
-    bw = cpu_theoretical_bandwidth(sysinfo.ram_bandwidth_gbs, sysinfo.ram_bandwidth_source)
-    rule = getattr(s.profile, "default_threads", "physical")  # the engine profile's thread rule
-    threads = s.threads or default_threads(rule, sysinfo.logical_cores, sysinfo.physical_cores, sysinfo.cpu_name)
-    if sysinfo.physical_cores:
-        threads = min(threads, sysinfo.physical_cores)  # a second hyperthread adds no arithmetic units
-    sd.append(SpeedDevice("cpu", "cpu", bw, read[n] + kv_full[n] * fill, cpu.layers,
-                          cpu.weights_bytes - model.input_bytes, kv_full[n] * fill, kv_full[n],
-                          threads=threads, bits_per_weight=bpw, mix=mixes[n], isa=cpu_isa_of(sysinfo.cpu_name)))
-    used = [i for i in range(n) if read[i] > 0]
-    if not used:
-        regime = "cpu"
-    elif cpu.layers or any(cpu_expert) or (s.lowvram and any(kv)):
-        regime = "hybrid"
-    else:
-        regime = "multi_gpu" if len(used) > 1 else "single_gpu"
-    era = "old" if s.profile in OLD.values() else "current"
-    net = network_seconds(rig, gpus, assign, model.n_embd, model.n_vocab)
-    return SpeedInputs(sd, hops, era, fill, regime, model.is_moe, network_s=net)
-
-
-# --- the cluster: devices other PCs share over RPC ---
-
-def check_engine_order(rig: Rig, gpus: list[GpuInfo]) -> None:
-    """The engine lists every RPC device first, node by node in --rpc order, then this PC's GPUs; a plan
-    in another order would put its layers on other devices than it says (raises InputError)."""
-    rank = {g.node: i for i, g in reversed(list(enumerate(rig.gpus))) if g.is_remote}
-    keys = [(0, rank[g.node], rig.gpus.index(g)) if g.is_remote else (1, 0, 0) for g in gpus]
-    if keys != sorted(keys):
-        raise InputError("Devices of other PCs must come first, node by node in the order the PCs were added and "
-                         "each PC's devices in its own order: llama.cpp places RPC devices before this PC's GPUs.")
-
+# --- the devices of other PCs (the network: planner/network.py) ---
 
 def _device_name(rig: Rig, g: GpuInfo) -> str:
     return f"{g.short_name} ({machine_of(rig, g)})" if g.is_remote else g.short_name
@@ -517,104 +379,3 @@ def _device_overhead(rig: Rig, g: GpuInfo, cuda_context: int) -> int:
     if not g.is_remote:
         return cuda_context + extra_bytes(rig, g)
     return REMOTE_CPU_HOST_MIB * MIB if is_cpu_device(g) else cuda_context
-
-
-def _link(rig: Rig, g: GpuInfo) -> LinkInfo:
-    return link_of(rig, g) or ASSUMED_LINK
-
-
-# Per generated token and run of layers on a node, koboldcpp 1.115.1 sends about 3.2 KB besides the
-# activations (tensor headers of its set_tensor/get_tensor calls, positions, a small context's attention
-# mask: 3,452 B up for a 64-wide model on loopback) and waits once, for the run's result (2 turns a token).
-RPC_REQUEST_BYTES = 3200
-
-
-def network_seconds(rig: Rig, gpus: list[GpuInfo], assign: list[int], n_embd: int, n_vocab: int) -> float:
-    """Network time per generated token. The token starts and ends on this PC (embeddings, sampling); each
-    run of consecutive layers on one node costs a round trip (the main process waits for the node's
-    result) plus what is sent there (n_embd floats and the RPC requests) and back (n_embd floats; the
-    logits, n_vocab floats, when the output layer is the run's last). Moving between two devices of the
-    same node costs no network. The attention mask's growth with the filled context is left out."""
-    t = 0.0
-    prev = ""
-    for il, d in enumerate(assign):
-        node = gpus[d].node if d != CPU else ""
-        if node and node != prev:
-            link = _link(rig, gpus[d])
-            t += link.rtt_ms / 1000 + (n_embd * 4 + RPC_REQUEST_BYTES) / (link.throughput_mbs * 1e6)
-        if node and (il + 1 == len(assign) or (gpus[assign[il + 1]].node if assign[il + 1] != CPU else "") != node):
-            back = n_vocab if il + 1 == len(assign) else n_embd
-            t += back * 4 / (_link(rig, gpus[d]).throughput_mbs * 1e6)
-        prev = node
-    return t
-
-
-def load_time_notes(rig: Rig, gpus: list[GpuInfo], devices: list[DevicePlan]) -> list[str]:
-    """Loading sends each node its weights over the network: say how long that takes."""
-    sent: dict[str, int] = {}
-    for g, d in zip(gpus, devices):
-        if g.is_remote and d.weights_bytes:
-            sent[g.node] = sent.get(g.node, 0) + d.weights_bytes
-    notes = []
-    for addr, nbytes in sent.items():
-        g = next(x for x in gpus if x.node == addr)
-        link = link_of(rig, g)
-        known = link is not None
-        link = link or ASSUMED_LINK
-        secs = nbytes / (link.throughput_mbs * 1e6)
-        how = (f"{'measured' if link.measured else 'given'} link, {link.throughput_mbs:,.0f} MB/s" if known
-               else f"link not measured; assuming 1 Gbit Ethernet, {link.throughput_mbs:,.0f} MB/s")
-        notes.append(f"Loading sends {nbytes / 1e9:,.1f} GB of weights to {machine_of(rig, g)} over the network: "
-                     f"about {_duration(secs)} ({how}).")
-    return notes
-
-
-def _duration(secs: float) -> str:
-    if secs < 90:
-        return f"{max(1, round(secs))} s"
-    return f"{secs / 60:,.1f} min" if secs < 5400 else f"{secs / 3600:,.1f} h"
-
-
-def _row_split_weights(model, assign, gpus, s, dev_bytes, w) -> list[int]:
-    """Row split: 2-D matrices of every GPU layer are divided by rows across GPUs by the split
-    (default: total VRAM); the owner device keeps the rest. Estimated."""
-    n = len(gpus)
-    ts = split_weights(s.tensor_split) if s.tensor_split else [float(g.total_bytes) for g in gpus]
-    ts = ts[:n] + [0.0] * (n - len(ts))
-    total = sum(ts) or 1.0
-    share = [x / total for x in ts]
-    out = [0.0] * n
-    for il, layer in enumerate(model.layers):
-        d = assign[il]
-        if d == CPU:
-            continue
-        mat = sum(t.nbytes for t in layer.tensors if len(t.shape) >= 2 and not t.is_expert)
-        for j in range(n):
-            out[j] += mat * share[j]
-        out[d] += dev_bytes[il] - mat
-    o = assign[model.n_layer]
-    if o != CPU:
-        out[o] += model.output_bytes
-    return [int(x) for x in out]
-
-
-def _padding(model, assign, dev, eng) -> int:
-    """Bytes a CUDA buffer adds to the weights of the layers on device dev (row padding, alignment)."""
-    per_layer = _layer_padding(model, eng.gpu_row_padding, eng.gpu_tensor_align)
-    return sum(b for il, b in enumerate(per_layer) if assign[il] == dev)
-
-
-_PADDING: dict[tuple[int, int, int], list[int]] = {}
-
-
-def _layer_padding(model, row_padding: int, align: int) -> list[int]:
-    """Per block (then the output layer), the bytes a CUDA buffer adds to its tensors: a property of the
-    model and the engine, worked out once per model rather than on every slider move."""
-    key = (id(model), row_padding, align)
-    got = _PADDING.get(key)
-    if got is None:
-        groups = [layer.tensors for layer in model.layers] + [model.output_tensors]
-        got = [sum(gpu_tensor_bytes(t, row_padding, align) - t.nbytes for t in ts) for ts in groups]
-        _PADDING[key] = got
-        weakref.finalize(model, _PADDING.pop, key, None)  # the id may be reused once the model is gone
-    return got

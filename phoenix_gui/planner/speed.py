@@ -16,7 +16,7 @@ time per token = engine overhead of the build era
   Bytes per weight are exact per type (model/ggml_types.bits_per_weight: a block's bytes over its weights).
   + a fixed cost per hop: every time the token's activations move between devices (layer
     boundaries, the output layer on another device, a KV cache or experts kept in RAM).
-  + the network (devices other PCs share over RPC; planner/plan.py network_seconds): per run of
+  + the network (devices other PCs share over RPC; planner/network.py network_seconds): per run of
     layers on another PC, the link's round trip plus the activations there and back over its
     throughput. Not fitted: the link figures are measured or given.
 The constants are fitted on public measurements (benchmarks/fit_speed_model.py), judged only on

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QBoxLayout, QCheckBox, QComboBox, QDoubleSpinBox,
 
 from ...hardware.cluster import ASSUMED_LINK, LOCAL, is_cpu_device, link_of, machine_of
 from ...planner.placement import CPU
-from ...planner.plan import network_seconds
+from ...planner.network import network_seconds
 from ..binding import bind
 from ..membar import STATUS_COLOUR, MemoryBar, legend_html, mib
 from ..nodes_panel import link_text
