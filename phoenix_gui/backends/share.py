@@ -12,6 +12,7 @@ alone may connect, no secret); so local users are trusted, and the warnings say 
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
 import socket
@@ -25,6 +26,7 @@ from .infoserver import InfoServer
 from .nodes import INFO_PORT_OFFSET
 from .processes.ports import address_problem, free_port, free_port_with
 from .processes.process import ServerProcess
+from .processes.states import IllegalTransition, Machine
 from .rpcwire import REFUSAL, RpcClient, RpcError, Version
 
 _DEVICE_LINE = re.compile(r"^\s+(\w+): (.*) \((\d+) MiB, (\d+) MiB free\)\s*$")  # the engine's device list
@@ -76,13 +78,40 @@ def allow_list(items) -> list:
     return out
 
 
-class ShareHost:
-    """The RPC host of this PC. start() returns once the engine answers the RPC hello; stop() leaves nothing
-    running. port=None takes a free one; info=False serves no info endpoint; cpu_only shares just the CPU."""
+class ShareState(str, enum.Enum):
+    IDLE = "idle"
+    STARTING = "starting"  # the engine runs, not yet answering the RPC hello
+    SHARING = "sharing"
+    ENDED = "ended"  # the engine stopped by itself while sharing
+    FAILED = "failed"  # sharing could not start; nothing is left running
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+H = ShareState
+ALLOWED: dict[ShareState, set[ShareState]] = {
+    H.IDLE: {H.STARTING, H.STOPPED},
+    H.STARTING: {H.SHARING, H.FAILED},  # Ctrl-C while starting fails the start: start() cleans up
+    H.SHARING: {H.ENDED, H.STOPPING},
+    H.ENDED: {H.STOPPING},  # the relay and the info endpoint still run
+    H.FAILED: set(),
+    H.STOPPING: {H.STOPPED},
+    H.STOPPED: set(),
+}
+
+
+class ShareHost(Machine):
+    """The RPC host of this PC, a machine of ShareStates. start() returns once the engine answers the RPC
+    hello (sharing) or raises ShareError (failed); poll() notices an engine that stopped by itself (ended);
+    stop() leaves nothing running. port=None takes a free one; info=False serves no info endpoint;
+    cpu_only shares just the CPU. One start per host."""
+
+    ALLOWED = ALLOWED
 
     def __init__(self, exe, host: str = "127.0.0.1", port: int | None = 50052, devices=None, allow=None,
                  info_port: int | None = None, info: bool = True, cpu_only: bool = False, log_path=None,
                  on_line=None):
+        super().__init__(ShareState.IDLE)
         self.exe = str(exe)
         self.host = check_host(host) if host != "0.0.0.0" else host
         if ":" in self.host:  # llama.cpp splits an RPC endpoint at its first colon
@@ -141,6 +170,19 @@ class ShareHost:
 
     # --- life ---
     def start(self, timeout: float = 60.0) -> "ShareHost":
+        if self.state is not ShareState.IDLE:
+            raise IllegalTransition(f"start() in state {self.state.value}")
+        self._to(ShareState.STARTING, message=f"Starting {Path(self.exe).name} in RPC host mode…")
+        try:
+            self._start(timeout)
+        except BaseException as e:
+            self._close()
+            self._to(ShareState.FAILED, message=str(e) or "Sharing was cancelled.")
+            raise
+        self._to(ShareState.SHARING, message=f"Sharing on {self.address}.")
+        return self
+
+    def _start(self, timeout: float) -> None:
         import shutil
 
         if not Path(self.exe).is_file() and not shutil.which(self.exe):
@@ -160,25 +202,34 @@ class ShareHost:
         except OSError as e:
             self._proc = None
             raise ShareError(f"{self.exe} cannot be started ({e.strerror or e}).") from None
-        try:
-            self._wait_listening(timeout)
-            self.engine_devices = self._parse_devices()
-            self._check_devices()
-            if self.allow:
-                self._relay = _AllowRelay(self.host, self.port, self.engine_port, self.allow, self.refused).start()
-            if self.info_port:
-                self._info = InfoServer(self.host, self.info_port, self.info,
-                                        lambda ip: _allowed(ip, self.allow)).start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self._wait_listening(timeout)
+        self.engine_devices = self._parse_devices()
+        self._check_devices()
+        if self.allow:
+            self._relay = _AllowRelay(self.host, self.port, self.engine_port, self.allow, self.refused).start()
+        if self.info_port:
+            self._info = InfoServer(self.host, self.info_port, self.info,
+                                    lambda ip: _allowed(ip, self.allow)).start()
 
     def poll(self) -> int | None:
-        """None while the engine runs, else its exit code."""
-        return self._proc.poll() if self._proc else None
+        """None while the engine runs, else its exit code; sharing -> ended when it stopped by itself."""
+        code = self._proc.poll() if self._proc else None
+        if code is not None and self.state is ShareState.SHARING:
+            self._to(ShareState.ENDED, code=code, message=f"The engine stopped (exit code {code}).")
+        return code
 
     def stop(self) -> None:
+        """Stop sharing; nothing is left running. Nothing to do before start() or after a failed one."""
+        if self.state is ShareState.IDLE:
+            self._to(ShareState.STOPPED)
+        if self.state in (ShareState.SHARING, ShareState.ENDED):
+            self._to(ShareState.STOPPING, message="Stopping…")
+            self._close()
+            self._to(ShareState.STOPPED, message="Sharing stopped.")
+        else:
+            self._close()  # failed or stopped: closed already; closing again is harmless
+
+    def _close(self) -> None:
         if self._info:
             self._info.stop()
             self._info = None
