@@ -467,9 +467,8 @@ def _plan_for_launch(args):
 
 def _start(args, rig, model, model_path, plan, quiet: bool):
     """Drive the launch machine until the server is ready; one sentence (exit 2) when it is not."""
-    import time
-
     from .backends.lifecycle import LaunchMachine, State
+    from .backends.processes.states import wait_while
 
     m = LaunchMachine(plan, rig, model, model_path, args.exe, auto_retry=args.retries > 0,
                       attempts=args.retries + 1, timeout=args.timeout)
@@ -485,9 +484,7 @@ def _start(args, rig, model, model_path, plan, quiet: bool):
         m.on_transition(told)
     m.start()
     try:
-        while m.state is State.LOADING:
-            time.sleep(0.1)
-            m.poll()
+        wait_while(m, {State.LOADING})
     except KeyboardInterrupt:
         m.stop()
         raise UserError("Loading was cancelled.") from None
@@ -506,7 +503,8 @@ def cmd_launch(args) -> int:
 
 
 def _launch(args) -> int:
-    import time
+    from .backends.lifecycle import State
+    from .backends.processes.states import wait_while
 
     rig, model, model_path, plan = _plan_for_launch(args)
     m = _start(args, rig, model, model_path, plan, quiet=False)
@@ -519,9 +517,7 @@ def _launch(args) -> int:
             print(f"phoenix: {c.name}: predicted {_mib(c.predicted_bytes)} MiB, actual {_mib(c.actual_bytes)} MiB",
                   file=sys.stderr)
     try:
-        while not m.done:
-            m.poll()
-            time.sleep(0.1)
+        wait_while(m, set(State) - {State.STOPPED, State.FAILED})  # until the server stops or fails
     except KeyboardInterrupt:
         print("phoenix: stopping the server…", file=sys.stderr)
         m.stop()
@@ -538,25 +534,20 @@ def cmd_bench(args) -> int:
 
 
 def _bench(args) -> int:
-    import time
-
     from .backends.lifecycle import State
+    from .backends.processes.states import wait_while
 
     rig, model, model_path, plan = _plan_for_launch(args)
     m = _start(args, rig, model, model_path, plan, quiet=True)
-    got: list[dict] = []
-    m.on_transition(lambda old, new, info: got.append(info) if old is State.BENCHMARKING else None)
     try:
         m.benchmark(args.prompt_tokens, args.gen_tokens, args.repeats)
-        while m.state is State.BENCHMARKING:
-            time.sleep(0.1)
-            m.poll()
+        ended = wait_while(m, {State.BENCHMARKING})
     finally:
         la, out = m.launch, m.outcome
         m.stop()
-    res = got[-1].get("result") if got else None
+    res = m.benchmarked.result if m.benchmarked else None
     if res is None:
-        raise UserError(m.message if got else "The benchmark did not finish.")
+        raise UserError(m.message if ended is not State.BENCHMARKING else "The benchmark did not finish.")
     d = {"ready_s": round(out.ready_s, 3), "prompt_tokens": res.prompt_tokens,
          "prompt_tokens_per_s": round(res.prompt_tokens_per_s, 2), "gen_tokens": res.gen_tokens,
          "gen_tokens_per_s": round(res.gen_tokens_per_s, 2),
@@ -595,11 +586,10 @@ def _calibrated(args, rig):
 
 def cmd_tune(args) -> int:
     """Measure candidate plans with the real engine, learn this PC, keep the fastest."""
-    import time
-
     from .backends.servers import backend_for
     from .backends.calibrations import check_export, describe, export_to, find, import_from
-    from .backends.tune import Tuner
+    from .backends.processes.states import wait_while
+    from .backends.tune import Tuner, TuneState
     from .planner import PlanSettings
 
     if args.import_file:
@@ -661,12 +651,11 @@ def cmd_tune(args) -> int:
             t.start()
             if t.warmer is not None and not args.json:
                 print(f"phoenix: {t.message}", file=sys.stderr, flush=True)  # reading a big file takes a while
-            while t.poll():
-                time.sleep(0.05)
+            wait_while(t, {TuneState.RUNNING}, every=0.05)
     except KeyboardInterrupt:
         t.cancel()
         raise UserError("Tuning was cancelled; nothing is left running.") from None
-    if t.state != "done":
+    if t.state is not TuneState.DONE:
         raise UserError(t.message)
     if args.export:
         try:
@@ -731,11 +720,10 @@ def _is_png(path: str) -> bool:
 
 def cmd_share(args) -> int:
     """Share this PC's devices with a main PC over llama.cpp's RPC backend until Ctrl-C or SIGTERM."""
-    import time
-
     from .backends.processes.process import stop_on_signals
     from .backends.servers import backend_for
-    from .backends.share import ShareHost
+    from .backends.processes.states import wait_while
+    from .backends.share import ShareHost, ShareState
 
     exe = args.exe or backend_for("koboldcpp").find()
     if not exe:
@@ -751,8 +739,7 @@ def cmd_share(args) -> int:
             names = ", ".join(d.get("name", "?") for d in share.info()["devices"]) or "its devices"
             print(f"phoenix: sharing {names} (RPC protocol {share.version}); Ctrl-C stops it", file=sys.stderr)
             print("On the main PC, add this PC as: " + " or ".join(share.addresses_to_type()), flush=True)
-            while share.poll() is None:
-                time.sleep(0.2)
+            wait_while(share, {ShareState.SHARING}, every=0.2)  # until Ctrl-C, or the engine ends by itself
             lines = [s for s in share.output() if s.strip()][-1:]
             print(f"phoenix: the engine stopped (exit code {share.poll()}){': ' + lines[0] if lines else ''}",
                   file=sys.stderr)
