@@ -25,7 +25,8 @@ from phoenix_gui.backends.logparse import parse_log
 from phoenix_gui.backends.nodes import describe_node
 from phoenix_gui.backends.probe import probe_koboldcpp
 from phoenix_gui.backends.processes.ports import free_port
-from phoenix_gui.hardware.cluster import RemoteNode, cluster_rig
+from phoenix_gui.hardware.cluster import cluster_rig
+from phoenix_gui.hardware.rig import RemoteNode
 from phoenix_gui.hardware.rig import GIB, MIB, Rig, SystemInfo
 from phoenix_gui.model import read_model, write_skeleton
 from phoenix_gui.planner import PlanSettings, make_plan

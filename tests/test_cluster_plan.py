@@ -16,7 +16,8 @@ from phoenix_gui.backends.commandline import (engine_split, kcpps_config, kobold
 from phoenix_gui.backends.diagnose import classify
 from phoenix_gui.backends.kcpps import KcppsError, read_kcpps
 from phoenix_gui.backends.processes.ports import free_port
-from phoenix_gui.hardware.cluster import (ASSUMED_LINK, LinkInfo, RemoteNode, cluster_rig, machine_of, nodes_of)
+from phoenix_gui.hardware.cluster import ASSUMED_LINK, cluster_rig, machine_of, nodes_of
+from phoenix_gui.hardware.rig import LinkInfo, RemoteNode
 from phoenix_gui.hardware.rig import MIB
 from phoenix_gui.hardware.rigfile import RigFileError, load_rig
 from phoenix_gui.planner import PlanSettings, make_plan

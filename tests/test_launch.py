@@ -193,7 +193,8 @@ def test_smaller_plan_moves_layers_off_the_failing_gpu():
     f = classify(["allocating 600.00 MiB on device 0: cudaMalloc failed: out of memory"], 1, True,
                  device_names=[d.name for d in plan.gpus])
     s2 = smaller_plan(m, rig, s, plan, f)
-    from phoenix_gui.planner.recovery import Budgets, fits
+    from phoenix_gui.planner.budgets import Budgets
+    from phoenix_gui.planner.recovery import fits
 
     p2 = make_plan(m, rig, s2)
     assert p2.gpus[0].layers < plan.gpus[0].layers  # the card that failed holds less

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from .. import validate as v
-from ..hardware.cluster import LinkInfo, RemoteNode
+from ..hardware.rig import LinkInfo, RemoteNode
 from ..hardware.rig import GpuInfo
 from ..validate import InputError, host as check_host, port as check_port
 from .rpcwire import RpcClient, RpcError, Version

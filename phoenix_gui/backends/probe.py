@@ -7,14 +7,13 @@ until it listens; koboldcpp until its model is loaded; then it is stopped.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
+import threading
 import time
 from pathlib import Path
 
 from .logparse import BufferReport, parse_log
 from .processes.ports import free_port
+from .processes.process import ServerProcess
 
 
 class EngineError(RuntimeError):
@@ -47,41 +46,32 @@ def probe_koboldcpp(argv: list[str], timeout: float = 300.0) -> tuple[BufferRepo
 
 
 def probe_argv(argv: list[str], loaded: tuple[str, ...], timeout: float, name: str) -> tuple[BufferReport, str]:
-    """Run argv until a line holds one of `loaded`, then stop it; its buffer report and whole output."""
-    env = {**os.environ, "LLAMA_LOG_COLORS": "0", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-                            errors="replace", start_new_session=True)
+    """Run argv until a line holds one of `loaded`, then stop it, its whole process tree with it (koboldcpp
+    may start children); its buffer report and its output up to that line."""
     lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
+    seen = threading.Event()
+
+    def on_line(line: str) -> None:  # on the process's reader thread
+        if not seen.is_set():
             lines.append(line)
             if any(k in line for k in loaded):
-                break
+                seen.set()
+
+    proc = ServerProcess(argv, env={"LLAMA_LOG_COLORS": "0", "PYTHONUNBUFFERED": "1"}, on_line=on_line).start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not seen.wait(0.1):
+            if proc.poll() is not None:
+                proc.wait_output()
+                if seen.is_set():
+                    break
+                raise EngineError(f"{name} exited with code {proc.poll()}: " + "\n".join(lines[-5:]).strip())
             if time.monotonic() > deadline:
                 raise EngineError(f"{name} did not load within {timeout:.0f} s")
-        else:
-            raise EngineError(f"{name} exited with code {proc.wait()}: " + "".join(lines[-5:]).strip())
     finally:
-        _stop(proc)
-    text = "".join(lines)
+        proc.stop()
+    text = "".join(line + "\n" for line in lines)
     return parse_log(text), text
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the process and its group (koboldcpp may start children); no process is left."""
-    killpg = getattr(os, "killpg", None)  # POSIX; on Windows the process alone
-    for sig, wait in ((signal.SIGTERM, 10), (getattr(signal, "SIGKILL", signal.SIGTERM), None)):
-        try:
-            killpg(proc.pid, sig) if killpg else proc.terminate() if wait else proc.kill()
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def koboldcpp_over_rpc(argv: list[str], target: str) -> list[str]:

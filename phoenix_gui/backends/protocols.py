@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..hardware.cluster import RemoteNode
+from ..hardware.rig import RemoteNode
 from .nodes import NodeError, _header_version
 from .rpcwire import Version
 from .share import ShareError, ShareHost

@@ -16,11 +16,12 @@ from .. import validate as v
 from ..backends.commandline import LaunchCommand, launch_command
 from ..backends.kcpps import KcppsImport
 from ..config import UserSettings
-from ..hardware.cluster import RemoteNode, cluster_rig, machine_of
+from ..hardware.cluster import cluster_rig, machine_of
+from ..hardware.rig import RemoteNode
 from ..hardware.rig import Rig
 from ..model.info import ModelInfo
 from ..planner import Plan, PlanSettings, make_plan
-from ..planner.calibration import calibration_of, with_calibration
+from ..planner.calibration import with_calibration
 from ..planner.settings import BACKENDS, CACHE_TYPES, DEFAULT_CONTEXT, OBJECTIVES
 from . import translation
 from .cluster import Cluster
@@ -140,7 +141,7 @@ class WizardState(Evented, SplitEditing, Cluster):
 
     def set_calibration(self, cal) -> None:
         """Put this PC's calibration for the chosen engine on the rig (None: take it off)."""
-        if calibration_of(self.rig) != cal:
+        if self.rig.calibration != cal:
             with self.grouped():
                 self.rig = with_calibration(self.rig, cal)
                 self.changed()

@@ -7,7 +7,8 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout
 
 from .. import validate as v
-from ..hardware.cluster import LinkInfo, RemoteNode, check_cluster
+from ..hardware.cluster import check_cluster
+from ..hardware.rig import LinkInfo, RemoteNode
 from ..session import RIG
 from .worker import OwnedTask
 

@@ -16,7 +16,6 @@ from ..backends.processes.ports import free_port
 from ..backends.servers import backend_for
 from ..backends.calibrations import describe, find
 from ..backends.tune import N_GEN, N_PROMPT, N_REPEATS, Tuner
-from ..planner.calibration import calibration_of
 
 COLUMNS = ("#", "run", "plan", "predicted", "measured", "spread", "calibrated", "load s", "outcome")
 MEASURED = -1  # the margin box's value for "sized from what the tune measured"
@@ -33,7 +32,7 @@ def apply_calibration(state, version: str | None = None) -> str:
 
 
 def calibration_note(state) -> str:
-    cal = calibration_of(state.rig)
+    cal = state.rig.calibration
     return describe(cal) if cal is not None else ""
 
 
