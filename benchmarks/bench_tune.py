@@ -50,12 +50,13 @@ from phoenix_gui.hardware import list_rigs, load_rig  # noqa: E402
 from phoenix_gui.hardware.rig import MIB  # noqa: E402
 from phoenix_gui.model import preset_model_info  # noqa: E402
 from phoenix_gui.planner import PlanSettings, make_plan  # noqa: E402
-from phoenix_gui.planner.calibration import Calibration, with_calibration  # noqa: E402
+from phoenix_gui.hardware.calibration import Calibration  # noqa: E402
+from phoenix_gui.planner.calibration import with_calibration  # noqa: E402
 from phoenix_gui.planner.calibration import NOISE  # noqa: E402
 from phoenix_gui.model.info import ModelInfo  # noqa: E402
 from phoenix_gui.planner.calibration import memory_corrections, memory_spread  # noqa: E402
-from phoenix_gui.planner.recovery import (MARGIN_FLOOR_MIB, PROBE_MARGIN_MIB, Budgets, fits, learn,  # noqa: E402
-                                          measured_margin)
+from phoenix_gui.planner.budgets import Budgets  # noqa: E402
+from phoenix_gui.planner.recovery import MARGIN_FLOOR_MIB, PROBE_MARGIN_MIB, fits, learn, measured_margin  # noqa: E402
 from phoenix_gui.planner.tuning import (RUN_REPEATS, calibrated_best, candidates, counts_of, keep, learned,  # noqa: E402
                                         measured_noise, run_seconds, slice_limit, slice_runs, with_counts)
 

@@ -190,7 +190,7 @@ def export_cases() -> list[dict]:
 def run_export(p: dict, work: Path) -> str:
     export_to = _api()[3]
     from phoenix_gui.model import write_skeleton
-    from phoenix_gui.planner.calibration import Calibration
+    from phoenix_gui.hardware.calibration import Calibration
 
     cal = Calibration.from_dict(_good())
     d = work / "export" / p["name"].replace(" ", "_").replace(",", "").replace("-", "")  # a fresh folder each

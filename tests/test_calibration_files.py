@@ -21,7 +21,7 @@ from phoenix_gui.backends.calibrations import export_to, find, import_from, save
 from phoenix_gui.backends.tune import SLICE_PREFIX, remove_stale_slices
 from phoenix_gui.cli import main
 from phoenix_gui.hardware import demo_rig_path, load_rig
-from phoenix_gui.planner.calibration import Calibration
+from phoenix_gui.hardware.calibration import Calibration
 from phoenix_gui.validate import InputError
 
 FAKE = str(Path(__file__).with_name("fake_koboldcpp.py"))

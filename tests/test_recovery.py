@@ -9,8 +9,10 @@ from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import MIB
 from phoenix_gui.model import preset_model_info
 from phoenix_gui.planner import PlanSettings, make_plan
-from phoenix_gui.planner.calibration import Calibration, with_calibration
-from phoenix_gui.planner.recovery import Budgets, fits, learn, recover
+from phoenix_gui.hardware.calibration import Calibration
+from phoenix_gui.planner.calibration import with_calibration
+from phoenix_gui.planner.budgets import Budgets
+from phoenix_gui.planner.recovery import fits, learn, recover
 
 OOM_4285 = "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 4285.00 MiB on device 0: cudaMalloc failed: out of memory"
 
@@ -83,7 +85,7 @@ def test_budgets_travel_in_the_settings():
     rig, model, plan = seed()
     r = recover(model, rig, plan, 0, 4285.0)
     assert Budgets.from_settings(r.settings).to_dict() == r.budgets.to_dict()
-    assert r.settings == r.settings.with_(extra={})  # not part of the plan's identity
+    assert r.settings == r.settings.with_(budgets=Budgets())  # not part of the plan's identity
 
 
 def test_an_out_of_memory_the_measured_excess_explains_does_not_cap_the_card_twice():

@@ -96,8 +96,6 @@ def test_device_ids_prefer_the_uuid_then_node_and_index():
 
 
 def test_tune_calibration_goes_through_the_rig_setter(st):
-    from phoenix_gui.planner.calibration import calibration_of
-
     seen = _recorder(st, [PLAN])
     st.set_calibration(None)  # already none: nothing changes, nothing is announced
-    assert seen == [] and calibration_of(st.rig) is None
+    assert seen == [] and st.rig.calibration is None

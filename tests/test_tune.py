@@ -21,7 +21,8 @@ from phoenix_gui.cli import main
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import read_model
 from phoenix_gui.planner import PlanSettings, make_plan
-from phoenix_gui.planner.calibration import Calibration, with_calibration
+from phoenix_gui.hardware.calibration import Calibration
+from phoenix_gui.planner.calibration import with_calibration
 from phoenix_gui.planner.tuning import with_counts
 from machine_helpers import gone, run_tuner
 

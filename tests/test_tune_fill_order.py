@@ -5,7 +5,8 @@ from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import preset_model_info
 from phoenix_gui.planner import PlanSettings, make_plan
 from phoenix_gui.planner.autofit import auto_fit
-from phoenix_gui.planner.calibration import Calibration, with_calibration
+from phoenix_gui.hardware.calibration import Calibration
+from phoenix_gui.planner.calibration import with_calibration
 
 
 def seed():

@@ -125,7 +125,7 @@ def test_the_users_margin_is_kept_and_shown(q32, capsys):
     win = next(r for r in d["runs"][::-1] if r["label"] == d["winner"])
     s = PlanSettings(context=2048, devices=tuple(win["devices"]), gpulayers=win["gpulayers"],
                      tensor_split=tuple(win["tensor_split"]), margin_mib=700.0)
-    cal_rig = with_calibration(rig, __import__("phoenix_gui.planner.calibration", fromlist=["Calibration"])
+    cal_rig = with_calibration(rig, __import__("phoenix_gui.hardware.calibration", fromlist=["Calibration"])
                                .Calibration.from_dict(d["calibration"]))
     assert make_plan(model, cal_rig, s).fits  # the winner keeps the user's 700 MiB
     rc = main(["tune", path, "--rig", str(demo_rig_path()), "--exe", exe, "--ctx", "2048", "--port", str(free_port()),
@@ -178,7 +178,8 @@ def test_a_slice_keeps_the_guessed_margin_and_an_unlogged_card_gets_the_largest_
     from phoenix_gui.model import preset_model_info
     from phoenix_gui.model.slice import slice_info
     from phoenix_gui.planner.calibration import memory_corrections
-    from phoenix_gui.planner.recovery import PROBE_MARGIN_MIB, Budgets
+    from phoenix_gui.planner.budgets import Budgets
+    from phoenix_gui.planner.recovery import PROBE_MARGIN_MIB
     from phoenix_gui.planner.tuning import SLICE_CONTEXT, SLICE_MARGIN_MIB, slice_runs, with_counts
 
     rig = load_rig(demo_rig_path())

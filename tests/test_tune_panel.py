@@ -102,7 +102,7 @@ def test_tune_without_a_model_file_says_so(qtbot):
 
 def test_the_wizard_loads_the_calibration_by_key_and_says_when_it_no_longer_applies(qtbot, skeletons):
     from phoenix_gui.backends import calibrations as tune
-    from phoenix_gui.planner.calibration import Calibration
+    from phoenix_gui.hardware.calibration import Calibration
 
     rig = load_rig(demo_rig_path())
     tune.save(Calibration(gpu_scale={g.uuid: 2.0 for g in rig.gpus}, cpu_scale=2.0, runs=4, created=0.0,

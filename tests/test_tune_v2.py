@@ -74,7 +74,7 @@ def test_the_fits_favourite_measured_slower_is_not_kept(q7):
     """The rule both the Tuner and bench_tune keep by: a plan the calibration ranks first but that measured
     10 % slower than another loses to it, and the disagreement names it (before, the fit's favourite was
     kept unless the two were within 1 % by the fit)."""
-    from phoenix_gui.planner.calibration import Calibration
+    from phoenix_gui.hardware.calibration import Calibration
     from phoenix_gui.planner.tuning import keep, with_counts
 
     rig, model, _ = q7

@@ -17,8 +17,10 @@ from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import MIB
 from phoenix_gui.model import preset_model_info
 from phoenix_gui.planner import PlanSettings, make_plan
-from phoenix_gui.planner.calibration import Calibration, with_calibration
-from phoenix_gui.planner.recovery import Budgets, fits
+from phoenix_gui.hardware.calibration import Calibration
+from phoenix_gui.planner.calibration import with_calibration
+from phoenix_gui.planner.budgets import Budgets
+from phoenix_gui.planner.recovery import fits
 from phoenix_gui.planner.tuning import (NOISE_FLOOR, calibrated_best, candidates, design, features, learned,
                                        measured_noise, run_seconds, with_counts)
 

@@ -13,7 +13,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QToolButton  # noqa: E402
 
 from phoenix_gui.config import UserSettings, load_settings, save_settings  # noqa: E402
-from phoenix_gui.hardware.cluster import LinkInfo, RemoteNode  # noqa: E402
+from phoenix_gui.hardware.rig import LinkInfo, RemoteNode  # noqa: E402
 from phoenix_gui.hardware.rig import GpuInfo  # noqa: E402
 from phoenix_gui.ui.app import make_wizard  # noqa: E402
 from phoenix_gui.ui.nodes_panel import link_text  # noqa: E402

@@ -355,7 +355,7 @@ def test_model_page_errors_are_red_text(wiz, qtbot, tmp_path):
 
 def test_a_calibration_for_other_cards_says_nothing_on_another_rig(qtbot, skeletons):
     from phoenix_gui.backends import calibrations
-    from phoenix_gui.planner.calibration import Calibration
+    from phoenix_gui.hardware.calibration import Calibration
 
     rig = load_rig(demo_rig_path())
     calibrations.save(Calibration(gpu_scale={g.uuid: 2.0 for g in rig.gpus}, cpu_scale=2.0, runs=4, created=0.0,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import validate as v
 from ..hardware.rig import Rig
-from ..planner.calibration import Calibration
+from ..hardware.calibration import Calibration
 from ..storage import data_dir, write_atomic
 
 MAX_BYTES = 256 << 10  # a calibration is a few KiB; anything near this is not one

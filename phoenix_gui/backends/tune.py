@@ -39,8 +39,10 @@ from ..model.errors import ModelFileError
 from ..model.info import ModelInfo, read_model
 from ..model.slice import slice_info, write_slice
 from ..planner import PlanSettings, make_plan
-from ..planner.calibration import NOISE, Calibration, Fit, memory_corrections, memory_spread, with_calibration
-from ..planner.recovery import MARGIN_FLOOR_MIB, PROBE_MARGIN_MIB, Budgets, fits, learn, measured_margin
+from ..hardware.calibration import Calibration
+from ..planner.calibration import NOISE, Fit, memory_corrections, memory_spread, with_calibration
+from ..planner.budgets import Budgets
+from ..planner.recovery import MARGIN_FLOOR_MIB, PROBE_MARGIN_MIB, fits, learn, measured_margin
 from ..planner.tuning import RUN_GEN as N_GEN
 from ..planner.tuning import RUN_PROMPT as N_PROMPT
 from ..planner.tuning import RUN_REPEATS as N_REPEATS

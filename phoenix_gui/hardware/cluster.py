@@ -6,47 +6,17 @@ positions follow that order; so a cluster rig lists them the same way and plans 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from ..validate import MAX_DEVICES, InputError
-from .rig import GpuInfo, Rig
+from .rig import GpuInfo, LinkInfo, RemoteNode, Rig
 
 LOCAL = "this PC"
 CPU_DEVICE = "cpu"  # architecture of a node that shares its CPU and RAM (koboldcpp --rpcmode host --usecpu)
 
 
-@dataclass
-class LinkInfo:
-    """The network path main PC -> node: round-trip time and throughput (MB/s = 10^6 bytes/s)."""
-
-    rtt_ms: float
-    throughput_mbs: float
-    measured: bool = True  # False: typed into a rig file or assumed, not measured
-
-
 # A link nobody measured or described: 1 Gbit Ethernet (about 940 Mbit/s of TCP payload, 0.5 ms round trip)
 ASSUMED_LINK = LinkInfo(rtt_ms=0.5, throughput_mbs=112.0, measured=False)
-
-
-@dataclass
-class RemoteNode:
-    address: str  # "host:port" exactly as --rpc / --rpctargets take it
-    name: str  # the PC's own name when known, else the address
-    devices: list[GpuInfo] = field(default_factory=list)  # each with node=address
-    link: LinkInfo | None = None
-    engine: str = ""  # the engine (and version) serving it, when known
-    protocol: str = ""  # the RPC protocol version it speaks, "3.0.0"
-    peer: str = ""  # the IPv4 address:port its RPC connection reached (two names for one PC have one peer)
-
-    @property
-    def label(self) -> str:
-        """How a message names the PC: the address typed, and the name it gave, quoted (another PC chose it)."""
-        return self.address if self.name in ("", self.address) else f'"{self.name}" ({self.address})'
-
-    def to_dict(self) -> dict:
-        return {"address": self.address, "name": self.name, "engine": self.engine, "protocol": self.protocol,
-                "link": None if self.link is None else vars(self.link).copy(),
-                "devices": [g.to_dict() for g in self.devices]}
 
 
 def is_cpu_device(g: GpuInfo) -> bool:
@@ -91,15 +61,14 @@ def cluster_rig(local: Rig, nodes: list[RemoteNode]) -> Rig:
     remote: list[GpuInfo] = []
     for node in nodes:
         remote += [replace(g, node=node.address) for g in node.devices]
-    extra = dict(local.extra)
-    extra["nodes"] = list(nodes)
-    base = extra.setdefault("local_name", local.name)  # a rig that is already a cluster keeps its own name
+    base = local.local_name or local.name  # a rig that is already a cluster keeps its own name
     name = base if not nodes else f"{base} + {', '.join(n.name for n in nodes)}"
-    return replace(local, name=name, gpus=remote + [g for g in local.gpus if not g.is_remote], extra=extra)
+    return replace(local, name=name, gpus=remote + [g for g in local.gpus if not g.is_remote], nodes=list(nodes),
+                   local_name=base)
 
 
 def nodes_of(rig: Rig) -> list[RemoteNode]:
-    return list(rig.extra.get("nodes", []))
+    return list(rig.nodes)
 
 
 def node_of(rig: Rig, gpu: GpuInfo) -> RemoteNode | None:

@@ -13,8 +13,8 @@ from pathlib import Path
 from .. import validate as v
 from ..resources import resource
 from ..tomlcompat import tomllib
-from .cluster import CPU_DEVICE, LinkInfo, RemoteNode, cluster_rig
-from .rig import GIB, MIB, GpuInfo, Rig, SystemInfo
+from .cluster import CPU_DEVICE, cluster_rig
+from .rig import GIB, MIB, GpuInfo, LinkInfo, RemoteNode, Rig, SystemInfo
 from .specs import _ARCH_BY_CC, architecture_for, find_spec
 
 ARCHITECTURES = tuple(dict.fromkeys(name for _cc, name in _ARCH_BY_CC))

@@ -21,7 +21,6 @@ from .kv import pad
 from .ledger import Plan
 from .placement import experts_in_ram_blocks, experts_in_ram_overrides
 from .plan import make_plan, selected_gpus
-from .calibration import calibration_of
 from .settings import PlanSettings
 from .speed import gpu_rate, noise
 
@@ -60,7 +59,7 @@ def _gpu_speed(g, rig: Rig) -> float:
     the measured per-layer cost decides the order, not the spec sheet."""
     spec = find_spec(g.name, round(g.total_bytes / (1 << 30)))
     rate = gpu_rate(g.bandwidth_gbs, g.architecture, spec.fp32_tflops if spec else 0.0, g.compute_capability >= (6, 1))
-    cal = calibration_of(rig)
+    cal = rig.calibration
     return rate / cal.scale_for(g.uuid) if cal is not None else rate
 
 
@@ -460,7 +459,7 @@ def explain(p: Plan, rig: Rig, objective: str, rival: tuple[float, float, str] |
     gib = 1 << 30
     ranked = sorted(p.gpus, key=lambda d: -_gpu_speed(rig.gpus[d.gpu_index], rig))
     rank = {id(d): k for k, d in enumerate(ranked)}
-    measured = calibration_of(rig) is not None
+    measured = rig.calibration is not None
     for d in p.gpus:
         g = rig.gpus[d.gpu_index]
         span = f"blocks {d.first_layer}-{min(d.last_layer, p.n_layer - 1)}" if d.first_layer is not None else "no layers"

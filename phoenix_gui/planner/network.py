@@ -3,8 +3,8 @@ trip and the activations each run of layers on a node) and time to load (the wei
 
 from __future__ import annotations
 
-from ..hardware.cluster import ASSUMED_LINK, LinkInfo, link_of, machine_of
-from ..hardware.rig import GpuInfo, Rig
+from ..hardware.cluster import ASSUMED_LINK, link_of, machine_of
+from ..hardware.rig import GpuInfo, LinkInfo, Rig
 from ..validate import InputError
 from .ledger import DevicePlan
 from .placement import CPU

@@ -21,19 +21,20 @@ measured_margin keeps only a margin for noise and drift.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import math
 
 from ..hardware.rig import MIB, Rig
 from ..model.info import ModelInfo
 from .autofit import _Evaluator, _fill, auto_fit  # the same fill auto-fit uses
-from .calibration import Calibration, extra_bytes
+from .budgets import Budget, Budgets
+from ..hardware.calibration import Calibration
+from .calibration import extra_bytes
 from .ledger import DevicePlan, Plan
 from .plan import make_plan
 from .settings import PlanSettings
 
-EXTRA_KEY = "budgets"  # where PlanSettings.extra carries the corrections from one retry to the next
 PROBE_MARGIN_MIB = 0.0  # while tuning: a load that fails costs seconds and teaches the true budget
 MARGIN_FLOOR_MIB = 64.0  # kept free even when the plan was never short: allocator rounding, a driver update
 
@@ -50,55 +51,6 @@ def measured_margin(cal: Calibration | None, spread_mib: float = 0.0) -> tuple[f
         return None
     excess = max(0.0, max(cal.mem_extra_mib.values()))
     return float(math.ceil(max(MARGIN_FLOOR_MIB, spread_mib))), excess
-
-
-@dataclass
-class Budget:
-    """What failures showed about one GPU."""
-    free_cap_bytes: int | None = None  # the card held less than this
-    extra_per_layer_bytes: int = 0  # the engine needs this much more per layer than predicted
-    # a load of a plan this large (the bare plan's bytes, less one MiB) ran out of memory on the card with no
-    # size logged: the card held less than this plus the engine's excess over the plan there (see cap)
-    plan_cap_bytes: int | None = None
-
-    def cap(self, excess_bytes: int = 0) -> int | None:
-        """The most the card can hold, given the engine's measured excess over the plan on it."""
-        caps = [c for c in (self.free_cap_bytes,
-                            None if self.plan_cap_bytes is None else self.plan_cap_bytes + max(0, excess_bytes))
-                if c is not None]
-        return min(caps) if caps else None
-
-    def to_dict(self) -> dict:
-        out = {"free_cap_mib": None if self.free_cap_bytes is None else self.free_cap_bytes / MIB,
-               "extra_per_layer_mib": self.extra_per_layer_bytes / MIB}
-        if self.plan_cap_bytes is not None:
-            out["plan_cap_mib"] = self.plan_cap_bytes / MIB
-        return out
-
-    @staticmethod
-    def from_dict(d: dict) -> "Budget":
-        cap, plan = d.get("free_cap_mib"), d.get("plan_cap_mib")
-        return Budget(None if cap is None else int(float(cap) * MIB), int(float(d.get("extra_per_layer_mib", 0)) * MIB),
-                      None if plan is None else int(float(plan) * MIB))
-
-
-@dataclass
-class Budgets:
-    by_uuid: dict[str, Budget] = field(default_factory=dict)
-
-    def get(self, uuid: str) -> Budget:
-        return self.by_uuid.get(uuid, Budget())
-
-    def to_dict(self) -> dict:
-        return {u: b.to_dict() for u, b in self.by_uuid.items()}
-
-    @staticmethod
-    def from_settings(s: PlanSettings) -> "Budgets":
-        raw = s.extra.get(EXTRA_KEY) or {}
-        return Budgets({u: Budget.from_dict(d) for u, d in raw.items()})
-
-    def into(self, s: PlanSettings) -> PlanSettings:
-        return s.with_(extra={**s.extra, EXTRA_KEY: self.to_dict()})
 
 
 @dataclass

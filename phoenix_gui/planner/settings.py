@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from .. import validate as v
 from ..validate import BACKENDS, CACHE_TYPES, DEFAULT_CONTEXT, OBJECTIVES  # noqa: F401 - the planner's names for them
 from ..engines import CURRENT, EngineProfile, profile_named
+from .budgets import Budgets
 
 
 
@@ -55,7 +56,9 @@ class PlanSettings:
     # engine options Phoenix does not plan, kept from the user's config (validate.ENGINE_OPTIONS): sorted (name,
     # value) pairs, carried to the command lines and exports as the user set them
     engine_options: tuple = ()
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    # what out-of-memory failures taught about each GPU (planner/recovery.py): kept from one retry to the next,
+    # not part of the plan's identity
+    budgets: Budgets = field(default_factory=Budgets, compare=False, hash=False)
 
     def __post_init__(self):
         # a profile of another engine would plan for one program and launch another

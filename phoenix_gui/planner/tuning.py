@@ -26,10 +26,12 @@ import numpy as np
 from ..hardware.rig import Rig
 from ..model.info import ModelInfo
 from ..model.slice import slice_info
-from .calibration import NOISE, Calibration, Fit, Run, fit_terms, prior_information, with_calibration
+from ..hardware.calibration import Calibration
+from .calibration import NOISE, Fit, Run, fit_terms, prior_information, with_calibration
 from .ledger import Plan
 from .plan import make_plan
-from .recovery import Budgets, fastest_fitting, fits
+from .budgets import Budgets
+from .recovery import fastest_fitting, fits
 from .settings import PlanSettings
 
 RUN_PROMPT, RUN_GEN = 128, 32  # the fixed benchmark of every tuning run (backends/tune.py)

@@ -4,7 +4,8 @@ devices first, in node order, as the engine numbers them."""
 
 from __future__ import annotations
 
-from ..hardware.cluster import RemoteNode, cluster_rig
+from ..hardware.cluster import cluster_rig
+from ..hardware.rig import RemoteNode
 from ..hardware.rig import Rig
 from .devices import split_rig
 from .events import DEVICES, RIG, SPLIT, SettingError
@@ -78,8 +79,8 @@ class Cluster:
             self.rig_path = path if rig.simulated else None
             self.order = list(range(len(self.rig.gpus)))
             self.included = set(self.order)
-            self.locked.clear()
-            self._parked_shares.clear()
+            self.locked = ()
+            self._parked = {}
             self.reset_shares()
             self.baseline = None
             self._emit(RIG, DEVICES, SPLIT)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..hardware.cluster import RemoteNode, nodes_of
+from ..hardware.cluster import nodes_of
+from ..hardware.rig import RemoteNode
 from ..hardware.rig import Rig
 from ..planner import Plan
 
@@ -37,8 +38,7 @@ def split_rig(rig: Rig) -> tuple[Rig, list[RemoteNode]]:
         return rig, []
     suffix = f" + {', '.join(n.name for n in nodes)}"
     name = rig.name[: -len(suffix)] if nodes and rig.name.endswith(suffix) else rig.name
-    extra = {k: x for k, x in rig.extra.items() if k != "nodes"}
-    return replace(rig, name=name, gpus=[g for g in rig.gpus if not g.is_remote], extra=extra), nodes
+    return replace(rig, name=name, gpus=[g for g in rig.gpus if not g.is_remote], nodes=[]), nodes
 
 
 def spread(n: int, weights: list[float]) -> list[int]:

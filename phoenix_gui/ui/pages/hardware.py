@@ -32,7 +32,7 @@ def heading_text(rig, rig_path: str | None) -> str:
     """Says whose GPUs these are: a simulated rig must never read as this PC's. Other PCs are named with their
     address (two PCs may both be called "vm": "(vm + vm)" told the user nothing)."""
     nodes = nodes_of(rig)
-    name = rig.extra.get("local_name", rig.name) if nodes else rig.name
+    name = (rig.local_name or rig.name) if nodes else rig.name
     others = (" and " + ", ".join(f"{n.name} ({n.address})" if n.name != n.address else n.address for n in nodes)
               if nodes else "")
     if not rig.simulated:
