@@ -51,7 +51,7 @@ def _with_nodes(rig, targets: list[str], args=None):
     protocol, each refusal in one sentence naming the PC."""
     from .backends.nodes import NodeError, describe_node
     from .backends.protocols import check_version
-    from .backends.servers import backend_for
+    from .engines import engine_named
     from .hardware.cluster import ClusterError, check_cluster, cluster_rig, nodes_of
 
     known = nodes_of(rig)
@@ -69,7 +69,7 @@ def _with_nodes(rig, targets: list[str], args=None):
         check_cluster([g for g in rig.gpus if not g.is_remote], known + nodes)
     except ClusterError as e:
         raise UserError(str(e)) from None
-    exe = getattr(args, "exe", None) or backend_for(getattr(args, "backend", None) or "koboldcpp").find()
+    exe = getattr(args, "exe", None) or engine_named(getattr(args, "backend", None) or "koboldcpp").find()
     for node in nodes if exe else []:  # the engine that would load the plan must be able to talk to each
         try:
             note = check_version(node, exe)
@@ -586,10 +586,11 @@ def _calibrated(args, rig):
 
 def cmd_tune(args) -> int:
     """Measure candidate plans with the real engine, learn this PC, keep the fastest."""
-    from .backends.servers import backend_for
     from .backends.calibrations import check_export, describe, export_to, find, import_from
+    from .backends.processes.process import engine_version
     from .backends.processes.states import wait_while
     from .backends.tune import Tuner, TuneState
+    from .engines import engine_named
     from .planner import PlanSettings
 
     if args.import_file:
@@ -625,11 +626,11 @@ def cmd_tune(args) -> int:
     model, model_path = _load_model(args)
     settings = _settings_from_args(args, rig, model)
     yours = settings if (args.split or args.gpulayers is not None) else None
-    backend = backend_for(settings.backend)
+    backend = engine_named(settings.backend)
     exe = args.exe or backend.find()
     if not exe:
         raise UserError(f"No {backend.name} program was found; give it with --exe.")
-    version = backend.version(exe)
+    version = engine_version(backend, exe)
     _, note = find(rig, backend.name, version)
     if note and not note.startswith("calibrated"):
         print(f"phoenix: {note}", file=sys.stderr)
@@ -721,11 +722,11 @@ def _is_png(path: str) -> bool:
 def cmd_share(args) -> int:
     """Share this PC's devices with a main PC over llama.cpp's RPC backend until Ctrl-C or SIGTERM."""
     from .backends.processes.process import stop_on_signals
-    from .backends.servers import backend_for
     from .backends.processes.states import wait_while
     from .backends.share import ShareHost, ShareState
+    from .engines import engine_named
 
-    exe = args.exe or backend_for("koboldcpp").find()
+    exe = args.exe or engine_named("koboldcpp").find()
     if not exe:
         raise UserError("No koboldcpp found on PATH; give --exe (koboldcpp, koboldcpp.py or llama.cpp's rpc-server).")
     share = ShareHost(v.text(exe, "The executable"), host=args.host, port=args.port, allow=args.allow,

@@ -70,6 +70,11 @@ def _copy_package(dst: Path) -> Path:
     ("storage.py", "from . import config\n", "Layers"),  # storage knows no file's meaning (settings use it)
     ("engines/_bad.py", "from ..backends import launch\n", "Engines import nothing above them"),
     ("engines/koboldcpp/_bad.py", "from ..llama_server import profile\n", "Engine packages are independent"),
+    ("engines/rpc_server/_bad.py", "from ..llama_server import server\n", "Engine packages are independent"),
+    ("engines/llama_server/_bad.py", "def f():\n    from ..rpc_server import ENGINE\n", "Engine packages are independent"),
+    ("engines/base.py", "def f():\n    from ..backends.processes import process\n", "Engines import nothing above them"),
+    ("engines/rpc_server/_bad.py", "from ...planner import plan\n", "Engines import nothing above them"),
+    ("engines/koboldcpp/_bad.py", "from ...session import WizardState\n", "Engines import nothing above them"),
     ("session/_bad.py", "def f():\n    from ..cli import main\n", "The session imports no ui, cli or Qt"),
     ("session/_bad.py", "import shiboken6\n", "The session imports no ui, cli or Qt"),
     ("monitor/_bad.py", "from ..session import WizardState\n", "Layers"),  # the session sits above the monitor

@@ -207,7 +207,7 @@ FAILED_SHAPES = {"stdout": [r"^Cannot find text model file: \S.*$"], "stderr": [
 
 def _serve_and_ask(argv, env, tmp: Path, port: int) -> tuple[dict, dict[str, str]]:
     """Start a server, call the API fields Phoenix uses, stop it; the answers and both streams."""
-    from phoenix_gui.backends.http import base_url, get_json, post_json, request
+    from phoenix_gui.engines.http import base_url, get_json, post_json, request
 
     out, err = open(tmp / "out.txt", "w"), open(tmp / "err.txt", "w")
     proc = subprocess.Popen(argv, stdout=out, stderr=err, env={**env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)

@@ -18,7 +18,9 @@ from phoenix_gui.backends.launch import smaller_plan
 from phoenix_gui.backends.processes.ports import port_free
 from phoenix_gui.backends.lifecycle import LaunchMachine, State
 from phoenix_gui.backends.processes.ports import free_port
-from phoenix_gui.backends.servers import KoboldCppBackend, LlamaServerBackend
+from phoenix_gui.backends.processes.process import engine_version
+from phoenix_gui.engines.koboldcpp.server import KoboldCpp
+from phoenix_gui.engines.llama_server.server import LlamaServer
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import GIB, Rig, SystemInfo
 from phoenix_gui.model import read_model, write_skeleton
@@ -154,7 +156,7 @@ def test_koboldcpp_launch_perf_and_graceful_shutdown(tiny, monkeypatch):
     assert [c.actual_bytes is not None for c in out.comparison][:2] == [True, True]
     assert out.warnings == []  # the layers reached the GPUs
     assert any(line == "..." for line in la.process.lines)  # \r-terminated progress became lines
-    b = KoboldCppBackend()
+    b = KoboldCpp()
     r = b.generate(la.host, la.port, "hello " * 100, 64, 2048)
     assert r.gen_tokens == 64 and r.gen_tokens_per_s > 0
     t = b.throughput(la.host, la.port)
@@ -258,9 +260,9 @@ def test_no_orphan_on_normal_exit(tiny, tmp_path):
 
 
 def test_llama_server_backend_finds_the_packaged_binary():
-    exe = LlamaServerBackend().find()
+    exe = LlamaServer().find()
     assert exe and Path(exe).exists()
-    assert LlamaServerBackend().version(exe)
+    assert engine_version(LlamaServer(), exe)
 
 
 def _phoenix(*args, env=None, timeout=180):

@@ -64,9 +64,9 @@ def test_sampler_rate_is_bounded():
 
 def test_throughput_sampler_against_a_stopped_server():
     from phoenix_gui.backends.processes.ports import free_port
-    from phoenix_gui.backends.servers import LlamaServerBackend
+    from phoenix_gui.engines.llama_server.server import LlamaServer
 
-    s = ThroughputSampler(LlamaServerBackend(), "127.0.0.1", free_port())
+    s = ThroughputSampler(LlamaServer(), "127.0.0.1", free_port())
     assert s.sample() == {"server/gen_tps": None, "server/prompt_tps": None}
 
 
@@ -86,7 +86,7 @@ def test_koboldcpp_tokens_per_s_drop_to_idle_after_a_request(tmp_path):
 
     from phoenix_gui.backends.processes.ports import free_port
     from phoenix_gui.backends.processes.process import ServerProcess
-    from phoenix_gui.backends.servers import KoboldCppBackend
+    from phoenix_gui.engines.koboldcpp.server import KoboldCpp
 
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
@@ -94,7 +94,7 @@ def test_koboldcpp_tokens_per_s_drop_to_idle_after_a_request(tmp_path):
     fake = str(Path(__file__).with_name("fake_koboldcpp.py"))
     sp = ServerProcess([sys.executable, fake, "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
                         "--singleinstance"]).start()
-    b = KoboldCppBackend()
+    b = KoboldCpp()
     try:
         end = time.monotonic() + 30
         while not b.is_ready("127.0.0.1", port):
@@ -112,7 +112,7 @@ def test_koboldcpp_tokens_per_s_drop_to_idle_after_a_request(tmp_path):
 
 def test_a_koboldcpp_speed_too_fast_to_time_is_unknown_not_zero():
     """koboldcpp divides by whole milliseconds per token: 0 tokens/s for a request that made tokens means "untimed"."""
-    from phoenix_gui.backends.servers import _measured_speed
+    from phoenix_gui.engines.koboldcpp.server import measured_speed as _measured_speed
 
     assert _measured_speed(0, 8) is None and _measured_speed(0.0, 1) is None
     assert _measured_speed(0, 0) == 0.0  # nothing generated yet: a real zero

@@ -214,7 +214,8 @@ def test_stop_reports_the_exit_status_and_keeps_the_output(scripts):
 def test_version_of_a_launcher_that_hangs_returns_and_leaves_nothing(tmp_path):
     """`exe --version` through a launcher whose child keeps the output pipe open and never answers:
     subprocess.run's timeout would wait for that pipe forever."""
-    from phoenix_gui.backends.servers import KoboldCppBackend
+    from phoenix_gui.backends.processes.process import engine_version
+    from phoenix_gui.engines.koboldcpp.server import KoboldCpp
 
     exe = tmp_path / "koboldcpp.py"
     pidfile = tmp_path / "child.pid"
@@ -222,14 +223,15 @@ def test_version_of_a_launcher_that_hangs_returns_and_leaves_nothing(tmp_path):
                    "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
                    f"open({str(pidfile)!r}, 'w').write(str(c.pid))\ntime.sleep(300)\n")
     t0 = time.monotonic()
-    v = KoboldCppBackend().version(str(exe), timeout=2)
+    v = engine_version(KoboldCpp(), str(exe), timeout=2)
     assert time.monotonic() - t0 < 10 and v.startswith("unknown (") and "2 s" in v
     assert gone([int(pidfile.read_text())], timeout=5), "the launcher's child was left running"
 
 
 def test_version_of_the_real_llama_server():
-    from phoenix_gui.backends.servers import LlamaServerBackend
+    from phoenix_gui.backends.processes.process import engine_version
+    from phoenix_gui.engines.llama_server.server import LlamaServer
 
-    b = LlamaServerBackend()
-    v = b.version(b.find())
+    b = LlamaServer()
+    v = engine_version(b, b.find())
     assert v[0].isdigit(), v

@@ -8,7 +8,7 @@ import pytest
 
 from phoenix_gui.backends.lifecycle import State
 from phoenix_gui.backends.processes.ports import free_port
-from phoenix_gui.backends.servers import backend_for
+from phoenix_gui.engines import engine_named
 from phoenix_gui.backends.tune import Tuner
 from phoenix_gui.hardware import detect_system
 from phoenix_gui.hardware.rig import Rig
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.engine
 
 def tuner(tmp_path, n_gen=2048):
     path = write_skeleton("tiny-llama-f16", tmp_path / "tiny.gguf", random_data=True)
-    exe = backend_for("llama-server").find()
+    exe = engine_named("llama-server").find()
     base = PlanSettings(context=1024, backend="llama-server", port=free_port())
     # a long generation: the benchmark is still running when the test cancels it
     return Tuner(read_model(path), Rig("this PC", [], detect_system(False)), str(path), base, exe, budget_s=240,

@@ -8,7 +8,8 @@ import psutil
 import pytest
 
 from phoenix_gui.backends.processes.ports import free_port
-from phoenix_gui.backends.servers import backend_for
+from phoenix_gui.backends.processes.process import engine_version
+from phoenix_gui.engines import engine_named
 from phoenix_gui.backends.calibrations import find
 from phoenix_gui.backends.tune import Tuner
 from phoenix_gui.hardware import detect_system
@@ -24,9 +25,9 @@ def test_tune_with_the_real_llama_server_on_the_cpu(tmp_path):
     path = write_skeleton("tiny-llama-f16", tmp_path / "tiny.gguf", random_data=True)
     model = read_model(path)
     rig = Rig("this PC", [], detect_system(False))
-    backend = backend_for("llama-server")
+    backend = engine_named("llama-server")
     exe = backend.find()
-    version = backend.version(exe)
+    version = engine_version(backend, exe)
     base = PlanSettings(context=1024, backend="llama-server", port=free_port())
     t = Tuner(model, rig, str(path), base, exe, budget_s=240, max_runs=4, n_prompt=64, n_gen=64, version=version)
     t.start()

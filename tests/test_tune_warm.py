@@ -138,9 +138,9 @@ def test_the_file_is_read_before_the_first_run_and_mmap_is_left_as_the_engine_ha
 
 def test_llama_server_runs_keep_its_memory_mapping(q7):
     rig, model, path = q7
-    from phoenix_gui.backends.servers import backend_for
+    from phoenix_gui.engines import engine_named
 
-    exe = backend_for("llama-server").find()
+    exe = engine_named("llama-server").find()
     t = Tuner(model, rig, path, PlanSettings(context=2048, backend="llama-server", port=free_port()), exe,
               version="b0", max_runs=2)
     t.start()

@@ -13,7 +13,7 @@ from ..hardware.rig import Rig
 from ..model.info import ModelInfo
 from ..planner import Plan
 from ..storage import append_record, data_dir, read_records
-from .servers import ServerBackend
+from ..engines.base import Engine
 
 SENTENCE = ("The quick brown fox jumps over the lazy dog while the old GPUs hum along in the basement server. ")
 
@@ -41,7 +41,7 @@ def spread_of(speeds: list[float]) -> float | None:
     return statistics.stdev(r) / statistics.fmean(r) if len(r) > 1 else None
 
 
-def make_prompt(backend: ServerBackend, host: str, port: int, n_tokens: int) -> str:
+def make_prompt(backend: Engine, host: str, port: int, n_tokens: int) -> str:
     """About n_tokens tokens of text, sized with the server's own tokenizer where it has one."""
     text = SENTENCE * max(1, n_tokens // 10)
     count = backend.count_tokens(host, port, text)
@@ -66,7 +66,7 @@ def fingerprint(model: ModelInfo, plan: Plan, rig: Rig) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def run_benchmark(backend: ServerBackend, host: str, port: int, plan: Plan, model: ModelInfo, rig: Rig,
+def run_benchmark(backend: Engine, host: str, port: int, plan: Plan, model: ModelInfo, rig: Rig,
                   n_prompt: int = 512, n_gen: int = 128, repeats: int = 1) -> BenchResult:
     """The prompt then n_gen tokens, `repeats` times on the loaded model (the load costs far more than a
     repeat): the result is the mean, and the repeats' spread says how far one measurement can be trusted."""

@@ -17,14 +17,15 @@ from ..planner.recovery import recover
 from ..storage import data_dir
 from ..validate import InputError
 from ..hardware.cluster import machine_of
-from .commandline import check_value, engine_devices, rpc_nodes
+from ..engines import engine_named
+from ..engines.base import Engine
+from .commandline import check_value, engine_devices, launch_command, rpc_nodes
 from .diagnose import Failure, classify, missing_nodes, pc_name
 from .logparse import BufferReport, parse_log
 from .nodes import NodeError, describe_node
 from .protocols import check_version
 from .processes.ports import address_problem, port_free
 from .processes.process import LogFolderError, ServerProcess
-from .servers import ServerBackend, backend_for
 
 
 NODE_TIMEOUT_S = 3.0  # asking another PC's RPC server before a launch
@@ -118,16 +119,16 @@ class Launch:
     (see ServerProcess.start); LaunchMachine drives it."""
 
     def __init__(self, plan: Plan, rig: Rig, model: ModelInfo, model_path: str, exe: str | None = None,
-                 backend: ServerBackend | None = None, on_line=None, log_dir: Path | None = None):
+                 backend: Engine | None = None, on_line=None, log_dir: Path | None = None):
         self.plan, self.rig, self.model, self.model_path = plan, rig, model, model_path
         self.settings: PlanSettings = plan.settings
-        self.backend = backend or backend_for(self.settings.backend)
+        self.backend = backend or engine_named(self.settings.backend)
         self.exe = exe or self.backend.find()
         self.on_line = on_line
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = (log_dir or data_dir() / "logs") / f"{self.backend.name}-{stamp}-{os.getpid()}.log"
         # the one place the final argv is built: the launch page and `phoenix plan` show the same
-        self.command = self.backend.command(plan, rig, model_path, self.exe)
+        self.command = launch_command(plan, rig, model_path, self.exe)
         self.process: ServerProcess | None = None
         self.outcome: LaunchOutcome | None = None
         # other PCs whose devices the plan uses: host:port -> the PC's name, in --rpc order
@@ -166,7 +167,7 @@ class Launch:
             try:
                 node = describe_node(address, timeout=NODE_TIMEOUT_S, measure=False)
                 node.name = name
-                if self.backend.name == "koboldcpp":  # llama-server's protocol cannot be asked here
+                if self.backend.rpc_host:  # llama-server's protocol cannot be asked here (no host mode)
                     check_version(node, self.exe)
             except NodeError as e:
                 msg = str(e).replace(f"The PC at {address}", pc_name(address, self.nodes), 1)

@@ -17,13 +17,12 @@ import json
 import socket
 import statistics
 import time
-from pathlib import Path
 
 from .. import validate as v
 from ..hardware.rig import LinkInfo, RemoteNode
 from ..hardware.rig import GpuInfo
 from ..validate import InputError, host as check_host, port as check_port
-from .rpcwire import RpcClient, RpcError, Version
+from .rpcwire import RpcClient, RpcError
 
 INFO_PORT_OFFSET = 1  # a `phoenix share` serves its info endpoint on the RPC port + 1
 INFO_MAX_BYTES = 256 << 10  # an info reply bigger than this is not ours
@@ -290,26 +289,6 @@ def measure_throughput(host: str, port: int, rtt_s: float, timeout: float = THRO
         finally:
             link.close()
     except (OSError, ValueError, IndexError, RecursionError):
-        return None
-
-
-# --- a koboldcpp source tree's protocol version (protocols.engine_protocol asks a binary) ---
-
-def _header_version(path: Path) -> Version | None:
-    header = path.parent / "ggml" / "include" / "ggml-rpc.h"
-    try:
-        text = header.read_text(encoding="utf-8", errors="replace")[:100_000]
-    except OSError:
-        return None
-    parts = {}
-    for line in text.splitlines():
-        bits = line.split()
-        if len(bits) == 3 and bits[0] == "#define" and bits[1].startswith("RPC_PROTO_") and bits[2].isdigit():
-            parts[bits[1]] = int(bits[2])
-    try:
-        return Version(parts["RPC_PROTO_MAJOR_VERSION"], parts["RPC_PROTO_MINOR_VERSION"],
-                       parts["RPC_PROTO_PATCH_VERSION"])
-    except KeyError:
         return None
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..engines import engine_for_exe
 from ..hardware.rig import RemoteNode
-from .nodes import NodeError, _header_version
+from .nodes import NodeError
 from .rpcwire import Version
 from .share import ShareError, ShareHost
 
@@ -19,8 +20,8 @@ _engine_versions: dict[tuple, Version | None] = {}
 
 def engine_protocol(engine_exe: str | Path) -> Version | None:
     """The RPC protocol the engine at engine_exe speaks, or None when Phoenix cannot tell. A koboldcpp.py
-    source tree says it in ggml/include/ggml-rpc.h; any other koboldcpp is started briefly in RPC host
-    mode on a free loopback port and asked (its version is compiled in). Cached per file and mtime."""
+    source tree says it in ggml/include/ggml-rpc.h; any other engine that can host RPC is started briefly
+    in host mode on a free loopback port and asked (its version is compiled in). Cached per file and mtime."""
     path = Path(engine_exe)
     try:
         st = path.stat()
@@ -28,13 +29,14 @@ def engine_protocol(engine_exe: str | Path) -> Version | None:
         return None
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
     if key not in _engine_versions:
-        _engine_versions[key] = _header_version(path) or _asked_version(path)
+        declared = engine_for_exe(path).source_protocol(path)
+        _engine_versions[key] = Version(*declared) if declared else _asked_version(path)
     return _engine_versions[key]
 
 
 def _asked_version(path: Path) -> Version | None:
-    if "kobold" not in path.name.lower():
-        return None  # llama-server has no host mode; its rpc-server would be a separate program
+    if not engine_for_exe(path).rpc_host:
+        return None  # llama-server has no host mode; its rpc-server is a separate program
     host = ShareHost(path, port=None, info=False, cpu_only=True)
     try:
         host.start(timeout=60.0)

@@ -20,16 +20,15 @@ import threading
 import time
 from pathlib import Path
 
+from ..engines import engine_for_host
 from ..validate import InputError, host as check_host, port as check_port
-from .commandline import exe_argv
 from .infoserver import InfoServer
 from .nodes import INFO_PORT_OFFSET
 from .processes.ports import address_problem, free_port, free_port_with
-from .processes.process import ServerProcess
+from .processes.process import ServerProcess, engine_version
 from .processes.states import IllegalTransition, Machine
 from .rpcwire import REFUSAL, RpcClient, RpcError, Version
 
-_DEVICE_LINE = re.compile(r"^\s+(\w+): (.*) \((\d+) MiB, (\d+) MiB free\)\s*$")  # the engine's device list
 LOOPBACK_NAMES = ("localhost",)
 MAX_ALLOW = 64  # allow-list entries: a main PC or a few, a network or two
 MAX_REFUSING = 8  # refusals being said at once by the relay; beyond, a peer is cut off without a word
@@ -113,6 +112,7 @@ class ShareHost(Machine):
                  on_line=None):
         super().__init__(ShareState.IDLE)
         self.exe = str(exe)
+        self.engine = engine_for_host(self.exe)  # koboldcpp's host mode, or llama.cpp's rpc-server
         self.host = check_host(host) if host != "0.0.0.0" else host
         if ":" in self.host:  # llama.cpp splits an RPC endpoint at its first colon
             raise ShareError(f"{self.host} is an IPv6 address; a main PC's engine can reach RPC servers only by "
@@ -195,7 +195,8 @@ class ShareHost(Machine):
             if problem:
                 raise ShareError(problem)
         self.engine_name = self._engine_label() if self.info_port else ""  # for the info endpoint only
-        self._proc = ServerProcess(self._argv(), env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, log_path=self.log_path,
+        argv = self.engine.host_argv(self.exe, self.engine_host, self.engine_port, self.devices, self.cpu_only)
+        self._proc = ServerProcess(argv, env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, log_path=self.log_path,
                                    on_line=self.on_line)
         try:
             self._proc.start()
@@ -203,7 +204,8 @@ class ShareHost(Machine):
             self._proc = None
             raise ShareError(f"{self.exe} cannot be started ({e.strerror or e}).") from None
         self._wait_listening(timeout)
-        self.engine_devices = self._parse_devices()
+        self._proc.wait_output(0.2)
+        self.engine_devices = self.engine.rpc_devices(self.output())
         self._check_devices()
         if self.allow:
             self._relay = _AllowRelay(self.host, self.port, self.engine_port, self.allow, self.refused).start()
@@ -249,25 +251,9 @@ class ShareHost(Machine):
         return list(self._proc.lines) if self._proc else []
 
     # --- the engine ---
-    def _is_rpc_server(self) -> bool:
-        return "rpc-server" in Path(self.exe).name.lower()
-
-    def _argv(self) -> list[str]:
-        h, p = self.engine_host, str(self.engine_port)
-        if self._is_rpc_server():  # llama.cpp's own
-            return [self.exe, "-H", h, "-p", p] + (["-d", ",".join(self.devices)] if self.devices else [])
-        argv = exe_argv(self.exe, "koboldcpp") + ["--skiplauncher", "--rpcmode", "host", "--rpchost", h, "--rpcport", p]
-        if self.devices:
-            argv += ["--rpcdevice", ",".join(self.devices)]
-        # koboldcpp loads its CUDA library only with --usecuda; without NVIDIA GPUs it shares the CPU
-        return argv + (["--usecpu"] if self.cpu_only or not _has_nvidia() else ["--usecuda"])
-
     def _engine_label(self) -> str:
-        if self._is_rpc_server():
-            return "llama.cpp rpc-server"
-        from .servers import backend_for
-
-        return f"koboldcpp {backend_for('koboldcpp').version(self.exe, timeout=30.0)}"
+        e = self.engine
+        return e.host_label(engine_version(e, self.exe, timeout=30.0) if e.host_label_versioned else None)
 
     def _wait_listening(self, timeout: float) -> None:
         end = time.monotonic() + timeout
@@ -285,18 +271,6 @@ class ShareHost(Machine):
                 time.sleep(0.2)
         raise ShareError(f"{Path(self.exe).name} did not start sharing on {self.engine_host}:{self.engine_port} "
                          f"within {timeout:g} s.")
-
-    def _parse_devices(self) -> list[dict]:
-        self._proc.wait_output(0.2)
-        lines = self.output()
-        start = max((i for i, s in enumerate(lines) if s.startswith("Starting RPC server v")), default=-1)
-        out = []
-        for line in lines[start + 1:]:
-            m = _DEVICE_LINE.match(line)
-            if m:
-                out.append({"engine_name": m.group(1), "description": m.group(2).strip(),
-                            "total_bytes": int(m.group(3)) << 20, "free_bytes": int(m.group(4)) << 20})
-        return out
 
     def _check_devices(self) -> None:
         """koboldcpp drops a device name it does not know and shares its GPUs (or the CPU) instead, silently;
@@ -319,15 +293,6 @@ def _device_name(d) -> str:
     if not re.fullmatch(r"[A-Za-z]{2,16}\d{0,3}", text):
         raise ShareError(f"{text[:40]!r} is not a device name such as CUDA0 (or a GPU number such as 0).")
     return text
-
-
-def _has_nvidia() -> bool:
-    from ..hardware.nvml import detect_gpus
-
-    try:
-        return bool(detect_gpus()[0])
-    except Exception:  # noqa: BLE001 - no NVML: no NVIDIA GPU to share
-        return False
 
 
 def _enriched(d: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Small JSON-over-HTTP helpers with timeouts (the servers run on this machine)."""
+"""Small JSON-over-HTTP helpers with timeouts (the engines' servers run on this machine)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..backends.servers import ServerBackend
+from ..engines.base import Engine
 
 
 def _s(v) -> str:
@@ -90,7 +90,7 @@ class ThroughputSampler:
     idle). koboldcpp reports the speeds of the last completed request and keeps them while idle: they are
     shown once, when a request completes, and an idle server reads 0 (it generates nothing)."""
 
-    def __init__(self, backend: ServerBackend, host: str, port: int):
+    def __init__(self, backend: Engine, host: str, port: int):
         self.backend, self.host, self.port = backend, host, port
         self._gens: int | None = None  # completed requests at the previous poll
 

@@ -224,10 +224,10 @@ def _run_for_screenshot(app, w, seconds: float = 6.0) -> None:
     import time
 
     from ..backends.processes.ports import free_port
-    from ..backends.servers import LlamaServerBackend
+    from ..engines import engine_named
 
     st = w.state
-    exe = LlamaServerBackend().find()
+    exe = engine_named("llama-server").find()
     if exe:
         st.set_backend("llama-server", exe)
         st.set_port(free_port())

