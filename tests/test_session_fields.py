@@ -7,7 +7,7 @@ import pytest
 
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import preset_model_info
-from phoenix_gui.session import CONTEXT, LAUNCH, PLAN, SettingError, WizardState
+from phoenix_gui.session import CONTEXT, DEVICES, LAUNCH, PLAN, SPLIT, SettingError, WizardState
 from phoenix_gui.session.devices import device_id
 
 
@@ -99,3 +99,17 @@ def test_tune_calibration_goes_through_the_rig_setter(st):
     seen = _recorder(st, [PLAN])
     st.set_calibration(None)  # already none: nothing changes, nothing is announced
     assert seen == [] and st.rig.calibration is None
+
+
+def test_a_split_move_is_one_announcement(st):
+    a, b, c = st.devices
+    seen = _recorder(st, [DEVICES, SPLIT])
+    st.set_included(a, False)  # ticks, locks, shares and the parked share all change: one redraw
+    st.set_share(b, 30)
+    st.move_gpu(c, -1)
+    assert seen == [frozenset({DEVICES, SPLIT, PLAN}), frozenset({SPLIT, PLAN}), frozenset({DEVICES, PLAN})]
+
+
+def test_per_device_state_is_read_only_by_index(st):
+    with pytest.raises(TypeError):
+        st.shares[0] = 5.0  # a write goes through the setter (st.shares = {...}), which announces it

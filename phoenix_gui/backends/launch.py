@@ -100,9 +100,7 @@ def placement_warnings(plan: Plan, rig: Rig, report: BufferReport, backend: str)
         return [f"This plan is for another PC (simulated rig {rig.name}): its GPUs are not in this computer."]
     if not report.buffers:
         return []
-    if backend == "koboldcpp":
-        return ["No layers reached a GPU: this koboldcpp has no CUDA (use koboldcpp_cu12 or a CUDA build)."]
-    return [f"No layers reached a GPU: this {backend} has no CUDA (use a CUDA build)."]
+    return [f"No layers reached a GPU: this {backend} has no CUDA ({engine_named(backend).cuda_build_advice})."]
 
 
 def smaller_plan(model: ModelInfo, rig: Rig, settings: PlanSettings, plan: Plan, failure: Failure) -> PlanSettings | None:

@@ -51,6 +51,7 @@ class Engine:
     serves_model = True  # runs a model behind an HTTP API (False: only shares devices as an RPC host)
     rpc_host = False  # can share this PC's devices with another PC's engine over llama.cpp's RPC protocol
     host_label_versioned = True  # its RPC host's label shows its version
+    cuda_build_advice = "use a CUDA build"  # what to run instead of a build that put no layer on a GPU
 
     # --- the program ---
     def exe_argv(self, exe: str | Path | None = None) -> list[str]:

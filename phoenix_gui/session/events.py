@@ -5,6 +5,7 @@ setters and the code around it (tune panel, app start) write through these, so n
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from typing import Callable, Iterable
 
@@ -66,6 +67,15 @@ def _same(a, b) -> bool:
         return type(a) is type(b) and bool(a == b)
     except Exception:  # values whose == is not a plain bool (arrays): treat as changed
         return False
+
+
+def announced_once(method):
+    """A setter that writes several fields announces what changed once, when it is done."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.grouped():
+            return method(self, *args, **kwargs)
+    return run
 
 
 class Evented:

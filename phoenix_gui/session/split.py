@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..planner.autofit import FitResult, auto_fit
 from .devices import spread
-from .events import DEVICES, SPLIT, SettingError, checked
+from .events import DEVICES, SPLIT, SettingError, announced_once, checked
 from .. import validate as v
 
 SHARE_TOTAL = 100.0
@@ -22,29 +22,30 @@ def parse_split(text: str) -> list[float]:
 
 
 class SplitEditing:
+    @announced_once
     def set_included(self, gpu: int, on: bool) -> None:
         if on == (gpu in self.included):
             return
         held = {i: n for i, n in self._held().items() if i != gpu}
         if on:
-            self.included.add(gpu)
-            frac = self._parked_shares.pop(gpu, None)  # its fraction of the split when it was unticked
+            self.included = self.included | {gpu}
+            frac = self._parked.pop(self._ids[gpu], None)  # its fraction of the split when it was unticked
             others = sum(self.shares.get(i, 0.0) for i in self.devices if i != gpu)
-            if frac and frac < 1 and others > 0:
-                self.shares[gpu] = others * frac / (1 - frac)
-            else:
-                self.shares[gpu] = self._default_share(gpu)
+            share = others * frac / (1 - frac) if frac and frac < 1 and others > 0 else self._default_share(gpu)
+            self.shares = {**self.shares, gpu: share}
         else:
             total = sum(self.shares.get(i, 0.0) for i in self.devices)
-            self.included.discard(gpu)
-            self.locked.discard(gpu)
+            self.included = self.included - {gpu}
+            self.locked = self.locked - {gpu}
             if gpu in self.shares and total > 0:
-                self._parked_shares[gpu] = self.shares.pop(gpu) / total
+                self._parked[self._ids[gpu]] = self.shares[gpu] / total
+                self.shares = {i: w for i, w in self.shares.items() if i != gpu}
         self._renormalise()
         self._plan = None
         self._hold_locks(held)
         self._emit(DEVICES, SPLIT)
 
+    @announced_once
     def move_gpu(self, gpu: int, delta: int) -> None:
         """Only this PC's devices move, among themselves: the engine puts RPC devices first, in --rpc
         order, whatever is asked."""
@@ -53,9 +54,9 @@ class SplitEditing:
         if any(self.rig.gpus[self.order[k]].is_remote for k in range(min(i, j), max(i, j) + 1)):
             return
         if i != j:
-            self.order.insert(j, self.order.pop(i))
-            self._emit(DEVICES)
-
+            order = self.order
+            order.insert(j, order.pop(i))
+            self.order = order
 
     def _default_share(self, gpu: int) -> float:
         """A newly ticked card's share as llama.cpp would give it: by free memory, against the others."""
@@ -66,6 +67,7 @@ class SplitEditing:
         mine = max(1.0, float(self.rig.gpus[gpu].free_bytes))
         return sum(self.shares.get(i, 0.0) for i in others) * mine / total_free
 
+    @announced_once
     def reset_shares(self) -> None:
         """Start from llama.cpp's own default: proportional to free memory."""
         devs = self.devices
@@ -82,14 +84,16 @@ class SplitEditing:
         elif devs:
             self.shares = {i: v * SHARE_TOTAL / total for i, v in self.shares.items()}
 
+    @announced_once
     def set_locked(self, gpu: int, locked: bool) -> None:
-        (self.locked.add if locked else self.locked.discard)(gpu)
+        self.locked = self.locked | {gpu} if locked else self.locked - {gpu}
         self._emit(SPLIT)
 
     def percent(self, gpu: int) -> float:
         total = sum(self.shares.get(i, 0.0) for i in self.devices)
         return SHARE_TOTAL * self.shares.get(gpu, 0.0) / total if total > 0 else 0.0
 
+    @announced_once
     def set_share(self, gpu: int, value: float) -> float:
         """Set one GPU's share (percent); locked GPUs keep theirs, the other unlocked ones make room
         in proportion to what they had. Returns the share actually set."""
@@ -104,9 +108,11 @@ class SplitEditing:
         value = max(0.0, min(float(value), SHARE_TOTAL - fixed))
         rest = SHARE_TOTAL - fixed - value
         before = sum(self.shares[i] for i in others)
+        shares = dict(self.shares)
         for i in others:
-            self.shares[i] = rest * (self.shares[i] / before if before > 0 else 1.0 / len(others))
-        self.shares[gpu] = value
+            shares[i] = rest * (shares[i] / before if before > 0 else 1.0 / len(others))
+        shares[gpu] = value
+        self.shares = shares
         self._emit(SPLIT)
         return value
 
@@ -117,6 +123,7 @@ class SplitEditing:
             return {i: 0 for i in self.devices}
         return {d.gpu_index: d.layers for d in p.gpus}
 
+    @announced_once
     def set_layers(self, gpu: int, n: int) -> int:
         """Give one GPU exactly n of the offloaded layers; unlocked cards absorb the difference in
         proportion to what they hold (whole layers), locked cards keep theirs. Returns what was set."""
@@ -175,6 +182,7 @@ class SplitEditing:
         self._set_counts(counts)
         self._plan = None
 
+    @announced_once
     def set_split_text(self, text: str) -> None:
         """A koboldcpp --tensor_split ("1.5 4.5 3") for the included GPUs in order."""
         self.split_chosen = True
@@ -189,6 +197,7 @@ class SplitEditing:
     def _set_gpulayers(self, n: int | None) -> None:
         self.gpulayers = None if n is None or n >= self.max_layers else max(0, int(n))
 
+    @announced_once
     def set_gpulayers(self, n: int | None) -> None:
         self.split_chosen = True
         held = self._held()

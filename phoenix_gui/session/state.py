@@ -10,12 +10,14 @@ is session/split.py, other PCs and the rig session/cluster.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from types import MappingProxyType
+from typing import Iterable, Mapping
 
 from .. import validate as v
-from ..backends.commandline import LaunchCommand, launch_command
+from ..backends.commandline import launch_command
 from ..backends.kcpps import KcppsImport
 from ..config import UserSettings
+from ..engines.request import LaunchCommand
 from ..hardware.cluster import cluster_rig, machine_of
 from ..hardware.rig import RemoteNode
 from ..hardware.rig import Rig
@@ -54,12 +56,14 @@ class WizardState(Evented, SplitEditing, Cluster):
     model = Field(MODEL, None)
     model_path = Field(MODEL, None)  # None with a preset model (demo)
     model_error = Field(MODEL, "")
-    order = Field(DEVICES, factory=list)  # every GPU (rig index) in the user's order
-    included = Field(DEVICES, factory=set)
-    # rig index -> split weight (only ratios matter; auto-fit and layer moves store integer layer counts, which
-    # llama.cpp reproduces exactly). Kept per device: a new rig with the same devices carries them (`rig` below).
-    shares = Field(SPLIT, factory=dict)
-    locked = Field(SPLIT, factory=set)
+    # Per-device state, kept by device id (session/devices.py), so it follows a card wherever the rig lists it;
+    # `order`, `included`, `shares` and `locked` below show it by rig index, as the pages and the planner count.
+    _order_ids = Field(DEVICES, factory=list)  # every device in the user's order
+    _included_ids = Field(DEVICES, factory=set)
+    # device -> split weight (only ratios matter; auto-fit and layer moves store integer layer counts, which
+    # llama.cpp reproduces exactly)
+    _share_of = Field(SPLIT, factory=dict)
+    _locked_ids = Field(SPLIT, factory=set)
     gpulayers = Field(SPLIT, None, _whole("The GPU layers", 0, none=True))  # None = all layers
     context = Field(CONTEXT, DEFAULT_CONTEXT, _whole("The context", 256))
     cache_type = Field(CONTEXT, "f16", lambda _st, x: checked(v.choice, x, "KV cache type", CACHE_TYPES))
@@ -86,7 +90,7 @@ class WizardState(Evented, SplitEditing, Cluster):
     def __init__(self, rig: Rig, nodes: list[RemoteNode] | None = None):
         super().__init__()
         self._plan: Plan | None = None
-        self._parked_shares: dict[int, float] = {}  # shares of unticked GPUs
+        self._parked: dict[tuple, float] = {}  # device id -> its fraction of the split when it was unticked
         self.explanation: list[str] = []  # from the last auto-fit
         self.explained: PlanSettings | None = None  # the settings that explanation is about
         self.baseline: Plan | None = None  # the imported .kcpps configuration, for "what you had before"
@@ -103,6 +107,8 @@ class WizardState(Evented, SplitEditing, Cluster):
         self._local, file_nodes = split_rig(rig)  # this PC's (or the simulated rig's) own devices
         self.nodes: list[RemoteNode] = list(nodes or file_nodes)  # other PCs sharing their devices over RPC
         self._rig = cluster_rig(self._local, self.nodes) if self.nodes else rig
+        self._ids = device_ids(self._rig)  # rig index -> device id
+        self._index = {d: i for i, d in enumerate(self._ids)}
         self.order = list(range(len(self._rig.gpus)))
         self.included = set(self.order)
         self.reset_shares()
@@ -110,34 +116,68 @@ class WizardState(Evented, SplitEditing, Cluster):
     def _inputs_changed(self) -> None:
         self._plan = None
 
-    # --- the rig: per-device state follows each device (session/devices.py), not its position ---
+    # --- the rig: per-device state is kept by device id, and shown by rig index ---
     @property
     def rig(self) -> Rig:
         return self._rig
 
     @rig.setter
     def rig(self, rig: Rig) -> None:
-        """Another rig: the ticks, order, shares and locks of the devices it still has follow them to their new
-        places (a device is found by its id, not its index); a device new to it starts ticked, with the share
-        llama.cpp would give it (free memory)."""
-        old_ids = device_ids(self._rig)
-        where = {d: i for i, d in enumerate(device_ids(rig))}
-        back = {o: where[d] for o, d in enumerate(old_ids) if d in where}  # old index -> new index
-        fresh = [i for i in range(len(rig.gpus)) if i not in set(back.values())]
+        """Another rig: the ticks, order, shares and locks of the devices it still has stay theirs, at whatever
+        place it lists them; a device new to it starts ticked, with the share llama.cpp would give it (free
+        memory); a device it no longer has is forgotten."""
+        ids = device_ids(rig)
+        here, known = set(ids), set(self._order_ids)
+        kept = {d: w for d, w in self._share_of.items() if d in here}
         with self.grouped():
-            was_included = set(self.included)
-            self._rig = rig
-            self.order = self._engine_order([back[o] for o in self.order if o in back] + fresh)
-            self.included = {back[o] for o in was_included if o in back} | set(fresh)
-            self.locked = {back[o] for o in self.locked if o in back}
-            self._parked_shares = {back[o]: f for o, f in self._parked_shares.items() if o in back}
-            kept = {back[o]: w for o, w in self.shares.items() if o in back}
-            self.shares = kept
+            self._rig, self._ids, self._index = rig, ids, {d: i for i, d in enumerate(ids)}
+            fresh = [i for i, d in enumerate(ids) if d not in known]
+            self.order = self._engine_order([self._index[d] for d in self._order_ids if d in here] + fresh)
+            self._included_ids = {d for d in self._included_ids if d in here} | {ids[i] for i in fresh}
+            self._locked_ids = {d for d in self._locked_ids if d in here}
+            self._parked = {d: f for d, f in self._parked.items() if d in here}
+            self._share_of = kept
             for i in fresh:
-                self.shares[i] = self._default_share(i) if kept else 0.0
-            if not kept or sum(self.shares.values()) <= 0:
+                self.shares = {**self.shares, i: self._default_share(i) if kept else 0.0}
+            if not kept or sum(self._share_of.values()) <= 0:
                 self.reset_shares()
             self._emit(RIG, DEVICES, SPLIT)
+
+    @property
+    def order(self) -> list[int]:
+        """Every device (rig index) in the user's order."""
+        return [self._index[d] for d in self._order_ids]
+
+    @order.setter
+    def order(self, order: Iterable[int]) -> None:
+        self._order_ids = [self._ids[i] for i in order]
+
+    @property
+    def included(self) -> frozenset[int]:
+        """The ticked devices (rig indices)."""
+        return frozenset(self._index[d] for d in self._included_ids)
+
+    @included.setter
+    def included(self, gpus: Iterable[int]) -> None:
+        self._included_ids = {self._ids[i] for i in gpus}
+
+    @property
+    def locked(self) -> frozenset[int]:
+        """The devices (rig indices) whose layers stay as they are while others move."""
+        return frozenset(self._index[d] for d in self._locked_ids)
+
+    @locked.setter
+    def locked(self, gpus: Iterable[int]) -> None:
+        self._locked_ids = {self._ids[i] for i in gpus}
+
+    @property
+    def shares(self) -> Mapping[int, float]:
+        """Rig index -> split weight, read-only (write a whole new mapping)."""
+        return MappingProxyType({self._index[d]: w for d, w in self._share_of.items()})
+
+    @shares.setter
+    def shares(self, shares: Mapping[int, float]) -> None:
+        self._share_of = {self._ids[i]: w for i, w in shares.items()}
 
     def set_calibration(self, cal) -> None:
         """Put this PC's calibration for the chosen engine on the rig (None: take it off)."""

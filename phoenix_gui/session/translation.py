@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from .. import validate as v
 from ..config import UserSettings
+from ..engines.options import parse_overrides
 from ..planner import PlanSettings
-from ..planner.settings import BACKENDS, CACHE_TYPES, OBJECTIVES, parse_overrides
+from ..planner.settings import BACKENDS, CACHE_TYPES, OBJECTIVES
 from .events import CONTEXT, DEVICES, LAUNCH, SPLIT, checked
 
 if TYPE_CHECKING:

@@ -18,6 +18,7 @@ class KoboldCpp(Engine):
     exe_names = EXE_NAMES
     exe_hint = "kobold"
     rpc_host = True  # --rpcmode host
+    cuda_build_advice = "use koboldcpp_cu12 or a CUDA build"
 
     def old_gpu_warnings(self, exe_name, old_gpus):
         if any(k in exe_name for k in ("cu12", "oldpc", ".py")):
