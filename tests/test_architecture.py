@@ -48,9 +48,19 @@ def test_contracts_cover_every_module():
     # a new top-level module must be placed in the layers and, outside ui/cli, in the Qt ban
     qt_free = {m.split(".")[1] for m in _contracts()[0]["source_modules"]}
     assert qt_free == _top_level_modules() - {"ui", "cli", "__main__"}
-    layered = {m.strip().split(".")[1] for c in _contracts() if c["type"] == "layers"
+    layered = {m.strip().split(".")[1] for c in _contracts() if c["type"] == "layers" and not c.get("containers")
                for layer in c["layers"] for m in layer.replace(":", "|").split("|")}
     assert layered == _top_level_modules() - {"__main__"}
+
+
+def test_backends_contract_covers_every_backends_module():
+    # a layers contract constrains only the modules it names: a new backends module must be placed
+    inside = next(c for c in _contracts() if c.get("containers") == ["phoenix_gui.backends"])
+    named = {m.strip().strip("()") for layer in inside["layers"] for m in layer.replace(":", "|").split("|")}
+    backends = PKG / "backends"
+    present = {p.stem for p in backends.glob("*.py") if p.stem != "__init__"} | {
+        p.name for p in backends.iterdir() if (p / "__init__.py").exists()}
+    assert present <= named, sorted(present - named)
 
 
 def _copy_package(dst: Path) -> Path:
@@ -78,6 +88,8 @@ def _copy_package(dst: Path) -> Path:
     ("session/_bad.py", "def f():\n    from ..cli import main\n", "The session imports no ui, cli or Qt"),
     ("session/_bad.py", "import shiboken6\n", "The session imports no ui, cli or Qt"),
     ("monitor/_bad.py", "from ..session import WizardState\n", "Layers"),  # the session sits above the monitor
+    ("backends/processes/_bad.py", "from .. import rpcwire\n", "Backends inside"),  # processes: no other backends
+    ("backends/share.py", "from .lifecycle import LaunchMachine\n", "Backends inside"),  # engine side: no lifecycle/tune
 ])
 def test_contracts_catch_a_wrong_import(tmp_path, where, code, broken):
     pkg = _copy_package(tmp_path)
