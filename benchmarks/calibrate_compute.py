@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from phoenix_gui.backends.commandline import koboldcpp_command  # noqa: E402
+from phoenix_gui.backends.commandline import request_for  # noqa: E402
 from phoenix_gui.backends.probe import probe_buffers, probe_koboldcpp  # noqa: E402
+from phoenix_gui.engines.koboldcpp.options import koboldcpp_command  # noqa: E402
 from phoenix_gui.backends.processes.ports import free_port  # noqa: E402
 from phoenix_gui.hardware.rig import MIB, Rig, SystemInfo  # noqa: E402
 from phoenix_gui.model import read_model, write_skeleton  # noqa: E402
@@ -75,7 +76,7 @@ def compare(engine: str, path: Path, ctx, fa, ub, kv, script: Path | None = None
                      backend=engine, use_mmap=True, threads=2, port=free_port())
     plan = make_plan(model, cpu_rig(), s)
     if engine == "koboldcpp":
-        rep, _ = probe_koboldcpp(koboldcpp_command(plan, cpu_rig(), path, exe=script).argv)
+        rep, _ = probe_koboldcpp(koboldcpp_command(request_for(plan, cpu_rig(), path, exe=script)).argv)
     else:
         rep, _ = probe_buffers(path, engine_args(ctx, fa, ub, kv))
     cpu = plan.cpu

@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from phoenix_gui.backends.commandline import launch_command  # noqa: E402
 from phoenix_gui.backends.logparse import device_of_buffer  # noqa: E402
-from phoenix_gui.backends.probe import koboldcpp_over_rpc, llama_server_binary, probe_argv  # noqa: E402
+from phoenix_gui.backends.probe import llama_server_binary, probe_argv  # noqa: E402
+from phoenix_gui.engines.koboldcpp.options import koboldcpp_over_rpc  # noqa: E402
 from phoenix_gui.backends.processes.ports import free_port  # noqa: E402
 from phoenix_gui.hardware.rig import GIB, MIB, GpuInfo, Rig, SystemInfo  # noqa: E402
 from phoenix_gui.model import read_model, write_skeleton  # noqa: E402

@@ -57,7 +57,8 @@ def _ratio(w: list[float]) -> list[float]:
 
 
 def _check_plan(plan, rig, weights: list[float], work: Path) -> str:
-    from phoenix_gui.backends.commandline import kcpps_config, launch_command, sh_script
+    from phoenix_gui.backends.commandline import launch_command, request_for, sh_script
+    from phoenix_gui.engines.koboldcpp.options import kcpps_config
 
     layers = [d.layers for d in plan.gpus]
     want = [s * sum(layers) for s in _ratio(weights)]
@@ -66,7 +67,7 @@ def _check_plan(plan, rig, weights: list[float], work: Path) -> str:
     cmd = launch_command(plan, rig, work / "m.gguf")
     a = cmd.argv
     sent = a[a.index("--tensor_split") + 1:][:len(weights)] if "--tensor_split" in a else a[a.index("-ts") + 1].split(",")
-    cfg = kcpps_config(plan, rig, work / "m.gguf")["tensor_split"]
+    cfg = kcpps_config(request_for(plan, rig, work / "m.gguf"))["tensor_split"]
     for what, nums in (("command line", sent), (".kcpps", [json.dumps(x) for x in cfg])):
         bad = [n for n in nums if len(n) > 12 or not 0 <= float(n) < float("inf")]
         if bad or not any(float(n) for n in nums):

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from phoenix_gui.backends.commandline import koboldcpp_command, write_kcpps
+from phoenix_gui.backends.commandline import request_for, write_kcpps
+from phoenix_gui.engines.koboldcpp.options import koboldcpp_command
 from phoenix_gui.backends.launch import Launch, logged_mib
 from phoenix_gui.backends.lifecycle import LaunchMachine, State
 from phoenix_gui.backends.logparse import parse_log
@@ -156,7 +157,7 @@ def test_a_7b_split_over_two_nodes_and_this_pc(kcpp_script, qwen7b, hosts):
                                                              port=free_port(), gpulayers=20, tensor_split=(12, 8)))
     assert any("ignores --tensor_split" in w for w in plan.warnings)
     assert [d.layers for d in plan.gpus] == [10, 10] and plan.cpu.layers == 9  # 10 blocks | 9 blocks + output
-    rep, log = probe_koboldcpp(koboldcpp_command(plan, rig, qwen7b, exe=kcpp_script).argv)
+    rep, log = probe_koboldcpp(koboldcpp_command(request_for(plan, rig, qwen7b, exe=kcpp_script)).argv)
     assert "load_tensors: offloaded 20/29 layers to GPU" in log
     print("\nplan vs koboldcpp's log, MiB (pytest -s shows this table)")
     print(f"{'device':34} {'layers':>6} {'weights':>17} {'KV':>13} {'compute':>15}")

@@ -11,11 +11,13 @@ from dataclasses import replace
 
 import pytest
 
-from phoenix_gui.backends.commandline import (engine_split, kcpps_config, koboldcpp_command, llama_server_command,
-                                              write_kcpps)
+from phoenix_gui.backends.commandline import request_for, write_kcpps
 from phoenix_gui.backends.diagnose import classify
 from phoenix_gui.backends.kcpps import KcppsError, read_kcpps
 from phoenix_gui.backends.processes.ports import free_port
+from phoenix_gui.engines.devices import engine_split
+from phoenix_gui.engines.koboldcpp.options import kcpps_config, koboldcpp_command
+from phoenix_gui.engines.llama_server.options import llama_server_command
 from phoenix_gui.hardware.cluster import ASSUMED_LINK, cluster_rig, machine_of, nodes_of
 from phoenix_gui.hardware.rig import LinkInfo, RemoteNode
 from phoenix_gui.hardware.rig import MIB
@@ -303,7 +305,7 @@ def test_unknown_device_speed_is_assumed_and_said(cluster, q32):
 
 def test_koboldcpp_command_for_a_cluster(cluster, q32):
     p = _split_plan(cluster, q32, (30, 10, 25), overrides=(("output", "CUDA0"), ("blk\\.3\\.", "CUDA2")))
-    cmd = koboldcpp_command(p, cluster, "m.gguf")
+    cmd = koboldcpp_command(request_for(p, cluster, "m.gguf"))
     a = cmd.argv
     assert a[a.index("--rpcmode") + 1] == "connect"
     assert a[a.index("--rpctargets") + 1] == "192.168.1.20:50052,192.168.1.21:50052"
@@ -318,16 +320,16 @@ def test_a_node_device_the_plan_leaves_out_gets_a_zero_share(tmp_path, q32):
                            'total_mib = 8192\nfree_mib = 8000\n[[node]]\naddress = "192.168.1.21:50052"', 1)
     rig = load_rig(rig_file(tmp_path, two_gpus))
     p = make_plan(q32, rig, PlanSettings(devices=(1, 3), tensor_split=(30, 35)))  # gaming-pc's 3070 + the 2080
-    assert engine_split(p, rig) == [0.0, 30.0, 35.0]  # the engine still sees gaming-pc's 3060 first
-    a = koboldcpp_command(p, rig, "m.gguf").argv
+    assert engine_split(request_for(p, rig)) == [0.0, 30.0, 35.0]  # the engine still sees gaming-pc's 3060 first
+    a = koboldcpp_command(request_for(p, rig, "m.gguf")).argv
     assert a[a.index("--rpctargets") + 1] == "192.168.1.20:50052"  # laptop not used, not connected
-    l = llama_server_command(p, rig, "m.gguf").argv
+    l = llama_server_command(request_for(p, rig, "m.gguf")).argv
     assert l[l.index("--rpc") + 1] == "192.168.1.20:50052" and l[l.index("--device") + 1] == "RPC1,CUDA0"
 
 
 def test_only_other_pcs_devices_runs_koboldcpp_with_usecpu(cluster, q32):
     p = make_plan(q32, cluster, PlanSettings(devices=(0, 1), tensor_split=(50, 15)))
-    a = koboldcpp_command(p, cluster, "m.gguf").argv
+    a = koboldcpp_command(request_for(p, cluster, "m.gguf")).argv
     assert "--usecpu" in a and "--usecuda" not in a and a[a.index("--gpulayers") + 1] == "65"
     # koboldcpp's CPU library ignores --tensor_split: the plan splits by the nodes' free memory, and says so
     assert any("ignores --tensor_split" in w for w in p.warnings)
@@ -335,13 +337,13 @@ def test_only_other_pcs_devices_runs_koboldcpp_with_usecpu(cluster, q32):
     assert p.gpus[0].layers == pytest.approx(65 * free[0] / sum(free), abs=1)
     assert not any("ignores" in w for w in make_plan(q32, cluster, PlanSettings(devices=(0, 1), tensor_split=(50, 15),
                                                                                  backend="llama-server")).warnings)
-    cfg = kcpps_config(p, cluster, "m.gguf")
+    cfg = kcpps_config(request_for(p, cluster, "m.gguf"))
     assert cfg["usecpu"] is True and cfg["usecuda"] is None and cfg["gpulayers"] == 65
 
 
 def test_llama_server_command_for_a_cluster(cluster, q32):
     p = _split_plan(cluster, q32, (30, 10, 25))
-    a = llama_server_command(p, cluster, "m.gguf").argv
+    a = llama_server_command(request_for(p, cluster, "m.gguf")).argv
     assert a[a.index("--rpc") + 1] == "192.168.1.20:50052,192.168.1.21:50052"
     assert a[a.index("--device") + 1] == "RPC0,RPC1,CUDA0" and a[a.index("-ts") + 1] == "30,10,25"
 

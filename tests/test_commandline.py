@@ -4,8 +4,11 @@ import sys
 
 import pytest
 
-from phoenix_gui.backends import bat_script, kcpps_config, koboldcpp_command, llama_server_command, write_launcher
-from phoenix_gui.backends.commandline import LaunchCommand, cmd_quote
+from phoenix_gui.backends import bat_script, request_for, write_launcher
+from phoenix_gui.engines.koboldcpp.options import kcpps_config, koboldcpp_command
+from phoenix_gui.engines.llama_server.options import llama_server_command
+from phoenix_gui.engines.quoting import cmd_quote
+from phoenix_gui.engines.request import LaunchCommand
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import preset_model_info
 from phoenix_gui.planner import PlanSettings, make_plan
@@ -24,7 +27,7 @@ def test_koboldcpp_argv_for_the_seed(setup):
     rig, m = setup
     p = make_plan(m, rig, PlanSettings(context=4096, gpulayers=40, tensor_split=(1.5, 4.5, 3), cache_type_k="q8_0",
                                        cache_type_v="q8_0", port=5002))
-    c = koboldcpp_command(p, rig, WEIRD)
+    c = koboldcpp_command(request_for(p, rig, WEIRD))
     a = c.argv
     assert a[:4] == ["koboldcpp", "--skiplauncher", "--model", WEIRD]
     assert "--usecuda" in a and a[a.index("--usecuda") + 1].startswith("--")  # bare: no id masking
@@ -40,9 +43,9 @@ def test_koboldcpp_argv_for_the_seed(setup):
 def test_subset_and_reorder_mask_by_uuid(setup):
     rig, m = setup
     p = make_plan(m, rig, PlanSettings(devices=(2, 1), tensor_split=(1, 2)))
-    c = koboldcpp_command(p, rig, "m.gguf")
+    c = koboldcpp_command(request_for(p, rig, "m.gguf"))
     assert c.env["CUDA_VISIBLE_DEVICES"] == f"{rig.gpus[2].uuid},{rig.gpus[1].uuid}"
-    ls = llama_server_command(p, rig, "m.gguf")
+    ls = llama_server_command(request_for(p, rig, "m.gguf"))
     assert ls.argv[ls.argv.index("--device") + 1] == "CUDA2,CUDA1"
 
 
@@ -51,16 +54,16 @@ def test_cpu_only_uses_usecpu():
 
     rig = Rig("cpu", [], SystemInfo(16 * GIB, 12 * GIB, 4, 8, 30, "table"))
     p = make_plan(preset_model_info("tiny-llama-f16"), rig, PlanSettings())
-    a = koboldcpp_command(p, rig, "t.gguf").argv
+    a = koboldcpp_command(request_for(p, rig, "t.gguf")).argv
     assert "--usecpu" in a and "--usecuda" not in a
-    assert "-ngl" in llama_server_command(p, rig, "t.gguf").argv
+    assert "-ngl" in llama_server_command(request_for(p, rig, "t.gguf")).argv
 
 
 def test_llama_server_argv(setup):
     rig, m = setup
     p = make_plan(m, rig, PlanSettings(context=8192, gpulayers=50, tensor_split=(9, 26, 15), flash_attn=False,
                                        cache_type_k="q8_0", cache_type_v="q8_0", moecpu=0, backend="llama-server"))
-    a = llama_server_command(p, rig, WEIRD).argv
+    a = llama_server_command(request_for(p, rig, WEIRD)).argv
     assert a[a.index("-ts") + 1] == "9,26,15" and a[a.index("-ngl") + 1] == "50"
     assert a[a.index("-fa") + 1] == "off" and a[a.index("-ctv") + 1] == "f16"  # quantized V needs FA
     assert a[a.index("--fit") + 1] == "off" and a[a.index("-c") + 1] == "8192"
@@ -69,7 +72,7 @@ def test_llama_server_argv(setup):
 def test_kcpps_port_and_port_param_agree(setup, tmp_path):
     rig, m = setup
     p = make_plan(m, rig, PlanSettings(gpulayers=40, tensor_split=(1.5, 4.5, 3), port=5123))
-    k = kcpps_config(p, rig, WEIRD)
+    k = kcpps_config(request_for(p, rig, WEIRD))
     assert k["port"] == k["port_param"] == 5123
     assert k["tensor_split"] == [1.5, 4.5, 3.0] and k["gpulayers"] == 40 and k["model"] == [WEIRD]
     assert k["usecuda"] == ["normal"] and k["usecpu"] is False and k["skiplauncher"] is True
@@ -103,7 +106,7 @@ def test_sh_launcher_passes_every_argument_intact(tmp_path):
 def test_koboldcpp_py_runs_with_this_python(setup):
     rig, m = setup
     p = make_plan(m, rig, PlanSettings())
-    a = koboldcpp_command(p, rig, "m.gguf", exe="/opt/kobold cpp/koboldcpp.py").argv
+    a = koboldcpp_command(request_for(p, rig, "m.gguf", exe="/opt/kobold cpp/koboldcpp.py")).argv
     assert a[:2] == [sys.executable, "/opt/kobold cpp/koboldcpp.py"]
 
 
@@ -115,11 +118,11 @@ def test_kcpps_names_the_chosen_gpus_it_cannot_mask(setup, tmp_path):
 
     rig, m = setup
     p = make_plan(m, rig, PlanSettings(context=4096, devices=(2, 0), gpulayers=30, tensor_split=(20, 10)))
-    cfg = kcpps_config(p, rig, "m.gguf")
+    cfg = kcpps_config(request_for(p, rig, "m.gguf"))
     assert cfg["device"] == f"CUDA{rig.gpus[2].index},CUDA{rig.gpus[0].index}"
     assert cfg["tensor_split"] == [20.0, 10.0]
     every = make_plan(m, rig, PlanSettings(context=4096))
-    assert kcpps_config(every, rig, "m.gguf")["device"] == ""  # all GPUs in PCI order: koboldcpp's own
+    assert kcpps_config(request_for(every, rig, "m.gguf"))["device"] == ""  # all GPUs in PCI order: koboldcpp's own
     (tmp_path / "two.kcpps").write_text(json.dumps(cfg))
     imp = read_kcpps(tmp_path / "two.kcpps")
     assert imp.gpu_ids == [rig.gpus[2].index, rig.gpus[0].index]
@@ -137,11 +140,12 @@ def test_llama_server_reads_the_weights_when_mapping_is_off(setup):
     """use_mmap=False must reach the engine: current llama-server builds take --load-mode none (no
     --no-mmap any more), builds before Dec 2025 --no-mmap; with mapping on nothing is added."""
     rig, m = setup
-    on = llama_server_command(make_plan(m, rig, PlanSettings(backend="llama-server")), rig, "m.gguf").argv
-    off = llama_server_command(make_plan(m, rig, PlanSettings(backend="llama-server", use_mmap=False)), rig,
-                               "m.gguf").argv
-    old = llama_server_command(make_plan(m, rig, PlanSettings(backend="llama-server", use_mmap=False,
-                                                              engine="llama.cpp-old")), rig, "m.gguf").argv
+    on = llama_server_command(request_for(make_plan(m, rig, PlanSettings(backend="llama-server")), rig,
+                                          "m.gguf")).argv
+    off = llama_server_command(request_for(make_plan(m, rig, PlanSettings(backend="llama-server", use_mmap=False)),
+                                           rig, "m.gguf")).argv
+    old = llama_server_command(request_for(make_plan(m, rig, PlanSettings(backend="llama-server", use_mmap=False,
+                                                                          engine="llama.cpp-old")), rig, "m.gguf")).argv
     assert "--load-mode" not in on and "--no-mmap" not in on
     assert off[off.index("--load-mode") + 1] == "none"
     assert "--no-mmap" in old and "--load-mode" not in old

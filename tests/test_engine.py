@@ -84,12 +84,13 @@ def test_log_parser_reads_rpc_device_lines():
 
 @pytest.mark.parametrize("preset,ctx,parallel", [("gemma-3-12b-it-q4_k_m", 8192, 4), ("qwen2.5-7b-instruct-q4_k_m", 4096, 3)])
 def test_parallel_slots_match_llama_server(skeletons, preset, ctx, parallel):
-    from phoenix_gui.backends.commandline import llama_server_command
+    from phoenix_gui.backends.commandline import request_for
+    from phoenix_gui.engines.llama_server.options import llama_server_command
 
     path = skeletons(preset)
     s = PlanSettings(context=ctx, backend="llama-server", parallel=parallel)
     plan = make_plan(read_model(path), _cpu_rig(), s)
-    argv = llama_server_command(plan, _cpu_rig(), path).argv
+    argv = llama_server_command(request_for(plan, _cpu_rig(), path)).argv
     slots = argv[argv.index("-np"):argv.index("-np") + 2] + [a for a in argv if a == "--kv-unified"]
     assert slots == ["-np", str(parallel), "--kv-unified"]  # the slots share the whole context
     rep, log = probe_buffers(path, ["-c", str(ctx), "-ngl", "0", "-b", "512", "-ub", "512", "-fa", "on",
@@ -121,7 +122,8 @@ KCPP_CASES = [
 
 @pytest.mark.parametrize("preset,ctx,fa,batch,kv,parallel", KCPP_CASES)
 def test_cpu_buffers_match_koboldcpp(kcpp_script, skeletons, preset, ctx, fa, batch, kv, parallel):
-    from phoenix_gui.backends.commandline import koboldcpp_command
+    from phoenix_gui.backends.commandline import request_for
+    from phoenix_gui.engines.koboldcpp.options import koboldcpp_command
     from phoenix_gui.backends.probe import probe_koboldcpp
     from phoenix_gui.backends.processes.ports import free_port
 
@@ -129,7 +131,7 @@ def test_cpu_buffers_match_koboldcpp(kcpp_script, skeletons, preset, ctx, fa, ba
     s = PlanSettings(context=ctx, flash_attn=fa, batch=batch, cache_type_k=kv, cache_type_v=kv, parallel=parallel,
                      use_mmap=True, threads=2, port=free_port())
     plan = make_plan(read_model(path), _cpu_rig(), s)
-    rep, log = probe_koboldcpp(koboldcpp_command(plan, _cpu_rig(), path, exe=kcpp_script).argv)
+    rep, log = probe_koboldcpp(koboldcpp_command(request_for(plan, _cpu_rig(), path, exe=kcpp_script)).argv)
     cpu = plan.cpu
     assert rep.n_ctx == plan.kv_cells
     assert rep.mib("cpu", "model") == pytest.approx(cpu.weights_bytes / MIB, abs=0.01)
@@ -148,7 +150,8 @@ _LOADS: dict = {}  # each configuration is loaded once per session, whichever te
 def _load(engine, skeletons, kcpp_script, preset, ctx, fa, batch, kv):
     key = (engine, preset, ctx, fa, batch, kv)
     if key not in _LOADS:
-        from phoenix_gui.backends.commandline import koboldcpp_command
+        from phoenix_gui.backends.commandline import request_for
+        from phoenix_gui.engines.koboldcpp.options import koboldcpp_command
         from phoenix_gui.backends.probe import probe_koboldcpp
         from phoenix_gui.backends.processes.ports import free_port
 
@@ -157,7 +160,7 @@ def _load(engine, skeletons, kcpp_script, preset, ctx, fa, batch, kv):
                          use_mmap=True, threads=2, port=free_port())
         plan = make_plan(read_model(path), _cpu_rig(), s)
         if engine == "koboldcpp":
-            rep, _ = probe_koboldcpp(koboldcpp_command(plan, _cpu_rig(), path, exe=kcpp_script).argv)
+            rep, _ = probe_koboldcpp(koboldcpp_command(request_for(plan, _cpu_rig(), path, exe=kcpp_script)).argv)
         else:
             rep, _ = probe_buffers(path, ["-c", str(ctx), "-ngl", "0", "-np", "1", "-b", str(max(batch, 512)), "-ub",
                                           str(batch), "-fa", "on" if fa else "off", "-ctk", kv, "-ctv", kv, "--fit",

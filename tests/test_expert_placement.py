@@ -9,7 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from phoenix_gui.backends.commandline import koboldcpp_command
+from phoenix_gui.backends.commandline import request_for
+from phoenix_gui.engines.koboldcpp.options import koboldcpp_command
 from phoenix_gui.backends.probe import probe_koboldcpp
 from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.hardware import demo_rig_path, load_rig
@@ -96,7 +97,7 @@ def test_experts_spread_over_two_devices_match_the_engines_buffers(kcpp_script, 
     blocks = {int(b) for b in s.overrides[0][0].split("(")[1].split(")")[0].split("|")}
     on_dev = [{il for il in range(model.n_layer) if plan.assign[il] == k} for k in (0, 1)]
     assert 0 < len(blocks) < model.n_layer and all(on_dev[k] - blocks for k in (0, 1))  # both keep some experts
-    argv = koboldcpp_command(plan, real, str(moe_model), exe=str(kcpp_script)).argv
+    argv = koboldcpp_command(request_for(plan, real, str(moe_model), exe=str(kcpp_script))).argv
     assert "--overridetensors" in argv and "--moecpu" not in argv
     rep, log = probe_koboldcpp(argv)
     assert "Override Tensor:" in log

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from phoenix_gui.backends.commandline import koboldcpp_command, write_kcpps
+from phoenix_gui.backends.commandline import request_for, write_kcpps
+from phoenix_gui.engines.koboldcpp.options import koboldcpp_command
 from phoenix_gui.backends.kcpps import read_kcpps
 from phoenix_gui.backends.launch import Launch
 from phoenix_gui.backends.lifecycle import LaunchMachine, State
@@ -71,7 +72,7 @@ def test_kcpps_export_loads_as_the_plan_intended(kcpp_script, tiny, tmp_path, se
     # the values are the plan's, and the command line Phoenix shows means the same to koboldcpp
     assert parsed["gpulayers"] == plan.gpulayers and parsed["contextsize"] == plan.context
     assert parsed["tensor_split"] == plan.tensor_split and parsed["batchsize"] == plan.settings.batch
-    argv = koboldcpp_command(plan, rig, tiny).argv[1:]
+    argv = koboldcpp_command(request_for(plan, rig, tiny)).argv[1:]
     by_cli = exported(kcpp_script, tmp_path / "cli.kcpps", *argv)
     # the CLI spells these differently (port_param is the positional port, which the CLI does not use)
     keys = [k for k in ours if k not in ("usecuda", "quiet", "threads", "port_param")]
@@ -137,7 +138,7 @@ def test_predicted_buffers_match_its_log(kcpp_script, qwen7b, batch):
 
     s = PlanSettings(context=4096, batch=batch, use_mmap=True, threads=2, port=free_port())
     plan = make_plan(read_model(qwen7b), cpu_rig(), s)
-    rep, log = probe_koboldcpp(koboldcpp_command(plan, cpu_rig(), qwen7b, exe=kcpp_script).argv)
+    rep, log = probe_koboldcpp(koboldcpp_command(request_for(plan, cpu_rig(), qwen7b, exe=kcpp_script)).argv)
     cpu = plan.cpu
     assert rep.n_ctx == plan.kv_cells == 4352
     assert rep.mib("cpu", "model") == pytest.approx(cpu.weights_bytes / MIB, abs=0.01)
@@ -260,7 +261,7 @@ def test_fake_and_real_agree_where_they_overlap(kcpp_script, tiny, tmp_path):
         port = free_port()
         model = read_model(tiny)
         plan = make_plan(model, cpu_rig(), PlanSettings(context=512, batch=64, threads=2, port=port))
-        argv = koboldcpp_command(plan, cpu_rig(), tiny, exe=exe).argv  # the same command line for both
+        argv = koboldcpp_command(request_for(plan, cpu_rig(), tiny, exe=exe)).argv  # the same command line for both
         (tmp_path / name).mkdir()
         runs[name] = _serve_and_ask(argv, {**os.environ, **env}, tmp_path / name, port)
     (real, real_streams), (fake, fake_streams) = runs["real"], runs["fake"]
@@ -312,12 +313,13 @@ def _rpc_rig():
 
 
 def test_tensor_overrides_on_a_second_device(kcpp_script, qwen7b, rpc_target):
-    from phoenix_gui.backends.probe import koboldcpp_over_rpc, probe_koboldcpp
+    from phoenix_gui.backends.probe import probe_koboldcpp
+    from phoenix_gui.engines.koboldcpp.options import koboldcpp_over_rpc
 
     ot = ((r"blk\.(1[4-9]|2[0-7])\.ffn_(up|down|gate)", "CPU"),)
     s = PlanSettings(context=4096, batch=512, use_mmap=True, threads=2, overrides=ot, port=free_port())
     plan = make_plan(read_model(qwen7b), _rpc_rig(), s)
-    argv = koboldcpp_over_rpc(koboldcpp_command(plan, _rpc_rig(), qwen7b, exe=kcpp_script).argv, rpc_target)
+    argv = koboldcpp_over_rpc(koboldcpp_command(request_for(plan, _rpc_rig(), qwen7b, exe=kcpp_script)).argv, rpc_target)
     assert "--overridetensors" in argv
     rep, log = probe_koboldcpp(argv)
     assert "Override Tensor: blk\\.(1[4-9]|2[0-7])\\.ffn_(up|down|gate) to CPU" in log
@@ -351,11 +353,12 @@ def _logged_host(rep) -> dict[str, float]:
 
 
 def test_partial_offload_maps_the_span_of_the_host_layers(kcpp_script, qwen7b, rpc_target):
-    from phoenix_gui.backends.probe import koboldcpp_over_rpc, probe_koboldcpp
+    from phoenix_gui.backends.probe import probe_koboldcpp
+    from phoenix_gui.engines.koboldcpp.options import koboldcpp_over_rpc
 
     s = PlanSettings(context=4096, batch=512, use_mmap=True, threads=2, gpulayers=15, port=free_port())
     plan = make_plan(read_model(qwen7b), _rpc_rig(), s)
-    rep, log = probe_koboldcpp(koboldcpp_over_rpc(koboldcpp_command(plan, _rpc_rig(), qwen7b, exe=kcpp_script).argv,
+    rep, log = probe_koboldcpp(koboldcpp_over_rpc(koboldcpp_command(request_for(plan, _rpc_rig(), qwen7b, exe=kcpp_script)).argv,
                                                   rpc_target))
     assert rep.offloaded == (15, 29) and plan.cpu.last_layer == 13
     assert _logged_host(rep) == pytest.approx(_host_buffers(qwen7b, plan), abs=0.01)
@@ -367,13 +370,14 @@ def test_partial_offload_maps_the_span_of_the_host_layers(kcpp_script, qwen7b, r
 
 def test_a_device_without_the_output_layer_needs_less_compute(kcpp_script, qwen7b, rpc_target):
     # every block on the RPC device, the output layer sent to the CPU: the device holds neither end
-    from phoenix_gui.backends.probe import koboldcpp_over_rpc, probe_koboldcpp
+    from phoenix_gui.backends.probe import probe_koboldcpp
+    from phoenix_gui.engines.koboldcpp.options import koboldcpp_over_rpc
     from phoenix_gui.planner.compute import ComputeInputs, device_compute
 
     s = PlanSettings(context=4096, batch=512, use_mmap=True, threads=2, overrides=((r"^output\.", "CPU"),),
                      port=free_port())
     plan = make_plan(read_model(qwen7b), _rpc_rig(), s)
-    rep, log = probe_koboldcpp(koboldcpp_over_rpc(koboldcpp_command(plan, _rpc_rig(), qwen7b, exe=kcpp_script).argv,
+    rep, log = probe_koboldcpp(koboldcpp_over_rpc(koboldcpp_command(request_for(plan, _rpc_rig(), qwen7b, exe=kcpp_script)).argv,
                                                   rpc_target))
     model = read_model(qwen7b)
     ci = ComputeInputs(n_ubatch=512, n_kv=plan.kv_cells, flash_attn=True, n_outputs=512)
@@ -389,7 +393,7 @@ def test_without_mmap_it_repacks_the_q4_k_weights(kcpp_script, qwen7b):
 
     plan = make_plan(read_model(qwen7b), cpu_rig(), PlanSettings(context=4096, threads=2, port=free_port()))
     assert not plan.settings.mmap  # koboldcpp's default
-    rep, log = probe_koboldcpp(koboldcpp_command(plan, cpu_rig(), qwen7b, exe=kcpp_script).argv)
+    rep, log = probe_koboldcpp(koboldcpp_command(request_for(plan, cpu_rig(), qwen7b, exe=kcpp_script)).argv)
     logged = _logged_host(rep)
     assert set(logged) == {"CPU", "CPU_REPACK"}
     assert logged == pytest.approx(_host_buffers(qwen7b, plan), abs=0.01)

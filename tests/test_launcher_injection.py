@@ -10,8 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from phoenix_gui.backends.commandline import (LaunchCommand, bat_script, check_value, cmd_quote, koboldcpp_command,
-                                              sh_script, write_kcpps, write_launcher)
+from phoenix_gui.backends.commandline import bat_script, request_for, sh_script, write_kcpps, write_launcher
+from phoenix_gui.engines.koboldcpp.options import koboldcpp_command
+from phoenix_gui.engines.quoting import check_value, cmd_quote
+from phoenix_gui.engines.request import LaunchCommand
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import preset_model_info
 from phoenix_gui.planner import PlanSettings, make_plan
@@ -142,13 +144,13 @@ def test_a_plan_with_a_hostile_host_and_rig_uuid_never_reaches_a_script(tmp_path
     # set past any check a newer PlanSettings may make: the script writers must hold on their own
     object.__setattr__(plan.settings, "host", "127.0.0.1\r\ncalc.exe")
     with pytest.raises(ValueError):
-        write_launcher(koboldcpp_command(plan, rig, "m.gguf"), tmp_path / "k.bat")
+        write_launcher(koboldcpp_command(request_for(plan, rig, "m.gguf")), tmp_path / "k.bat")
     with pytest.raises(ValueError):
         write_kcpps(plan, rig, "m.gguf", tmp_path / "k.kcpps")
     assert not (tmp_path / "k.bat").exists() and not (tmp_path / "k.kcpps").exists()
     rig.gpus[2].uuid = "GPU-1\r\ncalc.exe"
     plan = make_plan(model, rig, PlanSettings(devices=(2, 1), tensor_split=(1, 2)))
-    cmd = koboldcpp_command(plan, rig, "m.gguf")
+    cmd = koboldcpp_command(request_for(plan, rig, "m.gguf"))
     assert "\r" in cmd.env["CUDA_VISIBLE_DEVICES"]
     with pytest.raises(ValueError):
         write_launcher(cmd, tmp_path / "k.bat")

@@ -4,7 +4,7 @@ import psutil
 import pytest
 from PySide6.QtCore import Qt
 
-from phoenix_gui.backends.commandline import LaunchCommand
+from phoenix_gui.engines.request import LaunchCommand
 from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.model import write_skeleton
 from phoenix_gui.ui.app import make_wizard

@@ -166,7 +166,8 @@ def test_tensor_overrides_move_weights_and_moecpu_is_one_of_them():
     from phoenix_gui.hardware import load_rig
     from phoenix_gui.model import preset_model_info
     from phoenix_gui.planner import PlanSettings, make_plan
-    from phoenix_gui.planner.settings import check_overrides, format_overrides, parse_overrides
+    from phoenix_gui.engines.options import format_overrides, parse_overrides
+    from phoenix_gui.planner.settings import check_overrides
     from phoenix_gui.validate import InputError
 
     rig = load_rig(demo_rig_path())

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from phoenix_gui.backends.commandline import kcpps_config, launch_command, sh_script
+from phoenix_gui.backends.commandline import launch_command, request_for, sh_script
+from phoenix_gui.engines.koboldcpp.options import kcpps_config
 from phoenix_gui.backends.kcpps import read_kcpps
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import preset_model_info
@@ -83,7 +84,7 @@ def test_kcpps_with_huge_weights_imports_evenly_and_exports_sane_numbers(tmp_pat
     plan = make_plan(preset_model_info("qwen2.5-7b-instruct-q4_k_m"), rig, imp.settings)
     layers = _gpu_layers(plan)
     assert max(layers) - min(layers) <= 1, layers
-    cfg = kcpps_config(plan, rig, "/m/q.gguf")
+    cfg = kcpps_config(request_for(plan, rig, "/m/q.gguf"))
     assert cfg["tensor_split"] == [1.0, 1.0, 1.0]
     text = json.dumps(cfg)
     assert "e+" not in text and "Infinity" not in text

@@ -95,7 +95,8 @@ def test_a_shared_cpu_over_rpc_makes_the_headline_a_band_down_to_the_real_speed(
 def test_a_kcpps_import_is_confirmed_and_its_engine_options_are_kept(wiz, qtbot, tmp_path):
     import json
 
-    from phoenix_gui.backends.commandline import kcpps_config, launch_command
+    from phoenix_gui.backends.commandline import launch_command, request_for
+    from phoenix_gui.engines.koboldcpp.options import kcpps_config
     from phoenix_gui.config import UserSettings
 
     cfg = tmp_path / "mine.kcpps"
@@ -112,7 +113,7 @@ def test_a_kcpps_import_is_confirmed_and_its_engine_options_are_kept(wiz, qtbot,
     for flag in (["--threads", "8"], ["--blasthreads", "6"], ["--usemlock"], ["--quiet"], ["--usemmap"]):
         assert any(argv[i:i + len(flag)] == flag for i in range(len(argv))), flag
     assert "--highpriority" not in argv
-    exported = kcpps_config(st.plan(), st.rig, "m.gguf")
+    exported = kcpps_config(request_for(st.plan(), st.rig, "m.gguf"))
     assert (exported["threads"], exported["blasthreads"], exported["usemlock"], exported["quiet"],
             exported["usemmap"]) == (8, 6, True, True, True)
     # threads are set on the Context page, and the rest stays kept

@@ -1,7 +1,5 @@
-"""Backends: koboldcpp and llama-server command lines, configs and (later) processes."""
+"""Backends: running a plan's engine (command lines, configs, launch, share, tune) on this PC and others."""
 
-from .commandline import (LaunchCommand, bat_script, kcpps_config, koboldcpp_command, launch_command,
-                          llama_server_command, sh_script, write_kcpps, write_launcher)
+from .commandline import bat_script, launch_command, request_for, sh_script, write_kcpps, write_launcher
 
-__all__ = ["LaunchCommand", "bat_script", "kcpps_config", "koboldcpp_command", "launch_command",
-           "llama_server_command", "sh_script", "write_kcpps", "write_launcher"]
+__all__ = ["bat_script", "launch_command", "request_for", "sh_script", "write_kcpps", "write_launcher"]

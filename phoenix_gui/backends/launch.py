@@ -19,7 +19,9 @@ from ..validate import InputError
 from ..hardware.cluster import machine_of
 from ..engines import engine_named
 from ..engines.base import Engine
-from .commandline import check_value, engine_devices, launch_command, rpc_nodes
+from ..engines.devices import engine_devices, rpc_nodes
+from ..engines.quoting import check_value
+from .commandline import launch_command, request_for
 from .diagnose import Failure, classify, missing_nodes, pc_name
 from .logparse import BufferReport, parse_log
 from .nodes import NodeError, describe_node
@@ -82,7 +84,7 @@ def _buffer_names(plan: Plan, rig: Rig | None) -> list[str]:
     """Per GPU of the plan, the engine's name for its buffers (RPC devices first, then CUDA0, 1, ...)."""
     if rig is None:
         return [f"CUDA{i}" for i in range(len(plan.gpus))]
-    by_pos = {i: b for i, _n, b in engine_devices(plan, rig) if i is not None}
+    by_pos = {i: b for i, _n, b in engine_devices(request_for(plan, rig)) if i is not None}
     return [by_pos[i] for i in range(len(plan.gpus))]
 
 
@@ -130,7 +132,8 @@ class Launch:
         self.process: ServerProcess | None = None
         self.outcome: LaunchOutcome | None = None
         # other PCs whose devices the plan uses: host:port -> the PC's name, in --rpc order
-        self.nodes = {a: machine_of(rig, next(g for g in rig.gpus if g.node == a)) for a in rpc_nodes(plan, rig)}
+        self.nodes = {a: machine_of(rig, next(g for g in rig.gpus if g.node == a))
+                      for a in rpc_nodes(request_for(plan, rig))}
         self._node_failure: Failure | None = None
 
     @property

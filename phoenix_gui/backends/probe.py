@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..engines.llama_server.options import buffer_probe_argv
 from .logparse import BufferReport, parse_log
 from .processes.ports import free_port
 from .processes.process import ServerProcess
@@ -31,15 +32,13 @@ def llama_server_binary() -> Path:
 
 def probe_buffers(model: str | Path, args: list[str], timeout: float = 120.0, binary: Path | None = None) -> tuple[BufferReport, str]:
     binary = binary or llama_server_binary()
-    port = free_port()
-    argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-lv", "4",
-            "--no-warmup", *args]
+    argv = buffer_probe_argv(binary, model, free_port(), args)
     return probe_argv(argv, ("listening on", "main: model loaded"), timeout, "llama-server")
 
 
 def probe_koboldcpp(argv: list[str], timeout: float = 300.0) -> tuple[BufferReport, str]:
-    """The same for a koboldcpp command line (Phoenix's own: commandline.koboldcpp_command(...).argv, on a
-    free port). Its llama.cpp logs the buffer lines on stderr, the compute buffers last, just before
+    """The same for a koboldcpp command line (Phoenix's own: engines/koboldcpp/options.koboldcpp_command, on
+    a free port). Its llama.cpp logs the buffer lines on stderr, the compute buffers last, just before
     `graph splits`; stopping there skips koboldcpp's warm-up, which has no off switch and would read every
     weight (a 17 GB sparse skeleton through the page cache)."""
     return probe_argv(argv, ("sched_reserve: graph splits", "Load Text Model OK: True"), timeout, "koboldcpp")
@@ -72,11 +71,3 @@ def probe_argv(argv: list[str], loaded: tuple[str, ...], timeout: float, name: s
         proc.stop()
     text = "".join(line + "\n" for line in lines)
     return parse_log(text), text
-
-
-def koboldcpp_over_rpc(argv: list[str], target: str) -> list[str]:
-    """Phoenix's koboldcpp command for a one-GPU plan, with the GPU replaced by an RPC device at
-    `target` (host:port of a `koboldcpp --rpcmode host`): how a CPU build shows per-device buffers."""
-    i = argv.index("--usecuda")
-    out = argv[:i] + ["--rpcmode", "connect", "--rpctargets", target] + argv[i + 1:]
-    return [a.replace("=CUDA0", f"=RPC0[{target}]") for a in out]

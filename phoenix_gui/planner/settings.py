@@ -139,21 +139,3 @@ def check_overrides(overrides, n_gpus: int) -> None:
         if d is None or (d != CPU and d >= max(n_gpus, 0)):
             raise v.InputError(f"The tensor override device {buft!r} is not CPU or one of the plan's "
                                f"{n_gpus} GPU(s) (CUDA0 ... CUDA{max(n_gpus - 1, 0)}).")
-
-
-def parse_overrides(text: str) -> tuple[tuple[str, str], ...]:
-    """koboldcpp's --overridetensors / llama-server's -ot text, "regex=DEVICE,regex=DEVICE", as pairs.
-    Like both engines, it splits on commas and on the first "=" of each part."""
-    pairs = []
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        rx, eq, buft = part.partition("=")
-        if not eq or not rx.strip() or not buft.strip():
-            raise v.InputError(f"The tensor override {part.strip()!r} is not PATTERN=DEVICE (e.g. exps=CPU).")
-        pairs.append((rx.strip(), buft.strip()))
-    return tuple(pairs)
-
-
-def format_overrides(overrides) -> str:
-    return ",".join(f"{rx}={buft}" for rx, buft in overrides)
