@@ -1,11 +1,10 @@
 """The one translation between what a user sets and the planner's PlanSettings: the wizard's controls
 (device order, ticks, shares, locks), the saved settings (UserSettings) and the command line's plan arguments.
 Auto-fit, .kcpps import, saved settings and the out-of-memory retry all reach the wizard through
-`apply_to_state`; the CLI builds its PlanSettings through `settings_from_args`."""
+`apply_to_state`; the CLI builds its PlanSettings through `settings_from_args`. `st` below is the wizard's
+session (session/state.py WizardState), which calls into this module: it is not imported here."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from .. import validate as v
 from ..config import UserSettings
@@ -14,11 +13,8 @@ from ..planner import PlanSettings
 from ..planner.settings import BACKENDS, CACHE_TYPES, OBJECTIVES
 from .events import CONTEXT, DEVICES, LAUNCH, SPLIT, checked
 
-if TYPE_CHECKING:
-    from .state import WizardState
 
-
-def plan_settings(st: "WizardState") -> PlanSettings:
+def plan_settings(st) -> PlanSettings:
     """The wizard's controls as the planner's settings."""
     devs = st.devices
     split = tuple(st.shares.get(i, 0.0) for i in devs) if devs else None
@@ -32,7 +28,7 @@ def plan_settings(st: "WizardState") -> PlanSettings:
     )
 
 
-def apply_to_state(st: "WizardState", s: PlanSettings, chosen: bool = True) -> None:
+def apply_to_state(st, s: PlanSettings, chosen: bool = True) -> None:
     """Set every control from PlanSettings. Devices keep the user's order for the chosen GPUs,
     left-out ones after them; a missing split starts from llama.cpp's default (free memory). chosen=False:
     auto-fit's answer, which is not the user's own split."""
@@ -69,7 +65,7 @@ def apply_to_state(st: "WizardState", s: PlanSettings, chosen: bool = True) -> N
         st._emit(DEVICES, SPLIT, CONTEXT, LAUNCH)
 
 
-def to_user_settings(st: "WizardState", us: UserSettings) -> UserSettings:
+def to_user_settings(st, us: UserSettings) -> UserSettings:
     """The wizard's controls into the saved settings (this PC's devices by uuid, other PCs by address)."""
     us.context, us.cache_type, us.flash_attn, us.batch = st.context, st.cache_type, st.flash_attn, st.batch
     us.moecpu, us.gpulayers, us.backend = st.moecpu, st.gpulayers, st.backend
@@ -106,7 +102,7 @@ def from_user_settings(us: UserSettings, rig) -> PlanSettings:
                         engine_options=tuple(us.engine_options.items()))
 
 
-def apply_user_settings(st: "WizardState", us: UserSettings) -> None:
+def apply_user_settings(st, us: UserSettings) -> None:
     with st.grouped():
         st.apply(from_user_settings(us, st.rig))
         st.saved_nodes = [a for a in us.nodes if a not in {n.address for n in st.nodes}]
