@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import threading
 import time
 from pathlib import Path
 
+from ..storage import write_atomic
 from .ring import RingBuffer
 
 KEEP_S = 30 * 60
@@ -77,10 +79,11 @@ class Monitor:
             t, v = self.series[c].data()
             for ti, vi in zip(t, v):
                 rows.setdefault(round(float(ti), 3), {})[c] = vi
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["time_s"] + cols)
-            for t in sorted(rows):
-                r = rows[t]
-                w.writerow([f"{t - self.t0:.3f}"] + ["" if c not in r or r[c] != r[c] else f"{r[c]:.3f}" for c in cols])
+        f = io.StringIO(newline="")
+        w = csv.writer(f)
+        w.writerow(["time_s"] + cols)
+        for t in sorted(rows):
+            r = rows[t]
+            w.writerow([f"{t - self.t0:.3f}"] + ["" if c not in r or r[c] != r[c] else f"{r[c]:.3f}" for c in cols])
+        write_atomic(path, f.getvalue().encode("utf-8"))  # like every file Phoenix writes: whole, never through a link
         return path
