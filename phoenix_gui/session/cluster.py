@@ -5,8 +5,7 @@ devices first, in node order, as the engine numbers them."""
 from __future__ import annotations
 
 from ..hardware.cluster import cluster_rig
-from ..hardware.rig import RemoteNode
-from ..hardware.rig import Rig
+from ..hardware.rig import RemoteNode, Rig
 from .devices import split_rig
 from .events import DEVICES, RIG, SPLIT, SettingError
 

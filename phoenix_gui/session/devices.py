@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..hardware.cluster import nodes_of
-from ..hardware.rig import RemoteNode
-from ..hardware.rig import Rig
+from ..hardware.rig import RemoteNode, Rig
 from ..planner import Plan
 
 

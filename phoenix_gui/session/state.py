@@ -19,8 +19,7 @@ from ..backends.kcpps import KcppsImport
 from ..config import UserSettings
 from ..engines.request import LaunchCommand
 from ..hardware.cluster import cluster_rig, machine_of
-from ..hardware.rig import RemoteNode
-from ..hardware.rig import Rig
+from ..hardware.rig import RemoteNode, Rig
 from ..model.info import ModelInfo
 from ..planner import Plan, PlanSettings, make_plan
 from ..planner.calibration import with_calibration
