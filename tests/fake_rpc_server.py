@@ -46,6 +46,9 @@ def main() -> None:
     port = int(args[args.index("-p") + 1]) if "-p" in args else 50052
     srv = socket.create_server((host, port))
     print("Starting RPC server v4.0.1", flush=True)
+    # then ggml-rpc's own lines (ggml-rpc.cpp, ggml_backend_rpc_start_server), the device as GET_DEVICE_MEMORY says
+    print(f"  endpoint       : {host}:{port}\n  local cache    : n/a\nDevices:\n"
+          "  CPU: Fake CPU (8192 MiB, 6144 MiB free)\n  transport      : TCP", flush=True)
     while True:
         conn, _ = srv.accept()
         threading.Thread(target=serve, args=(conn,), daemon=True).start()

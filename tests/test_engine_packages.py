@@ -4,6 +4,8 @@ users)."""
 
 import importlib
 import pkgutil
+import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import phoenix_gui.engines as engines
 from phoenix_gui.engines import CURRENT, ENGINES, PROFILES, engine_for_exe, engine_for_host, engine_named
 from phoenix_gui.engines.base import Engine
 
+FAKE_RPC = Path(__file__).with_name("fake_rpc_server.py")
 PACKAGES = [m.name for m in pkgutil.iter_modules(engines.__path__) if m.ispkg]
 
 
@@ -114,3 +117,21 @@ def test_versions_and_source_protocol(tmp_path):
     assert k.source_protocol(tmp_path / "koboldcpp.py") == (3, 0, 0)
     assert ENGINES["llama-server"].source_protocol(tmp_path / "koboldcpp.py") is None
     assert k.source_protocol(tmp_path / "elsewhere" / "koboldcpp.py") is None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a /bin/sh stand-in named rpc-server")
+def test_share_host_runs_rpc_server_as_the_registry_says(tmp_path):
+    """ShareHost picks its engine from the registry: a program named rpc-server gets rpc-server's command line
+    (-H, -p, -d), its label, and its device list read from its own printout (tests/fake_rpc_server.py)."""
+    from phoenix_gui.backends.share import ShareHost
+
+    exe = tmp_path / "rpc-server"
+    seen = tmp_path / "argv"
+    exe.write_text(f"#!/bin/sh\necho \"$@\" > {seen}\nexec {sys.executable} {FAKE_RPC} \"$@\"\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    with ShareHost(exe, port=None, devices=["CPU"]) as host:
+        assert host.engine.name == "rpc-server"
+        assert seen.read_text().split() == ["-H", "127.0.0.1", "-p", str(host.port), "-d", "CPU"]
+        assert host.info()["engine"] == "llama.cpp rpc-server" and str(host.version) == "4.0.1"
+        assert host.engine_devices == [{"engine_name": "CPU", "description": "Fake CPU", "total_bytes": 8192 << 20,
+                                        "free_bytes": 6144 << 20}]
