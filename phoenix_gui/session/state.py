@@ -257,6 +257,14 @@ class WizardState(Evented, SplitEditing, Cluster):
         plan = plan or self.plan()
         return None if plan is None or not self.measured else self.measured.get(measured_key(plan, self.rig))
 
+    def launch_blocker(self) -> str:
+        """Why this session cannot be launched (one sentence), or "" when it can."""
+        if self.model is None:
+            return "Choose a model first."
+        if not self.model_path:
+            return "The demo model is a preset without a file: choose a real .gguf to launch."
+        return ""
+
     def command(self) -> LaunchCommand | None:
         p = self.plan()
         if p is None:

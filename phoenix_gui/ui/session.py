@@ -58,14 +58,7 @@ class ServerSession(QObject):
 
     def can_launch(self) -> str:
         """Empty when a launch is possible, else why not (one sentence)."""
-        st = self.state
-        if st.model is None:
-            return "Choose a model first."
-        if not st.model_path:
-            return "The demo model is a preset without a file: choose a real .gguf to launch."
-        if self.running:
-            return "A server is already running."
-        return ""
+        return self.state.launch_blocker() or ("A server is already running." if self.running else "")
 
     def start(self, auto_retry: bool = False, attempts: int = 3) -> Failure | None:
         """On the GUI thread: the child lives as long as the thread that started it."""
