@@ -9,6 +9,7 @@ is session/split.py, other PCs and the rig session/cluster.py.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import MappingProxyType
 from typing import Iterable, Mapping
@@ -40,10 +41,11 @@ def _whole(what: str, lo: int | None = None, none: bool = False):
 
 
 def _of(kind, what: str, none: bool = False):
+    """A check that a value is of a type (a tuple of types: any of them), or None where that is allowed."""
     def check(_st, x):
-        if (x is None and none) or (isinstance(x, kind) and not (kind is int and isinstance(x, bool))):
+        if (x is None and none) or isinstance(x, kind):
             return x
-        raise SettingError(f"{what} must be {kind.__name__}, not {x!r}.")
+        raise SettingError(f"{what} cannot be {x!r}.")
     return check
 
 
@@ -79,7 +81,7 @@ class WizardState(Evented, SplitEditing, Cluster):
     # engine options Phoenix does not plan, kept from the user's .kcpps (validate.ENGINE_OPTIONS): (name, value) pairs
     engine_options = Field(LAUNCH, (), lambda _st, x: checked(v.engine_options, x))
     backend = Field(LAUNCH, "koboldcpp", lambda _st, x: checked(v.choice, x, "backend", BACKENDS))
-    executable = Field(LAUNCH, None, _of(str, "The executable path", none=True))
+    executable = Field(LAUNCH, None, _of((str, os.PathLike), "The executable path", none=True))
     host = Field(LAUNCH, "127.0.0.1", _of(str, "The host"))
     port = Field(LAUNCH, 5001, _whole("The port"))
     objective = Field(None, "fastest", lambda _st, x: checked(v.choice, x, "auto-fit objective", OBJECTIVES))
