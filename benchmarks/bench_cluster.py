@@ -31,11 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import kcpp_build  # noqa: E402
 from netlab import DelayRelay  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from phoenix_gui.backends.processes.ports import free_port  # noqa: E402
 
 
 def start_host(script: Path, port: int) -> subprocess.Popen:

@@ -16,7 +16,8 @@ import pytest
 from machine_helpers import gone
 from netlab import DelayRelay, NetLab, namespaces, require
 
-from phoenix_gui.backends.nodes import describe_node
+from phoenix_gui.backends.nodes import INFO_PORT_OFFSET, describe_node
+from phoenix_gui.backends.processes.ports import free_port_with
 from phoenix_gui.backends.share import ShareHost
 
 TESTS = Path(__file__).parent
@@ -25,32 +26,20 @@ PHOENIX = [sys.executable, "-m", "phoenix_gui"]
 TOLERANCE = 0.20
 
 
-def _port_pair() -> int:
-    """A port p with p + 1 also free on 127.0.0.1 (the RPC port and the info endpoint beside it)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            p = a.getsockname()[1]
-            with socket.socket() as b, contextlib.suppress(OSError):
-                b.bind(("127.0.0.1", p + 1))
-                return p
-    raise RuntimeError("no two adjacent free ports")
-
-
 def _close(measured: float, configured: float) -> bool:
     return abs(measured - configured) <= TOLERANCE * configured
 
 
 @pytest.fixture(scope="module")
 def share(kcpp_script):
-    with ShareHost(kcpp_script, port=_port_pair(), cpu_only=True) as host:
+    with ShareHost(kcpp_script, port=free_port_with([INFO_PORT_OFFSET]), cpu_only=True) as host:
         yield host
 
 
 # 30 ms or more in all: the relay's timers fire a few ms late on a busy 2-core machine
 @pytest.mark.parametrize("up_ms, down_ms", [(15, 15), (50, 50), (60, 20)])
 def test_rtt_follows_the_relay_delay(share, up_ms, down_ms):
-    port = _port_pair()
+    port = free_port_with([INFO_PORT_OFFSET])
     with DelayRelay(("127.0.0.1", share.port), up_ms / 1000, down_ms / 1000, listen=("127.0.0.1", port)), \
             DelayRelay(("127.0.0.1", share.info_port), up_ms / 1000, down_ms / 1000, listen=("127.0.0.1", port + 1)):
         node = describe_node(f"127.0.0.1:{port}", timeout=5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import sys
-import socket
 import struct
 import threading
 import time
@@ -17,6 +16,7 @@ from test_rpcwire import OneShotServer
 
 from phoenix_gui.backends import nodes, protocols
 from phoenix_gui.backends.nodes import ASSUMED_MBS, NodeError, describe_node
+from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.backends.protocols import check_version, engine_protocol
 from phoenix_gui.backends.rpcwire import RpcClient, RpcError, Version
 from phoenix_gui.backends.share import ShareHost
@@ -113,14 +113,8 @@ def test_version_mismatch_is_found_before_loading(kcpp_script, version, old_form
         fake.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_closed_port_is_one_sentence():
-    port = _free_port()
+    port = free_port()
     t = time.monotonic()
     with pytest.raises(NodeError, match=f"The PC at 127.0.0.1:{port} is up but nothing listens on that port"):
         describe_node(f"127.0.0.1:{port}")
@@ -221,7 +215,7 @@ def test_check_version_agrees_with_the_real_engine(kcpp_script, tiny, version):
         check_version(describe_node(target, measure=False), kcpp_script)
     argv = [sys.executable, str(kcpp_script), "--skiplauncher", "--model", str(tiny), "--rpcmode", "connect",
             "--rpctargets", target, "--gpulayers", "99", "--contextsize", "512", "--threads", "1",
-            "--host", "127.0.0.1", "--port", str(_free_port()), "--singleinstance"]
+            "--host", "127.0.0.1", "--port", str(free_port()), "--singleinstance"]
     engine = ServerProcess(argv).start()
     try:
         end = time.monotonic() + 120

@@ -15,14 +15,15 @@ import psutil
 import pytest
 from machine_helpers import gone
 from netlab import NetLab, require
-from test_netlink import PHOENIX, ROOT, _port_pair, _run_share, stopped_at_exit
+from test_netlink import PHOENIX, ROOT, _run_share, stopped_at_exit
 
-from phoenix_gui.backends.nodes import describe_node
+from phoenix_gui.backends.nodes import INFO_PORT_OFFSET, describe_node
+from phoenix_gui.backends.processes.ports import free_port_with
 from phoenix_gui.backends.share import ShareError, ShareHost
 
 
 def test_share_host_serves_rpc_and_info_and_leaves_nothing(kcpp_script):
-    host = ShareHost(kcpp_script, port=_port_pair(), cpu_only=True).start()
+    host = ShareHost(kcpp_script, port=free_port_with([INFO_PORT_OFFSET]), cpu_only=True).start()
     try:
         pids = host._proc.tree_pids()
         assert host.version is not None and str(host.version) == "4.0.1" and host.warnings() == []
@@ -49,7 +50,7 @@ def test_share_host_serves_rpc_and_info_and_leaves_nothing(kcpp_script):
 
 
 def test_phoenix_share_prints_the_address_and_stops_on_sigterm(kcpp_script):
-    port = _port_pair()
+    port = free_port_with([INFO_PORT_OFFSET])
     p = subprocess.Popen([*PHOENIX, "share", "--port", str(port), "--exe", str(kcpp_script)], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -147,7 +148,7 @@ def test_the_allow_list_refuses_an_unlisted_peer(kcpp_script):
 
 
 def test_phoenix_share_says_so_when_the_engine_dies(kcpp_script):
-    p = subprocess.Popen([*PHOENIX, "share", "--port", str(_port_pair()), "--exe", str(kcpp_script)], cwd=ROOT,
+    p = subprocess.Popen([*PHOENIX, "share", "--port", str(free_port_with([INFO_PORT_OFFSET])), "--exe", str(kcpp_script)], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().startswith("On the main PC")

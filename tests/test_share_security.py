@@ -14,8 +14,10 @@ import time
 
 import psutil
 import pytest
-from test_netlink import PHOENIX, ROOT, _port_pair
+from test_netlink import PHOENIX, ROOT
 
+from phoenix_gui.backends.nodes import INFO_PORT_OFFSET
+from phoenix_gui.backends.processes.ports import free_port_with
 from phoenix_gui.backends.rpcwire import RpcClient
 from phoenix_gui.backends.share import ShareError, ShareHost
 
@@ -37,7 +39,7 @@ def test_an_allow_list_that_is_not_a_list_is_one_sentence():
 
 def test_phoenix_share_with_an_empty_allow_starts_nothing(kcpp_script):
     """`--allow "$MAIN_PC"` with the variable unset: refused before any engine starts."""
-    port = _port_pair()
+    port = free_port_with([INFO_PORT_OFFSET])
     try:
         r = subprocess.run([*PHOENIX, "share", "--port", str(port), "--allow", "", "--exe", str(kcpp_script)],
                            cwd=ROOT, capture_output=True, text=True, timeout=30)
@@ -71,7 +73,7 @@ def test_the_share_panel_needs_an_allow_list_on_a_network_address(qtbot, wiz, ty
 
 @pytest.fixture(scope="module")
 def share(kcpp_script):
-    with ShareHost(kcpp_script, port=_port_pair(), cpu_only=True, allow="127.0.0.1,127.0.0.2") as host:
+    with ShareHost(kcpp_script, port=free_port_with([INFO_PORT_OFFSET]), cpu_only=True, allow="127.0.0.1,127.0.0.2") as host:
         yield host
 
 

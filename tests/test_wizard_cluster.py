@@ -12,6 +12,8 @@ import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QToolButton  # noqa: E402
 
+from phoenix_gui.backends.nodes import INFO_PORT_OFFSET  # noqa: E402
+from phoenix_gui.backends.processes.ports import free_port_with  # noqa: E402
 from phoenix_gui.config import UserSettings, load_settings, save_settings  # noqa: E402
 from phoenix_gui.hardware.rig import LinkInfo, RemoteNode  # noqa: E402
 from phoenix_gui.hardware.rig import GpuInfo  # noqa: E402
@@ -131,24 +133,8 @@ def test_add_a_real_pc_lists_its_device_first_with_the_measured_link_and_remove_
     assert wiz.page("hardware").table.isColumnHidden(PC)
 
 
-def free_port() -> int:
-    """A free port whose next one is free too: the share's info endpoint listens on RPC port + 1."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65535:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + 1))
-                    return port
-                except OSError:
-                    continue
-    raise RuntimeError("no two free ports in a row")
-
-
 def test_a_pc_that_is_down_is_one_sentence_naming_it_and_nothing_is_added(qtbot, wiz):
-    address = f"127.0.0.1:{free_port()}"
+    address = f"127.0.0.1:{free_port_with([INFO_PORT_OFFSET])}"
     panel = add_typed(qtbot, wiz, address)
     assert panel.error.isVisible() and address in panel.error.text()
     assert panel.error.text().count(". ") <= 1 and "Traceback" not in panel.error.text()
@@ -208,7 +194,7 @@ def test_node_addresses_are_saved_and_asked_again_at_the_next_start(qtbot, confi
 
 
 def test_a_remembered_pc_that_is_down_stays_listed_with_why_and_can_be_removed(qtbot, config_dir):
-    address = f"127.0.0.1:{free_port()}"
+    address = f"127.0.0.1:{free_port_with([INFO_PORT_OFFSET])}"
     save_settings(UserSettings(nodes=[address]))
     w = make_wizard(persist=True, measure=False)
     qtbot.addWidget(w)
@@ -469,7 +455,7 @@ def test_saved_split_is_this_pcs_and_survives_a_start_without_the_other_pc(qtbot
 def test_try_again_adds_a_remembered_pc_once_it_shares(qtbot, config_dir, kcpp_tree):
     from phoenix_gui.backends.share import ShareHost
 
-    port = free_port()
+    port = free_port_with([INFO_PORT_OFFSET])
     address = f"127.0.0.1:{port}"
     save_settings(UserSettings(nodes=[address]))
     w = make_wizard(persist=True, measure=False)
@@ -563,7 +549,7 @@ def test_a_rig_file_with_nodes_opens_as_one_cluster_picture(qtbot, tmp_path):
 def test_enter_in_the_address_field_asks_that_pc_and_stays_on_the_page(qtbot, wiz):
     wiz.go_to("hardware")
     panel = wiz.page("hardware").nodes
-    address = f"127.0.0.1:{free_port()}"
+    address = f"127.0.0.1:{free_port_with([INFO_PORT_OFFSET])}"
     panel.address.setFocus()
     qtbot.keyClicks(panel.address, address)
     qtbot.keyClick(panel.address, Qt.Key_Return)
