@@ -77,7 +77,7 @@ class EngineProfile:
     split_needs_gpu_library: bool = False
     # how to ask this llama-server build to read the weights instead of mapping them: current builds
     # replaced --no-mmap with --load-mode (its --help: "none: no special loading mode"); koboldcpp has
-    # --usemmap the other way round (commandline.py)
+    # --usemmap the other way round (engines/koboldcpp/options.py)
     no_mmap_args: tuple[str, ...] = ("--load-mode", "none")
     # threads the engine's RPC host gives a shared CPU whatever the PC has (0: the user's choice):
     # koboldcpp 1.115.1 starts its RPC server with 4 (gpttype_adapter.cpp start_server_fn(..., 4, ...))
