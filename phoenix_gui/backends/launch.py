@@ -26,7 +26,7 @@ from .diagnose import Failure, classify, missing_nodes, pc_name
 from .logparse import BufferReport, parse_log
 from .nodes import NodeError, describe_node
 from .protocols import check_version
-from .processes.ports import address_problem, port_free
+from .processes.ports import address_problem
 from .processes.process import LogFolderError, ServerProcess
 
 
@@ -193,8 +193,7 @@ class Launch:
                     "node", f"{pc_name(gone[0], self.nodes)} did not answer when the model loaded (is its RPC "
                     "server running, on this address and port?); the engine would have run its layers on this "
                     "PC's CPU, so it was stopped.", node=gone[0])
-                if self.process.proc:
-                    self.process.proc.terminate()  # the reader thread must not wait for itself: stop() follows
+                self.process.terminate()  # on the reader thread, which stop() would wait for: stop() follows
         if self.on_line:
             self.on_line(line)
 

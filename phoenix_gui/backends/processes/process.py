@@ -554,6 +554,12 @@ class ServerProcess:
         _live.discard(self)
         return self.proc.returncode
 
+    def terminate(self) -> None:
+        """Ask the whole tree to stop now, without waiting: safe from the output reader's own thread (an
+        on_line callback), where stop() would wait for that thread. stop() follows and collects it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self._signal_tree(signal.SIGTERM if os.name != "nt" else signal.CTRL_BREAK_EVENT)
+
     def _wait_gone(self, timeout: float) -> bool:
         end = time.monotonic() + timeout
         while True:
