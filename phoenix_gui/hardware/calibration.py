@@ -4,6 +4,12 @@ Per GPU (by UUID) and for the CPU, a factor on the speed model's time there (1.0
 one on the cost of the hops between devices, and the memory the engine was seen to need beyond the plan
 on each GPU. A rig carries the one that applies to it (Rig.calibration); planner/calibration.py fits it
 from measured runs and applies it to plans; backends/calibrations.py keeps it in a file per PC and engine.
+
+"Calibration" here means only this record. Two other things are fitted once, for all PCs, in the source tree:
+the speed model's constants, from the public measurements in data/speed-calibration.jsonl
+(benchmarks/fit_speed_model.py), and the compute-buffer constants of the engine profiles
+(benchmarks/calibrate_compute.py). A third, a calibration.jsonl line written on every launch, is gone (nothing
+read it).
 """
 
 from __future__ import annotations

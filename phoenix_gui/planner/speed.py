@@ -64,7 +64,7 @@ DEFAULT_CONSTANTS = {
     # measured at about 2/3 of what the Pascal efficiency predicts; no public row pins it (few measurements)
     "small_pascal": 0.75,
     # without int8 dot-product instructions (compute capability below 6.1) the quantized
-    # dot products are emulated; a prior, the calibration data has no such card
+    # dot products are emulated; a prior, the public measurements (data/speed-calibration.jsonl) have no such card
     "no_dp4a_factor": 3.0,
     "eff_cpu": 0.6,  # achieved fraction of the theoretical RAM bandwidth
     "cpu_cap_gbs": 300.0,  # what the cores' memory parallelism saturates at
