@@ -10,10 +10,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from phoenix_gui.backends.processes import process
+from phoenix_gui.backends.processes import output, process
 from phoenix_gui.backends.lifecycle import PENDING_LINES, LaunchMachine, State, _PendingLines
 from phoenix_gui.backends.processes.ports import free_port
-from phoenix_gui.backends.processes.process import LineSplitter, RotatingLog, ServerProcess
+from phoenix_gui.backends.processes.output import LineSplitter, RotatingLog
+from phoenix_gui.backends.processes.process import ServerProcess
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import read_model, write_skeleton
 from phoenix_gui.planner import PlanSettings, make_plan
@@ -36,7 +37,7 @@ out.flush()
 
 # --- splitting, on real byte streams cut at every awkward place ---
 
-def split_all(chunks, max_chars=process.MAX_LINE_CHARS):
+def split_all(chunks, max_chars=output.MAX_LINE_CHARS):
     s = LineSplitter(max_chars)
     out = []
     for c in chunks:
@@ -126,10 +127,10 @@ def test_a_100_mb_flood_is_read_in_bounded_time_and_memory(tmp_path, mode):
     assert secs < 90 and grew < 150
     lines = list(sp.lines)
     assert lines[-2:] == ["LAST LINE 1", "LAST LINE 2"]  # the end is there for diagnosis
-    assert len(lines) <= process.TAIL_LINES and sum(map(len, lines)) <= process.TAIL_CHARS + process.MAX_LINE_CHARS
-    assert max(map(len, lines)) <= process.MAX_LINE_CHARS
+    assert len(lines) <= process.TAIL_LINES and sum(map(len, lines)) <= process.TAIL_CHARS + output.MAX_LINE_CHARS
+    assert max(map(len, lines)) <= output.MAX_LINE_CHARS
     log, older = tmp_path / "logs" / "flood.log", tmp_path / "logs" / "flood.log.1"
-    assert log.stat().st_size <= process.LOG_MAX_BYTES and older.stat().st_size <= process.LOG_MAX_BYTES
+    assert log.stat().st_size <= output.LOG_MAX_BYTES and older.stat().st_size <= output.LOG_MAX_BYTES
     assert sorted(p.name for p in log.parent.iterdir()) == ["flood.log", "flood.log.1"]
     assert log.read_bytes().endswith(b"LAST LINE 1\nLAST LINE 2\n")
     assert len(pending) <= PENDING_LINES
@@ -158,7 +159,7 @@ def test_a_chatty_koboldcpp_gets_ready_with_bounded_lines_and_log(tmp_path, monk
     finally:
         m.stop()
     log = m.launch.log_path
-    assert log.stat().st_size <= process.LOG_MAX_BYTES
+    assert log.stat().st_size <= output.LOG_MAX_BYTES
     assert Path(str(log) + ".1").exists()  # 30 MB > the 20 MB cap: rotated once
     assert any("skipped here" in line for line in got) and "chatter done" in got
     assert len(got) < 30 * MB // 87  # fewer than were printed: the window was not flooded

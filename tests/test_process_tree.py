@@ -110,7 +110,8 @@ def test_a_tree_that_ignores_sigterm_is_killed_within_the_timeout(scripts):
 
 PHOENIX_LIKE = """import sys, time
 sys.path.insert(0, {root!r})
-from phoenix_gui.backends.processes.process import ServerProcess, watchdog_pid
+from phoenix_gui.backends.processes.guard import watchdog_pid
+from phoenix_gui.backends.processes.process import ServerProcess
 sp = ServerProcess({argv!r}).start()
 print(sp.pid, watchdog_pid(), flush=True)
 time.sleep(300)
@@ -195,7 +196,7 @@ def test_phoenix_launch_stops_the_server_behind_a_launcher_on_a_signal(scripts, 
 
 def test_watchdog_lets_a_stopped_server_go_and_stays_quiet(scripts):
     """A server stopped by Phoenix is forgotten by the watchdog; the watchdog itself stays for the next."""
-    from phoenix_gui.backends.processes.process import watchdog_pid
+    from phoenix_gui.backends.processes.guard import watchdog_pid
 
     sp = ServerProcess([sys.executable, "-c", "import time; time.sleep(300)"]).start()
     dog = watchdog_pid()

@@ -17,18 +17,17 @@ a launcher may exit and leave its child behind. So the whole tree is supervised,
            its parent between two tree samples (SAMPLE_EVERY_S), or one running as another account (its
            environment cannot be read; the watchdog reads /proc, so Linux). A cgroup would hold even those,
            but making one needs a delegated cgroup tree, which a desktop user does not have everywhere.
-Output is read incrementally: one line is at most MAX_LINE_CHARS, memory keeps the last lines up to
-TAIL_CHARS, and the log file rotates at LOG_MAX_BYTES (one older copy, <log>.1).
+The guards live in guard.py. Output is read incrementally (output.py): one line is at most MAX_LINE_CHARS,
+memory keeps the last lines up to TAIL_CHARS, and the log file rotates at LOG_MAX_BYTES (one older copy,
+<log>.1).
 """
 
 from __future__ import annotations
 
 import atexit
-import codecs
 import collections
 import contextlib
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -40,288 +39,20 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ...validate import InputError
+from .guard import add_to_job, become_subreaper, die_with_parent, is_subreaper, tell_watchdog
+from .output import LOG_MAX_BYTES, LineSplitter, RotatingLog
 
 _live: "weakref.WeakSet[ServerProcess]" = weakref.WeakSet()
 
-MAX_LINE_CHARS = 4096  # a longer line (or MBs without a newline) is cut into pieces of this size
 TAIL_LINES = 20000
 TAIL_CHARS = 8 << 20  # the in-memory tail for diagnosis and the buffer report
-LOG_MAX_BYTES = 20 << 20  # then the log moves to <log>.1 and a new one starts
 SAMPLE_EVERY_S = 0.5  # how often the server's process tree is recorded
 RUN_MARKER = "PHOENIX_RUN"  # environment variable: a per-run token that the server's descendants inherit
-_EOL = re.compile(r"\r\n|\r|\n")  # koboldcpp ends progress lines with \r alone
-
-
-def _linux_die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort; the process-group kill still applies
-        pass
-
-
-_subreaper = None
-
-
-def _become_subreaper() -> bool:
-    """Linux: orphaned descendants re-parent to Phoenix instead of init, so they stay findable."""
-    global _subreaper
-    if _subreaper is None:
-        _subreaper = False
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-
-                _subreaper = ctypes.CDLL("libc.so.6", use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
-            except Exception:  # noqa: BLE001 - older kernels; the session sweep still finds them
-                _subreaper = False
-    return _subreaper
 
 
 class LogFolderError(InputError):
     """The server's log file cannot be written (a read-only or full data folder): one sentence naming the
     folder. An InputError, not an OSError, so that no caller reports it as the engine failing to start."""
-
-
-class _WindowsJob:
-    """A job object that kills every process in it when Phoenix's handle closes (exit or crash)."""
-
-    def __init__(self):
-        import ctypes
-        from ctypes import wintypes
-
-        k32 = ctypes.WinDLL("kernel32", use_last_error=True)
-        self.k32 = k32
-        self.handle = k32.CreateJobObjectW(None, None)
-
-        class BASIC(ctypes.Structure):
-            _fields_ = [("PerProcessUserTimeLimit", ctypes.c_int64), ("PerJobUserTimeLimit", ctypes.c_int64),
-                        ("LimitFlags", wintypes.DWORD), ("MinimumWorkingSetSize", ctypes.c_size_t),
-                        ("MaximumWorkingSetSize", ctypes.c_size_t), ("ActiveProcessLimit", wintypes.DWORD),
-                        ("Affinity", ctypes.c_size_t), ("PriorityClass", wintypes.DWORD),
-                        ("SchedulingClass", wintypes.DWORD)]
-
-        class IO(ctypes.Structure):
-            _fields_ = [(n, ctypes.c_uint64) for n in ("r", "w", "o", "rb", "wb", "ob")]
-
-        class EXTENDED(ctypes.Structure):
-            _fields_ = [("BasicLimitInformation", BASIC), ("IoInfo", IO), ("ProcessMemoryLimit", ctypes.c_size_t),
-                        ("JobMemoryLimit", ctypes.c_size_t), ("PeakProcessMemoryUsed", ctypes.c_size_t),
-                        ("PeakJobMemoryUsed", ctypes.c_size_t)]
-
-        info = EXTENDED()
-        info.BasicLimitInformation.LimitFlags = 0x2000  # JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
-        k32.SetInformationJobObject(self.handle, 9, ctypes.byref(info), ctypes.sizeof(info))
-
-    def add(self, proc: subprocess.Popen) -> None:
-        self.k32.AssignProcessToJobObject(self.handle, int(proc._handle))  # noqa: SLF001
-
-
-_job = None
-
-# --- the watchdog (POSIX): a separate process that outlives Phoenix by a second ---
-# Phoenix writes "+<sid> <RUN_MARKER>=<marker>" when a server session starts and "-<sid>" when it was
-# stopped. The watchdog records each session's processes (pid and start time, from /proc) and, when its
-# stdin reaches end of file (Phoenix exited or was killed, even by SIGKILL), terminates and then kills what
-# is left of them and every process whose environment carries that run's marker (a daemon that left).
-# Standard library only, run with -I -S: it starts in milliseconds and imports nothing of Phoenix.
-_WATCHDOG = r"""# Phoenix watchdog: stops a server that Phoenix left behind when it died
-import os, select, signal, sys, time
-for s in (signal.SIGINT, signal.SIGHUP):
-    signal.signal(s, signal.SIG_IGN)
-def table():
-    t = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return t
-    for d in names:
-        if d.isdigit():
-            try:
-                with open("/proc/" + d + "/stat", "rb") as f:
-                    r = f.read().rsplit(b")", 1)[1].split()
-                t[int(d)] = (int(r[1]), int(r[3]), r[19], r[0])  # ppid, session, start time, state
-            except (OSError, IndexError, ValueError):
-                pass
-    return t
-def marked(tag, t):
-    m = {}
-    for p in t if tag else ():
-        try:
-            with open("/proc/%d/environ" % p, "rb") as f:
-                if tag in f.read().split(b"\0"):
-                    m[p] = t[p][2]
-        except OSError:
-            pass
-    return m
-def members(sid, t):
-    m = {p: v[2] for p, v in t.items() if v[1] == sid}
-    grew = True
-    while grew:  # and descendants that left the session
-        grew = False
-        for p, v in t.items():
-            if p not in m and v[0] in m:
-                m[p] = v[2]
-                grew = True
-    return m
-watched, tags, buf = {}, {}, b""
-while True:
-    r, _, _ = select.select([0], [], [], 0.5 if watched else None)
-    if r:
-        data = os.read(0, 4096)
-        if not data:
-            break
-        buf += data
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            words = line[1:].split()
-            sid = int(words[0])
-            if line[:1] == b"+":
-                watched[sid] = {}
-                tags[sid] = words[1] if len(words) > 1 else b""
-            else:
-                watched.pop(sid, None)
-                tags.pop(sid, None)
-    if watched:
-        t = table()
-        for sid, seen in watched.items():
-            seen.update(members(sid, t))
-def sweep(sig):
-    t, left = table(), 0
-    for sid, seen in watched.items():
-        ours = sid not in t or seen.get(sid, t[sid][2]) == t[sid][2]  # else the leader's pid was reused
-        if ours:
-            try:
-                os.killpg(sid, sig)
-            except OSError:
-                pass
-        for p, st in {**seen, **(members(sid, t) if ours else {}), **marked(tags.get(sid), t)}.items():
-            if p in t and t[p][2] == st and t[p][3] != b"Z":
-                left += 1
-                try:
-                    os.kill(p, sig)
-                except OSError:
-                    pass
-    return left
-if watched and sweep(signal.SIGTERM):
-    end = time.monotonic() + 2
-    while time.monotonic() < end and sweep(0):
-        time.sleep(0.05)
-    sweep(signal.SIGKILL)
-"""
-_watchdog: subprocess.Popen | None = None
-_watchdog_lock = threading.Lock()
-
-
-def _tell_watchdog(msg: str) -> None:
-    global _watchdog
-    if os.name == "nt" or getattr(sys, "frozen", False):  # Windows: the job object; frozen: no Python to run it
-        return
-    with _watchdog_lock:
-        try:
-            if _watchdog is None or _watchdog.poll() is not None:
-                if msg.startswith("-"):
-                    return
-                _watchdog = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHDOG], stdin=subprocess.PIPE,
-                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                             start_new_session=True)  # out of reach of the terminal's Ctrl-C
-            _watchdog.stdin.write((msg + "\n").encode())
-            _watchdog.stdin.flush()
-        except (OSError, ValueError):  # no watchdog: PDEATHSIG and the stop() sweep still apply
-            pass
-
-
-def watchdog_pid() -> int | None:
-    return _watchdog.pid if _watchdog is not None and _watchdog.poll() is None else None
-
-
-# --- output ---
-
-class LineSplitter:
-    """Bytes in, lines out, incrementally: only the unfinished tail is kept between reads (so output
-    without newlines costs linear time), \r, \n and \r\n each end a line (also when a \r\n is cut
-    between two reads), a line is at most max_chars (longer ones come out in pieces), and UTF-8 cut
-    between reads is decoded whole."""
-
-    def __init__(self, max_chars: int = MAX_LINE_CHARS):
-        self.max_chars = max_chars
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._tail = ""
-        self._after_cr = False
-
-    def feed(self, data: bytes) -> list[str]:
-        return self._split(self._decoder.decode(data))
-
-    def close(self) -> list[str]:
-        out = self._split(self._decoder.decode(b"", final=True))
-        if self._tail:
-            out.append(self._tail)
-            self._tail = ""
-        return out
-
-    def _split(self, text: str) -> list[str]:
-        if self._after_cr and text.startswith("\n"):
-            text = text[1:]  # the \n of a \r\n whose \r ended the previous read
-        if not text:
-            return []
-        self._after_cr = text.endswith("\r")
-        parts = _EOL.split(self._tail + text)
-        self._tail = parts.pop()
-        out: list[str] = []
-        for part in parts:
-            out.extend(self._cut(part))
-        if len(self._tail) > self.max_chars:
-            pieces = self._cut(self._tail)
-            self._tail = pieces.pop()
-            out.extend(pieces)
-        return out
-
-    def _cut(self, line: str) -> list[str]:
-        n = self.max_chars
-        return [line[i:i + n] for i in range(0, len(line), n)] or [""]
-
-
-class RotatingLog:
-    """A log file that never grows past max_bytes: then it becomes <name>.1 (replacing an older one)
-    and a new file starts with the command line and a pointer to the older part."""
-
-    def __init__(self, path: Path, header: str, max_bytes: int = LOG_MAX_BYTES):
-        self.path, self.header, self.max_bytes = path, header, max_bytes
-        self.rotations = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "wb")
-        self._size = 0
-        try:
-            self._put(header.encode("utf-8", "replace"))
-        except OSError:  # a full disk: no open file left behind
-            self._f.close()
-            raise
-
-    def write_lines(self, lines: list[str]) -> None:
-        data = ("\n".join(lines) + "\n").encode("utf-8", "replace")
-        if self._size + len(data) > self.max_bytes and self._size > len(self.header):
-            self._rotate()
-        self._put(data)
-
-    def _put(self, data: bytes) -> None:
-        self._f.write(data)
-        self._size += len(data)
-
-    def _rotate(self) -> None:
-        self._f.close()
-        older = self.path.with_name(self.path.name + ".1")
-        os.replace(self.path, older)
-        self.rotations += 1
-        self._f = open(self.path, "wb")
-        self._size = 0
-        self._put((self.header + f"(continued: the output before this is in {older.name})\n").encode("utf-8", "replace"))
-
-    def flush(self) -> None:
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
 
 
 class ServerProcess:
@@ -355,7 +86,6 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         """Start the child. On Linux call this from a long-lived thread (the GUI or main thread):
         the kernel kills the child when the thread that started it ends."""
-        global _job
         env = {**os.environ, **self.env, RUN_MARKER: self.marker}
         kw: dict = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.cwd)
         if os.name == "nt":
@@ -363,8 +93,8 @@ class ServerProcess:
         else:
             kw["start_new_session"] = True  # its own session and process group, so the whole tree can be found
             if sys.platform.startswith("linux"):
-                kw["preexec_fn"] = _linux_die_with_parent
-                _become_subreaper()
+                kw["preexec_fn"] = die_with_parent
+                become_subreaper()
         if self.log_path:
             try:
                 self._log = RotatingLog(self.log_path, "$ " + " ".join(self.argv) + "\n", self.log_max_bytes)
@@ -375,12 +105,11 @@ class ServerProcess:
         self.started_at = time.monotonic()
         if os.name == "nt":
             try:
-                _job = _job or _WindowsJob()
-                _job.add(self.proc)
+                add_to_job(self.proc)
             except Exception:  # noqa: BLE001 - without a job object the atexit stop still runs
                 pass
         else:
-            _tell_watchdog(f"+{self.proc.pid} {RUN_MARKER}={self.marker}")
+            tell_watchdog(f"+{self.proc.pid} {RUN_MARKER}={self.marker}")
         _live.add(self)
         self._adopt(self.proc)
         self._reader = threading.Thread(target=self._read, name="server-output", daemon=True)
@@ -506,7 +235,7 @@ class ServerProcess:
     def _reap_orphans(self) -> None:
         """Zombies that re-parented to Phoenix (the subreaper) are ours to collect; the direct child is
         left to Popen, which needs its exit status."""
-        if not _subreaper or not self.proc:
+        if not is_subreaper() or not self.proc:
             return
         with self._seen_lock:
             procs = list(self._seen)
@@ -550,7 +279,7 @@ class ServerProcess:
             with contextlib.suppress(OSError, ValueError):
                 self._log.close()
         if os.name != "nt":
-            _tell_watchdog(f"-{self.proc.pid}")
+            tell_watchdog(f"-{self.proc.pid}")
         _live.discard(self)
         return self.proc.returncode
 
