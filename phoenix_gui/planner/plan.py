@@ -167,17 +167,7 @@ def _tally(model: ModelInfo, s: PlanSettings, gpus: list[GpuInfo], assign: list[
     moecpu = s.moecpu if model.is_moe else 0
     # with tensor overrides, --moecpu's patterns follow the user's (first match wins): all moved below
     dev_bytes, cpu_expert = _layer_bytes(model, 0 if s.overrides else moecpu)
-    type_k, type_v = s.kv_types()
-    if (type_v != s.cache_type_v):
-        warnings.append("A quantized V cache needs flash attention; V stays f16 "
-                        + (f"({s.backend} quantizes only K)." if eng.quant_v_without_fa == "k_only"
-                          else f"({s.backend} would refuse it)."))
-    cells = kv_cells(s.context, eng)
-    n_seq = eng.n_seq(s.parallel)
-    kv = kv_bytes_per_layer(model, s.context, type_k, type_v, s.flash_attn, s.batch, eng, n_seq)
-    n_ubatch = min(s.batch, cells)
-    ci = ComputeInputs(n_ubatch=n_ubatch, n_kv=cells, flash_attn=s.flash_attn,
-                       n_outputs=n_ubatch if eng.logits_full_ubatch else 1)
+    cells, n_seq, kv, ci = _cache(model, s, warnings)
 
     w = [0] * n_gpu
     kvb = [0] * n_gpu
@@ -233,20 +223,11 @@ def _tally(model: ModelInfo, s: PlanSettings, gpus: list[GpuInfo], assign: list[
                 if dest == CPU and il < n_layer:
                     cpu_expert[il] += b  # the speed model reads these layers' experts from RAM
 
-    all_offloaded = n_gpu > 0 and all(a != CPU for a in assign)
-    # --moecpu is a tensor override too; an RPC device has no events and turns pipeline parallelism off
-    pipeline = eng.pipeline_active(n_gpu, all_offloaded, s.split_mode == "layer", not s.lowvram,
-                                   bool(s.overrides) or moecpu > 0, any(g.is_remote for g in gpus))
-    # op offload copies a RAM weight to the first device that offers it; an RPC device does not (no offload_op)
-    scratch_dev = next((i for i, g in enumerate(gpus) if not g.is_remote), None)
-    scratch = cpu_matrix if (scratch_dev is not None and cpu_matrix and s.batch >= eng.op_offload_min_batch) else 0
-
-    approximate = False
-    if s.split_mode == "row" and n_gpu > 1:
-        approximate = True
+    pipeline, scratch_dev, scratch = _pipeline_and_scratch(s, gpus, assign, moecpu, cpu_matrix)
+    approximate = s.split_mode == "row" and n_gpu > 1
+    if approximate:
         w = row_split_weights(model, assign, gpus, s, dev_bytes, w)
         warnings.append("Row split is estimated: matrices are divided by rows across all GPUs; numbers are approximate.")
-
     # CUDA devices (this PC's or another's over RPC) pad quantized rows and align tensors (EngineProfile)
     for i, g in enumerate(gpus):
         if not is_cpu_device(g) and not approximate:
@@ -258,6 +239,39 @@ def _tally(model: ModelInfo, s: PlanSettings, gpus: list[GpuInfo], assign: list[
                                    plain="CUDA_Host" if local_gpu else "CPU")
     return _Tally(dev_bytes, cpu_expert, kv, cells, n_seq, ci, w, kvb, layers, first, last, cpu_w, cpu_kv, cpu_layers,
                   out_dev, moves, pipeline, scratch_dev, scratch, approximate, host_bufs, warnings)
+
+
+def _cache(model: ModelInfo, s: PlanSettings, warnings: list[str]) -> tuple[int, int, list[int], ComputeInputs]:
+    """(KV cells, sequences, KV cache bytes per block, the compute buffers' inputs); a V cache type the
+    engine will not use is said in `warnings`."""
+    eng = s.profile
+    type_k, type_v = s.kv_types()
+    if (type_v != s.cache_type_v):
+        warnings.append("A quantized V cache needs flash attention; V stays f16 "
+                        + (f"({s.backend} quantizes only K)." if eng.quant_v_without_fa == "k_only"
+                          else f"({s.backend} would refuse it)."))
+    cells = kv_cells(s.context, eng)
+    n_seq = eng.n_seq(s.parallel)
+    kv = kv_bytes_per_layer(model, s.context, type_k, type_v, s.flash_attn, s.batch, eng, n_seq)
+    n_ubatch = min(s.batch, cells)
+    ci = ComputeInputs(n_ubatch=n_ubatch, n_kv=cells, flash_attn=s.flash_attn,
+                       n_outputs=n_ubatch if eng.logits_full_ubatch else 1)
+    return cells, n_seq, kv, ci
+
+
+def _pipeline_and_scratch(s: PlanSettings, gpus: list[GpuInfo], assign: list[int], moecpu: int,
+                          cpu_matrix: int) -> tuple[bool, int | None, int]:
+    """(pipeline parallelism on, the GPU that holds the op-offload scratch, its bytes)."""
+    eng = s.profile
+    n_gpu = len(gpus)
+    all_offloaded = n_gpu > 0 and all(a != CPU for a in assign)
+    # --moecpu is a tensor override too; an RPC device has no events and turns pipeline parallelism off
+    pipeline = eng.pipeline_active(n_gpu, all_offloaded, s.split_mode == "layer", not s.lowvram,
+                                   bool(s.overrides) or moecpu > 0, any(g.is_remote for g in gpus))
+    # op offload copies a RAM weight to the first device that offers it; an RPC device does not (no offload_op)
+    scratch_dev = next((i for i, g in enumerate(gpus) if not g.is_remote), None)
+    scratch = cpu_matrix if (scratch_dev is not None and cpu_matrix and s.batch >= eng.op_offload_min_batch) else 0
+    return pipeline, scratch_dev, scratch
 
 
 def _devices(model: ModelInfo, rig: Rig, s: PlanSettings, gpus: list[GpuInfo], assign: list[int], t: _Tally,
