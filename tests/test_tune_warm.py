@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from phoenix_gui.backends import tune as tune_mod
+from phoenix_gui.backends.file_warmer import FileWarmer
 from phoenix_gui.backends.processes.ports import free_port
-from phoenix_gui.backends.tune import FileWarmer, Tuner
+from phoenix_gui.backends.tune import Tuner
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.model import read_model
 from phoenix_gui.planner import PlanSettings

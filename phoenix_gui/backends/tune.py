@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,13 +52,13 @@ from ..storage import remove_leftovers
 from .tune_report import fit_notes
 from .bench import spread_of
 from .calibrations import CalibrationFileError, rig_key, save
+from .file_warmer import FileWarmer
 from .lifecycle import LaunchMachine, State
 from .processes.states import Machine
 
 FIRST_RUN_GUESS_S = 30.0  # time-left estimate before any run has finished
 SLICE_PREFIX = "phoenix-slices-"  # + the tuning process's id: a folder whose process is gone is a leftover
 _SLICE_DIR = re.compile(re.escape(SLICE_PREFIX) + r"([0-9]+)(?:-|$)")
-WARM_CHUNK = 8 << 20
 
 
 # --- the tuner ---
@@ -80,6 +79,7 @@ ALLOWED: dict[TuneState, set[TuneState]] = {
     T.CANCELLED: set(),
     T.FAILED: set(),
 }
+
 
 def remove_stale_slices(tmp: str | Path | None = None) -> list[Path]:
     """Remove the slice folders of tunes that died without cleaning up (killed with SIGKILL, a power cut):
@@ -128,76 +128,6 @@ def describe_plan(s: PlanSettings) -> str:
     split = ":".join(f"{x:g}" for x in s.tensor_split) if s.tensor_split else "by free memory"
     gpus = "all GPUs" if s.devices is None else "GPU" + ("s " if len(s.devices) > 1 else " ") + ",".join(map(str, s.devices))
     return f"{layers} {split} on {gpus}"
-
-
-class FileWarmer:
-    """Reads a file once on a thread, so that the OS keeps it in its file cache. Only the data is read:
-    a sparse file's holes (SEEK_DATA/SEEK_HOLE where the OS has them) cost nothing to load either."""
-
-    def __init__(self, path: str):
-        self.path, self.read_bytes, self.error = path, 0, ""  # read_bytes: progress, holes counted
-        self.data_bytes = 0  # what was actually read
-        try:
-            self.size = os.path.getsize(path)
-        except OSError:
-            self.size = 0
-        self.started = time.monotonic()
-        self.seconds = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="phoenix-warm", daemon=True)
-        self._thread.start()
-
-    @property
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2.0)  # one chunk at most
-
-    def time_left(self) -> float:
-        spent = time.monotonic() - self.started
-        if self.done or not self.read_bytes:
-            return 0.0 if self.done else FIRST_RUN_GUESS_S
-        return spent * max(0, self.size - self.read_bytes) / self.read_bytes
-
-    def _run(self) -> None:
-        buf = bytearray(WARM_CHUNK)
-        try:
-            with open(self.path, "rb", buffering=0) as f:
-                for start, end in _data_ranges(f.fileno(), self.size):
-                    f.seek(start)
-                    left = end - start
-                    while left > 0 and not self._stop.is_set():
-                        n = f.readinto(memoryview(buf)[:min(left, WARM_CHUNK)])
-                        if not n:
-                            break
-                        left -= n
-                        self.read_bytes += n
-                        self.data_bytes += n
-                    self.read_bytes += max(0, left)  # a range cut short by a stop or the file's end
-        except OSError as e:  # the run itself will say what is wrong with the file
-            self.error = e.strerror or str(e)
-        self.read_bytes = self.size
-        self.seconds = time.monotonic() - self.started
-
-
-def _data_ranges(fd: int, size: int):
-    """(start, end) of the parts of the file that hold data; the whole file where the OS cannot tell."""
-    if not hasattr(os, "SEEK_DATA"):
-        yield 0, size
-        return
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError:  # ENXIO: only a hole after pos; EINVAL: the file system cannot tell
-            if pos == 0:
-                yield 0, size
-            return
-        end = os.lseek(fd, start, os.SEEK_HOLE)
-        yield start, end
-        pos = end
 
 
 def _file_size(path: str) -> int:
@@ -280,7 +210,7 @@ class Tuner(Machine):
             r.label = r.label or f"candidate {i + 1}"
         self.message = f"Tuning: {len(self.queue)} plans to measure, then the calibrated winner."
         if self.warm and 0 < _file_size(self.model_path) < 0.8 * _ram_available():
-            self.warmer = FileWarmer(self.model_path)
+            self.warmer = FileWarmer(self.model_path, guess_s=FIRST_RUN_GUESS_S)
             self.message = "Reading the model file once, so that every run loads it from the OS file cache…"
             return
         self._next()
