@@ -33,7 +33,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import kcpp_build  # noqa: E402
-from bench_cluster import free_port, start_host  # noqa: E402
+from bench_cluster import start_host  # noqa: E402
+
+from phoenix_gui.backends.processes.ports import free_port  # noqa: E402
 
 
 class LoggingRelay:

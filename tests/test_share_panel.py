@@ -12,7 +12,8 @@ import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
 from machine_helpers import gone  # noqa: E402
-from test_wizard_cluster import free_port  # noqa: E402
+from phoenix_gui.backends.nodes import INFO_PORT_OFFSET  # noqa: E402
+from phoenix_gui.backends.processes.ports import free_port_with  # noqa: E402
 from phoenix_gui.ui.share_panel import LOOPBACK, NO_AUTH, STOP  # noqa: E402
 
 
@@ -20,7 +21,7 @@ from phoenix_gui.ui.share_panel import LOOPBACK, NO_AUTH, STOP  # noqa: E402
 def panel(qtbot, wiz, kcpp_tree):
     p = wiz.page("hardware").show_share()
     p.exe.setText(str(kcpp_tree / "koboldcpp.py"))
-    p.port.setValue(free_port())
+    p.port.setValue(free_port_with([INFO_PORT_OFFSET]))
     return p
 
 

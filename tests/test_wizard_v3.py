@@ -12,10 +12,12 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
+from phoenix_gui.backends.nodes import INFO_PORT_OFFSET
+from phoenix_gui.backends.processes.ports import free_port_with
 from phoenix_gui.config import UserSettings, load_settings
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.ui.app import make_wizard
-from test_wizard_cluster import a_node, free_port
+from test_wizard_cluster import a_node
 
 FAKE_RPC = Path(__file__).with_name("fake_rpc_server.py")
 
@@ -33,7 +35,7 @@ def _rpc_server_exe(tmp_path) -> str:
 def test_escape_while_sharing_asks_and_no_keeps_sharing(wiz, qtbot, tmp_path, monkeypatch):
     panel = wiz.page("hardware").show_share()
     panel.exe.setText(_rpc_server_exe(tmp_path))
-    panel.port.setValue(free_port())
+    panel.port.setValue(free_port_with([INFO_PORT_OFFSET]))
     qtbot.mouseClick(panel.button, Qt.LeftButton)
     qtbot.waitUntil(lambda: panel.host is not None or not panel.sharing, timeout=30000)
     assert panel.host is not None, panel.error.text()

@@ -143,9 +143,12 @@ def test_a_pc_that_stops_answering_is_shown_down_on_hardware_and_monitor(wiz, qt
     import sys
     from pathlib import Path
 
-    from test_wizard_cluster import a_node, free_port
+    from test_wizard_cluster import a_node
 
-    port = free_port()
+    from phoenix_gui.backends.nodes import INFO_PORT_OFFSET
+    from phoenix_gui.backends.processes.ports import free_port_with
+
+    port = free_port_with([INFO_PORT_OFFSET])
     address = f"127.0.0.1:{port}"
     server = [Path(__file__).with_name("fake_rpc_server.py")]
 
