@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from phoenix_gui.backends.lifecycle import LaunchMachine, State  # noqa: E402
 from phoenix_gui.backends.probe import llama_server_binary  # noqa: E402
 from phoenix_gui.backends.processes.ports import free_port  # noqa: E402
+from phoenix_gui.backends.processes.states import wait_while  # noqa: E402
 from phoenix_gui.hardware import detect_rig  # noqa: E402
 from phoenix_gui.model import read_model, write_skeleton  # noqa: E402
 from phoenix_gui.model.presets import load_preset  # noqa: E402
@@ -44,22 +45,15 @@ from phoenix_gui.planner.tuning import RUN_GEN, RUN_PROMPT  # noqa: E402
 def one_load(model, rig, path: Path, exe: Path, settings: PlanSettings, repeats: int) -> list[float]:
     plan = make_plan(model, rig, settings.with_(port=free_port()))
     m = LaunchMachine(plan, rig, model, str(path), str(exe), timeout=300)
-    got: list = []
-    m.on_transition(lambda old, new, info: got.append(info) if old is State.BENCHMARKING else None)
     m.start()
     try:
-        while m.state is State.LOADING:
-            time.sleep(0.05)
-            m.poll()
-        if m.state is not State.READY:
+        if wait_while(m, {State.LOADING}, every=0.05) is not State.READY:
             raise SystemExit(f"the engine did not load: {m.message}")
         m.benchmark(RUN_PROMPT, RUN_GEN, repeats)
-        while m.state is State.BENCHMARKING:
-            time.sleep(0.05)
-            m.poll()
+        wait_while(m, {State.BENCHMARKING}, every=0.05)
     finally:
         m.stop()
-    res = got[-1].get("result") if got else None
+    res = m.benchmarked.result if m.benchmarked else None
     if res is None or len(res.gen_repeats) != repeats:
         raise SystemExit(f"the benchmark failed: {m.message}")
     return res.gen_repeats

@@ -5,6 +5,8 @@ import time
 import psutil
 
 from phoenix_gui.backends.lifecycle import State
+from phoenix_gui.backends.processes.states import wait_while
+from phoenix_gui.backends.tune import TuneState
 
 
 def drive(m, until=lambda m: m.state is not State.LOADING, timeout=60.0):
@@ -30,8 +32,5 @@ def gone(pids, timeout=10.0):
 def run_tuner(t, timeout=180.0):
     """Start a Tuner and poll it to the end (as the CLI does), failing the test past `timeout` seconds."""
     t.start()
-    end = time.monotonic() + timeout
-    while t.poll():
-        assert time.monotonic() < end, t.message
-        time.sleep(0.02)
+    assert wait_while(t, {TuneState.RUNNING}, every=0.02, timeout=timeout) is not TuneState.RUNNING, t.message
     return t
