@@ -236,3 +236,33 @@ def test_version_of_the_real_llama_server():
     b = LlamaServer()
     v = engine_version(b, b.find())
     assert v[0].isdigit(), v
+
+
+def test_terminate_from_the_output_reader_ends_the_whole_tree_without_waiting(scripts):
+    """launch.py stops an engine from its own output callback (a node vanished): terminate() signals the
+    whole tree and returns at once, where stop() would wait for the very thread it runs on."""
+    tree = """import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+print("child", child.pid, flush=True)
+time.sleep(300)
+"""
+    said = []
+
+    def on_line(line):
+        said.append(line)
+        if line.startswith("child"):
+            t0 = time.monotonic()
+            sp.terminate()
+            said.append(time.monotonic() - t0)
+
+    sp = ServerProcess([sys.executable, "-c", tree], on_line=on_line)
+    sp.start()
+    try:
+        end = time.monotonic() + 20
+        while sp.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
+        child = int(said[0].split()[1])
+        assert sp.poll() == -signal.SIGTERM and said[1] < 1.0, said
+        assert gone([child])  # the group got the signal, not the direct child alone
+    finally:
+        sp.stop()
