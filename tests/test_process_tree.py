@@ -238,7 +238,7 @@ def test_version_of_the_real_llama_server():
     assert v[0].isdigit(), v
 
 
-def test_terminate_from_the_output_reader_ends_the_whole_tree_without_waiting(scripts):
+def test_terminate_from_the_output_reader_ends_the_whole_tree_without_waiting():
     """launch.py stops an engine from its own output callback (a node vanished): terminate() signals the
     whole tree and returns at once, where stop() would wait for the very thread it runs on."""
     tree = """import subprocess, sys, time
