@@ -152,6 +152,7 @@ def _settings_from_args(args, rig, model=None):
     one is a UserError sentence, never a plan. Without --ctx the context is the one default (planner/settings.py
     default_context, as in the wizard), said when the model's trained context made it smaller."""
     from .planner.settings import DEFAULT_CONTEXT, default_context
+    from .session.translation import settings_from_args
 
     ctx = args.ctx
     if ctx is None:
@@ -205,7 +206,6 @@ def _same_file(a: str, b: str) -> bool:
 
 def cmd_plan(args) -> int:
     from .backends import launch_command, write_kcpps, write_launcher
-    from .hardware.cluster import nodes_of
     from .planner import make_plan
     from .planner.autofit import auto_fit
 

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import os
 import stat
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from phoenix_gui.backends.nodes import INFO_PORT_OFFSET
 from phoenix_gui.backends.processes.ports import free_port_with
-from phoenix_gui.config import UserSettings, load_settings
+from phoenix_gui.config import load_settings
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.ui.app import make_wizard
 from test_wizard_cluster import a_node
