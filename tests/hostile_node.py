@@ -18,6 +18,17 @@ CMD_GET_DEVICE_MEMORY, CMD_HELLO, CMD_DEVICE_COUNT = 11, 14, 15
 GIB = 1 << 30
 
 
+def recv_exactly(conn: socket.socket, n: int) -> bytes:
+    """n bytes from conn, however the peer splits them; OSError when it closes first."""
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            raise OSError("closed")
+        buf += chunk
+    return buf
+
+
 def port_pair() -> tuple[socket.socket, socket.socket]:
     """Two listening sockets on adjacent loopback ports P and P + 1."""
     for _ in range(200):
@@ -83,15 +94,6 @@ class HostileNode:
         finally:
             conn.close()
 
-    def _read(self, conn, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = conn.recv(n - len(buf))
-            if not chunk:
-                raise OSError("closed")
-            buf += chunk
-        return buf
-
     def _send(self, conn, data: bytes, per_byte: float) -> None:
         if not per_byte:
             conn.sendall(data)
@@ -103,17 +105,17 @@ class HostileNode:
 
     # --- ggml-rpc ---
     def _serve_rpc(self, conn) -> None:
-        head = self._read(conn, 9)
+        head = recv_exactly(conn, 9)
         size = struct.unpack("<Q", head[1:])[0]
         if head[0] != CMD_HELLO or size != (0 if self.old_form else 24):
             return  # what a server of that form does with the other form: hang up
-        self._read(conn, size)
+        recv_exactly(conn, size)
         reply = bytes(self.version) if self.old_form else bytes([*self.version, 0]) + bytes(24)
         conn.sendall(struct.pack("<Q", len(reply)) + reply)
         while True:
-            cmd = self._read(conn, 9)
+            cmd = recv_exactly(conn, 9)
             n = struct.unpack("<Q", cmd[1:])[0]
-            payload = self._read(conn, n) if n else b""
+            payload = recv_exactly(conn, n) if n else b""
             if cmd[0] == CMD_DEVICE_COUNT:
                 self._send(conn, struct.pack("<QI", 4, self.count), self.delay)
             elif cmd[0] == CMD_GET_DEVICE_MEMORY:

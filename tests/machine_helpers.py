@@ -1,6 +1,7 @@
 """Driving a launch the way the CLI and the wizard do, and waiting for processes to be gone."""
 
 import time
+from contextlib import contextmanager
 
 import psutil
 
@@ -17,6 +18,22 @@ def drive(m, until=lambda m: m.state is not State.LOADING, timeout=60.0):
         m.poll()
         time.sleep(0.05)
     return m
+
+
+@contextmanager
+def ready(m, timeout=180.0):
+    """Start a LaunchMachine and drive it to READY; the body gets its Launch. On the way out (a failed assertion
+    included) the machine is stopped, and a normal exit checks it reached STOPPED and left no process behind."""
+    m.start()
+    pid = m.launch.process.pid
+    try:
+        drive(m, timeout=timeout)
+        assert m.state is State.READY, m.failure
+        yield m.launch
+    finally:
+        m.stop()
+    assert m.state is State.STOPPED
+    assert gone([pid]), "the server is still running"
 
 
 def gone(pids, timeout=10.0):

@@ -31,7 +31,7 @@ from phoenix_gui.hardware.rig import RemoteNode
 from phoenix_gui.hardware.rig import GIB, MIB, Rig, SystemInfo
 from phoenix_gui.model import read_model, write_skeleton
 from phoenix_gui.planner import PlanSettings, make_plan
-from machine_helpers import drive, gone
+from machine_helpers import drive, gone, ready
 
 pytestmark = pytest.mark.engine
 
@@ -122,12 +122,7 @@ def test_two_nodes_plan_matches_the_engine_and_generates(kcpp_script, tiny, host
     m = LaunchMachine(plan, rig, model, str(tiny), exe=str(kcpp_script), log_dir=tmp_path)
     argv = m.launch.command.argv
     assert argv[argv.index("--rpctargets") + 1] == ",".join(addrs) and "--usecpu" in argv
-    m.start()
-    pid = m.launch.process.pid
-    try:
-        drive(m, timeout=180)
-        assert m.state is State.READY, m.failure
-        la = m.launch
+    with ready(m) as la:
         log = "\n".join(la.process.lines)
         for d, a in zip(plan.gpus, addrs):
             assert f"using device RPC" in log and f"({a})" in log
@@ -141,10 +136,6 @@ def test_two_nodes_plan_matches_the_engine_and_generates(kcpp_script, tiny, host
         assert not la.outcome.warnings, la.outcome.warnings
         gen = la.backend.generate(la.host, la.port, "Hello there", 8, 512)
         assert gen.gen_tokens == 8 and gen.gen_tokens_per_s > 0
-    finally:
-        m.stop()
-    assert m.state is State.STOPPED
-    assert gone([pid]), "koboldcpp is still running"
     assert all(p.poll() is None for p in procs)  # the other PCs' servers keep running for the next main PC
 
 
@@ -252,12 +243,7 @@ def test_one_round_trip_per_token_and_node_with_the_predicted_bytes(kcpp_script,
         plan = make_plan(model, rig, PlanSettings(context=512, batch=64, threads=1, port=free_port()))
         assert [d.layers for d in plan.gpus] == [2, 1] and plan.gpus[1].has_output  # pc-a, then pc-b + output
         m = LaunchMachine(plan, rig, model, str(tiny), exe=str(kcpp_script), log_dir=tmp_path)
-        m.start()
-        pid = m.launch.process.pid
-        try:
-            drive(m, timeout=180)
-            assert m.state is State.READY, m.failure
-            la = m.launch
+        with ready(m) as la:
             # the same prompt first: a new prompt length sends the node a whole new graph (~100 KB) once
             la.backend.generate(la.host, la.port, "Hello there", 2, 512)
             counts = []
@@ -265,9 +251,6 @@ def test_one_round_trip_per_token_and_node_with_the_predicted_bytes(kcpp_script,
                 before = [r.snapshot() for r in relays]
                 assert la.backend.generate(la.host, la.port, "Hello there", n, 512).gen_tokens == n
                 counts.append([tuple(x - y for x, y in zip(r.snapshot(), b)) for r, b in zip(relays, before)])
-        finally:
-            m.stop()
-        assert gone([pid])
         per = [[(x - y) / 16 for x, y in zip(long, short)] for short, long in zip(*counts)]
         (a_up, a_down, a_turns), (b_up, b_down, b_turns) = per
         assert a_turns == 2 and b_turns == 2  # one request and one answer per token on each PC: one round trip

@@ -27,37 +27,7 @@ from phoenix_gui.planner.autofit import auto_fit
 from phoenix_gui.planner.network import RPC_REQUEST_BYTES, network_seconds
 from phoenix_gui.planner.plan import REMOTE_CPU_HOST_MIB
 from phoenix_gui.validate import InputError, rpc_targets
-
-RIG = """
-name = "Main PC"
-[system]
-ram_gib = 32
-ram_bandwidth_gbs = 40
-physical_cores = 8
-[[gpu]]
-name = "NVIDIA GeForce RTX 2080"
-vram_mib = 8192
-[[node]]
-address = "192.168.1.20:50052"
-name = "gaming-pc"
-rtt_ms = 0.5
-throughput_mbs = 112
-[[node.device]]
-name = "NVIDIA GeForce RTX 3060"
-total_mib = 12288
-free_mib = 11800
-[[node]]
-address = "192.168.1.21:50052"
-name = "laptop"
-rtt_ms = 2
-throughput_mbs = 50
-[[node.device]]
-name = "Laptop RAM"
-cpu = true
-total_mib = 32768
-free_mib = 20000
-bandwidth_gbs = 50
-"""
+from cluster_rigs import MAIN_AND_TWO_NODES as RIG
 
 
 def rig_file(tmp_path, text=RIG, name="cluster.toml"):

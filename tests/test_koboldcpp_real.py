@@ -29,7 +29,7 @@ from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import GIB, MIB, Rig, SystemInfo
 from phoenix_gui.model import read_model, write_skeleton
 from phoenix_gui.planner import PlanSettings, make_plan
-from machine_helpers import drive, gone
+from machine_helpers import drive, gone, ready
 
 pytestmark = pytest.mark.engine
 SEED = ["--usecuda", "0", "1", "2", "--gpulayers", "40", "--tensor_split", "1.5", "4.5", "3", "--contextsize", "4096"]
@@ -100,12 +100,7 @@ def test_launch_ready_generate_benchmark_stop(kcpp_script, tiny, tmp_path):
     model = read_model(tiny)
     plan = make_plan(model, cpu_rig(), PlanSettings(context=512, batch=64, threads=2, port=free_port()))
     m = LaunchMachine(plan, cpu_rig(), model, str(tiny), exe=str(kcpp_script), log_dir=tmp_path)
-    m.start()
-    pid = m.launch.process.pid
-    try:
-        drive(m, timeout=180)
-        assert m.state is State.READY, m.failure
-        la = m.launch
+    with ready(m) as la:
         text = "\n".join(la.process.lines)
         ns = re.search(r"^Namespace\((.*)\)$", text, re.M)
         assert ns, "koboldcpp printed no parsed namespace"
@@ -119,10 +114,6 @@ def test_launch_ready_generate_benchmark_stop(kcpp_script, tiny, tmp_path):
         drive(m, until=lambda m: m.state is not State.BENCHMARKING, timeout=180)
         assert m.state is State.READY and "result" in m.history[-1].info, m.history[-1].info
         assert m.history[-1].info["result"].gen_tokens_per_s > 0
-    finally:
-        m.stop()
-    assert m.state is State.STOPPED
-    assert gone([pid]), "koboldcpp is still running"
 
 
 # --- the buffers its llama.cpp logs, next to the plan ---

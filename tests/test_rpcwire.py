@@ -12,6 +12,7 @@ import pytest
 
 from phoenix_gui.backends import rpcwire
 from phoenix_gui.backends.rpcwire import REFUSAL, RpcClient, RpcError, Version
+from hostile_node import recv_exactly
 
 
 class OneShotServer:
@@ -41,12 +42,7 @@ class OneShotServer:
             pass
 
     def read(self, conn, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = conn.recv(n - len(buf))
-            if not chunk:
-                raise OSError("closed")
-            buf += chunk
+        buf = recv_exactly(conn, n)
         self.received.append(buf)
         return buf
 

@@ -4,7 +4,7 @@ engines load it and generate."""
 
 import pytest
 
-from phoenix_gui.backends.lifecycle import LaunchMachine, State
+from phoenix_gui.backends.lifecycle import LaunchMachine
 from phoenix_gui.backends.processes.ports import free_port
 from phoenix_gui.hardware import demo_rig_path, load_rig
 from phoenix_gui.hardware.rig import GIB, Rig, SystemInfo
@@ -12,7 +12,7 @@ from phoenix_gui.model import ModelFileError, preset_model_info, read_model, wri
 from phoenix_gui.model.gguf_header import read_header
 from phoenix_gui.model.slice import slice_info, write_slice
 from phoenix_gui.planner import PlanSettings, make_plan
-from machine_helpers import drive, gone
+from machine_helpers import ready
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +65,11 @@ def test_the_real_engines_load_a_slice_and_generate(models, engine, kcpp_script,
     plan = make_plan(sliced, cpu_rig(), PlanSettings(context=512, batch=64, threads=2, port=free_port(), backend=engine))
     exe = str(kcpp_script) if engine == "koboldcpp" else None
     m = LaunchMachine(plan, cpu_rig(), sliced, str(path), exe=exe, log_dir=tmp_path)
-    m.start()
-    pid = m.launch.process.pid
-    try:
-        drive(m, timeout=180)
-        assert m.state is State.READY, m.failure
-        la = m.launch
+    with ready(m) as la:
         gen = la.backend.generate(la.host, la.port, "Hello there", 6, 512)
         assert gen.gen_tokens == 6 and gen.gen_tokens_per_s > 0
         host = next(c for c in m.outcome.comparison if c.name == "CPU / RAM")
         assert host.actual_bytes is not None and abs(host.actual_bytes - host.predicted_bytes) < 0.1 * host.predicted_bytes
-    finally:
-        m.stop()
-    assert gone([pid])
 
 
 def test_a_model_file_damaged_since_it_was_read_is_one_sentence(models, tmp_path):

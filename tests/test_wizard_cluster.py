@@ -21,6 +21,7 @@ from phoenix_gui.ui.app import make_wizard  # noqa: E402
 from phoenix_gui.ui.nodes_panel import link_text  # noqa: E402
 from phoenix_gui.ui.pages.hardware import NAME, ORDER, PC, PCIE  # noqa: E402
 from phoenix_gui.ui.pages.split import network_cost  # noqa: E402
+from cluster_rigs import MAIN_AND_TWO_NODES  # noqa: E402
 
 GB = 10**9
 
@@ -193,14 +194,20 @@ def test_node_addresses_are_saved_and_asked_again_at_the_next_start(qtbot, confi
     assert w2.state.rig.gpus[0].node == rpc_host.address
 
 
-def test_a_remembered_pc_that_is_down_stays_listed_with_why_and_can_be_removed(qtbot, config_dir):
-    address = f"127.0.0.1:{free_port_with([INFO_PORT_OFFSET])}"
+def wizard_remembering(qtbot, address):
+    """A wizard started with `address` among the remembered PCs, shown once it has found that PC unreachable."""
     save_settings(UserSettings(nodes=[address]))
     w = make_wizard(persist=True, measure=False)
     qtbot.addWidget(w)
     w.show()
-    panel = w.page("hardware").nodes
     qtbot.waitUntil(lambda: address in w.state.unreachable, timeout=30000)
+    return w
+
+
+def test_a_remembered_pc_that_is_down_stays_listed_with_why_and_can_be_removed(qtbot, config_dir):
+    address = f"127.0.0.1:{free_port_with([INFO_PORT_OFFSET])}"
+    w = wizard_remembering(qtbot, address)
+    panel = w.page("hardware").nodes
     row = panel.rows.itemAtPosition(0, 0).widget().text()
     assert row == w.state.unreachable[address] and address in row  # said once, on its own row
     assert not panel.error.isVisible()
@@ -457,12 +464,8 @@ def test_try_again_adds_a_remembered_pc_once_it_shares(qtbot, config_dir, kcpp_t
 
     port = free_port_with([INFO_PORT_OFFSET])
     address = f"127.0.0.1:{port}"
-    save_settings(UserSettings(nodes=[address]))
-    w = make_wizard(persist=True, measure=False)
-    qtbot.addWidget(w)
-    w.show()
+    w = wizard_remembering(qtbot, address)
     panel = w.page("hardware").nodes
-    qtbot.waitUntil(lambda: address in w.state.unreachable, timeout=30000)
     host = ShareHost(kcpp_tree / "koboldcpp.py", port=port, cpu_only=True).start()  # the PC is switched on
     try:
         qtbot.mouseClick(panel.rows.itemAtPosition(0, 1).widget(), Qt.LeftButton)  # Try again
@@ -488,41 +491,11 @@ def test_the_monitor_says_when_another_pc_reports_no_memory(wiz):
     assert "not measured" in mon._remote_text(g, "RTX 3060")
 
 
-CLUSTER_RIG = """
-name = "Main PC"
-[system]
-ram_gib = 32
-ram_bandwidth_gbs = 40
-physical_cores = 8
-[[gpu]]
-name = "NVIDIA GeForce RTX 2080"
-vram_mib = 8192
-[[node]]
-address = "192.168.1.20:50052"
-name = "gaming-pc"
-rtt_ms = 0.5
-throughput_mbs = 112
-[[node.device]]
-name = "NVIDIA GeForce RTX 3060"
-total_mib = 12288
-free_mib = 11800
-[[node]]
-address = "192.168.1.21:50052"
-name = "laptop"
-rtt_ms = 2
-throughput_mbs = 50
-[[node.device]]
-name = "Laptop RAM"
-cpu = true
-total_mib = 32768
-free_mib = 20000
-bandwidth_gbs = 50
-"""
 
 
 def test_a_rig_file_with_nodes_opens_as_one_cluster_picture(qtbot, tmp_path):
     rig = tmp_path / "cluster.toml"
-    rig.write_text(CLUSTER_RIG)
+    rig.write_text(MAIN_AND_TWO_NODES)
     w = make_wizard(rig_path=str(rig), persist=False, measure=False)
     qtbot.addWidget(w)
     w.resize(1280, 860)
