@@ -79,21 +79,6 @@ class Engine:
         m = re.search(r"(\d+\.\d+(?:\.\d+)?)", out)
         return m.group(1) if m else (out.splitlines()[0] if out else "unknown")
 
-    def build_warnings(self, exe: str | None, rig, plan) -> list[str]:
-        """What the program's file name says against the plan (a build without CUDA for a GPU plan)."""
-        if not exe or not plan.gpus:
-            return []
-        name = Path(exe).name.lower()
-        if "nocuda" in name or "vulkan" in name:
-            return [f"{Path(exe).name} is a build without CUDA: the GPUs will not be used as planned."]
-        old = sorted({rig.gpus[d.gpu_index].short_name for d in plan.gpus
-                      if rig.gpus[d.gpu_index].compute_capability < (7, 5)})
-        return self.old_gpu_warnings(name, old) if old else []
-
-    def old_gpu_warnings(self, exe_name: str, old_gpus: list[str]) -> list[str]:
-        """Pre-Turing GPUs (old_gpus, their short names) against a build named exe_name."""
-        return []
-
     # --- its HTTP server (serves_model) ---
     def is_ready(self, host: str, port: int) -> bool:
         raise NotImplementedError

@@ -20,12 +20,6 @@ class KoboldCpp(Engine):
     rpc_host = True  # --rpcmode host
     cuda_build_advice = "use koboldcpp_cu12 or a CUDA build"
 
-    def old_gpu_warnings(self, exe_name, old_gpus):
-        if any(k in exe_name for k in ("cu12", "oldpc", ".py")):
-            return []
-        return [f"{', '.join(old_gpus)} need a CUDA 12 build: use koboldcpp_cu12 (the default build "
-                "targets CUDA 13, which dropped cards older than Turing)."]
-
     def is_ready(self, host, port) -> bool:
         try:
             d = get_json(base_url(host, port) + "/api/extra/version", timeout=2)
