@@ -292,13 +292,13 @@ def test_an_unticked_card_is_not_explained_as_left_out_for_speed(wiz):
 
 
 def test_layers_on_another_pcs_cpu_are_not_called_gpu_layers(qtbot, tmp_path):
-    from test_wizard_cluster import CLUSTER_RIG
+    from cluster_rigs import MAIN_AND_TWO_NODES
 
     from phoenix_gui.model import preset_model_info
     from phoenix_gui.ui.pages.split import OFFLOADED
 
     rig = tmp_path / "cluster.toml"
-    rig.write_text(CLUSTER_RIG)
+    rig.write_text(MAIN_AND_TWO_NODES)
     w = make_wizard(rig_path=str(rig), persist=False, measure=False)
     qtbot.addWidget(w)
     w.show()

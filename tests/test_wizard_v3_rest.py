@@ -61,13 +61,13 @@ def test_a_speedup_inside_the_noise_is_called_within_noise():
 # --- 16: a known engine limit in the headline ---
 
 def test_a_shared_cpu_over_rpc_makes_the_headline_a_band_down_to_the_real_speed(qtbot, tmp_path, capsys):
-    from test_wizard_cluster import CLUSTER_RIG
+    from cluster_rigs import MAIN_AND_TWO_NODES
 
     from phoenix_gui.model import preset_model_info
     from phoenix_gui.ui.app import make_wizard
 
     rig = tmp_path / "cluster.toml"
-    rig.write_text(CLUSTER_RIG)
+    rig.write_text(MAIN_AND_TWO_NODES)
     w = make_wizard(rig_path=str(rig), persist=False, measure=False)
     qtbot.addWidget(w)
     w.show()
