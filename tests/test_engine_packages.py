@@ -119,6 +119,20 @@ def test_versions_and_source_protocol(tmp_path):
     assert k.source_protocol(tmp_path / "elsewhere" / "koboldcpp.py") is None
 
 
+def test_a_hostile_rpc_header_gives_no_version_and_no_crash(tmp_path):
+    """A source tree is a file on disk like any other: non-ASCII digits (int() refuses "²") and a header grown
+    past any real one (read no further than 100 KB) mean "cannot tell", never a traceback or a long read."""
+    k = ENGINES["koboldcpp"]
+    header = tmp_path / "ggml" / "include" / "ggml-rpc.h"
+    header.parent.mkdir(parents=True)
+    header.write_text("#define RPC_PROTO_MAJOR_VERSION    \u00b2\n#define RPC_PROTO_MINOR_VERSION    0\n"
+                      "#define RPC_PROTO_PATCH_VERSION    0\n", encoding="utf-8")
+    assert k.source_protocol(tmp_path / "koboldcpp.py") is None
+    header.write_text("// padding\n" * 20_000 + "#define RPC_PROTO_MAJOR_VERSION 3\n#define RPC_PROTO_MINOR_VERSION 0\n"
+                      "#define RPC_PROTO_PATCH_VERSION 0\n")
+    assert k.source_protocol(tmp_path / "koboldcpp.py") is None  # past the first 100 KB: not read
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="a /bin/sh stand-in named rpc-server")
 def test_share_host_runs_rpc_server_as_the_registry_says(tmp_path):
     """ShareHost picks its engine from the registry: a program named rpc-server gets rpc-server's command line

@@ -79,13 +79,14 @@ class KoboldCpp(Engine):
         in host mode instead: backends/protocols.py)."""
         header = Path(exe).parent / "ggml" / "include" / "ggml-rpc.h"
         try:
-            text = header.read_text(encoding="utf-8", errors="replace")[:100_000]
+            with open(header, "rb") as f:  # the first 100 KB only: the real header is ~4 KB
+                text = f.read(100_000).decode("utf-8", errors="replace")
         except OSError:
             return None
         parts = {}
         for line in text.splitlines():
             bits = line.split()
-            if len(bits) == 3 and bits[0] == "#define" and bits[1].startswith("RPC_PROTO_") and bits[2].isdigit():
+            if len(bits) == 3 and bits[0] == "#define" and bits[1].startswith("RPC_PROTO_") and bits[2].isascii() and bits[2].isdigit():
                 parts[bits[1]] = int(bits[2])
         try:
             return (parts["RPC_PROTO_MAJOR_VERSION"], parts["RPC_PROTO_MINOR_VERSION"],
